@@ -1,0 +1,61 @@
+"""The one sample record that every data set reader yields and every shard holds."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+NORMAL = "good"  # defect type of normal samples, as in MVTec-AD
+
+
+@dataclass
+class Sample:
+    """A data set sample, lazily loaded so that listing a data set costs no decoding.
+
+    `key` is the image path relative to the data set root without its extension
+    (`bottle/test/broken_large/000`): the same key in shards, maps and reports.
+    """
+
+    key: str
+    dataset: str
+    category: str
+    split: str  # "train" | "test" (| "val")
+    label: int  # 0 normal, 1 anomalous
+    defect: str  # NORMAL for normal samples
+    source: str  # path of the image file (or URL)
+    mask_source: str | None = None  # path of the ground-truth mask, None where there is none
+    load_image: Callable[[], np.ndarray] | None = field(default=None, repr=False)
+    load_mask: Callable[[], np.ndarray | None] | None = field(default=None, repr=False)
+
+    def meta(self) -> dict:
+        """The JSON-serialisable part, as stored in a shard's `meta.json`."""
+        return {
+            "key": self.key,
+            "dataset": self.dataset,
+            "category": self.category,
+            "split": self.split,
+            "label": int(self.label),
+            "defect": self.defect,
+            "source": self.source,
+            "has_mask": self.mask_source is not None,
+        }
+
+    def image(self) -> np.ndarray:
+        """HxWx3 uint8 RGB (grey-scale images are served as 3 channels)."""
+        if self.load_image is None:
+            from decodiff.datasets.imageio import read_rgb
+
+            return read_rgb(Path(self.source))
+        return self.load_image()
+
+    def mask(self) -> np.ndarray | None:
+        """HxW bool, or None where the sample has no mask (normal samples: all False)."""
+        if self.load_mask is not None:
+            return self.load_mask()
+        if self.mask_source is None:
+            return None
+        from decodiff.datasets.imageio import read_mask
+
+        return read_mask(Path(self.mask_source))
