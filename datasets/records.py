@@ -39,8 +39,13 @@ class Sample:
             "label": int(self.label),
             "defect": self.defect,
             "source": self.source,
-            "has_mask": self.mask_source is not None,
+            "has_mask": self.has_mask,
         }
+
+    @property
+    def has_mask(self) -> bool:
+        """Whether the ground truth is known per pixel (normal images: all normal)."""
+        return self.label == 0 or self.mask_source is not None or self.load_mask is not None
 
     def image(self) -> np.ndarray:
         """HxWx3 uint8 RGB (grey-scale images are served as 3 channels)."""
@@ -51,7 +56,7 @@ class Sample:
         return self.load_image()
 
     def mask(self) -> np.ndarray | None:
-        """HxW bool, or None where the sample has no mask (normal samples: all False)."""
+        """HxW bool; None for normal samples (all normal) and where no mask exists."""
         if self.load_mask is not None:
             return self.load_mask()
         if self.mask_source is None:

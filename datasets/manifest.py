@@ -1,0 +1,93 @@
+"""manifest.json of a shard set: what it holds and the checksums that make runs traceable."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from decodiff.datasets.imageio import DataError
+
+FORMAT = "decodiff-shards/1"
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    split: str
+    category: str
+    count: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    dataset: str
+    categories: list[str]
+    shards: list[ShardInfo]
+    counts: dict[str, dict[str, dict[str, Any]]]  # split -> category -> {normal, anomalous, defects{}}
+    image_size: list[int] | None  # [H, W] when all images share it
+    args: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    has_masks: bool = True
+    format: str = FORMAT
+
+    @property
+    def checksum(self) -> str:
+        """One digest over all shard digests: the data set's identity for caches and reports."""
+        h = hashlib.sha256()
+        for s in sorted(self.shards, key=lambda s: s.name):
+            h.update(f"{s.name}:{s.sha256}\n".encode())
+        return h.hexdigest()
+
+    def shard_names(self, split: str, categories: list[str] | None = None) -> list[str]:
+        return [s.name for s in self.shards if s.split == split and (categories is None or s.category in categories)]
+
+    def count(self, split: str, categories: list[str] | None = None) -> int:
+        return sum(s.count for s in self.shards if s.split == split and (categories is None or s.category in categories))
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["checksum"] = self.checksum
+        return d
+
+    def save(self, folder: Path) -> None:
+        write_json_atomic(Path(folder) / MANIFEST, self.to_json())
+
+    @classmethod
+    def load(cls, folder: Path) -> "Manifest":
+        path = Path(folder) / MANIFEST
+        if not path.is_file():
+            raise DataError(f"{path}: no shard manifest (run `decodiff data shard` first)")
+        try:
+            d = json.loads(path.read_text())
+            d.pop("checksum", None)
+            d["shards"] = [ShardInfo(**s) for s in d["shards"]]
+            if d.get("format") != FORMAT:
+                raise DataError(f"{path}: format {d.get('format')!r}, expected {FORMAT!r}")
+            return cls(**d)
+        except DataError:
+            raise
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: not a valid shard manifest ({exc})") from None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write to a temporary name and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)

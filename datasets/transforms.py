@@ -1,0 +1,73 @@
+"""Pre-processing of decoded samples into model tensors (the published protocol by default:
+resize to 288 without keeping the aspect ratio, center-crop 256, map to [-1, 1]; masks follow
+the same resize and crop and are thresholded at > 0)."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    resize: int | None = 288
+    crop: int | None = 256
+    translate: int = 0  # training augmentation: shift of up to +-translate px with p = 0.5
+    rotate180: bool = False  # training augmentation: 180-degree rotation with p = 0.5 (VisA)
+    seed: int = 0
+
+    @property
+    def size(self) -> int | None:
+        return self.crop or self.resize
+
+    def __call__(self, sample: dict[str, Any], rng: random.Random | None = None) -> dict[str, Any]:
+        img = Image.fromarray(sample["image"])
+        mask = sample.get("mask")
+        m = Image.fromarray(mask.astype(np.uint8) * 255) if mask is not None else None
+        if self.resize and img.size != (self.resize, self.resize):
+            img = img.resize((self.resize, self.resize), Image.BILINEAR)
+            m = m.resize((self.resize, self.resize), Image.BILINEAR) if m is not None else None
+        dx = dy = 0
+        rot = False
+        if rng is not None:
+            if self.translate and rng.random() < 0.5:
+                dx, dy = rng.randint(-self.translate, self.translate), rng.randint(-self.translate, self.translate)
+            rot = self.rotate180 and rng.random() < 0.5
+        x = np.asarray(img)
+        mk = np.asarray(m) if m is not None else None
+        x = _shift_crop(x, self.crop, dx, dy)
+        mk = _shift_crop(mk, self.crop, dx, dy) if mk is not None else None
+        if rot:
+            x = x[::-1, ::-1]
+            mk = mk[::-1, ::-1] if mk is not None else None
+        image = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+        h, w = image.shape[-2:]
+        has_mask = mk is not None
+        mask_t = torch.from_numpy(np.ascontiguousarray(mk) > 0) if has_mask else torch.zeros(h, w, dtype=torch.bool)
+        meta = sample["meta"]
+        return {
+            "key": sample["key"],
+            "image": image,
+            "mask": mask_t,
+            "has_mask": torch.tensor(has_mask),
+            "label": torch.tensor(int(meta["label"])),
+            "category": meta["category"],
+            "defect": meta["defect"],
+        }
+
+
+def _shift_crop(x: np.ndarray, crop: int | None, dx: int, dy: int) -> np.ndarray:
+    """Center crop whose window is shifted by (dx, dy); reflect-pads where it leaves the image."""
+    h, w = x.shape[:2]
+    ch, cw = (crop, crop) if crop else (h, w)
+    top, left = (h - ch) // 2 + dy, (w - cw) // 2 + dx
+    pad = max(0, -top, -left, top + ch - h, left + cw - w)
+    if pad:
+        widths = ((pad, pad), (pad, pad)) + (((0, 0),) if x.ndim == 3 else ())
+        x = np.pad(x, widths, mode="reflect")
+        top, left = top + pad, left + pad
+    return x[top : top + ch, left : left + cw]

@@ -1,0 +1,56 @@
+"""`decodiff`: a thin command line over the library. Each command lives in
+harness/commands/<name>.py with `add_parser(subparsers)` and `run(args) -> int`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Order is the order of `decodiff --help`.
+COMMANDS = ("bench", "data", "train", "evaluate", "report", "model", "vae")
+
+EPILOG = """Config: --config PRESET (a name from configs/ or a YAML file) and key.sub=value overrides,
+e.g. `decodiff bench --config demo train.max_steps=500 infer.reverse_steps=2`.
+Results go to stderr as progress and to stdout with --json (one JSON object)."""
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="decodiff", description="Train and benchmark DeCo-Diff for anomaly detection.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        mod = importlib.import_module(f"decodiff.harness.commands.{name}")
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
+    from decodiff.datasets.imageio import DataError
+    from decodiff.harness.checkpoint import CheckpointError
+    from decodiff.harness.config import ConfigError
+    from decodiff.models.vae import VAEError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, UsageError) as exc:
+        print(f"decodiff: error: {exc}", file=sys.stderr)
+        return 2
+    except (DataError, CheckpointError, VAEError, FileNotFoundError) as exc:
+        print(f"decodiff: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("decodiff: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

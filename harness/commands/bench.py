@@ -1,0 +1,31 @@
+"""`decodiff bench`: the main job end to end."""
+from __future__ import annotations
+
+import argparse
+
+from decodiff.harness.commands.common import add_config_args, add_json_arg, config_from, headline, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run the whole benchmark: data, VAE, training, evaluation, report, MLflow",
+                       description="Run the main job: shard the data, get the VAE, train DeCo-Diff (or reuse the model "
+                                   "trained with the same settings), evaluate, and write the report and an MLflow run.")
+    add_config_args(p, default="demo")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from(args)  # validated before anything is written
+    from decodiff.harness.bench import bench
+    from decodiff.harness.progress import log
+
+    result = bench(cfg)
+    log(f"report: {result.report}")
+    log(f"MLflow run: {result.run_id}")
+    log(f"mean: {headline(result.records)}")
+    if args.json:
+        print_json(result.summary)
+    else:
+        print(result.report)
+    return 0

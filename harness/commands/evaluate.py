@@ -1,0 +1,45 @@
+"""`decodiff evaluate`: evaluate a trained checkpoint on the test split."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from decodiff.harness.commands.common import add_config_args, add_json_arg, config_from, headline, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint: maps, metrics, report, MLflow run",
+                       description="Run deviation correction on the test split with a trained checkpoint and write "
+                                   "the per-category report and an MLflow run.")
+    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (from `decodiff train`)")
+    add_config_args(p, default="demo")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    from decodiff.harness.bench import finish_run
+    from decodiff.harness.checkpoint import load_model
+    from decodiff.harness.data import prepare_data
+    from decodiff.harness.evaluate import evaluate
+    from decodiff.harness.progress import log
+    from decodiff.harness.runs import new_run_dir
+    from decodiff.harness.vae_fit import get_vae
+
+    t0 = time.time()
+    model, spec, info = load_model(args.checkpoint)
+    data = prepare_data(cfg)
+    vae = get_vae(cfg, data)
+    run_dir = new_run_dir(cfg, "evaluate")
+    result = evaluate(cfg, data, model, vae, spec["classes"], out=run_dir)
+    info = {**info, "checkpoint": str(args.checkpoint), "reused": True}
+    res = finish_run(cfg, run_dir, data, vae, info, result, kind="evaluate", started=t0)
+    log(f"report: {res.report}")
+    log(f"mean: {headline(res.records)}")
+    if args.json:
+        print_json(res.summary)
+    else:
+        print(res.report)
+    return 0

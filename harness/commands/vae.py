@@ -1,0 +1,37 @@
+"""`decodiff vae train`: train the small AutoencoderKL for a config and save it as a folder."""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from decodiff.harness.commands.common import add_config_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("vae", help="VAE tools", description="VAE tools.")
+    vsub = p.add_subparsers(dest="vae_command", metavar="ACTION")
+    vsub.required = True
+    t = vsub.add_parser("train", help="train a small AutoencoderKL on a config's training images",
+                        description="Train the small VAE the config describes (vae.small, vae.steps, ...) on the "
+                                    "training images and save it with save_pretrained into --out; `vae.pretrained=OUT` "
+                                    "then uses it. This is how models/weights/demo-vae was made.")
+    t.add_argument("--out", required=True, type=Path, help="folder to write")
+    add_config_args(t, default="demo")
+    t.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from decodiff.harness.config import build_config
+    from decodiff.harness.data import prepare_data
+    from decodiff.harness.vae_fit import fit_small_vae
+
+    cfg = build_config(args.config, list(args.overrides) + ["vae.pretrained=null"])
+    data = prepare_data(cfg)
+    tmp = args.out.with_name(args.out.name + ".building")
+    fit_small_vae(cfg, data, tmp)
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    tmp.rename(args.out)
+    print(args.out)
+    return 0

@@ -1,0 +1,297 @@
+"""The experiment config: one validated tree, built from defaults (the paper's MVTec-AD
+protocol), a YAML preset, and `key.sub=value` overrides from the CLI or a sweep.
+
+Bad values fail before any work starts, with one line naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DATASETS = ("demo", "mvtec", "visa", "mpdd", "realiad", "folder")
+
+
+class ConfigError(ValueError):
+    """A config problem; the message is one line naming the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(Section):
+    name: str = "bench"
+    out_dir: str = "runs"  # every run writes <out_dir>/<name>-<time>/
+    cache_dir: str = ".cache/decodiff"  # demo data, shards, VAEs, latent caches, trained models
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(default=None, ge=1)  # torch CPU threads (None: torch's default)
+
+
+class DemoSection(Section):
+    size: int = Field(default=128, ge=32, le=1024)
+    n_train: int = Field(default=80, ge=4)
+    n_test_good: int = Field(default=12, ge=1)
+    n_test_per_defect: int = Field(default=6, ge=1)
+    categories: list[str] | None = None
+
+
+class DataSection(Section):
+    dataset: Literal["demo", "mvtec", "visa", "mpdd", "realiad", "folder"] = "demo"
+    root: str | None = None  # native layout (not needed when `shards` is given)
+    shards: str | None = None  # shard set folder or URL prefix; default: made from `root` in the cache
+    categories: list[str] | None = None
+    resize: int | None = Field(default=288, ge=8)  # published: resize 288 (aspect not kept) ...
+    crop: int | None = Field(default=256, ge=8)  # ... then center crop 256
+    num_workers: int = Field(default=0, ge=0)
+    shuffle_buffer: int = Field(default=2000, ge=0)
+    demo: DemoSection = DemoSection()
+
+
+class VAESection(Section):
+    pretrained: str | None = None  # local diffusers folder (e.g. sd-vae-ft-ema); None: train a small one
+    small: str = "f8-small"
+    steps: int = Field(default=3000, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    kl_weight: float = Field(default=1e-6, ge=0)
+
+
+class ModelSection(Section):
+    size: str = "L"
+    conditional: bool = True
+    dropout: float | None = Field(default=None, ge=0, lt=1)  # None: the preset's
+
+    @field_validator("size")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from decodiff.models.unet import UNET_PRESETS
+
+        if v not in UNET_PRESETS:
+            raise ValueError(f"must be one of {sorted(UNET_PRESETS)}")
+        return v
+
+
+class ProcessSection(Section):
+    steps: int = Field(default=10, ge=2, le=1000)  # T
+    schedule: Literal["squaredcos_cap_v2", "linear", "scaled_linear"] = "squaredcos_cap_v2"
+    patch_sizes: list[int] = [1, 2, 4, 8, 16]
+    patch_probs: list[float] = [0.30, 0.25, 0.20, 0.15, 0.10]
+    r_mask: float = Field(default=0.7, ge=0, le=1)
+    r_shuffle: float = Field(default=0.3, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _patches(self) -> "ProcessSection":
+        if len(self.patch_sizes) != len(self.patch_probs):
+            raise ValueError("patch_sizes and patch_probs must have the same length")
+        if any(p < 1 for p in self.patch_sizes) or any(q < 0 for q in self.patch_probs) or sum(self.patch_probs) <= 0:
+            raise ValueError("patch sizes must be >= 1 and probabilities >= 0 with a positive sum")
+        return self
+
+
+class TrainSection(Section):
+    epochs: int = Field(default=800, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)  # optimizer steps; stops earlier than epochs
+    batch_size: int = Field(default=128, ge=1)  # global, over all processes and accumulation steps
+    grad_accum: int = Field(default=2, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    min_lr: float = Field(default=1e-5, ge=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup: int = Field(default=10, ge=0)  # epochs ("per-epoch" schedules) or steps ("per-step")
+    lr_schedule: Literal["published", "cosine", "constant"] = "published"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    ema: float | None = Field(default=None, gt=0, lt=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+    latent_cache: bool = True
+    cache_variants: int = Field(default=4, ge=1)  # augmented copies per image in the latent cache
+    translate: int = Field(default=4, ge=0)
+    rotate180: bool = False
+    reuse: bool = True  # reuse a finished model trained with the same settings and data
+    checkpoint_every: int = Field(default=1000, ge=1)  # optimizer steps
+    log_every: int = Field(default=50, ge=1)
+    compile: bool = False
+    allow_tf32: bool = True
+
+
+class InferSection(Section):
+    reverse_steps: int = Field(default=5, ge=1)
+    start_step: int | None = Field(default=None, ge=0)  # None: the published mapping
+    strategy: Literal["zt-1", "z0"] = "zt-1"
+    combination: Literal["geometric", "arithmetic", "pixel", "latent"] = "geometric"
+    gamma_p: float | None = Field(default=0.4, gt=0)
+    gamma_l: float | None = Field(default=0.2, gt=0)
+    sigma_pixel: float = Field(default=3.0, ge=0)
+    sigma_latent: float = Field(default=1.0, ge=0)
+    pixel_reference: Literal["vae", "input"] = "vae"
+    image_score: Literal["max", "topk_mean", "avgpool_max"] = "max"
+    topk: int = Field(default=100, ge=1)
+    pool: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    save_maps: bool = True  # anomaly maps (float16 .npz) in the run folder, for `score` and figures
+
+
+class MetricsSection(Section):
+    aupro_protocol: Literal["mvtec", "deco-diff-code"] = "mvtec"
+    fpr_limit: float = Field(default=0.3, gt=0, le=1)
+
+
+class TrackingSection(Section):
+    enabled: bool = True
+    uri: str | None = None  # None: sqlite:///<out_dir>/mlflow.db
+    experiment: str = "decodiff"
+
+
+class Config(Section):
+    run: RunSection = RunSection()
+    data: DataSection = DataSection()
+    vae: VAESection = VAESection()
+    model: ModelSection = ModelSection()
+    process: ProcessSection = ProcessSection()
+    train: TrainSection = TrainSection()
+    infer: InferSection = InferSection()
+    metrics: MetricsSection = MetricsSection()
+    tracking: TrackingSection = TrackingSection()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        if self.infer.start_step is not None and self.infer.start_step >= self.process.steps:
+            raise ValueError(f"infer.start_step must be below process.steps ({self.process.steps})")
+        if self.infer.reverse_steps > self.process.steps:
+            raise ValueError(f"infer.reverse_steps must be at most process.steps ({self.process.steps})")
+        if self.train.batch_size % self.train.grad_accum:
+            raise ValueError("train.batch_size must be a multiple of train.grad_accum")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def digest(self, *sections: str) -> str:
+        """A short hash of the named sections (all when none): keys for caches."""
+        d = self.to_dict()
+        part = {s: _get(d, s) for s in sections} if sections else d
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
+# ---- building ---------------------------------------------------------------------------------
+def preset_names() -> list[str]:
+    root = resources.files("decodiff.configs")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A preset by name (configs/<name>.yaml, shipped with the package) or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"--config {name_or_path}: file not found")
+        text = path.read_text()
+    else:
+        res = resources.files("decodiff.configs") / f"{name_or_path}.yaml"
+        if not res.is_file():
+            raise ConfigError(f"--config {name_or_path}: no such preset (available: {', '.join(preset_names())})")
+        text = res.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {name_or_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {name_or_path}: expected a mapping of sections at the top level")
+    base = data.pop("extends", None)
+    if base:
+        data = merge(load_preset(base), data)
+    return data
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`train.lr=3e-4` -> ("train.lr", 0.0003); values are read as YAML (lists, null, numbers)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    node = d
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _allowed(model: type[BaseModel], loc: tuple) -> list[str]:
+    m: Any = model
+    for part in loc[:-1]:
+        f = m.model_fields.get(part) if isinstance(part, str) else None
+        if f is None:
+            return []
+        m = f.annotation
+        if not (isinstance(m, type) and issubclass(m, BaseModel)):
+            return []
+    return sorted(m.model_fields)
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed(Config, loc)
+        where = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        return f"unknown config key '{key}' (allowed under {where}: {', '.join(allowed)})"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"bad config: {msg}"
+    if "ctx" in err and "expected" in err["ctx"]:
+        msg = f"expected {err['ctx']['expected']}"
+    got = err.get("input")
+    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+    more = f"; {len(exc.errors()) - 1} more problem(s)" if len(exc.errors()) > 1 else ""
+    return f"bad config value '{key}': {msg}{got_s}{more}"
+
+
+def build_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> Config:
+    """Defaults <- preset <- overrides, validated; raises ConfigError with one line."""
+    data: dict[str, Any] = dict(base or {})
+    if preset:
+        data = merge(data, load_preset(preset))
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(data, key, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,139 @@
+"""Getting a config's data ready: the demo set generated, native layouts sharded into the
+cache, and loaders over the shards for training and evaluation."""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from decodiff.datasets.imageio import DataError
+from decodiff.datasets.manifest import Manifest
+from decodiff.datasets.stream import ShardStream, collate, load_manifest, shard_urls
+from decodiff.datasets.transforms import Preprocess
+from decodiff.harness.config import Config
+from decodiff.harness.progress import Progress, log
+
+
+@dataclass
+class PreparedData:
+    location: str  # shard set folder or URL prefix
+    manifest: Manifest
+    categories: list[str]  # selected categories, in class-id order
+    source: str  # where the data came from (for the report)
+
+    @property
+    def class_ids(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.categories)}
+
+    def urls(self, split: str) -> list[str]:
+        return shard_urls(self.location, self.manifest, split, self.categories)
+
+
+def preprocess_for(cfg: Config, train: bool) -> Preprocess:
+    d, t = cfg.data, cfg.train
+    return Preprocess(
+        resize=d.resize, crop=d.crop,
+        translate=t.translate if train else 0,
+        rotate180=t.rotate180 if train else False,
+    )
+
+
+def image_size(cfg: Config, manifest: Manifest) -> int:
+    if cfg.data.crop:
+        return cfg.data.crop
+    if cfg.data.resize:
+        return cfg.data.resize
+    if manifest.image_size and manifest.image_size[0] == manifest.image_size[1]:
+        return manifest.image_size[0]
+    raise DataError("images differ in size or are not square: set data.resize (and data.crop)")
+
+
+def _reader(dataset: str, root: Path, categories: list[str] | None):
+    from decodiff.datasets.mvtec import read_mvtec
+
+    if dataset in ("mvtec", "demo"):
+        return read_mvtec(root, dataset=dataset, categories=categories)
+    if dataset == "mpdd":
+        return read_mvtec(root, dataset=dataset, categories=categories, mask_suffixes=("_mask", ""))
+    raise DataError(f"data.dataset={dataset}: no reader for this layout yet; shard it with `decodiff data shard`")
+
+
+def prepare_data(cfg: Config) -> PreparedData:
+    """Shards for the config, made (once, cached) where only a native layout is given."""
+    d = cfg.data
+    cache = Path(cfg.run.cache_dir)
+    if d.shards:
+        location = d.shards
+        source = f"shards {location}"
+    else:
+        if d.dataset == "demo":
+            from decodiff.datasets.demo import generate_demo
+
+            params = d.demo.model_dump()
+            tag = hashlib.sha256(repr(sorted(params.items())).encode()).hexdigest()[:10]
+            root = Path(d.root) if d.root else cache / f"demo-{tag}"
+            if not (root / "demo.json").is_file():
+                log(f"generating the demo data set in {root}")
+            generate_demo(root, size=d.demo.size, n_train=d.demo.n_train, n_test_good=d.demo.n_test_good,
+                          n_test_per_defect=d.demo.n_test_per_defect, categories=d.demo.categories, seed=0)
+        else:
+            if not d.root:
+                raise DataError(f"data.root is not set: give the {d.dataset} folder (data.root=DIR) or shards (data.shards=DIR)")
+            root = Path(d.root)
+            if not root.is_dir():
+                raise DataError(f"{root}: data folder not found (data.root)")
+        tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}".encode()).hexdigest()[:10]
+        location = str(cache / "shards" / f"{d.dataset}-{tag}")
+        source = f"{d.dataset} at {root}"
+        if not (Path(location) / "manifest.json").is_file():
+            from decodiff.datasets.shards import write_shards
+
+            log(f"sharding {root} into {location}")
+            with Progress("shard", unit="img") as p:
+                write_shards(_reader(d.dataset, root, None), Path(location), dataset=d.dataset,
+                             args={"root": str(root)}, progress=lambda n, _: p.update(1))
+    manifest = load_manifest(location)
+    cats = list(d.categories) if d.categories else sorted(manifest.categories)
+    unknown = [c for c in cats if c not in manifest.categories]
+    if unknown:
+        raise DataError(f"data.categories: unknown {unknown}; the data set has {sorted(manifest.categories)}")
+    return PreparedData(location=location, manifest=manifest, categories=cats, source=source)
+
+
+class _Transformed:
+    """Applies a Preprocess with a per-sample RNG (augmentation) inside loader workers."""
+
+    def __init__(self, pre: Preprocess, seed: int | None):
+        self.pre = pre
+        self.rng = random.Random(seed) if seed is not None else None
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        return self.pre(sample, self.rng)
+
+
+def test_loader(cfg: Config, data: PreparedData, rank: int = 0, world_size: int = 1) -> DataLoader:
+    stream = ShardStream(data.urls("test"), transform=_Transformed(preprocess_for(cfg, False), None),
+                         rank=rank, world_size=world_size)
+    return DataLoader(stream, batch_size=cfg.infer.batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
+
+
+def train_image_loader(cfg: Config, data: PreparedData, batch_size: int, seed: int, augment: bool = True,
+                       rank: int = 0, world_size: int = 1, shuffle: bool = True) -> tuple[ShardStream, DataLoader]:
+    pre = preprocess_for(cfg, augment)
+    stream = ShardStream(data.urls("train"), transform=_Transformed(pre, seed if augment else None),
+                         shuffle_buffer=cfg.data.shuffle_buffer if shuffle else 0, seed=seed, rank=rank, world_size=world_size)
+    loader = DataLoader(stream, batch_size=batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
+    return stream, loader
+
+
+def device_for(cfg: Config) -> torch.device:
+    if cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("run.device=cuda but CUDA is not available")
+        return torch.device("cuda")
+    return torch.device("cpu")

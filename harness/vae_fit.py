@@ -1,0 +1,91 @@
+"""The VAE a run uses: a local pretrained folder, or a small AutoencoderKL trained here on
+the training images (reconstruction + KL), cached by data and settings and reused."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from decodiff.harness.config import Config
+from decodiff.harness.data import PreparedData, device_for, image_size, train_image_loader
+from decodiff.harness.progress import Progress, log
+from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae, save_vae
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def resolve_pretrained(path: str) -> Path:
+    """`builtin:NAME` is a VAE shipped in the package (models/weights/NAME), else a folder."""
+    if path.startswith(BUILTIN_PREFIX):
+        name = path[len(BUILTIN_PREFIX):]
+        return Path(str(resources.files("decodiff.models") / "weights" / name))
+    return Path(path).expanduser()
+
+
+def vae_cache_key(cfg: Config, data: PreparedData) -> str:
+    spec = {"vae": cfg.vae.model_dump(exclude={"pretrained"}), "data": data.manifest.checksum,
+            "categories": data.categories, "resize": cfg.data.resize, "crop": cfg.data.crop, "seed": cfg.run.seed}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
+    size = image_size(cfg, data.manifest)
+    if cfg.vae.pretrained:
+        vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size)
+        log(f"VAE: {vae.source}")
+        return vae
+    folder = Path(cfg.run.cache_dir) / "vae" / vae_cache_key(cfg, data)
+    if (folder / "decodiff.json").is_file():
+        vae = load_vae(folder, image_size=size)
+        log(f"VAE: reusing {vae.source} ({folder})")
+        return vae
+    log(f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the training images")
+    fit_small_vae(cfg, data, folder)
+    return load_vae(folder, image_size=size)
+
+
+def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
+    torch.manual_seed(cfg.run.seed)
+    device = device_for(cfg)
+    vae = build_small_vae(cfg.vae.small).to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.vae.lr, total_steps=cfg.vae.steps, pct_start=0.05)
+    step, epoch = 0, 0
+    t0 = time.time()
+    with Progress("vae", total=cfg.vae.steps, unit="step") as p:
+        while step < cfg.vae.steps:
+            stream, loader = train_image_loader(cfg, data, cfg.vae.batch_size, seed=cfg.run.seed + epoch)
+            stream.set_epoch(epoch)
+            for batch in loader:
+                x = batch["image"].to(device)
+                if torch.rand(()) < 0.5:  # flips widen what the decoder has seen
+                    x = x.flip(-1)
+                post = vae.encode(x).latent_dist
+                z = post.sample()
+                rec = vae.decode(z).sample
+                loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.vae.kl_weight * post.kl().mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                p.update(1, loss=float(loss))
+                if step >= cfg.vae.steps:
+                    break
+            epoch += 1
+    vae.eval()
+    # scale so that latents have unit variance, as 0.18215 does for Stable Diffusion's VAE
+    with torch.no_grad():
+        stream, loader = train_image_loader(cfg, data, 32, seed=0, augment=False, shuffle=False)
+        zs = [vae.encode(b["image"].to(device)).latent_dist.mean.cpu() for b in loader]
+    scale = float(1.0 / torch.cat(zs).std())
+    desc = (f"small AutoencoderKL ({cfg.vae.small}) trained here on the {data.manifest.dataset} training images "
+            f"({cfg.vae.steps} steps, data {data.manifest.checksum[:12]})")
+    save_vae(vae.cpu(), folder, scale, desc, extra={"steps": cfg.vae.steps, "seconds": round(time.time() - t0, 1),
+                                                    "data_checksum": data.manifest.checksum})
+    log(f"VAE: saved {folder} (latent scale {scale:.4f})")

@@ -1,0 +1,100 @@
+"""The eta-predicting UNet: diffusers' UNet2DConditionModel configured by a size preset, with
+the category embedded as ONE cross-attention context token (as in the authors' code).
+
+A preset is a plain dict; `build_unet` is the single builder. The class-token table and the
+UNet's own config are saved with the weights, so a checkpoint rebuilds its model exactly.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+from torch import nn
+
+# base channels, attention heads per level, context dim, channel multipliers, levels with
+# attention, res blocks per level, dropout. XS..XL follow the published LDM-style UNet
+# (channel_mult 1,2,4, attention at every level and in the middle, 2 res blocks, dropout 0.4);
+# `demo` and `tiny` are small CPU presets of the same family.
+UNET_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(channels=32, heads=2, context_dim=32, mult=(1, 2), attention=(False, True), layers=1, dropout=0.0),
+    "demo": dict(channels=64, heads=4, context_dim=64, mult=(1, 2, 2), attention=(False, True, True), layers=1, dropout=0.0),
+    "XS": dict(channels=64, heads=4, context_dim=128, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
+    "S": dict(channels=128, heads=4, context_dim=256, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
+    "M": dict(channels=192, heads=6, context_dim=384, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
+    "L": dict(channels=256, heads=8, context_dim=512, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
+    "XL": dict(channels=320, heads=10, context_dim=640, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
+}
+
+
+def _groups(channels: int) -> int:
+    for g in (32, 16, 8, 4, 2, 1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class DeviationUNet(nn.Module):
+    """eta_theta(z_t, t, category): the UNet plus the category-token table."""
+
+    def __init__(self, unet: UNet2DConditionModel, num_classes: int, context_dim: int, conditional: bool = True):
+        super().__init__()
+        self.unet = unet
+        self.conditional = conditional
+        self.num_classes = num_classes
+        # unconditional: one learned token for every image (the category need not be known)
+        self.class_tokens = nn.Embedding(num_classes if conditional else 1, context_dim)
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, class_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.conditional or class_ids is None:
+            if self.conditional:
+                raise ValueError("a class-conditional model needs the category of each sample")
+            class_ids = torch.zeros(z_t.shape[0], dtype=torch.long, device=z_t.device)
+        context = self.class_tokens(class_ids)[:, None, :].to(z_t.dtype)
+        return self.unet(z_t, t, encoder_hidden_states=context).sample
+
+
+def preset_config(size: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(size, dict):
+        return dict(size)
+    if size not in UNET_PRESETS:
+        raise ValueError(f"model.size must be one of {sorted(UNET_PRESETS)}, got {size!r}")
+    return dict(UNET_PRESETS[size])
+
+
+def build_unet(
+    size: str | dict[str, Any],
+    *,
+    num_classes: int,
+    conditional: bool = True,
+    latent_channels: int = 4,
+    sample_size: int = 32,
+    dropout: float | None = None,
+) -> DeviationUNet:
+    p = preset_config(size)
+    ch = p["channels"]
+    widths = tuple(ch * m for m in p["mult"])
+    heads = tuple(p["heads"] * (2**i) if widths[i] % (p["heads"] * 2**i) == 0 else p["heads"] for i in range(len(widths)))
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in p["attention"])
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(p["attention"]))
+    unet = UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        block_out_channels=widths,
+        layers_per_block=p["layers"],
+        cross_attention_dim=p["context_dim"],
+        attention_head_dim=heads,  # diffusers reads this argument as the number of heads
+        norm_num_groups=_groups(ch),
+        dropout=p["dropout"] if dropout is None else dropout,
+        flip_sin_to_cos=True,
+        freq_shift=0,
+    )
+    return DeviationUNet(unet, num_classes=num_classes, context_dim=p["context_dim"], conditional=conditional)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,142 @@
+"""The frozen VAE (diffusers AutoencoderKL): scaled latents in, images in [-1, 1] out.
+
+Two sources, both offline: a local folder saved with `save_pretrained` (e.g. sd-vae-ft-ema,
+whose latents are scaled by 0.18215), or a small AutoencoderKL that this project trains on
+the training images (its scale is measured so that latents have unit variance, as 0.18215
+does for Stable Diffusion's VAE).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from torch import nn
+
+# Small KL autoencoders for CPU runs; `factor` is the spatial down-sampling.
+SMALL_VAE_PRESETS: dict[str, dict[str, Any]] = {
+    "f8-small": dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, latent_channels=4),
+    "f8-tiny": dict(block_out_channels=(16, 32, 32, 32), layers_per_block=1, latent_channels=4),
+    "f4-small": dict(block_out_channels=(32, 64, 128), layers_per_block=1, latent_channels=4),
+}
+
+
+class VAEError(ValueError):
+    """A VAE folder that cannot be used: the message names it and what was expected."""
+
+
+def build_small_vae(preset: str = "f8-small") -> AutoencoderKL:
+    if preset not in SMALL_VAE_PRESETS:
+        raise ValueError(f"vae.small must be one of {sorted(SMALL_VAE_PRESETS)}, got {preset!r}")
+    p = SMALL_VAE_PRESETS[preset]
+    n = len(p["block_out_channels"])
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=p["block_out_channels"],
+        layers_per_block=p["layers_per_block"],
+        latent_channels=p["latent_channels"],
+        norm_num_groups=min(16, p["block_out_channels"][0]),
+        mid_block_add_attention=False,
+    )
+
+
+class FrozenVAE(nn.Module):
+    """Encoder/decoder with the latent scale applied; no gradients, eval mode always."""
+
+    def __init__(self, vae: AutoencoderKL, scale: float, source: str, fingerprint: str = ""):
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        self.scale = float(scale)
+        self.source = source  # what the report says about the VAE
+        self.fingerprint = fingerprint  # sha256 of the weights file: the identity caches are keyed by
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    def latent_size(self, image_size: int) -> int:
+        return image_size // self.factor
+
+    def train(self, mode: bool = True) -> "FrozenVAE":  # stays frozen
+        return super().train(False)
+
+    @torch.no_grad()
+    def encode_dist(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled mean and std of the latent distribution (what a latent cache stores)."""
+        dist = self.vae.encode(x.to(self.vae.dtype)).latent_dist
+        return dist.mean * self.scale, dist.std * self.scale
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training samples the latent distribution; evaluation uses its mean (published)."""
+        mean, std = self.encode_dist(x)
+        if not sample:
+            return mean
+        return mean + std * torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z.to(self.vae.dtype) / self.scale).sample
+
+
+def load_vae(folder: Path, image_size: int | None = None, expect_channels: int | None = None) -> FrozenVAE:
+    """Load a local diffusers-format VAE folder, offline, and check its latent shape."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise VAEError(f"vae.pretrained={folder}: no config.json there (expected a folder saved with save_pretrained)")
+    try:
+        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:  # diffusers raises many kinds; all mean "not a usable VAE folder"
+        raise VAEError(f"vae.pretrained={folder}: cannot load an AutoencoderKL ({type(exc).__name__}: {exc})") from None
+    meta_path = folder / "decodiff.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    scale = float(meta.get("scale", vae.config.scaling_factor))
+    weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    fingerprint = _sha256(weights[0]) if weights else ""
+    out = FrozenVAE(vae, scale, source=meta.get("description", f"pretrained AutoencoderKL from {folder}"),
+                    fingerprint=fingerprint)
+    if expect_channels is not None and out.latent_channels != expect_channels:
+        raise VAEError(f"vae.pretrained={folder}: latent channels {out.latent_channels}, expected {expect_channels}")
+    if image_size is not None:
+        with torch.no_grad():
+            z = out.encode(torch.zeros(1, 3, image_size, image_size))
+        if z.shape[-1] * out.factor != image_size:
+            raise VAEError(f"vae.pretrained={folder}: latent {tuple(z.shape[1:])} does not match image size {image_size}")
+    return out
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_vae(vae: AutoencoderKL, folder: Path, scale: float, description: str, extra: dict | None = None) -> None:
+    """Write atomically: a half-written VAE folder is never mistaken for a finished one."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    vae.save_pretrained(tmp, safe_serialization=True)
+    meta = {"scale": scale, "description": description, **(extra or {})}
+    (tmp / "decodiff.json").write_text(json.dumps(meta, indent=2))
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    tmp.rename(folder)
