@@ -31,10 +31,10 @@ DEFECT_KINDS = ("foreign_texture", "scratch", "stain", "missing", "displaced")
 MIN_AREA = 0.005  # of the image area
 MAX_AREA = 0.10
 CHANGE_THRESHOLD = 3  # grey levels: smaller changes are reverted and not anomalous
-SUBTLE_FRACTION = 0.35  # share of low-contrast defects
+SUBTLE_FRACTION = 0.35  # default share of low-contrast defects
 _MAX_TRIES = 50
 
-_Painter = Callable[[np.ndarray, np.random.Generator, Sequence[np.ndarray]], tuple[np.ndarray, np.ndarray]]
+_Painter = Callable[[np.ndarray, np.random.Generator, Sequence[np.ndarray], bool], tuple[np.ndarray, np.ndarray]]
 
 
 def synthesize_defect(
@@ -42,12 +42,15 @@ def synthesize_defect(
     kind: str,
     rng: np.random.Generator,
     source_textures: Sequence[np.ndarray] = (),
+    *,
+    subtle: float = SUBTLE_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paint one defect of `kind` on a uint8 HxW or HxWx3 image.
 
     Returns (defective image of the same shape and dtype, HxW bool mask). `source_textures`
     (uint8 grey or RGB images, any size) supply the foreign material for "foreign_texture";
-    the other kinds only use the image itself.
+    the other kinds only use the image itself. `subtle` is the probability that the defect is
+    a low-contrast one (a faint stain, a shallow scratch, material matched in brightness).
     """
     if kind not in _PAINTERS:
         raise ValueError(f"unknown defect kind {kind!r}; expected one of {', '.join(DEFECT_KINDS)}")
@@ -61,8 +64,9 @@ def synthesize_defect(
 
     clean = image.reshape(image.shape[0], image.shape[1], -1)
     clean_f = clean.astype(np.float32)
+    is_subtle = bool(rng.random() < subtle)
     for _ in range(_MAX_TRIES):
-        painted, core = _PAINTERS[kind](clean_f, rng, source_textures)
+        painted, core = _PAINTERS[kind](clean_f, rng, source_textures, is_subtle)
         out, mask = apply_change(clean, painted, core)
         # A core that the new content mostly left as it was would be an invisible defect.
         unchanged = core & (np.abs(np.rint(painted) - clean_f).max(axis=-1) < CHANGE_THRESHOLD)
@@ -145,14 +149,13 @@ def _to_channels(patch: np.ndarray, channels: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- painters
-# Each painter returns (painted HxWxC float image, core HxW bool) and draws everything it
-# randomises from `rng`.
+# Each painter takes (clean HxWxC float image, rng, source textures, subtle) and returns
+# (painted HxWxC float image, core HxW bool); it draws everything it randomises from `rng`.
 
 
-def _paint_foreign_texture(img, rng, sources):
+def _paint_foreign_texture(img, rng, sources, subtle):
     """Material from another picture under a ragged mask (contamination, a wrong part)."""
     h, w, c = img.shape
-    subtle = rng.random() < SUBTLE_FRACTION
     area = _log_uniform(rng, 0.015, 0.06)
     region = _blob(img, rng, area, structured=False, roughness=(0.3, 0.8), max_aspect=2.5)
     y0, y1, x0, x1 = _bbox(region, pad=3)
@@ -199,12 +202,11 @@ def _curve(rng: np.random.Generator, start: np.ndarray, heading: float, length: 
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
 
 
-def _paint_scratch(img, rng, sources):
+def _paint_scratch(img, rng, sources, subtle):
     """A thin curved line, lighter or darker, tapered at both ends; sometimes two of them."""
     h, w, c = img.shape
     size = min(h, w)
     scale = max(1.0, size / 128)
-    subtle = rng.random() < SUBTLE_FRACTION
     width = rng.uniform(1.0, 3.0) * scale
     length = rng.uniform(0.45, 0.9) * size
     heading = rng.uniform(0, 2 * np.pi)
@@ -248,10 +250,9 @@ _STAIN_COLOURS = np.array(
 )
 
 
-def _paint_stain(img, rng, sources):
+def _paint_stain(img, rng, sources, subtle):
     """A soft blob of colour or shade (a liquid mark); subtle ones are low-contrast."""
     h, w, c = img.shape
-    subtle = rng.random() < SUBTLE_FRACTION
     area = _log_uniform(rng, 0.02, 0.05) if subtle else _log_uniform(rng, 0.008, 0.035)
     region = _blob(img, rng, area, structured=False, roughness=(0.2, 0.6), max_aspect=2.0)
     sigma = max(1.0, 0.25 * np.sqrt(region.sum() / np.pi))
@@ -274,11 +275,10 @@ def _paint_stain(img, rng, sources):
     return img + delta, alpha >= 0.5
 
 
-def _paint_missing(img, rng, sources):
+def _paint_missing(img, rng, sources, subtle):
     """A piece gone: flat background colour, a dark hole, or smeared (blurred) content."""
     h, w, c = img.shape
     size = min(h, w)
-    subtle = rng.random() < SUBTLE_FRACTION
     area = _log_uniform(rng, 0.01, 0.05)
     region = _blob(img, rng, area, structured=True, roughness=(0.15, 0.5), max_aspect=2.0)
     mode = "blur" if subtle else ("background", "hole", "blur")[int(rng.integers(3))]
@@ -297,10 +297,9 @@ def _paint_missing(img, rng, sources):
     return img * (1 - alpha) + fill * alpha, region
 
 
-def _paint_displaced(img, rng, sources):
+def _paint_displaced(img, rng, sources, subtle):
     """A piece cut out and put back shifted (and, unless subtle, turned or flipped)."""
     h, w, c = img.shape
-    subtle = rng.random() < SUBTLE_FRACTION
     area = _log_uniform(rng, 0.015, 0.06)
     region = _blob(img, rng, area, structured=True, roughness=(0.1, 0.35), max_aspect=1.8)
     y0, y1, x0, x1 = _bbox(region)

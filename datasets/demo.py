@@ -23,11 +23,18 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from decodiff.datasets.defects import CHANGE_THRESHOLD, DEFECT_KINDS, MAX_AREA, MIN_AREA, synthesize_defect
+from decodiff.datasets.defects import (
+    CHANGE_THRESHOLD,
+    DEFECT_KINDS,
+    MAX_AREA,
+    MIN_AREA,
+    SUBTLE_FRACTION,
+    synthesize_defect,
+)
 from decodiff.datasets.imageio import encode_png
 from decodiff.datasets.records import NORMAL
 
-GENERATOR_VERSION = "decodiff-demo/1"
+GENERATOR_VERSION = "decodiff-demo/1"  # change whenever the images would change
 MANIFEST = "demo.json"
 
 # The eight symmetries of a square, as (quarter turns, mirror).
@@ -47,6 +54,7 @@ class DemoCategory:
     view: float | tuple[float, float, float]
     symmetries: tuple[tuple[int, bool], ...] = ((0, False),)  # textures: allowed (turns, mirror)
     defects: tuple[str, ...] = DEFECT_KINDS
+    subtle: float = SUBTLE_FRACTION  # share of low-contrast defects
 
 
 CATEGORIES: dict[str, DemoCategory] = {
@@ -54,10 +62,11 @@ CATEGORIES: dict[str, DemoCategory] = {
     for c in (
         # Stochastic and isotropic: any turn or mirror is still grass. A displaced piece of a
         # stochastic texture is the same texture (invisible to a person): no "displaced" here.
-        DemoCategory("grass", "grass", "texture", 0.375, _DIHEDRAL, _STOCHASTIC_DEFECTS),
+        # Normal grass already holds dark shadows and smooth leaves, so fewer defects are faint.
+        DemoCategory("grass", "grass", "texture", 0.375, _DIHEDRAL, _STOCHASTIC_DEFECTS, 0.2),
         # Regular: the courses keep their direction (half turns and mirrors only).
         DemoCategory("brick", "brick", "texture", 0.5, ((0, False), (0, True), (2, False), (2, True))),
-        DemoCategory("gravel", "gravel", "texture", 0.375, _DIHEDRAL, _STOCHASTIC_DEFECTS),
+        DemoCategory("gravel", "gravel", "texture", 0.375, _DIHEDRAL, _STOCHASTIC_DEFECTS, 0.2),
         # Objects: several coins on cloth; an espresso cup on a wooden table.
         DemoCategory("coins", "coins", "object", (151.0, 192.0, 280.0)),
         DemoCategory("coffee", "coffee", "object", (205.0, 285.0, 390.0)),
@@ -181,7 +190,7 @@ def demo_example(category: str, split: str, defect: str, index: int, *, size: in
         return DemoExample(clean, None, clean)
     if defect == NORMAL:
         return DemoExample(clean, np.zeros(clean.shape[:2], bool), clean)
-    image, mask = synthesize_defect(clean, defect, rng, foreign_textures(category))
+    image, mask = synthesize_defect(clean, defect, rng, foreign_textures(category), subtle=CATEGORIES[category].subtle)
     return DemoExample(image, mask, clean)
 
 

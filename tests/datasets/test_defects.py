@@ -72,6 +72,22 @@ def test_defects_are_visible_on_average():
         assert np.mean(changes) >= 12, kind
 
 
+def test_subtle_defects_have_lower_contrast():
+    normals = _normals(128)
+
+    def mean_change(kind, subtle):
+        rng = np.random.default_rng(2)
+        changes = []
+        for category, clean in normals.items():
+            for _ in range(3):
+                out, mask = synthesize_defect(clean, kind, rng, foreign_textures(category), subtle=subtle)
+                changes.append(np.abs(out.astype(int) - clean.astype(int))[mask].mean())
+        return np.mean(changes)
+
+    for kind in ("scratch", "stain"):
+        assert mean_change(kind, 1.0) < 0.6 * mean_change(kind, 0.0)
+
+
 def test_image_shapes_are_kept():
     rng = np.random.default_rng(0)
     grey = normal_image("grass", rng, 64)

@@ -194,10 +194,10 @@ def test_bad_parameters_are_named(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_default_set_offline_and_fast(tmp_path):
+def test_default_set_offline_fast_and_the_same_in_a_fresh_process(small_set, tmp_path):
     """The default set, in a fresh process with sockets disabled: nothing is downloaded."""
     script = (
-        "import socket, sys, time\n"
+        "import json, socket, sys, time\n"
         "def refuse(*a, **k): raise OSError('network access in demo generation')\n"
         "class Refusing(socket.socket):\n"
         "    connect = connect_ex = sendto = refuse\n"
@@ -205,12 +205,17 @@ def test_default_set_offline_and_fast(tmp_path):
         "from pathlib import Path\n"
         "from decodiff.datasets.demo import generate_demo\n"
         "t = time.perf_counter(); info = generate_demo(Path(sys.argv[1]))\n"
-        "print(time.perf_counter() - t, sum(sum(c.values()) for c in info.counts.values()))\n"
+        "seconds = time.perf_counter() - t\n"
+        "small = generate_demo(Path(sys.argv[2]), **json.loads(sys.argv[3]))\n"
+        "print(json.dumps({'seconds': seconds, 'images': sum(sum(c.values()) for c in info.counts.values()),\n"
+        "                  'small': small.checksum}))\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_PROXY": "*"}
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "demo")], env=env,
-                         capture_output=True, text=True, timeout=120)
+    args = json.dumps({**SMALL, "categories": ALL, "seed": 5})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "demo"), str(tmp_path / "small"), args],
+                         env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    seconds, images = out.stdout.split()
-    assert int(images) == 4 * (80 + 12) + 6 * sum(len(CATEGORIES[c].defects) for c in DEMO_CATEGORIES)
-    assert float(seconds) < 20.0
+    result = json.loads(out.stdout)
+    assert result["images"] == 4 * (80 + 12) + 6 * sum(len(CATEGORIES[c].defects) for c in DEMO_CATEGORIES)
+    assert result["seconds"] < 20.0
+    assert result["small"] == small_set[1].checksum  # byte-identical across processes
