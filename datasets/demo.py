@@ -67,7 +67,7 @@ CATEGORIES: dict[str, DemoCategory] = {
         # Regular: the courses keep their direction (half turns and mirrors only).
         DemoCategory("brick", "brick", "texture", 0.5, ((0, False), (0, True), (2, False), (2, True))),
         DemoCategory("gravel", "gravel", "texture", 0.375, _DIHEDRAL, _STOCHASTIC_DEFECTS, 0.2),
-        # Objects: several coins on cloth; an espresso cup on a wooden table.
+        # Objects: rows of coins on a plain ground; an espresso cup and saucer on a wooden table.
         DemoCategory("coins", "coins", "object", (151.0, 192.0, 280.0)),
         DemoCategory("coffee", "coffee", "object", (205.0, 285.0, 390.0)),
     )
@@ -236,18 +236,19 @@ def _matches(manifest: dict | None, params: dict) -> bool:
 
 
 def _remove_stale_temporaries(root: Path) -> None:
-    """Delete `<root>.tmp-<pid>` folders left by generator processes that no longer run."""
-    prefix = f"{root.name}.tmp-"
-    for path in root.parent.glob(prefix + "*"):
-        pid = path.name[len(prefix):]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except PermissionError:  # alive, someone else's
-            pass
+    """Delete `<root>.tmp-<pid>` and `<root>.old-<pid>` left by generator runs that were killed."""
+    for path in root.parent.iterdir():
+        name = path.name
+        for prefix in (f"{root.name}.tmp-", f"{root.name}.old-"):
+            pid = name[len(prefix):] if name.startswith(prefix) else ""
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(path, ignore_errors=True)
+            except PermissionError:  # alive, someone else's
+                pass
 
 
 def generate_demo(
@@ -299,8 +300,11 @@ def generate_demo(
             "counts": counts,
             "sha256": demo_checksum(tmp),
             "sources": {c: f"skimage.data.{CATEGORIES[c].source}" for c in categories},
-            "mask_rule": f"mask = pixels whose uint8 value changed (changes below {CHANGE_THRESHOLD} grey "
-                         f"levels are reverted); defect area in [{MIN_AREA}, {MAX_AREA}] of the image",
+            "mask_rule": f"mask = exactly the pixels whose uint8 value differs from the clean image; changes "
+                         f"below {CHANGE_THRESHOLD} grey levels are reverted, and pixels inside a defect's core "
+                         f"that the new content left within {CHANGE_THRESHOLD - 1} levels are moved "
+                         f"{CHANGE_THRESHOLD} levels, so every masked pixel differs by >= {CHANGE_THRESHOLD}; "
+                         f"defect area in [{MIN_AREA}, {MAX_AREA}] of the image",
             "libraries": _library_versions(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -168,8 +168,11 @@ def test_an_interrupted_run_leaves_nothing(tmp_path):
 def test_stale_temporaries_of_dead_runs_are_removed(tmp_path):
     stale = tmp_path / "demo.tmp-999999999"  # above any pid_max: no such process
     (stale / "grass").mkdir(parents=True)
+    (tmp_path / "demo.old-999999999").mkdir()
+    mine = tmp_path / f"demo.tmp-{os.getppid()}"  # a live process: left alone
+    mine.mkdir()
     generate_demo(tmp_path / "demo", categories=["grass"], **SMALL)
-    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", mine.name]
 
 
 def test_refuses_a_folder_that_is_not_a_demo_set(tmp_path):
