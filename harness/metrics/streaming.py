@@ -1,0 +1,235 @@
+"""One category's metric state, filled batch by batch (torchmetrics style: update, compute).
+
+The state keeps what the exact metrics need and nothing more:
+- per image: key, score and label (also what a bootstrap over images resamples);
+- per pixel, split at update time by the ground-truth mask: the normal pixels' scores, the
+  anomalous pixels' scores and each anomalous pixel's region id (8-connected components of
+  its image's mask, numbered across the category). Scores keep the dtype they came in
+  (float32 maps stay float32: 4 bytes a pixel plus 4 per anomalous pixel for the region id);
+  float16 is widened to float32, integers to float64, all exactly. Nothing is ever held as
+  float64 unless it arrived as float64.
+The first compute consolidates the normal scores into one array and (numpy path) sorts it in
+place; later computes reuse it, and merging states (distributed ranks) just concatenates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from decodiff.harness.metrics.aupro import (Protocol, aupro_deco_diff_code, aupro_mvtec, check_fpr_limit,
+                                            check_protocol, deco_diff_code_thresholds, label_regions)
+from decodiff.harness.metrics.curves import UndefinedMetric, check_defined, ranking_metrics
+from decodiff.harness.metrics.ranks import Backend, count_normals, round_down_to, sort_and_count
+
+IMAGE_METRICS: tuple[str, ...] = ("auroc", "auprc", "f1max")
+PIXEL_METRICS: tuple[str, ...] = ("auroc", "auprc", "f1max", "aupro")
+
+Value = float | UndefinedMetric  # a metric's value, or why it has none
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """numpy view of an array or a (possibly CUDA, possibly grad-tracking) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _score_dtype(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.float16:
+        return a.astype(np.float32)
+    if not np.issubdtype(a.dtype, np.floating):
+        return a.astype(np.float64)
+    return a
+
+
+def _first_bad(values: np.ndarray, keys: Sequence[str] | None) -> str:
+    bad = np.flatnonzero(~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1))[0]
+    return repr(keys[bad]) if keys is not None else f"batch index {bad}"
+
+
+@dataclass
+class ImageData:
+    """A category's image-level samples, in update order (what a bootstrap resamples)."""
+
+    keys: list[str | None]
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+class CategoryAccumulator:
+    """Image scores/labels and pixel scores split by ground truth, for one category."""
+
+    def __init__(self) -> None:
+        self.keys: list[str | None] = []
+        self._scores: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._normal: list[np.ndarray] = []
+        self._anomalous: list[np.ndarray] = []
+        self._region: list[np.ndarray] = []
+        self._normal_sorted = False
+        self.n_regions = 0
+        self.n_with_mask = 0  # images whose pixels are in the pixel state
+        self.n_without_mask = 0  # images given without a mask (or without a map)
+
+    # -- filling ---------------------------------------------------------------------------
+    def update(self, image_scores: Any, image_labels: Any, maps: Any = None, masks: Any = None,
+               keys: Sequence[str] | None = None) -> None:
+        """Add a batch. `maps` [B,H,W] float; `masks` [B,H,W] bool (non-zero = anomalous) or
+        None when these samples have no ground-truth masks (their pixels are then left out and
+        the category's pixel metrics are reported as not available)."""
+        scores = _score_dtype(as_numpy(image_scores)).reshape(-1)
+        labels = as_numpy(image_labels).reshape(-1)
+        b = scores.shape[0]
+        if labels.shape[0] != b:
+            raise ValueError(f"{b} image scores but {labels.shape[0]} labels")
+        if keys is not None and len(keys) != b:
+            raise ValueError(f"{b} image scores but {len(keys)} keys")
+        if not np.isfinite(scores).all():
+            raise ValueError(f"image score is NaN or inf for sample {_first_bad(scores, keys)}")
+        if labels.dtype != bool and not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"image labels must be 0/1, got values {np.unique(labels)[:10].tolist()}")
+        if maps is not None:
+            maps = _score_dtype(as_numpy(maps))
+            if maps.ndim == 2 and b == 1:
+                maps = maps[None]
+            if maps.ndim != 3 or maps.shape[0] != b:
+                raise ValueError(f"maps must be [B, H, W] with B = {b}, got shape {maps.shape}")
+            if not np.isfinite(maps).all():
+                raise ValueError(f"anomaly map has NaN or inf values for sample {_first_bad(maps, keys)}")
+        if maps is not None and masks is not None:
+            masks = as_numpy(masks)
+            if masks.ndim == 2 and b == 1:
+                masks = masks[None]
+            if masks.shape != maps.shape:
+                raise ValueError(f"masks {masks.shape} and maps {maps.shape} differ in shape"
+                                 + (f" (first sample {keys[0]!r})" if keys else ""))
+            masks = masks.astype(bool, copy=False)
+            regions, n = label_regions(masks)
+            self._normal.append(maps[~masks])
+            self._anomalous.append(maps[masks])
+            self._region.append((regions[masks] - 1 + self.n_regions).astype(np.int32, copy=False))
+            self.n_regions += n
+            self.n_with_mask += b
+            self._normal_sorted = False
+        else:
+            self.n_without_mask += b
+        self._scores.append(scores)
+        self._labels.append(labels.astype(np.int8))
+        self.keys.extend(keys if keys is not None else [None] * b)
+
+    def merge(self, other: "CategoryAccumulator") -> None:
+        """Add another accumulator's samples (e.g. from another rank) to this one."""
+        self.keys.extend(other.keys)
+        self._scores.extend(other._scores)
+        self._labels.extend(other._labels)
+        self._normal.extend(other._normal)
+        self._anomalous.extend(other._anomalous)
+        self._region.extend(r + self.n_regions for r in other._region)
+        self.n_regions += other.n_regions
+        self.n_with_mask += other.n_with_mask
+        self.n_without_mask += other.n_without_mask
+        self._normal_sorted = False
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def n_images(self) -> int:
+        return len(self.keys)
+
+    def images(self) -> ImageData:
+        scores = np.concatenate(self._scores) if self._scores else np.zeros(0)
+        labels = np.concatenate(self._labels) if self._labels else np.zeros(0, dtype=np.int8)
+        return ImageData(list(self.keys), scores, labels)
+
+    def pixels(self, sort: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(normal scores, anomalous scores, region ids), each one array; with `sort` the normal
+        scores are sorted (in place, once: the state is a multiset, its order carries nothing)."""
+        for name in ("_normal", "_anomalous", "_region"):
+            parts = getattr(self, name)
+            if len(parts) != 1:
+                joined = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32 if name != "_region" else np.int32)
+                parts.clear()
+                parts.append(joined)
+        if sort and not self._normal_sorted:
+            self._normal[0].sort()
+            self._normal_sorted = True
+        return self._normal[0], self._anomalous[0], self._region[0]
+
+    def pixels_unavailable(self) -> str | None:
+        """Why the pixel metrics cannot be computed for lack of data, or None."""
+        if self.n_without_mask:
+            return (f"no ground-truth mask (or no anomaly map) for {self.n_without_mask} of "
+                    f"{self.n_images} images: pixel metrics are not available")
+        if self.n_with_mask == 0:
+            return "no anomaly maps given"
+        return None
+
+    # -- metrics ---------------------------------------------------------------------------
+    def image_values(self) -> dict[str, Value]:
+        img = self.images()
+        return image_values(img.scores, img.labels)
+
+    def pixel_values(self, protocol: Protocol = "mvtec", fpr_limit: float = 0.3, backend: Backend = "numpy",
+                     device: str = "cpu") -> dict[str, Value]:
+        reason = self.pixels_unavailable()
+        if reason is not None:
+            return {m: UndefinedMetric(reason) for m in PIXEL_METRICS}
+        normal, anomalous, region = self.pixels(sort=backend == "numpy")
+        return pixel_values(normal, anomalous, region, self.n_regions, protocol=protocol, fpr_limit=fpr_limit,
+                            normal_sorted=backend == "numpy", backend=backend, device=device)
+
+
+def image_values(scores: np.ndarray, labels: np.ndarray) -> dict[str, Value]:
+    """The image-level metrics (always on CPU: a few thousand scores)."""
+    labels = labels.astype(bool)
+    normal, anomalous = scores[~labels], scores[labels]
+    try:
+        check_defined(normal.size, anomalous.size, scores.size > 0 and bool(np.ptp(scores) == 0), "images")
+    except UndefinedMetric as e:
+        return {m: e for m in IMAGE_METRICS}
+    anomalous = np.sort(anomalous)
+    r = ranking_metrics(anomalous, count_normals(np.sort(normal), anomalous))
+    return {"auroc": r.auroc, "auprc": r.auprc, "f1max": r.f1max}
+
+
+def pixel_values(normal: np.ndarray, anomalous: np.ndarray, region: np.ndarray, n_regions: int, *,
+                 protocol: Protocol = "mvtec", fpr_limit: float = 0.3, normal_sorted: bool = False,
+                 backend: Backend = "numpy", device: str = "cpu") -> dict[str, Value]:
+    """All four pixel metrics from one sort of the normal pixels and one search of the
+    anomalous pixels (plus, for the deco-diff-code AUPRO, of its 200 thresholds)."""
+    check_protocol(protocol)
+    check_fpr_limit(fpr_limit)
+    dtype = np.result_type(normal.dtype, anomalous.dtype)
+    normal, anomalous = normal.astype(dtype, copy=False), anomalous.astype(dtype, copy=False)
+    if normal.size and anomalous.size:
+        lo = min(normal[0] if normal_sorted else normal.min(), anomalous.min())
+        hi = max(normal[-1] if normal_sorted else normal.max(), anomalous.max())
+    else:
+        lo = hi = None
+    try:
+        check_defined(normal.size, anomalous.size, lo == hi, "pixels")
+    except UndefinedMetric as e:
+        return {m: e for m in PIXEL_METRICS}
+    order = np.argsort(anomalous)
+    anomalous, region = anomalous[order], region[order]
+    queries = [anomalous]
+    thresholds = None
+    if protocol == "deco-diff-code":
+        thresholds = deco_diff_code_thresholds(lo, hi)
+        queries.append(round_down_to(dtype, thresholds))
+    q = np.concatenate(queries) if len(queries) > 1 else anomalous
+    counts = (count_normals if normal_sorted else sort_and_count)(normal, q, backend=backend, device=device)
+    p = anomalous.size
+    anomalous_counts = type(counts)(counts.below[:p], counts.at_or_below[:p], counts.n_normal)
+    r = ranking_metrics(anomalous, anomalous_counts)
+    out: dict[str, Value] = {"auroc": r.auroc, "auprc": r.auprc, "f1max": r.f1max}
+    try:
+        if protocol == "mvtec":
+            out["aupro"] = aupro_mvtec(region, anomalous_counts, n_regions, fpr_limit)
+        else:
+            out["aupro"] = aupro_deco_diff_code(anomalous, region, n_regions, thresholds,
+                                                normal.size - counts.at_or_below[p:], normal.size, fpr_limit)
+    except UndefinedMetric as e:
+        out["aupro"] = e
+    return out
