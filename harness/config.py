@@ -61,6 +61,8 @@ class VAESection(Section):
     batch_size: int = Field(default=16, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     kl_weight: float = Field(default=1e-6, ge=0)
+    crop: int | None = Field(default=64, ge=8)  # train on random crops (the VAE is convolutional)
+    generic_images: float = Field(default=0.0, ge=0, le=1)  # share of each batch from scikit-image's photos
 
 
 class ModelSection(Section):
@@ -193,7 +195,7 @@ def preset_names() -> list[str]:
 def load_preset(name_or_path: str) -> dict[str, Any]:
     """A preset by name (configs/<name>.yaml, shipped with the package) or a YAML file path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if not path.is_file():
             raise ConfigError(f"--config {name_or_path}: file not found")
         text = path.read_text()

@@ -8,6 +8,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -51,6 +52,7 @@ def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
 
 def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
     torch.manual_seed(cfg.run.seed)
+    gen = torch.Generator().manual_seed(cfg.run.seed)
     device = device_for(cfg)
     vae = build_small_vae(cfg.vae.small).to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae.lr, weight_decay=0.0)
@@ -62,9 +64,10 @@ def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
             stream, loader = train_image_loader(cfg, data, cfg.vae.batch_size, seed=cfg.run.seed + epoch)
             stream.set_epoch(epoch)
             for batch in loader:
-                x = batch["image"].to(device)
-                if torch.rand(()) < 0.5:  # flips widen what the decoder has seen
-                    x = x.flip(-1)
+                x = _random_crops(batch["image"], cfg.vae.crop, gen)
+                if cfg.vae.generic_images > 0:
+                    x = _mix_generic(x, cfg.vae.generic_images, gen)
+                x = x.to(device)
                 post = vae.encode(x).latent_dist
                 z = post.sample()
                 rec = vae.decode(z).sample
@@ -74,7 +77,7 @@ def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
                 opt.step()
                 sched.step()
                 step += 1
-                p.update(1, loss=float(loss))
+                p.update(1, loss=float(loss.detach()))
                 if step >= cfg.vae.steps:
                     break
             epoch += 1
@@ -85,7 +88,43 @@ def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
         zs = [vae.encode(b["image"].to(device)).latent_dist.mean.cpu() for b in loader]
     scale = float(1.0 / torch.cat(zs).std())
     desc = (f"small AutoencoderKL ({cfg.vae.small}) trained here on the {data.manifest.dataset} training images "
-            f"({cfg.vae.steps} steps, data {data.manifest.checksum[:12]})")
+            f"({cfg.vae.steps} steps, {cfg.vae.crop or 'full'}-px crops, "
+            f"{cfg.vae.generic_images:.0%} generic photo crops, data {data.manifest.checksum[:12]})")
     save_vae(vae.cpu(), folder, scale, desc, extra={"steps": cfg.vae.steps, "seconds": round(time.time() - t0, 1),
                                                     "data_checksum": data.manifest.checksum})
     log(f"VAE: saved {folder} (latent scale {scale:.4f})")
+
+
+def _random_crops(x: torch.Tensor, size: int | None, gen: torch.Generator) -> torch.Tensor:
+    """One random crop per image, randomly flipped and turned: more variety per pixel computed."""
+    b, _, h, w = x.shape
+    if size and size < min(h, w):
+        tops = torch.randint(0, h - size + 1, (b,), generator=gen).tolist()
+        lefts = torch.randint(0, w - size + 1, (b,), generator=gen).tolist()
+        x = torch.stack([x[i, :, t:t + size, l:l + size] for i, (t, l) in enumerate(zip(tops, lefts))])
+    if torch.rand((), generator=gen) < 0.5:
+        x = x.flip(-1)
+    k = int(torch.randint(0, 4, (), generator=gen))
+    return torch.rot90(x, k, dims=(-2, -1)) if x.shape[-1] == x.shape[-2] else x
+
+
+def _mix_generic(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """Replace a share of the batch by crops of scikit-image's bundled photographs, so that the
+    decoder also learns content the training images lack (as a general-purpose VAE has)."""
+    from decodiff.datasets.demo import foreign_textures
+
+    pool = foreign_textures()
+    n = int(round(share * x.shape[0]))
+    size = x.shape[-1]
+    out = x.clone()
+    for i in range(n):
+        src = pool[int(torch.randint(0, len(pool), (), generator=gen))]
+        img = torch.from_numpy(np.ascontiguousarray(src)).float()
+        img = img[..., None].expand(*img.shape, 3) if img.dim() == 2 else img[..., :3]
+        scale = int(torch.randint(1, 3, (), generator=gen))
+        side = min(size * scale, img.shape[0], img.shape[1])
+        t = int(torch.randint(0, img.shape[0] - side + 1, (), generator=gen))
+        l = int(torch.randint(0, img.shape[1] - side + 1, (), generator=gen))
+        crop = img[t:t + side, l:l + side].permute(2, 0, 1)[None] / 127.5 - 1.0
+        out[i] = F.interpolate(crop, size=(size, size), mode="area" if side > size else "bilinear")[0]
+    return out
