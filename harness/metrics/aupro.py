@@ -34,7 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from decodiff.harness.metrics.curves import UndefinedMetric, split_scores
-from decodiff.harness.metrics.ranks import Backend, Counts, count_normals, round_down_to, sort_and_count
+from decodiff.harness.metrics.ranks import Counts
 
 Protocol = Literal["mvtec", "deco-diff-code"]
 PROTOCOLS: tuple[str, ...] = ("mvtec", "deco-diff-code")
@@ -122,38 +122,18 @@ def aupro_deco_diff_code(anomalous: np.ndarray, region: np.ndarray, n_regions: i
     return float(np.sum((x[:-1] - x[1:]) * (y[:-1] + y[1:])) / 2.0)
 
 
-def aupro_from_pixels(normal: np.ndarray, anomalous: np.ndarray, region: np.ndarray, n_regions: int, *,
-                      protocol: Protocol = "mvtec", fpr_limit: float = 0.3, normal_sorted: bool = False,
-                      backend: Backend = "numpy", device: str = "cpu") -> float:
-    """AUPRO from the category's normal pixel scores, its anomalous pixel scores and their
-    region ids (0..n_regions-1). Raises UndefinedMetric where it has no value."""
-    check_protocol(protocol)
-    check_fpr_limit(fpr_limit)
-    if n_regions == 0 or anomalous.size == 0:
-        raise UndefinedMetric("no anomalous regions in the ground truth")
-    if normal.size == 0:
-        raise UndefinedMetric("no normal pixels (FPR undefined)")
-    lo = min(normal.min(), anomalous.min()) if not normal_sorted else min(normal[0], anomalous.min())
-    hi = max(normal.max(), anomalous.max()) if not normal_sorted else max(normal[-1], anomalous.max())
-    if lo == hi:
-        raise UndefinedMetric("all pixel scores are equal (a constant map ranks nothing)")
-    count = (lambda q: count_normals(normal, q, backend=backend, device=device)) if normal_sorted else \
-        (lambda q: sort_and_count(normal, q, backend=backend, device=device))
-    if protocol == "mvtec":
-        return aupro_mvtec(region, count(anomalous), n_regions, fpr_limit)
-    thresholds = deco_diff_code_thresholds(lo, hi)
-    c = count(round_down_to(normal.dtype, thresholds))
-    return aupro_deco_diff_code(anomalous, region, n_regions, thresholds, normal.size - c.at_or_below,
-                                normal.size, fpr_limit)
-
-
 def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, protocol: Protocol = "mvtec") -> float:
     """AUPRO of a category's anomaly maps [B, H, W] against its ground-truth masks [B, H, W]."""
     maps = np.asarray(maps)
     masks = np.asarray(masks, dtype=bool)
     if maps.shape != masks.shape:
         raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
+    from decodiff.harness.metrics.category import pixel_values  # the suite's own path (a cycle at import time)
+
     labels, n_regions = label_regions(masks)
     normal, anomalous = split_scores(maps, masks)
-    region = labels[masks] - 1
-    return aupro_from_pixels(normal, anomalous, region, n_regions, protocol=protocol, fpr_limit=fpr_limit)
+    value = pixel_values(normal, anomalous, labels[masks] - 1, n_regions, protocol=protocol,
+                         fpr_limit=fpr_limit)["aupro"]
+    if isinstance(value, UndefinedMetric):
+        raise value
+    return value

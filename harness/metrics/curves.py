@@ -83,11 +83,11 @@ def ranking_metrics(anomalous_sorted: np.ndarray, counts: Counts) -> RankingMetr
 
 
 def binary_metrics(scores: np.ndarray, labels: np.ndarray, *, backend: Backend = "numpy",
-                   device: str = "cpu") -> RankingMetrics:
+                   device: str = "cpu", what: str = "scores") -> RankingMetrics:
     """AUROC, AP and F1max of (scores, labels) from one sort; UndefinedMetric where none exists."""
     normal, anomalous = split_scores(scores, labels)
     constant = normal.size + anomalous.size > 0 and np.ptp(np.concatenate((normal, anomalous))) == 0
-    check_defined(normal.size, anomalous.size, bool(constant))
+    check_defined(normal.size, anomalous.size, bool(constant), what)
     anomalous = np.sort(anomalous)
     return ranking_metrics(anomalous, sort_and_count(normal, anomalous, backend=backend, device=device))
 

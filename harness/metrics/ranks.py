@@ -26,23 +26,6 @@ class Counts:
     n_normal: int
 
 
-def sort_scores(values: np.ndarray, *, backend: Backend = "numpy", device: str = "cpu", in_place: bool = False) -> np.ndarray:
-    """Sorted copy of `values` (or `values` itself sorted, with `in_place`). Equal scores,
-    -0.0 and +0.0 included, compare equal in every later search, so their order is moot."""
-    if backend == "numpy":
-        if in_place:
-            values.sort()
-            return values
-        return np.sort(values)
-    import torch
-
-    t = torch.from_numpy(np.ascontiguousarray(values)).to(device)
-    s = torch.sort(t).values
-    out = values if in_place else np.empty_like(values)
-    out[...] = s.cpu().numpy()
-    return out
-
-
 def count_normals(sorted_normal: np.ndarray, queries: np.ndarray, *, backend: Backend = "numpy",
                   device: str = "cpu") -> Counts:
     """Binary-search `queries` in the ascending `sorted_normal` (same dtype, so that numpy
@@ -53,13 +36,7 @@ def count_normals(sorted_normal: np.ndarray, queries: np.ndarray, *, backend: Ba
         below = np.searchsorted(sorted_normal, queries, side="left").astype(np.int64, copy=False)
         at_or_below = np.searchsorted(sorted_normal, queries, side="right").astype(np.int64, copy=False)
         return Counts(below, at_or_below, int(sorted_normal.size))
-    import torch
-
-    s = torch.from_numpy(np.ascontiguousarray(sorted_normal)).to(device)
-    q = torch.from_numpy(np.ascontiguousarray(queries)).to(device)
-    below = torch.searchsorted(s, q, right=False).cpu().numpy().astype(np.int64, copy=False)
-    at_or_below = torch.searchsorted(s, q, right=True).cpu().numpy().astype(np.int64, copy=False)
-    return Counts(below, at_or_below, int(sorted_normal.size))
+    return _torch_counts(sorted_normal, queries, device, sort=False)
 
 
 def sort_and_count(normal: np.ndarray, queries: np.ndarray, *, backend: Backend = "numpy",
@@ -69,9 +46,15 @@ def sort_and_count(normal: np.ndarray, queries: np.ndarray, *, backend: Backend 
         raise TypeError(f"queries are {queries.dtype}, normal scores {normal.dtype}: pass one dtype")
     if backend == "numpy":
         return count_normals(np.sort(normal), queries)
+    return _torch_counts(normal, queries, device, sort=True)
+
+
+def _torch_counts(normal: np.ndarray, queries: np.ndarray, device: str, sort: bool) -> Counts:
     import torch
 
-    s = torch.sort(torch.from_numpy(np.ascontiguousarray(normal)).to(device)).values
+    s = torch.from_numpy(np.ascontiguousarray(normal)).to(device)
+    if sort:
+        s = torch.sort(s).values
     q = torch.from_numpy(np.ascontiguousarray(queries)).to(device)
     below = torch.searchsorted(s, q, right=False).cpu().numpy().astype(np.int64, copy=False)
     at_or_below = torch.searchsorted(s, q, right=True).cpu().numpy().astype(np.int64, copy=False)

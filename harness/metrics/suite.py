@@ -28,8 +28,8 @@ import numpy as np
 from decodiff.harness.metrics.aupro import check_fpr_limit, check_protocol
 from decodiff.harness.metrics.curves import UndefinedMetric
 from decodiff.harness.metrics.ranks import Backend
-from decodiff.harness.metrics.streaming import (IMAGE_METRICS, PIXEL_METRICS, CategoryAccumulator, ImageData, Value,
-                                                image_values, pixel_values)
+from decodiff.harness.metrics.category import IMAGE_METRICS, PIXEL_METRICS, Value, image_values, pixel_values
+from decodiff.harness.metrics.streaming import CategoryAccumulator, ImageData
 
 MEAN = "mean"
 POOLED = "pooled"
