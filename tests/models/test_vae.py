@@ -1,0 +1,45 @@
+"""The frozen VAE: save/load offline, scale, latent-shape checks, clear errors."""
+import json
+
+import pytest
+import torch
+
+from decodiff.models.vae import VAEError, build_small_vae, load_vae, save_vae
+
+
+def test_round_trip_and_latent_shape(tmp_path):
+    vae = build_small_vae("f8-tiny")
+    save_vae(vae, tmp_path / "v", scale=0.5, description="test VAE")
+    assert not (tmp_path / "v.tmp").exists()
+    loaded = load_vae(tmp_path / "v", image_size=64)
+    assert loaded.scale == 0.5 and loaded.source == "test VAE" and len(loaded.fingerprint) == 64
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    z = loaded.encode(x)
+    assert z.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(z, vae.encode(x).latent_dist.mean * 0.5)
+    assert loaded.decode(z).shape == x.shape
+    assert not any(p.requires_grad for p in loaded.parameters())
+    loaded.train()
+    assert not loaded.vae.training
+
+
+def test_sampled_latents_differ_from_the_mean(tmp_path):
+    vae = build_small_vae("f8-tiny")
+    save_vae(vae, tmp_path / "v", scale=1.0, description="t")
+    v = load_vae(tmp_path / "v")
+    x = torch.zeros(1, 3, 32, 32)
+    assert not torch.equal(v.encode(x, sample=True), v.encode(x))
+
+
+def test_errors_name_the_folder(tmp_path):
+    with pytest.raises(VAEError, match="no config.json"):
+        load_vae(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    with pytest.raises(VAEError, match=str(tmp_path / "bad")):
+        load_vae(tmp_path / "bad")
+    save_vae(build_small_vae("f8-tiny"), tmp_path / "v", scale=1.0, description="t")
+    with pytest.raises(VAEError, match="latent channels 4, expected 8"):
+        load_vae(tmp_path / "v", expect_channels=8)
+    with pytest.raises(VAEError, match="does not match image size 60"):
+        load_vae(tmp_path / "v", image_size=60)
