@@ -30,17 +30,24 @@ def image_values(scores: np.ndarray, labels: np.ndarray) -> dict[str, Value]:
 
 
 def pixel_values(normal: np.ndarray, anomalous: np.ndarray, region: np.ndarray, n_regions: int, *,
-                 protocol: Protocol = "mvtec", fpr_limit: float = 0.3, normal_sorted: bool = False,
+                 protocol: Protocol = "mvtec", fpr_limit: float = 0.3, sort_in_place: bool = False,
                  backend: Backend = "numpy", device: str = "cpu") -> dict[str, Value]:
     """All four pixel metrics from one sort of the normal pixels and one search of the
-    anomalous pixels (plus, for the deco-diff-code AUPRO, of its 200 thresholds)."""
+    anomalous pixels (plus, for the deco-diff-code AUPRO, of its 200 thresholds).
+    `sort_in_place`: `normal` is the caller's scratch and may be reordered (numpy path)."""
     check_protocol(protocol)
     check_fpr_limit(fpr_limit)
     dtype = np.result_type(normal.dtype, anomalous.dtype)
-    normal, anomalous = normal.astype(dtype, copy=False), anomalous.astype(dtype, copy=False)
+    if normal.dtype != dtype:
+        normal, sort_in_place = normal.astype(dtype), True
+    anomalous = anomalous.astype(dtype, copy=False)
+    on_cpu = backend == "numpy"
+    if on_cpu:  # the one sort; on torch it happens on the device, inside sort_and_count
+        normal = normal if sort_in_place else normal.copy()
+        normal.sort()
     if normal.size and anomalous.size:
-        lo = min(normal[0] if normal_sorted else normal.min(), anomalous.min())
-        hi = max(normal[-1] if normal_sorted else normal.max(), anomalous.max())
+        lo = min(normal[0] if on_cpu else normal.min(), anomalous.min())
+        hi = max(normal[-1] if on_cpu else normal.max(), anomalous.max())
     else:
         lo = hi = None
     try:
@@ -55,7 +62,7 @@ def pixel_values(normal: np.ndarray, anomalous: np.ndarray, region: np.ndarray, 
         thresholds = deco_diff_code_thresholds(lo, hi)
         queries.append(round_down_to(dtype, thresholds))
     q = np.concatenate(queries) if len(queries) > 1 else anomalous
-    counts = (count_normals if normal_sorted else sort_and_count)(normal, q, backend=backend, device=device)
+    counts = count_normals(normal, q) if on_cpu else sort_and_count(normal, q, backend=backend, device=device)
     p = anomalous.size
     anomalous_counts = Counts(counts.below[:p], counts.at_or_below[:p], counts.n_normal)
     r = ranking_metrics(anomalous, anomalous_counts)

@@ -8,8 +8,9 @@ The state keeps what the exact metrics need and nothing more:
   (float32 maps stay float32: 4 bytes a pixel plus 4 per anomalous pixel for the region id);
   float16 is widened to float32, integers to float64, all exactly. Nothing is ever held as
   float64 unless it arrived as float64.
-The first compute consolidates the normal scores into one array and (numpy path) sorts it in
-place; later computes reuse it, and merging states (distributed ranks) just concatenates.
+The normal scores stay in the chunks they arrived in; compute copies each category's into one
+scratch buffer (reused across categories, so no second copy of the state is ever made) and
+sorts that. Merging states (distributed ranks) just appends chunks.
 """
 from __future__ import annotations
 
@@ -63,7 +64,6 @@ class CategoryAccumulator:
         self._normal: list[np.ndarray] = []
         self._anomalous: list[np.ndarray] = []
         self._region: list[np.ndarray] = []
-        self._normal_sorted = False
         self.n_regions = 0
         self.n_with_mask = 0  # images whose pixels are in the pixel state
         self.n_without_mask = 0  # images given without a mask (or without a map)
@@ -101,13 +101,15 @@ class CategoryAccumulator:
                 raise ValueError(f"masks {masks.shape} and maps {maps.shape} differ in shape"
                                  + (f" (first sample {keys[0]!r})" if keys else ""))
             masks = masks.astype(bool, copy=False)
-            regions, n = label_regions(masks)
             self._normal.append(maps[~masks])
-            self._anomalous.append(maps[masks])
-            self._region.append((regions[masks] - 1 + self.n_regions).astype(np.int32, copy=False))
-            self.n_regions += n
+            anomalous_images = masks.any(axis=(1, 2))
+            if anomalous_images.any():  # label only the images with anomalous pixels (same pixel order)
+                sub = masks if anomalous_images.all() else masks[anomalous_images]
+                regions, n = label_regions(sub)
+                self._anomalous.append(maps[masks])
+                self._region.append((regions[sub] - 1 + self.n_regions).astype(np.int32, copy=False))
+                self.n_regions += n
             self.n_with_mask += b
-            self._normal_sorted = False
         else:
             self.n_without_mask += b
         self._scores.append(scores)
@@ -125,7 +127,6 @@ class CategoryAccumulator:
         self.n_regions += other.n_regions
         self.n_with_mask += other.n_with_mask
         self.n_without_mask += other.n_without_mask
-        self._normal_sorted = False
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -137,19 +138,26 @@ class CategoryAccumulator:
         labels = np.concatenate(self._labels) if self._labels else np.zeros(0, dtype=np.int8)
         return ImageData(list(self.keys), scores, labels)
 
-    def pixels(self, sort: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(normal scores, anomalous scores, region ids), each one array; with `sort` the normal
-        scores are sorted (in place, once: the state is a multiset, its order carries nothing)."""
-        for name in ("_normal", "_anomalous", "_region"):
-            parts = getattr(self, name)
-            if len(parts) != 1:
-                joined = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32 if name != "_region" else np.int32)
-                parts.clear()
-                parts.append(joined)
-        if sort and not self._normal_sorted:
-            self._normal[0].sort()
-            self._normal_sorted = True
-        return self._normal[0], self._anomalous[0], self._region[0]
+    @property
+    def n_normal_pixels(self) -> int:
+        return sum(p.size for p in self._normal)
+
+    @property
+    def pixel_dtype(self) -> np.dtype:
+        return np.result_type(*self._normal, *self._anomalous) if self._normal else np.dtype(np.float32)
+
+    def pixels(self, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(normal scores, anomalous scores, region ids) as one array each. The normal scores
+        are written into `out` (a scratch buffer that the caller reuses across categories and
+        may sort in place), else into a new array; the state itself stays as it is."""
+        normal = np.concatenate(self._normal, out=None if out is None else out[:self.n_normal_pixels]) \
+            if self._normal else np.zeros(0, dtype=np.float32)
+        for parts in (self._anomalous, self._region):  # small: consolidated once, kept
+            if len(parts) > 1:
+                parts[:] = [np.concatenate(parts)]
+        anomalous = self._anomalous[0] if self._anomalous else np.zeros(0, dtype=normal.dtype)
+        region = self._region[0] if self._region else np.zeros(0, dtype=np.int32)
+        return normal, anomalous, region
 
     def pixels_unavailable(self) -> str | None:
         """Why the pixel metrics cannot be computed for lack of data, or None."""
@@ -166,10 +174,12 @@ class CategoryAccumulator:
         return image_values(img.scores, img.labels)
 
     def pixel_values(self, protocol: Protocol = "mvtec", fpr_limit: float = 0.3, backend: Backend = "numpy",
-                     device: str = "cpu") -> dict[str, Value]:
+                     device: str = "cpu", scratch: np.ndarray | None = None) -> dict[str, Value]:
+        """The four pixel metrics; `scratch` (>= n_normal_pixels, of pixel_dtype) saves a fresh
+        copy of the normal scores, which the sort needs."""
         reason = self.pixels_unavailable()
         if reason is not None:
             return {m: UndefinedMetric(reason) for m in PIXEL_METRICS}
-        normal, anomalous, region = self.pixels(sort=backend == "numpy")
+        normal, anomalous, region = self.pixels(out=scratch)
         return pixel_values(normal, anomalous, region, self.n_regions, protocol=protocol, fpr_limit=fpr_limit,
-                            normal_sorted=backend == "numpy", backend=backend, device=device)
+                            sort_in_place=True, backend=backend, device=device)

@@ -21,6 +21,7 @@ value None and the reason; never a made-up 0.5 or 0.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -102,6 +103,7 @@ class MetricSuite:
         self.pooled = pooled
         self.state: dict[str, CategoryAccumulator] = {}
         self._seen: set[str] = set()
+        self.timings: dict[str, float] = {}  # seconds the last compute spent per part (for logs)
 
     @property
     def categories(self) -> list[str]:
@@ -143,18 +145,28 @@ class MetricSuite:
 
     def compute(self) -> list[dict[str, Any]]:
         """The long table: per category (in the order first seen), then mean, then pooled."""
+        with_pixels = [a for a in self.state.values() if a.pixels_unavailable() is None]
+        pooled_pixels = self.pooled and len(with_pixels) == len(self.state) > 0
+        scratch = None
+        if with_pixels:  # one buffer for every category's sort (and then the pooled one)
+            sizes = [a.n_normal_pixels for a in with_pixels]
+            scratch = np.empty(sum(sizes) if pooled_pixels else max(sizes),
+                               dtype=np.result_type(*[a.pixel_dtype for a in with_pixels]))
+        start = time.perf_counter()
         records: list[dict[str, Any]] = []
         for cat, acc in self.state.items():
             img = acc.image_values()
             records += [record(self.dataset, cat, "image", m, img[m]) for m in IMAGE_METRICS]
-            pix = acc.pixel_values(self.aupro_protocol, self.fpr_limit, self.backend, self.device)
+            pix = acc.pixel_values(self.aupro_protocol, self.fpr_limit, self.backend, self.device, scratch=scratch)
             records += self._pixel_records(cat, pix)
         records += mean_records(records, self.dataset)
+        middle = time.perf_counter()
         if self.state:
-            records += self._pooled_records()
+            records += self._pooled_records(scratch if pooled_pixels else None)
+        self.timings = {"categories_and_mean_s": middle - start, "pooled_s": time.perf_counter() - middle}
         return records
 
-    def _pooled_records(self) -> list[dict[str, Any]]:
+    def _pooled_records(self, scratch: np.ndarray | None = None) -> list[dict[str, Any]]:
         img = self.images()
         values = image_values(img.scores, img.labels)
         out = [record(self.dataset, POOLED, "image", m, values[m], aggregate=POOLED) for m in IMAGE_METRICS]
@@ -165,21 +177,22 @@ class MetricSuite:
         elif not self.pooled:
             pix = {m: UndefinedMetric("pooled pixel metrics not computed (pooled=False)") for m in PIXEL_METRICS}
         else:
-            pix = self._pooled_pixel_values()
+            pix = self._pooled_pixel_values(scratch)
         return out + self._pixel_records(POOLED, pix, aggregate=POOLED)
 
-    def _pooled_pixel_values(self) -> dict[str, Value]:
-        parts = [a.pixels(sort=False) for a in self.state.values()]
-        dtype = np.result_type(*[p[0].dtype for p in parts], *[p[1].dtype for p in parts])
-        normal = np.concatenate([p[0] for p in parts]).astype(dtype, copy=False)
-        anomalous = np.concatenate([p[1] for p in parts]).astype(dtype, copy=False)
-        offsets = np.cumsum([0] + [a.n_regions for a in self.state.values()])
-        region = np.concatenate([p[2] + np.int32(o) for p, o in zip(parts, offsets)])
-        sort_here = self.backend == "numpy"
-        if sort_here:
-            normal.sort()
-        values = pixel_values(normal, anomalous, region, int(offsets[-1]), protocol=self.aupro_protocol,
-                              fpr_limit=self.fpr_limit, normal_sorted=sort_here, backend=self.backend,
-                              device=self.device)
-        del normal
-        return values
+    def _pooled_pixel_values(self, scratch: np.ndarray | None = None) -> dict[str, Value]:
+        accs = list(self.state.values())
+        dtype = np.result_type(*[a.pixel_dtype for a in accs])
+        n = sum(a.n_normal_pixels for a in accs)
+        normal = scratch[:n] if scratch is not None and scratch.size >= n and scratch.dtype == dtype \
+            else np.empty(n, dtype=dtype)
+        start, anomalous, region, offset = 0, [], [], 0
+        for a in accs:
+            part, anom, reg = a.pixels(out=normal[start:])
+            start += part.size
+            anomalous.append(anom)
+            region.append(reg + np.int32(offset))
+            offset += a.n_regions
+        return pixel_values(normal, np.concatenate(anomalous).astype(dtype, copy=False), np.concatenate(region),
+                            offset, protocol=self.aupro_protocol, fpr_limit=self.fpr_limit, sort_in_place=True,
+                            backend=self.backend, device=self.device)

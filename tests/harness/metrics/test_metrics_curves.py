@@ -90,3 +90,17 @@ def test_torch_path_equals_numpy_path():
         a = binary_metrics(scores, labels)
         b = binary_metrics(scores, labels, backend="torch", device="cpu")
         assert a == b
+
+
+def test_chunked_search_equals_numpy_searchsorted():
+    from decodiff.harness.metrics.ranks import _search_sorted_queries
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        a = np.sort(rng.integers(0, 50, int(rng.integers(0, 2000))).astype(np.float32))
+        q = np.sort(rng.integers(-5, 55, int(rng.integers(0, 3000))).astype(np.float32))
+        if rng.random() < 0.2:
+            q = rng.permutation(q)  # unsorted queries take the plain path
+        for side in ("left", "right"):
+            got = _search_sorted_queries(a, q, side, chunk=int(rng.integers(1, 100)))
+            assert np.array_equal(got, np.searchsorted(a, q, side))

@@ -148,7 +148,7 @@ def test_bad_samples_are_named():
 def test_state_keeps_float32_maps_as_float32_and_images_for_a_bootstrap():
     data = dataset(4)
     suite = fill(MetricSuite("mvtec"), data, 3)
-    normal, anomalous, region = suite.state["bottle"].pixels(sort=False)
+    normal, anomalous, region = suite.state["bottle"].pixels()
     assert normal.dtype == np.float32 and anomalous.dtype == np.float32 and region.dtype == np.int32
     img = suite.images("cable")
     assert img.keys == data["cable"][4] and np.array_equal(img.scores, data["cable"][2])
@@ -189,3 +189,16 @@ def test_cuda_request_without_cuda_falls_back_to_numpy():
     torch = pytest.importorskip("torch")
     suite = MetricSuite("x", device="cuda")
     assert suite.backend == ("torch" if torch.cuda.is_available() else "numpy")
+
+
+def test_compute_leaves_the_state_as_it_was():
+    data = dataset(9, levels=10)
+    ref = table(fill(MetricSuite("mvtec"), data, 3).compute())
+    suite = MetricSuite("mvtec")
+    fill(suite, {c: data[c] for c in CATS[:2]}, 3)
+    first = table(suite.compute())
+    assert table(suite.compute()) == first  # computing twice changes nothing
+    fill(suite, {CATS[2]: data[CATS[2]]}, 3)  # and the stream may go on afterwards
+    got = table(suite.compute())
+    for k in ref:
+        assert got[k]["value"] == pytest.approx(ref[k]["value"], abs=1e-12), k
