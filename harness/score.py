@@ -145,15 +145,12 @@ def score_maps(maps: str | Path | MapStore, truth: Iterable[TruthSample], datase
     has no mask) are resized bilinearly to it; without it a mismatch is an error."""
     store = maps if isinstance(maps, MapStore) else MapStore(maps)
     available = store.keys()
-    truth = list(truth)
-    missing = [t.key for t in truth if t.key not in available]
-    if missing:
-        raise DataError(f"no anomaly map for {len(missing)} of {len(truth)} test samples, e.g. {missing[:3]} "
-                        f"(maps: {store.path}; a map's key is its image's path relative to the data set root, "
-                        "without extension)")
     suite = MetricSuite(dataset, aupro_protocol=aupro_protocol, fpr_limit=fpr_limit, device=device)
     samples: list[dict[str, Any]] = []
-    for t in truth:
+    for t in truth:  # streamed: one map and one mask at a time
+        if t.key not in available:
+            raise DataError(f"no anomaly map for test sample {t.key!r} in {store.path} ({len(available)} maps; a map's "
+                            "key is its image's path relative to the data set root, without extension)")
         m, score = store.get(t.key)
         target = t.mask.shape if t.mask is not None else image_size
         if target is not None and m.shape != tuple(target):
@@ -166,6 +163,6 @@ def score_maps(maps: str | Path | MapStore, truth: Iterable[TruthSample], datase
         suite.update(t.category, np.array([s]), np.array([t.label]), m[None],
                      None if t.mask is None else t.mask[None], keys=[t.key])
         samples.append({"key": t.key, "category": t.category, "defect": t.defect, "label": t.label, "score": s})
-    unused = len(available) - len(truth)
+    unused = len(available) - len(samples)
     notes = [f"{unused} maps have no test sample in the selected truth and were not scored"] if unused else []
     return ScoreResult(suite.compute(), samples, unused, notes)
