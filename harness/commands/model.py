@@ -1,4 +1,4 @@
-"""`decodiff model info`: parameters and GFLOPs of a UNet preset."""
+"""`decodiff model info`: parameters and GFLOPs of a UNet preset (or of all of them)."""
 from __future__ import annotations
 
 import argparse
@@ -10,28 +10,53 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="model presets", description="Model tools.")
     msub = p.add_subparsers(dest="model_command", metavar="ACTION")
     msub.required = True
-    i = msub.add_parser("info", help="parameters and GFLOPs per sample of a UNet preset")
-    i.add_argument("--size", default="L", help="preset: tiny, demo, XS, S, M, L, XL (default L)")
+    i = msub.add_parser("info", help="parameters and GFLOPs per sample of a UNet preset",
+                        description="Parameters and GFLOPs per sample of a UNet preset, counted without allocating "
+                                    "weights; the published parameter counts are shown beside ours.")
+    i.add_argument("--size", default="L", help="preset: tiny, demo, XS, S, M, L, XL, or `all` (default L)")
     i.add_argument("--classes", type=int, default=15, help="number of categories (default 15, MVTec-AD)")
     i.add_argument("--latent", type=int, default=32, help="latent size (default 32: 256 px with a KL-f8 VAE)")
+    i.add_argument("--unconditional", action="store_true", help="one learned token instead of the category")
     add_json_arg(i)
     i.set_defaults(func=run_info)
 
 
+def preset_info(size: str, classes: int, latent: int, conditional: bool) -> dict:
+    from decodiff.models.flops import preset_cost
+    from decodiff.models.unet import PUBLISHED_PARAMETERS, UNET_PRESETS, level_heads
+
+    cost = preset_cost(size, num_classes=classes, latent=latent, conditional=conditional)
+    preset = UNET_PRESETS[size]
+    info = {"size": size, "parameters": cost["parameters"], "classes": classes, "conditional": conditional,
+            "latent": [4, latent, latent], "gflops_per_sample": round(cost["gflops_forward"], 2),
+            "gflops_train_step_per_sample": round(cost["gflops_train_step"], 2),
+            "heads_per_level": list(level_heads(preset)), "preset": preset}
+    published = PUBLISHED_PARAMETERS.get(size)
+    if published and classes == 15 and conditional:
+        info["published_parameters"] = published
+        info["difference_percent"] = round(100 * (cost["parameters"] - published) / published, 3)
+    return info
+
+
 def run_info(args: argparse.Namespace) -> int:
     from decodiff.harness.cli import UsageError
-    from decodiff.models.unet import UNET_PRESETS, build_unet, count_parameters
-    from decodiff.models.flops import forward_gflops
+    from decodiff.models.unet import UNET_PRESETS
 
-    if args.size not in UNET_PRESETS:
-        raise UsageError(f"--size {args.size}: unknown preset (choose from {', '.join(UNET_PRESETS)})")
-    model = build_unet(args.size, num_classes=args.classes, sample_size=args.latent)
-    info = {"size": args.size, "parameters": count_parameters(model), "classes": args.classes,
-            "latent": [4, args.latent, args.latent], "gflops_per_sample": round(forward_gflops(model, args.latent), 2),
-            "preset": UNET_PRESETS[args.size]}
+    sizes = list(UNET_PRESETS) if args.size == "all" else [args.size]
+    if args.size != "all" and args.size not in UNET_PRESETS:
+        raise UsageError(f"--size {args.size}: unknown preset (choose from {', '.join(UNET_PRESETS)}, or all)")
+    if args.classes < 1 or args.latent < 1:
+        raise UsageError("--classes and --latent must be positive")
+    infos = [preset_info(s, args.classes, args.latent, not args.unconditional) for s in sizes]
     if args.json:
-        print_json(info)
-    else:
-        print(f"UNet {args.size}: {info['parameters'] / 1e6:.1f}M parameters, {info['gflops_per_sample']} GFLOPs per "
-              f"sample (forward, latent 4x{args.latent}x{args.latent}, {args.classes} classes)")
+        print_json(infos[0] if len(infos) == 1 else {"presets": infos})
+        return 0
+    for info in infos:
+        pub = ""
+        if "published_parameters" in info:
+            pub = f" (published {info['published_parameters'] / 1e6:.1f}M, {info['difference_percent']:+.2f}%)"
+        kind = "class-conditional" if info["conditional"] else "unconditional"
+        print(f"UNet {info['size']}: {info['parameters'] / 1e6:.1f}M parameters{pub}, {info['gflops_per_sample']} GFLOPs "
+              f"per sample forward, ~{info['gflops_train_step_per_sample']} per training sample (latent "
+              f"4x{args.latent}x{args.latent}, {args.classes} classes, {kind})")
     return 0
