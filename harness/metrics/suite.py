@@ -27,9 +27,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from decodiff.harness.metrics.aupro import check_fpr_limit, check_protocol
+from decodiff.harness.metrics.category import IMAGE_METRICS, PIXEL_METRICS, Value, image_values, pixel_values
 from decodiff.harness.metrics.curves import UndefinedMetric
 from decodiff.harness.metrics.ranks import Backend
-from decodiff.harness.metrics.category import IMAGE_METRICS, PIXEL_METRICS, Value, image_values, pixel_values
 from decodiff.harness.metrics.streaming import CategoryAccumulator, ImageData
 
 MEAN = "mean"
@@ -88,9 +88,10 @@ class MetricSuite:
     """Streams a test set's image scores and anomaly maps; computes the long table.
 
     `device="cuda"` runs the pixel metrics' sort and searches with torch on the GPU (same
-    values as numpy, tested); anything else runs numpy on CPU. `pooled=False` skips the pooled
-    pixel metrics, which sort every normal pixel of the data set at once (memory: one more
-    copy of the normal pixel scores)."""
+    values as numpy, tested); anything else runs numpy on CPU. Memory: the state holds each
+    pixel's score once (float32 maps: 4 bytes a pixel, plus 4 per anomalous pixel for its
+    region); compute adds one scratch copy of the largest category's normal scores, or of all
+    of them for the pooled pixel metrics, which `pooled=False` skips."""
 
     def __init__(self, dataset: str, aupro_protocol: str = "mvtec", fpr_limit: float = 0.3, device: str = "cpu",
                  *, backend: Backend | None = None, pooled: bool = True) -> None:
