@@ -27,7 +27,7 @@ def _open(path_or_bytes: Path | bytes, name: str) -> Image.Image:
 def read_rgb(path: Path | bytes, name: str | None = None) -> np.ndarray:
     """HxWx3 uint8; grey-scale and palette images become 3 channels, alpha is dropped."""
     img = _open(path, name or str(path))
-    return np.asarray(img.convert("RGB"))
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
 
 def read_mask(path: Path | bytes, name: str | None = None) -> np.ndarray:
@@ -44,3 +44,15 @@ def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def image_size(path: Path, name: str | None = None) -> tuple[int, int]:
+    """(H, W) from the file's header only (cheap: nothing is decoded)."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+        return h, w
+    except FileNotFoundError:
+        raise DataError(f"{name or path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{name or path}: not a readable image ({exc})") from None

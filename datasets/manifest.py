@@ -34,6 +34,7 @@ class Manifest:
     args: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     has_masks: bool = True
+    image_sizes: dict[str, int] = field(default_factory=dict)  # "HxW" -> number of images
     format: str = FORMAT
 
     @property
@@ -65,15 +66,26 @@ class Manifest:
             raise DataError(f"{path}: no shard manifest (run `decodiff data shard` first)")
         try:
             d = json.loads(path.read_text())
+        except ValueError as exc:
+            raise DataError(f"{path}: not a valid shard manifest ({exc})") from None
+        return cls.from_json(d, str(path))
+
+    @classmethod
+    def from_json(cls, d: Any, where: str) -> "Manifest":
+        """A manifest from its parsed JSON; `where` names the file or URL in errors."""
+        try:
+            if not isinstance(d, dict):
+                raise TypeError("not a JSON object")
+            d = dict(d)
             d.pop("checksum", None)
-            d["shards"] = [ShardInfo(**s) for s in d["shards"]]
             if d.get("format") != FORMAT:
-                raise DataError(f"{path}: format {d.get('format')!r}, expected {FORMAT!r}")
+                raise DataError(f"{where}: format {d.get('format')!r}, expected {FORMAT!r}")
+            d["shards"] = [ShardInfo(**s) for s in d["shards"]]
             return cls(**d)
         except DataError:
             raise
         except (ValueError, TypeError, KeyError) as exc:
-            raise DataError(f"{path}: not a valid shard manifest ({exc})") from None
+            raise DataError(f"{where}: not a valid shard manifest ({exc})") from None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

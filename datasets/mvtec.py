@@ -1,7 +1,9 @@
-"""Reader of the MVTec-AD folder layout (also MPDD's and the demo set's).
+"""Reader of the MVTec-AD folder layout (also MPDD's, the converted VisA layout and the demo set's).
 
 <root>/<cat>/train/good/*.png, <root>/<cat>/test/<defect>/*.png (good included),
-<root>/<cat>/ground_truth/<defect>/<stem>_mask.png (MPDD also <stem>.png).
+<root>/<cat>/ground_truth/<defect>/<stem>_mask.png (MPDD also <stem>.png; converted VisA
+<stem>.png). Grey-scale images (MVTec-AD's grid, screw, zipper) are served as 3 channels
+by `Sample.image`.
 """
 from __future__ import annotations
 
@@ -9,13 +11,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.records import NORMAL, Sample
+from decodiff.datasets.records import NORMAL, OnBad, Sample, bad_sample
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".PNG")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG", ".BMP")
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in IMAGE_SUFFIXES)
+def images_in(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name (hidden files are ignored)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
 def list_categories(root: Path) -> list[str]:
@@ -29,9 +33,20 @@ def list_categories(root: Path) -> list[str]:
     return cats
 
 
-def _mask_for(gt_dir: Path, image: Path, suffixes: Sequence[str]) -> Path | None:
+def select_categories(where: Path | str, available: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
+    """The requested categories, or all; an unknown name is an error that lists the known ones."""
+    if not wanted:
+        return list(available)
+    unknown = [c for c in wanted if c not in available]
+    if unknown:
+        raise DataError(f"{where}: unknown categories {unknown}; available: {list(available)}")
+    return list(wanted)
+
+
+def find_mask(gt_dir: Path, image: Path, suffixes: Sequence[str]) -> Path | None:
+    """`<gt_dir>/<stem><suffix>.png` (or with the image's own extension) for the first suffix found."""
     for suffix in suffixes:
-        for ext in (".png", image.suffix):
+        for ext in dict.fromkeys((".png", image.suffix)):
             cand = gt_dir / f"{image.stem}{suffix}{ext}"
             if cand.is_file():
                 return cand
@@ -46,42 +61,38 @@ def read_mvtec(
     splits: Sequence[str] = ("train", "test"),
     mask_suffixes: Sequence[str] = ("_mask",),
     require_masks: bool = True,
+    on_bad: OnBad | None = None,
 ) -> Iterator[Sample]:
     """Samples in a fixed order (category, split, defect, file name).
 
-    An anomalous test image without a mask is an error when `require_masks` (the data set
+    An anomalous test image without a mask is a bad sample when `require_masks` (the data set
     has masks); otherwise it is served without one and its pixel metrics are unavailable.
+    Bad samples raise a DataError naming the file, or go to `on_bad` (--skip-bad).
     """
     root = Path(root)
-    available = list_categories(root)
-    wanted = list(categories) if categories else available
-    unknown = [c for c in wanted if c not in available]
-    if unknown:
-        raise DataError(f"{root}: unknown categories {unknown}; available: {available}")
+    wanted = select_categories(root, list_categories(root), categories)
     for cat in wanted:
         for split in splits:
             split_dir = root / cat / split
             if not split_dir.is_dir():
-                if split == "train" or split == "test":
-                    raise DataError(f"{split_dir}: missing {split} folder")
+                bad_sample(on_bad, split_dir, f"missing {split} folder (expected {split_dir}/{NORMAL}/*.png)")
                 continue
-            for defect_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            for defect_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 defect = defect_dir.name
                 label = 0 if defect == NORMAL else 1
                 if split == "train" and label:
                     raise DataError(f"{defect_dir}: the train split must hold only '{NORMAL}' images")
-                for img in _images(defect_dir):
+                for img in images_in(defect_dir):
                     mask = None
                     if label:
-                        mask = _mask_for(root / cat / "ground_truth" / defect, img, mask_suffixes)
+                        gt_dir = root / cat / "ground_truth" / defect
+                        mask = find_mask(gt_dir, img, mask_suffixes)
                         if mask is None and require_masks:
-                            raise DataError(
-                                f"{img}: anomalous test image without a mask "
-                                f"(expected {root / cat / 'ground_truth' / defect / (img.stem + mask_suffixes[0] + '.png')})"
-                            )
-                    key = img.relative_to(root).with_suffix("").as_posix()
+                            bad_sample(on_bad, img, "anomalous test image without a mask (expected "
+                                       f"{gt_dir / (img.stem + mask_suffixes[0] + '.png')})")
+                            continue
                     yield Sample(
-                        key=key,
+                        key=img.relative_to(root).with_suffix("").as_posix(),
                         dataset=dataset,
                         category=cat,
                         split=split,

@@ -7,6 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+from decodiff.datasets.imageio import DataError
+
 NORMAL = "good"  # defect type of normal samples, as in MVTec-AD
 
 
@@ -28,6 +30,7 @@ class Sample:
     mask_source: str | None = None  # path of the ground-truth mask, None where there is none
     load_image: Callable[[], np.ndarray] | None = field(default=None, repr=False)
     load_mask: Callable[[], np.ndarray | None] | None = field(default=None, repr=False)
+    extra: dict = field(default_factory=dict)  # data-set specific meta (Real-IAD: camera view)
 
     def meta(self) -> dict:
         """The JSON-serialisable part, as stored in a shard's `meta.json`."""
@@ -40,6 +43,7 @@ class Sample:
             "defect": self.defect,
             "source": self.source,
             "has_mask": self.has_mask,
+            **self.extra,
         }
 
     @property
@@ -64,3 +68,14 @@ class Sample:
         from decodiff.datasets.imageio import read_mask
 
         return read_mask(Path(self.mask_source))
+
+
+# A reader's answer to a sample it cannot serve: (path of the offending file, what is wrong).
+OnBad = Callable[[str, str], None]
+
+
+def bad_sample(on_bad: OnBad | None, path: str | Path, reason: str) -> None:
+    """Raise a DataError naming the file, or hand it to `on_bad` (--skip-bad) to list it."""
+    if on_bad is None:
+        raise DataError(f"{path}: {reason}")
+    on_bad(str(path), reason)

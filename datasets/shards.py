@@ -1,29 +1,53 @@
 """Writing a data set into WebDataset tar shards with a manifest.
 
 Shards hold one split and one category each (so a category can be streamed alone) and are
-bounded in size and count. Each tar is written under a temporary name and renamed when
-complete: a killed run never leaves a tar that looks finished.
+bounded in size and count. The run is planned before anything is written: the samples of
+each (split, category) are cut into *units* of at most `max_count` samples and about
+`max_bytes` (estimated from the files' sizes, or from the target size when resizing); a unit
+becomes one tar (and, should the estimate fall short, a continuation `<name>_1.tar`).
+Units are independent, so they are written in parallel by `workers` processes, and the
+tars are byte-identical whatever the number of workers (fixed member order, mtime 0).
+
+Every tar is written under a temporary name and renamed when complete; a finished unit then
+leaves a record in `<out>/.shard-run/`. A killed run leaves at most temporary files and
+finished units: run it again with the same arguments and it writes only the missing units
+(a plan fingerprint over the arguments and the input files' names, sizes and mtimes says
+whether the finished units still belong to the run). The manifest is written last and the
+`.shard-run/` folder removed: a shard set without manifest.json is unfinished.
+
+Bad samples (corrupt images, masks of the wrong size, ...) stop the run with an error that
+names the file, or, with `skip_bad`, are left out with a warning and listed in the manifest.
 """
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import io
 import json
+import multiprocessing as mp
 import os
 import re
+import shutil
+import sys
+import tarfile
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 from PIL import Image
 
 from decodiff.datasets.imageio import DataError, encode_png, read_mask, read_rgb
-from decodiff.datasets.manifest import Manifest, ShardInfo, sha256_file
+from decodiff.datasets.manifest import MANIFEST, Manifest, ShardInfo, sha256_file, write_json_atomic
 from decodiff.datasets.records import Sample
 
-Progress = Callable[[int, int | None], None]
+Progress = Callable[[int, int | None], None]  # (samples done, total)
+Log = Callable[[str], None]
+STATE = ".shard-run"  # unfinished-run state: the plan's fingerprint and one record per finished unit
+SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
 def member_key(key: str) -> str:
@@ -35,6 +59,12 @@ def member_key(key: str) -> str:
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name)
 
+
+def _stderr(msg: str) -> None:
+    print(f"[decodiff] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- one sample -> one WebDataset record ----------------------------------------------------
 
 def _resize_crop(img: Image.Image, resize: int | None, crop: int | None, resample: int) -> Image.Image:
     if resize:
@@ -49,15 +79,20 @@ def _resize_crop(img: Image.Image, resize: int | None, crop: int | None, resampl
 
 
 def encode_sample(sample: Sample, resize: int | None = None, crop: int | None = None) -> tuple[dict[str, Any], tuple[int, int]]:
-    """The WebDataset record of a sample; original bytes pass through when nothing is resized."""
+    """The WebDataset record of a sample; original bytes pass through when nothing is resized.
+
+    The image is decoded either way, so a corrupt or truncated file fails here, naming it.
+    """
     meta = sample.meta()
     rec: dict[str, Any] = {"__key__": member_key(sample.key)}
     src = Path(sample.source)
     if not resize and not crop and sample.load_image is None and src.suffix.lower() in (".png", ".jpg", ".jpeg"):
-        data = src.read_bytes()
-        arr = read_rgb(data, name=str(src))  # validates: a corrupt file fails here, naming it
-        ext = "png" if src.suffix.lower() == ".png" else "jpg"
-        rec[f"image.{ext}"] = data
+        try:
+            data = src.read_bytes()
+        except FileNotFoundError:
+            raise DataError(f"{src}: file not found") from None
+        arr = read_rgb(data, name=str(src))
+        rec[f"image.{'png' if src.suffix.lower() == '.png' else 'jpg'}"] = data
         size = arr.shape[:2]
     else:
         arr = sample.image()
@@ -75,9 +110,59 @@ def encode_sample(sample: Sample, resize: int | None = None, crop: int | None = 
         # masks follow the images' interpolation; readers threshold at > 0 (published protocol)
         m = _resize_crop(m, resize, crop, Image.BILINEAR)
         rec["mask.png"] = encode_png(np.asarray(m))
-    meta["size"] = list(size)
+    meta["size"] = [int(size[0]), int(size[1])]
     rec["meta.json"] = json.dumps(meta).encode()
-    return rec, size
+    return rec, (int(size[0]), int(size[1]))
+
+
+def record_bytes(rec: dict[str, Any]) -> int:
+    return sum(len(v) for k, v in rec.items() if not k.startswith("__"))
+
+
+# ---- tar files ------------------------------------------------------------------------------
+
+class TarShard:
+    """One tar written under a temporary name; `close` renames it and returns its ShardInfo.
+
+    Members are `<key>.<ext>` in record order with mtime 0 and fixed owner and mode, so the
+    same records always give the same bytes (and the same sha256).
+    """
+
+    def __init__(self, path: Path, split: str, category: str):
+        self.path, self.split, self.category = Path(path), split, category
+        self.tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
+        self._file = open(self.tmp, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
+        self.count = 0
+        self.bytes = 0
+
+    def write(self, rec: dict[str, Any]) -> None:
+        key = rec["__key__"]
+        for name, data in rec.items():
+            if name.startswith("__"):
+                continue
+            info = tarfile.TarInfo(f"{key}.{name}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+            self.bytes += len(data)
+        self.count += 1
+
+    def close(self) -> ShardInfo:
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp, self.path)
+        return ShardInfo(name=self.path.name, split=self.split, category=self.category, count=self.count,
+                         bytes=self.path.stat().st_size, sha256=sha256_file(self.path))
+
+    def abort(self) -> None:
+        try:
+            self._tar.close()
+            self._file.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 class _GroupWriter:
@@ -88,45 +173,36 @@ class _GroupWriter:
         self.max_bytes, self.max_count = max_bytes, max_count
         self.index = 0
         self.done: list[ShardInfo] = []
-        self._tar: wds.TarWriter | None = None
-        self._file = None
-        self._count = 0
-        self._bytes = 0
-
-    def _name(self) -> str:
-        return f"{self.split}-{_safe(self.category)}-{self.index:05d}.tar"
+        self._tar: TarShard | None = None
 
     def write(self, rec: dict[str, Any]) -> None:
-        size = sum(len(v) for k, v in rec.items() if not k.startswith("__"))
-        if self._tar is not None and (self._count >= self.max_count or self._bytes + size > self.max_bytes):
+        size = record_bytes(rec)
+        if self._tar is not None and (self._tar.count >= self.max_count or self._tar.bytes + size > self.max_bytes):
             self.close()
         if self._tar is None:
-            tmp = self.out / (self._name() + f".tmp-{os.getpid()}")
-            self._file = open(tmp, "wb")
-            self._tar = wds.TarWriter(self._file, encoder=False, mtime=0.0)
-            self._count = self._bytes = 0
+            name = f"{self.split}-{_safe(self.category)}-{self.index:05d}.tar"
+            self._tar = TarShard(self.out / name, self.split, self.category)
         self._tar.write(rec)
-        self._count += 1
-        self._bytes += size
 
     def close(self) -> None:
         if self._tar is None:
             return
-        self._tar.close()
-        assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        name = self._name()
-        tmp = self.out / (name + f".tmp-{os.getpid()}")
-        final = self.out / name
-        os.replace(tmp, final)
-        self.done.append(
-            ShardInfo(name=name, split=self.split, category=self.category, count=self._count,
-                      bytes=final.stat().st_size, sha256=sha256_file(final))
-        )
+        self.done.append(self._tar.close())
         self.index += 1
         self._tar = None
+
+
+def _new_counts() -> dict[str, Any]:
+    return {"normal": 0, "anomalous": 0, "defects": {}, "no_mask": 0}
+
+
+def _count(counts: dict[str, dict[str, dict[str, Any]]], split: str, category: str, label: int, defect: str,
+           has_mask: bool) -> None:
+    c = counts.setdefault(split, {}).setdefault(category, _new_counts())
+    c["anomalous" if label else "normal"] += 1
+    c["defects"][defect] = c["defects"].get(defect, 0) + 1
+    if not has_mask:
+        c["no_mask"] += 1
 
 
 class ShardSetWriter:
@@ -137,8 +213,8 @@ class ShardSetWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.max_count = max_bytes, max_count
         self.writers: dict[tuple[str, str], _GroupWriter] = {}
-        self.counts: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.sizes: set[tuple[int, int]] = set()
+        self.counts: dict[str, dict[str, dict[str, Any]]] = {}
+        self.sizes: dict[str, int] = {}
         self.categories: list[str] = []
         self.has_masks = True
         self.n = 0
@@ -152,13 +228,10 @@ class ShardSetWriter:
             self.writers[group] = _GroupWriter(self.out, split, category, self.max_bytes, self.max_count)
         self.writers[group].write(rec)
         if size is not None:
-            self.sizes.add(tuple(size))
-        c = self.counts[split].setdefault(category, {"normal": 0, "anomalous": 0, "defects": {}, "no_mask": 0})
-        c["anomalous" if label else "normal"] += 1
-        c["defects"][defect] = c["defects"].get(defect, 0) + 1
-        if not has_mask:
-            c["no_mask"] += 1
-            self.has_masks = False
+            k = f"{size[0]}x{size[1]}"
+            self.sizes[k] = self.sizes.get(k, 0) + 1
+        _count(self.counts, split, category, label, defect, has_mask)
+        self.has_masks = self.has_masks and has_mask
         self.n += 1
 
     def finish(self, dataset: str, args: dict[str, Any] | None = None) -> Manifest:
@@ -168,14 +241,241 @@ class ShardSetWriter:
             dataset=dataset,
             categories=self.categories,
             shards=[s for w in self.writers.values() for s in w.done],
-            counts=dict(self.counts),
-            image_size=list(next(iter(self.sizes))) if len(self.sizes) == 1 else None,
-            args={**(args or {}), "max_bytes": self.max_bytes, "max_count": self.max_count,
-                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            counts=self.counts,
+            image_size=_single_size(self.sizes),
+            args={**(args or {}), "max_bytes": self.max_bytes, "max_count": self.max_count, "created": _now()},
             has_masks=self.has_masks,
+            image_sizes=self.sizes,
         )
         manifest.save(self.out)
         return manifest
+
+
+def _single_size(sizes: dict[str, int]) -> list[int] | None:
+    if len(sizes) != 1:
+        return None
+    h, w = next(iter(sizes)).split("x")
+    return [int(h), int(w)]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# ---- planning -------------------------------------------------------------------------------
+
+@dataclass
+class Unit:
+    """Consecutive samples of one (split, category) that become one tar."""
+
+    index: int
+    split: str
+    category: str
+    part: int
+    samples: list[Sample]
+
+    @property
+    def stem(self) -> str:
+        return f"{self.split}-{_safe(self.category)}-{self.part:05d}"
+
+    def shard_name(self, continuation: int = 0) -> str:
+        return f"{self.stem}.tar" if continuation == 0 else f"{self.stem}_{continuation}.tar"
+
+
+def _file_id(path: str | None) -> tuple[int, int]:
+    """(size, mtime_ns) of a file, (-1, -1) where it cannot be read (the writer will say why)."""
+    if not path:
+        return (-1, -1)
+    try:
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns)
+    except OSError:
+        return (-1, -1)
+
+
+def _estimate(sample: Sample, ids: dict[str, tuple[int, int]], resize: int | None, crop: int | None) -> int:
+    """Bytes the sample will take in a tar: pass-through sizes, or the raw size of a resized image."""
+    side = crop or resize
+    if side:
+        image = side * side * 3
+        mask = side * side // 4 if sample.mask_source or sample.load_mask else 0
+    else:
+        image = max(ids[sample.source][0], 0) if sample.load_image is None else 0
+        mask = 2 * max(ids[sample.mask_source][0], 0) if sample.mask_source else 0
+    return image + mask + 4096  # three tar headers with padding, meta.json
+
+
+def plan_units(samples: Sequence[Sample], *, max_bytes: int, max_count: int, resize: int | None = None,
+               crop: int | None = None, ids: dict[str, tuple[int, int]] | None = None) -> list[Unit]:
+    """Units in (split, category) groups, splits in train/val/test order, categories in reader order."""
+    if max_count < 1 or max_bytes < 1:
+        raise DataError(f"shard bounds must be positive (max_count={max_count}, max_bytes={max_bytes})")
+    ids = ids if ids is not None else _ids(samples)
+    groups: dict[tuple[str, str], list[Sample]] = {}
+    cats: dict[str, int] = {}
+    for s in samples:
+        cats.setdefault(s.category, len(cats))
+        groups.setdefault((s.split, s.category), []).append(s)
+    owners: dict[str, str] = {}
+    for cat in cats:
+        other = owners.setdefault(_safe(cat), cat)
+        if other != cat:
+            raise DataError(f"categories {other!r} and {cat!r} map to the same shard name {_safe(cat)!r}")
+    units: list[Unit] = []
+    for split, cat in sorted(groups, key=lambda g: (SPLIT_ORDER.get(g[0], 9), g[0], cats[g[1]])):
+        part, chunk, size = 0, [], 0
+        for s in groups[(split, cat)]:
+            est = _estimate(s, ids, resize, crop)
+            if chunk and (len(chunk) >= max_count or size + est > max_bytes):
+                units.append(Unit(len(units), split, cat, part, chunk))
+                part, chunk, size = part + 1, [], 0
+            chunk.append(s)
+            size += est
+        units.append(Unit(len(units), split, cat, part, chunk))
+    return units
+
+
+def _ids(samples: Sequence[Sample]) -> dict[str, tuple[int, int]]:
+    ids: dict[str, tuple[int, int]] = {}
+    for s in samples:
+        for p in (s.source, s.mask_source):
+            if p and p not in ids:
+                ids[p] = _file_id(p)
+    return ids
+
+
+def plan_fingerprint(units: Sequence[Unit], ids: dict[str, tuple[int, int]], settings: dict[str, Any]) -> str:
+    """What the output depends on: settings, the unit cut, each sample's key and files."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for u in units:
+        h.update(f"\n#{u.stem}".encode())
+        for s in u.samples:
+            h.update(json.dumps([s.key, s.label, s.defect, s.source, ids.get(s.source), s.mask_source,
+                                 ids.get(s.mask_source or ""), s.extra], default=str).encode())
+    return h.hexdigest()
+
+
+# ---- writing units (in this process or in worker processes) ---------------------------------
+
+@dataclass(frozen=True)
+class _Job:
+    out: str
+    resize: int | None
+    crop: int | None
+    max_bytes: int
+    skip_bad: bool
+    fingerprint: str
+
+
+_counter: Any = None  # per-sample progress counter shared with worker processes
+
+
+def _init_worker(counter: Any) -> None:
+    global _counter
+    _counter = counter
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _tick() -> None:
+    if _counter is not None:
+        with _counter.get_lock():
+            _counter.value += 1
+
+
+def _unit_record(out: Path, index: int) -> Path:
+    return out / STATE / f"unit-{index:06d}.json"
+
+
+def write_unit(unit: Unit, job: _Job) -> dict[str, Any]:
+    """Write one unit's tar(s), then its record; returns the record."""
+    out = Path(job.out)
+    shards: list[ShardInfo] = []
+    counts: dict[str, dict[str, dict[str, Any]]] = {}
+    sizes: dict[str, int] = {}
+    skipped: list[dict[str, str]] = []
+    tar: TarShard | None = None
+    try:
+        for s in unit.samples:
+            try:
+                rec, size = encode_sample(s, job.resize, job.crop)
+            except DataError as exc:
+                if not job.skip_bad:
+                    raise
+                _stderr(f"warning: skipped {exc}")
+                skipped.append({"key": s.key, "source": s.source, "reason": str(exc)})
+                _tick()
+                continue
+            nbytes = record_bytes(rec)
+            if tar is not None and tar.bytes + nbytes > job.max_bytes:
+                shards.append(tar.close())
+                tar = None
+            if tar is None:
+                tar = TarShard(out / unit.shard_name(len(shards)), unit.split, unit.category)
+            tar.write(rec)
+            k = f"{size[0]}x{size[1]}"
+            sizes[k] = sizes.get(k, 0) + 1
+            _count(counts, unit.split, unit.category, s.label, s.defect, s.has_mask)
+            _tick()
+        if tar is not None:
+            shards.append(tar.close())
+            tar = None
+    finally:
+        if tar is not None:
+            tar.abort()
+    record = {"fingerprint": job.fingerprint, "unit": unit.index, "shards": [asdict(s) for s in shards],
+              "counts": counts, "sizes": sizes, "skipped": skipped}
+    write_json_atomic(_unit_record(out, unit.index), record)
+    return record
+
+
+def _finished(out: Path, unit: Unit, fingerprint: str) -> dict[str, Any] | None:
+    """The unit's record if it belongs to this plan and its tars are all there at their sizes."""
+    path = _unit_record(out, unit.index)
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("fingerprint") != fingerprint:
+        return None
+    for s in rec["shards"]:
+        p = out / s["name"]
+        if not p.is_file() or p.stat().st_size != s["bytes"]:
+            return None
+    return rec
+
+
+class _Lock:
+    """An exclusive lock on <out>/.shard-run/lock: two runs never write into one folder."""
+
+    def __init__(self, out: Path):
+        (out / STATE).mkdir(parents=True, exist_ok=True)
+        self.path = out / STATE / "lock"
+        self._f = open(self.path, "w")
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._f.close()
+            raise DataError(f"{out}: another `decodiff data shard` run is writing there") from None
+
+    def release(self) -> None:
+        fcntl.flock(self._f, fcntl.LOCK_UN)
+        self._f.close()
+
+
+def _clean_stale(out: Path, state: dict[str, Any] | None, fingerprint: str, log: Log) -> None:
+    """Remove temporary tars of killed runs, and the tars of an unfinished run with another plan."""
+    for tmp in out.glob("*.tar.tmp-*"):
+        tmp.unlink(missing_ok=True)
+    if state is not None and state.get("fingerprint") != fingerprint:
+        log(f"{out}: an unfinished run with other arguments or input files was there; starting over")
+        for rec_path in (out / STATE).glob("unit-*.json"):
+            try:
+                rec = json.loads(rec_path.read_text())
+                for s in rec.get("shards", []):
+                    (out / s["name"]).unlink(missing_ok=True)
+            except (OSError, ValueError):
+                pass
+            rec_path.unlink(missing_ok=True)
 
 
 def write_shards(
@@ -189,16 +489,185 @@ def write_shards(
     crop: int | None = None,
     args: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    workers: int = 1,
+    skip_bad: bool = False,
+    skipped: list[dict[str, str]] | None = None,
+    log: Log | None = None,
 ) -> Manifest:
-    """Shard `samples` into `out` and write its manifest.json last."""
-    writer = ShardSetWriter(out, max_bytes=max_bytes, max_count=max_count)
-    for sample in samples:
-        rec, size = encode_sample(sample, resize, crop)
-        writer.add(rec, split=sample.split, category=sample.category, label=sample.label, defect=sample.defect,
-                   has_mask=sample.has_mask, size=size)
+    """Shard `samples` into `out` (resuming an unfinished run there) and write manifest.json last.
+
+    `skipped` holds samples the reader already left out (--skip-bad): it is read after the
+    samples have been listed and goes into the manifest with those the writer skips.
+    """
+    log = log or _stderr
+    out = Path(out)
+    samples = list(samples)
+    if not samples:
+        raise DataError(f"no samples to shard into {out} (empty data set or category selection)")
+    ids = _ids(samples)
+    units = plan_units(samples, max_bytes=max_bytes, max_count=max_count, resize=resize, crop=crop, ids=ids)
+    settings = {"dataset": dataset, "resize": resize, "crop": crop, "max_bytes": max_bytes, "max_count": max_count,
+                "skip_bad": skip_bad, "format": "decodiff-shards/1"}
+    fingerprint = plan_fingerprint(units, ids, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / MANIFEST).is_file():
+        existing = Manifest.load(out)
+        if existing.args.get("fingerprint") == fingerprint:
+            log(f"{out}: already complete ({len(existing.shards)} shards); nothing to do")
+            return existing
+        raise DataError(f"{out}: already holds a finished shard set made from other data or arguments "
+                        "(choose another --out, or delete it)")
+    lock = _Lock(out)
+    try:
+        state_path = out / STATE / "plan.json"
+        state = json.loads(state_path.read_text()) if state_path.is_file() else None
+        _clean_stale(out, state, fingerprint, log)
+        write_json_atomic(state_path, {"fingerprint": fingerprint, "units": len(units), "started": _now()})
+        records: dict[int, dict[str, Any]] = {}
+        for u in units:
+            rec = _finished(out, u, fingerprint)
+            if rec is not None:
+                records[u.index] = rec
+        todo = [u for u in units if u.index not in records]
+        total = len(samples)
+        done_before = sum(len(u.samples) for u in units if u.index in records)
+        if records:
+            log(f"{out}: resuming: {len(records)} of {len(units)} units already written")
         if progress:
-            progress(writer.n, None)
-    return writer.finish(dataset, {**(args or {}), "resize": resize, "crop": crop})
+            progress(done_before, total)
+        job = _Job(str(out), resize, crop, max_bytes, skip_bad, fingerprint)
+        for rec in _run_units(todo, job, workers, log, lambda n: progress and progress(done_before + n, total)):
+            records[rec["unit"]] = rec
+        manifest = _merge(dataset, samples, [records[u.index] for u in units], skipped or [],
+                          {**(args or {}), **settings, "fingerprint": fingerprint, "workers": workers, "created": _now()})
+        manifest.save(out)
+        shutil.rmtree(out / STATE, ignore_errors=True)
+    finally:
+        lock.release()
+    return manifest
+
+
+def _picklable(units: Sequence[Unit]) -> bool:
+    return all(s.load_image is None and s.load_mask is None for u in units for s in u.samples)
+
+
+def _run_units(todo: list[Unit], job: _Job, workers: int, log: Log, progress: Callable[[int], Any]) -> Iterable[dict[str, Any]]:
+    if workers <= 1 or len(todo) <= 1 or not _picklable(todo):
+        if workers > 1 and len(todo) > 1:
+            log("samples made in memory cannot go to worker processes; sharding in this process")
+        done = 0
+        for u in todo:
+            yield write_unit(u, job)
+            done += len(u.samples)
+            progress(done)
+        return
+    # fork (as PyTorch's DataLoader does on Linux): workers start at once and the caller's script
+    # is not re-run in them; the workers use PIL and numpy only, never the parent's torch threads.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    counter = ctx.Value("q", 0)
+    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(counter,))
+    pending: set[Future] = set()
+    try:
+        # biggest units first, so that the last ones to finish are small
+        pending = {pool.submit(write_unit, u, job) for u in sorted(todo, key=lambda u: -len(u.samples))}
+        while pending:
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            progress(counter.value)
+            for f in finished:
+                yield f.result()
+        progress(counter.value)
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _merge(dataset: str, samples: Sequence[Sample], records: Sequence[dict[str, Any]],
+           reader_skipped: list[dict[str, str]], args: dict[str, Any]) -> Manifest:
+    counts: dict[str, dict[str, dict[str, Any]]] = {}
+    sizes: dict[str, int] = {}
+    shards: list[ShardInfo] = []
+    skipped = list(reader_skipped)
+    for rec in records:
+        shards += [ShardInfo(**s) for s in rec["shards"]]
+        for k, v in rec["sizes"].items():
+            sizes[k] = sizes.get(k, 0) + v
+        skipped += rec["skipped"]
+        for split, cats in rec["counts"].items():
+            for cat, c in cats.items():
+                t = counts.setdefault(split, {}).setdefault(cat, _new_counts())
+                for f in ("normal", "anomalous", "no_mask"):
+                    t[f] += c[f]
+                for d, n in c["defects"].items():
+                    t["defects"][d] = t["defects"].get(d, 0) + n
+    categories = [c for c in dict.fromkeys(s.category for s in samples)
+                  if any(c in cats for cats in counts.values())]
+    return Manifest(dataset=dataset, categories=categories, shards=shards, counts=counts,
+                    image_size=_single_size(sizes), args=args, skipped=skipped,
+                    has_masks=not any(c["no_mask"] for cats in counts.values() for c in cats.values()),
+                    image_sizes=sizes)
+
+
+# ---- the whole command ----------------------------------------------------------------------
+
+def shard_dataset(
+    dataset: str,
+    root: Path | str,
+    out: Path | str,
+    *,
+    categories: Sequence[str] | None = None,
+    options: dict[str, Any] | None = None,
+    masks_optional: bool = False,
+    skip_bad: bool = False,
+    workers: int = 1,
+    resize: int | None = None,
+    crop: int | None = None,
+    max_bytes: int = 256 << 20,
+    max_count: int = 2000,
+    verify: bool = False,
+    progress: Progress | None = None,
+    log: Log | None = None,
+) -> Manifest:
+    """Read data set `dataset` at `root` with its registered reader and shard it into `out`."""
+    from decodiff.datasets.registry import read_dataset
+
+    log = log or _stderr
+    skipped: list[dict[str, str]] = []
+
+    def on_bad(path: str, reason: str) -> None:
+        log(f"warning: skipped {path}: {reason}")
+        skipped.append({"key": "", "source": path, "reason": reason})
+
+    opts = {k: v for k, v in (options or {}).items() if v is not None}
+    samples = read_dataset(dataset, root, categories, on_bad=on_bad if skip_bad else None,
+                           masks_optional=masks_optional, **opts)
+    args = {"root": str(root), "categories": list(categories) if categories else None, "options": opts,
+            "masks_optional": masks_optional}
+    manifest = write_shards(samples, Path(out), dataset=dataset, max_bytes=max_bytes, max_count=max_count,
+                            resize=resize, crop=crop, args=args, progress=progress, workers=workers,
+                            skip_bad=skip_bad, skipped=skipped, log=log)
+    if verify:
+        problems = verify_shards(Path(out), manifest)
+        if problems:
+            raise DataError(f"{out}: verification failed: " + "; ".join(problems))
+        log(f"{out}: verified {len(manifest.shards)} shards (sizes and sha256)")
+    return manifest
+
+
+def verify_shards(folder: Path, manifest: Manifest | None = None) -> list[str]:
+    """Problems with the shards on disk against the manifest: missing, wrong size, wrong sha256."""
+    folder = Path(folder)
+    manifest = manifest or Manifest.load(folder)
+    problems = []
+    for s in manifest.shards:
+        p = folder / s.name
+        if not p.is_file():
+            problems.append(f"{p}: missing (listed in {MANIFEST})")
+        elif p.stat().st_size != s.bytes:
+            problems.append(f"{p}: {p.stat().st_size} bytes, the manifest says {s.bytes}")
+        elif sha256_file(p) != s.sha256:
+            problems.append(f"{p}: sha256 differs from the manifest's")
+    return problems
 
 
 def decode_record(rec: dict[str, Any]) -> dict[str, Any]:
@@ -213,5 +682,3 @@ def decode_record(rec: dict[str, Any]) -> dict[str, Any]:
     if mask is None and meta.get("has_mask") and meta.get("label") == 0:
         mask = np.zeros(image.shape[:2], dtype=bool)
     return {"key": meta["key"], "image": image, "mask": mask, "meta": meta}
-
-

@@ -53,16 +53,6 @@ def image_size(cfg: Config, manifest: Manifest) -> int:
     raise DataError("images differ in size or are not square: set data.resize (and data.crop)")
 
 
-def _reader(dataset: str, root: Path, categories: list[str] | None):
-    from decodiff.datasets.mvtec import read_mvtec
-
-    if dataset in ("mvtec", "demo"):
-        return read_mvtec(root, dataset=dataset, categories=categories)
-    if dataset == "mpdd":
-        return read_mvtec(root, dataset=dataset, categories=categories, mask_suffixes=("_mask", ""))
-    raise DataError(f"data.dataset={dataset}: no reader for this layout yet; shard it with `decodiff data shard`")
-
-
 def prepare_data(cfg: Config) -> PreparedData:
     """Shards for the config, made (once, cached) where only a native layout is given."""
     d = cfg.data
@@ -91,12 +81,12 @@ def prepare_data(cfg: Config) -> PreparedData:
         location = str(cache / "shards" / f"{d.dataset}-{tag}")
         source = f"{d.dataset} at {root}"
         if not (Path(location) / "manifest.json").is_file():
-            from decodiff.datasets.shards import write_shards
+            from decodiff.datasets.shards import shard_dataset
 
             log(f"sharding {root} into {location}")
             with Progress("shard", unit="img") as p:
-                write_shards(_reader(d.dataset, root, None), Path(location), dataset=d.dataset,
-                             args={"root": str(root)}, progress=lambda n, _: p.update(1))
+                shard_dataset(d.dataset, root, location, log=log,
+                              progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
     manifest = load_manifest(location)
     cats = list(d.categories) if d.categories else sorted(manifest.categories)
     unknown = [c for c in cats if c not in manifest.categories]
