@@ -116,6 +116,7 @@ class TrainSection(Section):
     rotate180: bool = False
     reuse: bool = True  # reuse a finished model trained with the same settings and data
     checkpoint_every: int = Field(default=1000, ge=1)  # optimizer steps
+    keep_checkpoints: int = Field(default=2, ge=1)  # training states kept for resuming (newest)
     log_every: int = Field(default=50, ge=1)
     compile: bool = False
     allow_tf32: bool = True

@@ -2,16 +2,22 @@
 image scores, and hand them batch by batch to the metrics."""
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
+from decodiff.datasets.shards import decode_record
+from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, device_for, test_loader
+from decodiff.harness.data import PreparedData, device_for, preprocess_for
+from decodiff.harness.distributed import all_sum, broadcast_from_main, gather_to_main, rank_and_world
 from decodiff.harness.metrics import MetricSuite
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.train import make_process
@@ -40,6 +46,13 @@ def map_settings(cfg: Config) -> MapSettings:
 @torch.no_grad()
 def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenVAE, class_names: list[str],
              out: Path | None = None) -> EvalResult:
+    """Evaluate on the test split. Under several processes (`accelerate launch`), each rank
+    scores its share of the test shards in batches and sends the per-image results to the main
+    process, which puts them back into the single-process order (shard order, then position in
+    the shard) before they reach the metrics: the same numbers as one process. Every rank
+    returns the same records and samples; only the main process writes the maps."""
+    rank, world = rank_and_world()
+    main = rank == 0
     device = device_for(cfg)
     model = model.to(device).eval()
     vae = vae.to(device)
@@ -53,42 +66,164 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenV
                         fpr_limit=cfg.metrics.fpr_limit, device=device.type)
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
+    urls = data.urls("test")
+    order = _InOrder(urls, _counts(data, urls)) if main else None
+    positions: dict[str, int] = {}
     total = data.manifest.count("test", data.categories)
     start = time.time()
-    with Progress("evaluate", total=total, unit="img") as prog:
-        for batch in test_loader(cfg, data):
-            x = batch["image"].to(device)
-            cls = torch.tensor([ids[c] for c in batch["category"]], device=device)
-            z = vae.encode(x)  # the mean of the latent distribution (published)
-            fix = correct(lambda zt, tt: model(zt, tt, cls), z, process, cfg.infer.reverse_steps,
-                          cfg.infer.start_step, cfg.infer.strategy)
-            x_rec = vae.decode(fix.z0_hat)
-            x_ref = vae.decode(z) if cfg.infer.pixel_reference == "vae" else x
-            maps = anomaly_map(x_rec, x_ref, fix.z0_hat, z, settings)
-            scores = image_score(maps, settings)
-            masks = batch["mask"]
-            has_mask = batch["has_mask"]
-            labels = batch["label"]
-            maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()
-            # per category: the suite keeps each category's state apart
-            for cat in dict.fromkeys(batch["category"]):
-                sel = [i for i, c in enumerate(batch["category"]) if c == cat]
-                ok = bool(has_mask[sel].all())
-                suite.update(cat, scores_np[sel], labels[sel].numpy(), maps_np[sel],
-                             masks[sel].numpy() if ok else None, keys=[batch["key"][i] for i in sel])
-            for i, key in enumerate(batch["key"]):
-                samples.append({"key": key, "category": batch["category"][i], "defect": batch["defect"][i],
-                                "label": int(labels[i]), "score": float(scores_np[i])})
+    batches = _shard_batches(_ranked_test_loader(cfg, urls, rank, world), dict(zip(urls, _counts(data, urls))),
+                             cfg.infer.batch_size)
+    with Progress("evaluate", total=total, unit="img", stream=None if main else io.StringIO()) as prog:
+        while True:
+            batch = next(batches, None)
+            items: list[dict[str, Any]] = []
+            if batch is not None:
+                x = batch["image"].to(device)
+                cls = torch.tensor([ids[c] for c in batch["category"]], device=device)
+                z = vae.encode(x)  # the mean of the latent distribution (published)
+                fix = correct(lambda zt, tt: model(zt, tt, cls), z, process, cfg.infer.reverse_steps,
+                              cfg.infer.start_step, cfg.infer.strategy)
+                x_rec = vae.decode(fix.z0_hat)
+                x_ref = vae.decode(z) if cfg.infer.pixel_reference == "vae" else x
+                maps = anomaly_map(x_rec, x_ref, fix.z0_hat, z, settings)
+                scores = image_score(maps, settings)
+                maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()
+                for i, key in enumerate(batch["key"]):
+                    url = batch["url"][i]
+                    index = positions[url] = positions.get(url, -1) + 1
+                    items.append({"url": url, "index": index, "key": key, "category": batch["category"][i],
+                                  "defect": batch["defect"][i], "label": int(batch["label"][i]),
+                                  "score": scores_np[i], "map": maps_np[i],
+                                  "mask": batch["mask"][i].numpy() if bool(batch["has_mask"][i]) else None})
+            if world > 1:
+                if all_sum([int(batch is not None)])[0] == 0:
+                    break
+                parts = gather_to_main(items)
+            elif batch is None:
+                break
+            else:
+                parts = [items]
+            if order is None or parts is None:
+                continue
+            for part in parts:
+                order.add(part)
+            ready = order.pop_ready()
+            # per run of one category: the suite keeps each category's state apart
+            for run in _category_runs(ready):
+                ok = all(it["mask"] is not None for it in run)
+                suite.update(run[0]["category"], np.array([it["score"] for it in run]),
+                             np.array([it["label"] for it in run]), np.stack([it["map"] for it in run]),
+                             np.stack([it["mask"] for it in run]) if ok else None, keys=[it["key"] for it in run])
+            for it in ready:
+                samples.append({"key": it["key"], "category": it["category"], "defect": it["defect"],
+                                "label": it["label"], "score": float(it["score"])})
                 if cfg.infer.save_maps and out is not None:
-                    saved[key] = maps_np[i].astype(np.float16)
-            prog.update(len(batch["key"]))
+                    saved[it["key"]] = it["map"].astype(np.float16)
+            prog.update(len(ready))
     seconds = time.time() - start
-    records = suite.compute()
+    if order is not None and order.missing():
+        raise RuntimeError(f"evaluation: {order.missing()} test images did not come back from the ranks "
+                           f"(a shard shorter than its manifest count?)")
+    records = suite.compute() if main else None
     maps_file = None
-    if saved and out is not None:
+    if main and saved and out is not None:
         maps_file = out / "maps.npz"
         tmp = out / "maps.tmp.npz"
         np.savez_compressed(tmp, keys=np.array(list(saved)), maps=np.stack(list(saved.values())))
         tmp.rename(maps_file)
-    log(f"evaluate: {len(samples)} images in {seconds:.1f}s")
+    records, samples = broadcast_from_main((records, samples) if main else None)
+    if main:
+        log(f"evaluate: {len(samples)} images in {seconds:.1f}s" + (f" on {world} processes" if world > 1 else ""))
     return EvalResult(records, samples, seconds, len(samples) / max(seconds, 1e-9), maps_file)
+
+
+def _decode_with_url(rec: dict[str, Any]) -> dict[str, Any]:
+    return {**decode_record(rec), "url": rec.get("__url__", "")}
+
+
+class _WithUrl:
+    """The evaluation pre-processing, keeping the shard each sample came from (for the order)."""
+
+    def __init__(self, pre: Any) -> None:
+        self.pre = pre
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        return {**self.pre(sample), "url": sample["url"]}
+
+
+def _ranked_test_loader(cfg: Config, urls: list[str], rank: int, world: int) -> DataLoader:
+    stream = ShardStream(urls, decode=_decode_with_url, transform=_WithUrl(preprocess_for(cfg, False)),
+                         rank=rank, world_size=world)
+    return DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers, collate_fn=_identity)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _shard_batches(samples: Iterable[dict[str, Any]], counts: dict[str, int], batch_size: int) -> Iterator[dict[str, Any]]:
+    """Batches that never mix shards and start at each shard's first sample: an image lands in
+    the same batch (same size, same neighbours) however many ranks and workers read the shards,
+    so its numbers do not change in the last bits with the process count."""
+    pending: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, int] = {}
+    for sample in samples:
+        url = sample["url"]
+        seen[url] = seen.get(url, 0) + 1
+        part = pending.setdefault(url, [])
+        part.append(sample)
+        if len(part) == batch_size or seen[url] == counts[url]:
+            yield collate(pending.pop(url))
+    for part in pending.values():  # only when a shard is shorter than its manifest count
+        yield collate(part)
+
+
+class _InOrder:
+    """Results from any rank, released in the single-process order: shard by shard (the
+    manifest's order), each shard's samples in their order within it."""
+
+    def __init__(self, urls: list[str], counts: list[int]) -> None:
+        self.rank_of = {u: i for i, u in enumerate(urls)}
+        self.counts = counts
+        self.buffer: dict[tuple[int, int], dict[str, Any]] = {}
+        self.shard, self.index = 0, 0
+
+    def add(self, items: list[dict[str, Any]]) -> None:
+        for it in items:
+            self.buffer[(self.rank_of[it["url"]], it["index"])] = it
+
+    def pop_ready(self) -> list[dict[str, Any]]:
+        out = []
+        while self.shard < len(self.counts):
+            if self.index >= self.counts[self.shard]:
+                self.shard, self.index = self.shard + 1, 0
+                continue
+            it = self.buffer.pop((self.shard, self.index), None)
+            if it is None:
+                break
+            out.append(it)
+            self.index += 1
+        return out
+
+    def missing(self) -> int:
+        """Samples not released yet (0 once every shard's samples came in)."""
+        return sum(self.counts[self.shard:]) - self.index if self.shard < len(self.counts) else 0
+
+
+def _counts(data: PreparedData, urls: list[str]) -> list[int]:
+    """Manifest sample counts of the test shards, in `urls` order (data.urls keeps the manifest's)."""
+    names = data.manifest.shard_names("test", data.categories)
+    by_name = {s.name: s.count for s in data.manifest.shards}
+    if len(names) != len(urls):
+        raise ValueError(f"{len(urls)} test shard URLs for {len(names)} manifest shards")
+    return [by_name[n] for n in names]
+
+
+def _category_runs(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    runs: list[list[dict[str, Any]]] = []
+    for it in items:
+        if runs and runs[-1][0]["category"] == it["category"]:
+            runs[-1].append(it)
+        else:
+            runs.append([it])
+    return runs

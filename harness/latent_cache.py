@@ -35,7 +35,8 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_size: int = 32) -> tuple[str, Manifest]:
+def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_size: int = 32,
+                       quiet: bool = False) -> tuple[str, Manifest]:
     """Encode (once) and return the cache's shard folder and manifest.
 
     Variant 0 of each image is un-augmented; the others are independent draws of the
@@ -43,7 +44,8 @@ def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_si
     """
     folder = Path(cfg.run.cache_dir) / "latents" / cache_key(cfg, data, vae)
     if (folder / "manifest.json").is_file():
-        log(f"latent cache: reusing {folder}")
+        if not quiet:
+            log(f"latent cache: reusing {folder}")
         return str(folder), Manifest.load(folder)
     device = device_for(cfg)
     vae = vae.to(device)
@@ -83,6 +85,17 @@ def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_si
     tmp.rename(folder)
     log(f"latent cache: {total} images x {K} variants in {folder}")
     return str(folder), manifest
+
+
+def latent_cache_for(acc: Any, cfg: Config, data: PreparedData, vae: FrozenVAE) -> tuple[str, Manifest]:
+    """The cache for a multi-process run: the main process encodes it, then each node's first
+    process (which finds it on a shared file system, or encodes its own on a node-local one),
+    then everyone else reads it."""
+    with acc.main_process_first():
+        if acc.is_local_main_process:
+            build_latent_cache(cfg, data, vae, quiet=not acc.is_main_process)
+    with acc.local_main_process_first():
+        return build_latent_cache(cfg, data, vae, quiet=True)
 
 
 def decode_latent(rec: dict[str, Any]) -> dict[str, Any]:

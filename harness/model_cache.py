@@ -1,5 +1,6 @@
 """Trained models kept in the cache by what trained them, so that a rerun, an evaluation-only
-sweep trial or a second report reuses one training instead of repeating it."""
+sweep trial or a second report reuses one training instead of repeating it; and a training
+that was interrupted (preempted, killed) continues from its last checkpoint."""
 from __future__ import annotations
 
 import hashlib
@@ -7,35 +8,50 @@ import json
 from pathlib import Path
 from typing import Any
 
-from decodiff.harness.checkpoint import load_model
+from decodiff.harness.checkpoint import latest_state, load_model
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData
 from decodiff.harness.progress import log
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.vae import FrozenVAE
 
+# Settings that do not change the trained weights: left out of the key (and may change on resume).
+NOT_IN_KEY = {"reuse", "log_every", "checkpoint_every", "keep_checkpoints"}
+
+
+def training_spec(cfg: Config, data: PreparedData, vae: FrozenVAE) -> dict[str, Any]:
+    """Everything that changes the trained weights, as JSON (what a resume must match)."""
+    train = cfg.train.model_dump(mode="json", exclude=NOT_IN_KEY)
+    spec = {"data": data.manifest.checksum, "categories": data.categories, "vae": vae.fingerprint or vae.source,
+            "scale": vae.scale, "model": cfg.model.model_dump(mode="json"), "process": cfg.process.model_dump(mode="json"),
+            "train": train, "resize": cfg.data.resize, "crop": cfg.data.crop, "shuffle_buffer": cfg.data.shuffle_buffer,
+            "seed": cfg.run.seed}
+    return json.loads(json.dumps(spec))
+
 
 def training_key(cfg: Config, data: PreparedData, vae: FrozenVAE) -> str:
-    """Everything that changes the trained weights; a finished model with this key is reused."""
-    train = cfg.train.model_dump(exclude={"reuse", "log_every", "checkpoint_every"})
-    spec = {"data": data.manifest.checksum, "categories": data.categories, "vae": vae.fingerprint or vae.source, "scale": vae.scale,
-            "model": cfg.model.model_dump(), "process": cfg.process.model_dump(), "train": train,
-            "resize": cfg.data.resize, "crop": cfg.data.crop, "seed": cfg.run.seed}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    """A finished model with this key is reused; an unfinished one is continued."""
+    return hashlib.sha256(json.dumps(training_spec(cfg, data, vae), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_folder(cfg: Config, data: PreparedData, vae: FrozenVAE) -> Path:
+    return Path(cfg.run.cache_dir) / "models" / training_key(cfg, data, vae)
 
 
 def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE) -> tuple[DeviationUNet, list[str], dict[str, Any], bool]:
     """The model for this config: reused from the cache when one with the same training key
-    exists (and train.reuse), else trained now."""
+    exists (and train.reuse), continued from its last checkpoint when a training with this key
+    was interrupted, else trained now."""
     from decodiff.harness.train import train
 
-    folder = Path(cfg.run.cache_dir) / "models" / training_key(cfg, data, vae)
+    folder = model_folder(cfg, data, vae)
     ckpt = folder / "checkpoint"
     reused = cfg.train.reuse and (ckpt / "model.safetensors").is_file()
     if reused:
         log(f"train: reusing the model trained with the same settings and data ({ckpt}); train.reuse=false retrains")
     else:
-        train(cfg, data, vae, folder)
+        resume = cfg.train.reuse and latest_state(folder) is not None
+        train(cfg, data, vae, folder, resume=resume)
     model, spec, info = load_model(ckpt)
     info = {**info, "checkpoint": str(ckpt), "reused": reused}
     return model, spec["classes"], info, reused

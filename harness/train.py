@@ -1,31 +1,39 @@
 """DeCo-Diff training with Accelerate: the whole loop on one screen.
 
 set-up (processes, seeds) -> data (latent cache or images + frozen VAE) -> model, optimizer,
-schedule -> loop (masked forward process, eta target, MSE, backward, step, log) -> checkpoint.
+schedule, EMA (or all of them restored from a checkpoint) -> loop (masked forward process,
+eta target, MSE, backward, step, log, checkpoint; stop cleanly on preemption) -> final model.
+
+Helpers: train_feed.py (the epoch's steps, balanced over ranks), checkpoint.py (exact resume),
+distributed.py (processes), schedules.py, ema.py, preemption.py.
 """
 from __future__ import annotations
 
-import math
+import io
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 
-from decodiff.datasets.stream import ShardStream, collate
-from decodiff.harness.checkpoint import model_spec, save_model
+from decodiff.harness.checkpoint import (Position, build_from_spec, clear_training_states, latest_state, model_spec,
+                                         restore_training, save_model, save_training)
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, image_size, train_image_loader
-from decodiff.harness.latent_cache import build_latent_cache, decode_latent
+from decodiff.harness.data import PreparedData, image_size
+from decodiff.harness.distributed import barrier, make_accelerator, same_weights_on_all_ranks, seed_everything
+from decodiff.harness.ema import EMA
+from decodiff.harness.latent_cache import latent_cache_for
+from decodiff.harness.model_cache import training_spec
+from decodiff.harness.preemption import Preempted, PreemptionWatch
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.provenance import code_version
-from decodiff.harness.schedules import lr_lambda
+from decodiff.harness.optimizer import make_optimizer
+from decodiff.harness.schedules import make_scheduler, plan_steps
+from decodiff.harness.train_feed import Throughput, TrainFeed
 from decodiff.models.deviation import DeviationProcess
-from decodiff.models.unet import build_unet, count_parameters
 from decodiff.models.vae import FrozenVAE
 
 
@@ -36,7 +44,9 @@ class TrainResult:
     epochs: int
     seconds: float
     final_loss: float
-    samples_per_second: float
+    samples_per_second: float  # after the first step (start-up excluded), this process's run only
+    resumed_from: int | None = None
+    weights_sha256: str = ""  # of the trained weights, the same on every rank (checked)
 
 
 def make_process(cfg: Config) -> DeviationProcess:
@@ -44,109 +54,118 @@ def make_process(cfg: Config) -> DeviationProcess:
     return DeviationProcess(p.steps, p.schedule, p.patch_sizes, p.patch_probs, p.r_mask, p.r_shuffle)
 
 
-def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerator: Accelerator | None = None) -> TrainResult:
-    t = cfg.train
-    # ---- set-up -------------------------------------------------------------------------------
-    acc = accelerator or Accelerator(cpu=cfg.run.device == "cpu", mixed_precision=t.mixed_precision,
-                                     gradient_accumulation_steps=t.grad_accum)
-    set_seed(cfg.run.seed + acc.process_index)  # torch, numpy and random on every rank
-    if torch.cuda.is_available() and t.allow_tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    world = acc.num_processes
-    micro = t.batch_size // (t.grad_accum * world)
-    if micro < 1:
-        raise ValueError(f"train.batch_size {t.batch_size} is smaller than grad_accum x processes ({t.grad_accum * world})")
-    gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + acc.process_index)
+def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerator: Accelerator | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train into `out` (final model in out/checkpoint, training states in out/train_state);
+    `resume` continues from the newest training state there (the config must match)."""
+    t, out = cfg.train, Path(out)
+    # ---- set-up --------------------------------------------------------------------------------
+    acc = accelerator or make_accelerator(cfg)
+    rank, world = acc.process_index, acc.num_processes
+    seed_everything(cfg.run.seed)  # the same initial weights on every rank
+    gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank)  # masks, noise, latent draws of this rank
 
-    # ---- data ---------------------------------------------------------------------------------
-    size = image_size(cfg, data.manifest)
-    latent_size = vae.latent_size(size)
-    if t.latent_cache:
-        if acc.is_main_process:
-            loc, lman = build_latent_cache(cfg, data, vae)
-        acc.wait_for_everyone()
-        if not acc.is_main_process:
-            loc, lman = build_latent_cache(cfg, data, vae)
-        urls = [str(Path(loc) / n) for n in lman.shard_names("train", data.categories)]
-        stream = ShardStream(urls, decode=decode_latent, shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed,
-                             rank=acc.process_index, world_size=world)
-        loader = DataLoader(stream, batch_size=micro, num_workers=cfg.data.num_workers, collate_fn=collate)
+    # ---- data ----------------------------------------------------------------------------------
+    latent = vae.latent_size(image_size(cfg, data.manifest))
+    cache = latent_cache_for(acc, cfg, data, vae) if t.latent_cache else None  # no VAE in the loop
+    feed = TrainFeed(cfg, data, vae if cache else vae.to(acc.device), rank=rank, world=world, device=acc.device,
+                     latent_cache=cache)
+    plan = plan_steps(feed, t)
+
+    # ---- model, optimizer, schedule, EMA; or all of them from a checkpoint -------------------------
+    spec = model_spec(cfg.model.size, len(data.categories), cfg.model.conditional, vae.latent_channels, latent,
+                      cfg.model.dropout, data.categories)
+    net = build_from_spec(spec).to(acc.device)  # the plain module (weights, EMA, checkpoints)
+    optimizer = make_optimizer(net, t, acc.device)
+    scheduler = make_scheduler(optimizer, t, plan)
+    ema = EMA(net, t.ema) if t.ema and acc.is_main_process else None
+    meta = {"training_spec": training_spec(cfg, data, vae), "model_spec": spec,
+            "layout": {"num_workers": cfg.data.num_workers}}
+    pos, resumed_from, state = Position(), None, latest_state(out) if resume else None
+    if state is not None:
+        pos = restore_training(state, model=net, optimizer=optimizer, scheduler=scheduler, ema=ema, scaler=acc.scaler,
+                               generator=gen, expect=meta, rank=rank, world=world)
+        resumed_from = pos.step
     else:
-        stream, loader = train_image_loader(cfg, data, micro, seed=cfg.run.seed, rank=acc.process_index, world_size=world)
-        vae = vae.to(acc.device)
-    n_train = data.manifest.count("train", data.categories)
-    steps_per_epoch = max(1, math.ceil(n_train / t.batch_size))
-    total_steps = min(t.max_steps or steps_per_epoch * t.epochs, steps_per_epoch * t.epochs)
-    class_ids = data.class_ids
-
-    # ---- model, optimizer, schedule -------------------------------------------------------------
-    model = build_unet(cfg.model.size, num_classes=len(data.categories), conditional=cfg.model.conditional,
-                       latent_channels=vae.latent_channels, sample_size=latent_size, dropout=cfg.model.dropout)
-    fused = acc.device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused or None)
-    per_epoch = t.lr_schedule == "published"
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(t.lr_schedule, t.warmup, t.epochs if per_epoch else total_steps, t.lr, t.min_lr))
-    model, optimizer = acc.prepare(model, optimizer)
+        if acc.is_main_process:
+            clear_training_states(out)
+        seed_everything(cfg.run.seed + rank)  # dropout differs per rank
+    model, optimizer = acc.prepare(net, optimizer)  # DDP (and torch.compile) wrap `net`
     process = make_process(cfg)
     if acc.is_main_process:
-        log(f"train: model {cfg.model.size} ({count_parameters(model) / 1e6:.2f}M parameters), {len(data.categories)} "
-            f"classes, latent {vae.latent_channels}x{latent_size}x{latent_size}, {n_train} images, "
-            f"{total_steps} steps of global batch {t.batch_size} on {world} process(es), {acc.device}")
+        log(f"train: UNet {cfg.model.size} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
+            f"{len(data.categories)} classes, latent {vae.latent_channels}x{latent}x{latent}, "
+            f"{'latent cache' if cache else 'images + VAE'}; {plan.total} steps ({plan.per_epoch} per epoch) of global "
+            f"batch {t.batch_size} over {world} process(es) on {acc.device}"
+            + (f"; resumed at step {pos.step} (epoch {pos.epoch})" if resumed_from is not None else ""))
 
-    # ---- loop ---------------------------------------------------------------------------------
-    step, epoch, loss_ema = 0, 0, None
-    start = time.time()
+    def checkpoint(reason: str) -> Path:
+        pos.loss_sum, pos.seconds = float(run_loss), prior_seconds + time.time() - started
+        return save_training(out, pos, model=net, optimizer=optimizer, scheduler=scheduler, ema=ema,
+                             scaler=acc.scaler, generator=gen, meta=meta, rank=rank, world=world,
+                             keep=t.keep_checkpoints, barrier=barrier, reason=reason)
+
+    # ---- loop ----------------------------------------------------------------------------------
+    per_epoch = t.lr_schedule == "published"
+    latent_shape = (vae.latent_channels, latent, latent)
+    run_loss = torch.tensor(pos.loss_sum, device=acc.device)  # this rank's loss since the last log
+    start_step, prior_seconds, started = pos.step, pos.seconds, time.time()
+    speed = Throughput()
     model.train()
-    with Progress("train", total=total_steps, unit="step", stream=None) as prog:
-        while step < total_steps:
-            stream.set_epoch(epoch)
-            for batch in loader:
-                with acc.accumulate(model):
-                    ids = torch.tensor([class_ids[c] for c in batch["category"]], device=acc.device)
-                    if t.latent_cache:
-                        lat = batch["latent"]  # [B, K, 2, C, h, w]
-                        pick = torch.randint(0, lat.shape[1], (lat.shape[0],), generator=gen)
-                        mean, std = lat[torch.arange(lat.shape[0]), pick, 0], lat[torch.arange(lat.shape[0]), pick, 1]
-                        z0 = (mean + std * torch.randn(mean.shape, generator=gen)).to(acc.device)
-                    else:
-                        z0 = vae.encode(batch["image"].to(acc.device), sample=True, generator=None)
-                    inp = process.training_input(z0, generator=gen)
-                    with acc.autocast():
-                        pred = model(inp.z_t, inp.t, ids)
-                    loss = F.mse_loss(pred.float(), inp.eta.float())
-                    acc.backward(loss)
-                    if acc.sync_gradients and t.grad_clip:
-                        acc.clip_grad_norm_(model.parameters(), t.grad_clip)
-                    optimizer.step()
-                    if acc.sync_gradients and not per_epoch:
-                        scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                if acc.sync_gradients:
-                    step += 1
-                    val = float(loss.detach())
-                    loss_ema = val if loss_ema is None else 0.98 * loss_ema + 0.02 * val
-                    if acc.is_main_process:
-                        prog.update(1, loss=loss_ema, lr=optimizer.param_groups[0]["lr"], epoch=epoch)
-                    if step >= total_steps:
-                        break
-            epoch += 1
-            if per_epoch:
-                scheduler.step()
-    seconds = time.time() - start
+    with PreemptionWatch() as watch, Progress("train", total=plan.total - pos.step, unit="step",
+                                              stream=None if acc.is_main_process else io.StringIO()) as prog:
+        while pos.step < plan.total and pos.epoch < t.epochs:
+            for step in feed.steps(pos.epoch, skip=pos.consumed, stop=lambda: watch.requested is not None):
+                if step.stop:
+                    raise Preempted(watch.requested or "a signal on another rank", pos.step, str(checkpoint("preempted")))
+                # DDP averages gradients over ranks; this weight makes that the mean over the step's samples
+                weight = world / step.n_global if step.micro else 0.0
+                batches = [feed.latents(b, gen) for b in step.micro] or [feed.placeholder(latent_shape)]
+                for i, (z0, ids) in enumerate(batches):
+                    with acc.no_sync(model) if i + 1 < len(batches) else nullcontext():  # sync on the last one
+                        inp = process.training_input(z0, generator=gen)
+                        with acc.autocast():
+                            pred = model(inp.z_t, inp.t, ids)
+                        per_sample = F.mse_loss(pred.float(), inp.eta.float(), reduction="none").flatten(1).mean(1)
+                        acc.backward(per_sample.sum() * weight)
+                    run_loss += per_sample.detach().sum() * (weight > 0)  # this rank's loss, for the log
+                if t.grad_clip:
+                    acc.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if not per_epoch:
+                    scheduler.step()
+                if ema is not None:
+                    ema.update(net)
+                pos.step, pos.consumed, pos.loss_n = pos.step + 1, pos.consumed + step.n_local, pos.loss_n + step.n_local
+                speed.add(step.n_global)
+                if pos.step % t.log_every == 0 or pos.step == plan.total:
+                    pos.loss, pos.loss_n = float(run_loss) / max(pos.loss_n, 1), 0  # this rank's mean since the last log
+                    run_loss.zero_()
+                prog.update(1, **({"loss": pos.loss} if pos.loss is not None else {}),
+                            lr=optimizer.param_groups[0]["lr"], epoch=pos.epoch)
+                if pos.step % t.checkpoint_every == 0:
+                    checkpoint("periodic")
+                if pos.step >= plan.total:
+                    break
+            else:  # the epoch is over on every rank
+                pos.epoch, pos.consumed = pos.epoch + 1, 0
+                if per_epoch:
+                    scheduler.step()
+    seconds, rate = time.time() - started, speed.rate()
+    pos.seconds = prior_seconds + seconds
 
-    # ---- checkpoint ---------------------------------------------------------------------------
+    # ---- final model and state -------------------------------------------------------------------
+    if pos.step > start_step:
+        checkpoint("final")
+    digest = same_weights_on_all_ranks(net)
     ckpt = out / "checkpoint"
     if acc.is_main_process:
-        spec = model_spec(cfg.model.size, len(data.categories), cfg.model.conditional, vae.latent_channels,
-                          latent_size, cfg.model.dropout, data.categories)
-        info = {"steps": step, "epochs": epoch, "seconds": round(seconds, 1), "final_loss": loss_ema,
+        info = {"steps": pos.step, "epochs": pos.epoch, "seconds": round(pos.seconds, 1), "final_loss": pos.loss,
                 "code_version": code_version(), "data_checksum": data.manifest.checksum, "vae": vae.source,
-                "config_digest": cfg.digest()}
-        save_model(ckpt, acc.unwrap_model(model), spec, info)
-    acc.wait_for_everyone()
-    rate = step * t.batch_size / max(seconds, 1e-9)
-    return TrainResult(ckpt, step, epoch, seconds, float(loss_ema or float("nan")), rate)
-
-
+                "config_digest": cfg.digest(), "processes": world, "ema": t.ema, "weights_sha256": digest,
+                "resumed_from": resumed_from}
+        save_model(ckpt, net, spec, info, state=ema.averaged_state(net) if ema is not None else None)
+    barrier()
+    return TrainResult(ckpt, pos.step, pos.epoch, seconds, float(pos.loss if pos.loss is not None else float("nan")),
+                       rate, resumed_from, digest)

@@ -1,30 +1,67 @@
-"""`decodiff train`: train (or reuse) the model for a config."""
+"""`decodiff train`: train (or reuse, or continue) the model for a config; prints the checkpoint.
+
+One process, or many under `accelerate launch` (see harness/distributed.py):
+    decodiff train --config demo model.size=XS
+    accelerate launch --multi_gpu --num_processes 8 -m decodiff.harness.cli train --config demo \\
+        --out /scratch/run1 --resume
+"""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from decodiff.harness.commands.common import add_config_args, add_json_arg, config_from, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train DeCo-Diff for a config (reuses a finished identical training)",
-                       description="Prepare the data and VAE, then train the UNet; prints the checkpoint folder.")
+                       description="Prepare the data and VAE, then train the UNet; prints the checkpoint folder. "
+                                   "Without --out, the model goes to the cache, keyed by everything that changes "
+                                   "its weights: a finished identical training is reused and an interrupted one "
+                                   "continues. SIGTERM/SIGUSR1 save a checkpoint and exit with code 75.")
     add_config_args(p, default="demo")
+    p.add_argument("--out", type=Path, default=None,
+                   help="training folder (final model in OUT/checkpoint, resumable states in OUT/train_state)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out (the config must be the one it was written "
+                        "with); starts from scratch when there is none yet, so a requeued job can always pass it")
     add_json_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
+    from decodiff.harness.checkpoint import CheckpointError, latest_state
     from decodiff.harness.data import prepare_data
+    from decodiff.harness.distributed import make_accelerator
     from decodiff.harness.model_cache import trained_model
+    from decodiff.harness.progress import log
+    from decodiff.harness.train import train
     from decodiff.harness.vae_fit import get_vae
 
-    data = prepare_data(cfg)
-    vae = get_vae(cfg, data)
-    _, classes, info, reused = trained_model(cfg, data, vae)
-    if args.json:
-        print_json({"checkpoint": info["checkpoint"], "classes": classes, "reused": reused, "info": info})
+    acc = make_accelerator(cfg)
+    if args.out is not None and not args.resume and (state := latest_state(args.out)) is not None:
+        raise CheckpointError(f"{args.out} already holds a training checkpoint ({state.name}); pass --resume to "
+                              f"continue it, or choose another --out")
+    with acc.main_process_first():  # the main process makes shards and the VAE; the others then find them
+        data = prepare_data(cfg)
+        vae = get_vae(cfg, data)
+    if args.out is None:
+        _, classes, info, reused = trained_model(cfg, data, vae)
+        checkpoint, resumed_from = info["checkpoint"], info.get("resumed_from")
     else:
-        print(info["checkpoint"])
+        if args.resume and latest_state(args.out) is None and acc.is_main_process:
+            log(f"train: no checkpoint in {args.out} yet; starting from scratch")
+        result = train(cfg, data, vae, args.out, accelerator=acc, resume=args.resume)
+        checkpoint, classes, reused, resumed_from = str(result.checkpoint), data.categories, False, result.resumed_from
+        info = {"steps": result.steps, "epochs": result.epochs, "seconds": round(result.seconds, 1),
+                "final_loss": result.final_loss, "samples_per_second": round(result.samples_per_second, 2),
+                "weights_sha256": result.weights_sha256}
+    if not acc.is_main_process:
+        return 0
+    if args.json:
+        print_json({"checkpoint": checkpoint, "classes": classes, "reused": reused, "resumed_from": resumed_from,
+                    "info": info})
+    else:
+        print(checkpoint)
     return 0

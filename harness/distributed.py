@@ -1,0 +1,132 @@
+"""Processes for training and evaluation: the Accelerator for a config, seeds, a CPU control
+channel between ranks, gathering results on the main process, and a clean shutdown.
+
+Launch (one process per GPU; see the README for N nodes x G GPUs):
+    accelerate launch --multi_gpu --num_machines N --num_processes N*G --machine_rank R \
+        --main_process_ip HOST --main_process_port 29500 -m decodiff.harness.cli train ...
+On CPU (tests, a laptop) the same with ACCELERATE_USE_CPU=true: gloo instead of NCCL.
+
+The control channel is a gloo process group beside NCCL: the small per-step exchanges (sample
+counts, preemption, evaluation results) go over it as CPU tensors, so they never make the CPU
+wait for the GPU's queue.
+"""
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from decodiff.harness.config import Config, ConfigError
+
+_control: Any = None
+
+
+def use_cpu(cfg: Config) -> bool:
+    if cfg.run.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device=cuda but CUDA is not available")
+    return cfg.run.device == "cpu" or not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    """One Accelerator per process; accumulation and batching are done by the training loop
+    (train_feed.py), so Accelerate sees one micro-batch per backward."""
+    t = cfg.train
+    cpu = use_cpu(cfg)
+    if cpu and t.mixed_precision == "fp16":
+        raise ConfigError("train.mixed_precision=fp16 needs a GPU (use bf16 or no on CPU)")
+    if not cpu and t.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    acc = Accelerator(cpu=cpu, mixed_precision=t.mixed_precision, gradient_accumulation_steps=1,
+                      dynamo_backend="inductor" if t.compile else "no")
+    control_group()  # every rank creates it here, in the same order
+    if dist.is_initialized():
+        atexit.register(shutdown)
+    return acc
+
+
+def seed_everything(seed: int) -> None:
+    """random, numpy and torch (CPU and CUDA) of this process."""
+    set_seed(seed)
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def control_group() -> Any:
+    """The gloo group for small CPU exchanges (the default group when it is gloo already)."""
+    global _control
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    if _control is None:
+        _control = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return _control
+
+
+def all_sum(values: list[int]) -> list[int]:
+    """Element-wise sum of small integer vectors over all ranks (a no-op in one process)."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64)
+    dist.all_reduce(t, group=control_group())
+    return [int(v) for v in t.tolist()]
+
+
+def gather_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's object on the main process (rank order), None elsewhere. Objects are
+    pickled between this run's own processes only (never read from files)."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return [obj]
+    out: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(obj, out, dst=0, group=control_group())
+    return out
+
+
+def broadcast_from_main(obj: Any) -> Any:
+    rank, world = rank_and_world()
+    if world == 1:
+        return obj
+    box = [obj if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0, group=control_group())
+    return box[0]
+
+
+def same_weights_on_all_ranks(model: torch.nn.Module) -> str:
+    """sha256 of the model's weights; raises if any rank holds different ones (DDP out of sync)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    rank, world = rank_and_world()
+    if world > 1:
+        digests = gather_to_main(digest)
+        bad = [] if digests is None else [r for r, d in enumerate(digests) if d != digests[0]]
+        bad = broadcast_from_main(bad)
+        if bad:
+            raise RuntimeError(f"the weights of ranks {bad} differ from rank 0's: the processes went out of sync")
+    return digest
+
+
+def barrier() -> None:
+    if rank_and_world()[1] > 1:
+        dist.barrier(group=control_group())
+
+
+def shutdown() -> None:
+    """Destroy the process groups (NCCL warns at exit otherwise); safe to call twice."""
+    global _control
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _control = None

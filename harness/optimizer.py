@@ -1,0 +1,15 @@
+"""The optimizer: AdamW (lr and weight decay from the config), with the fused kernel on CUDA
+and torch's default (foreach) implementation elsewhere."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from decodiff.harness.config import TrainSection
+
+
+def make_optimizer(model: nn.Module, t: TrainSection, device: torch.device) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if device.type == "cuda":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, fused=True)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
