@@ -20,7 +20,9 @@ def _open(path_or_bytes: Path | bytes, name: str) -> Image.Image:
         return img
     except FileNotFoundError:
         raise DataError(f"{name}: file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not a readable image (unknown format or corrupt header)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{name}: not a readable image ({exc})") from None
 
 

@@ -10,10 +10,11 @@ tars are byte-identical whatever the number of workers (fixed member order, mtim
 
 Every tar is written under a temporary name and renamed when complete; a finished unit then
 leaves a record in `<out>/.shard-run/`. A killed run leaves at most temporary files and
-finished units: run it again with the same arguments and it writes only the missing units
-(a plan fingerprint over the arguments and the input files' names, sizes and mtimes says
-whether the finished units still belong to the run). The manifest is written last and the
-`.shard-run/` folder removed: a shard set without manifest.json is unfinished.
+finished units: run it again with the same arguments and it writes only the missing units.
+Each unit's record carries a fingerprint of the settings and of the unit's samples (keys,
+labels, files with their sizes and mtimes), so a unit whose input changed is written again
+and the others are kept. The manifest is written last and `.shard-run/` removed: a shard set
+without manifest.json is unfinished.
 
 Bad samples (corrupt images, masks of the wrong size, ...) stop the run with an error that
 names the file, or, with `skip_bad`, are left out with a warning and listed in the manifest.
@@ -41,12 +42,12 @@ import numpy as np
 from PIL import Image
 
 from decodiff.datasets.imageio import DataError, encode_png, read_mask, read_rgb
-from decodiff.datasets.manifest import MANIFEST, Manifest, ShardInfo, sha256_file, write_json_atomic
+from decodiff.datasets.manifest import FORMAT, MANIFEST, Manifest, ShardInfo, sha256_file, write_json_atomic
 from decodiff.datasets.records import Sample
 
 Progress = Callable[[int, int | None], None]  # (samples done, total)
 Log = Callable[[str], None]
-STATE = ".shard-run"  # unfinished-run state: the plan's fingerprint and one record per finished unit
+STATE = ".shard-run"  # unfinished-run state: a lock and one record per finished unit
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
@@ -135,6 +136,11 @@ class TarShard:
         self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT)
         self.count = 0
         self.bytes = 0
+
+    def size_with(self, rec: dict[str, Any]) -> int:
+        """The file's size if `rec` were the last record: headers, 512-byte padding, end blocks."""
+        members = sum(512 + -(-len(v) // 512) * 512 for k, v in rec.items() if not k.startswith("__"))
+        return self._file.tell() + members + tarfile.RECORDSIZE
 
     def write(self, rec: dict[str, Any]) -> None:
         key = rec["__key__"]
@@ -323,12 +329,12 @@ def plan_units(samples: Sequence[Sample], *, max_bytes: int, max_count: int, res
             raise DataError(f"categories {other!r} and {cat!r} map to the same shard name {_safe(cat)!r}")
     units: list[Unit] = []
     for split, cat in sorted(groups, key=lambda g: (SPLIT_ORDER.get(g[0], 9), g[0], cats[g[1]])):
-        part, chunk, size = 0, [], 0
+        part, chunk, size = 0, [], tarfile.RECORDSIZE
         for s in groups[(split, cat)]:
             est = _estimate(s, ids, resize, crop)
             if chunk and (len(chunk) >= max_count or size + est > max_bytes):
                 units.append(Unit(len(units), split, cat, part, chunk))
-                part, chunk, size = part + 1, [], 0
+                part, chunk, size = part + 1, [], tarfile.RECORDSIZE
             chunk.append(s)
             size += est
         units.append(Unit(len(units), split, cat, part, chunk))
@@ -344,14 +350,13 @@ def _ids(samples: Sequence[Sample]) -> dict[str, tuple[int, int]]:
     return ids
 
 
-def plan_fingerprint(units: Sequence[Unit], ids: dict[str, tuple[int, int]], settings: dict[str, Any]) -> str:
-    """What the output depends on: settings, the unit cut, each sample's key and files."""
+def unit_fingerprint(unit: Unit, ids: dict[str, tuple[int, int]], settings: dict[str, Any]) -> str:
+    """What a unit's tars depend on: the settings, its name and each sample's key, labels and files."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for u in units:
-        h.update(f"\n#{u.stem}".encode())
-        for s in u.samples:
-            h.update(json.dumps([s.key, s.label, s.defect, s.source, ids.get(s.source), s.mask_source,
-                                 ids.get(s.mask_source or ""), s.extra], default=str).encode())
+    h.update(f"\n#{unit.stem}".encode())
+    for s in unit.samples:
+        h.update(json.dumps([s.key, s.split, s.category, s.label, s.defect, s.source, ids.get(s.source),
+                             s.mask_source, ids.get(s.mask_source or ""), s.extra], default=str).encode())
     return h.hexdigest()
 
 
@@ -364,7 +369,6 @@ class _Job:
     crop: int | None
     max_bytes: int
     skip_bad: bool
-    fingerprint: str
 
 
 _counter: Any = None  # per-sample progress counter shared with worker processes
@@ -386,7 +390,7 @@ def _unit_record(out: Path, index: int) -> Path:
     return out / STATE / f"unit-{index:06d}.json"
 
 
-def write_unit(unit: Unit, job: _Job) -> dict[str, Any]:
+def write_unit(unit: Unit, job: _Job, fingerprint: str = "") -> dict[str, Any]:
     """Write one unit's tar(s), then its record; returns the record."""
     out = Path(job.out)
     shards: list[ShardInfo] = []
@@ -405,8 +409,7 @@ def write_unit(unit: Unit, job: _Job) -> dict[str, Any]:
                 skipped.append({"key": s.key, "source": s.source, "reason": str(exc)})
                 _tick()
                 continue
-            nbytes = record_bytes(rec)
-            if tar is not None and tar.bytes + nbytes > job.max_bytes:
+            if tar is not None and tar.size_with(rec) > job.max_bytes:
                 shards.append(tar.close())
                 tar = None
             if tar is None:
@@ -422,17 +425,16 @@ def write_unit(unit: Unit, job: _Job) -> dict[str, Any]:
     finally:
         if tar is not None:
             tar.abort()
-    record = {"fingerprint": job.fingerprint, "unit": unit.index, "shards": [asdict(s) for s in shards],
+    record = {"fingerprint": fingerprint, "unit": unit.index, "shards": [asdict(s) for s in shards],
               "counts": counts, "sizes": sizes, "skipped": skipped}
     write_json_atomic(_unit_record(out, unit.index), record)
     return record
 
 
 def _finished(out: Path, unit: Unit, fingerprint: str) -> dict[str, Any] | None:
-    """The unit's record if it belongs to this plan and its tars are all there at their sizes."""
-    path = _unit_record(out, unit.index)
+    """The unit's record if it was written from the same input and its tars are all there at their sizes."""
     try:
-        rec = json.loads(path.read_text())
+        rec = json.loads(_unit_record(out, unit.index).read_text())
     except (OSError, ValueError):
         return None
     if rec.get("fingerprint") != fingerprint:
@@ -462,20 +464,27 @@ class _Lock:
         self._f.close()
 
 
-def _clean_stale(out: Path, state: dict[str, Any] | None, fingerprint: str, log: Log) -> None:
-    """Remove temporary tars of killed runs, and the tars of an unfinished run with another plan."""
+def _clean_stale(out: Path, units: Sequence[Unit], fingerprints: Sequence[str], log: Log) -> None:
+    """Remove temporary tars of killed runs, and records (with their tars) that no longer fit the plan."""
     for tmp in out.glob("*.tar.tmp-*"):
         tmp.unlink(missing_ok=True)
-    if state is not None and state.get("fingerprint") != fingerprint:
-        log(f"{out}: an unfinished run with other arguments or input files was there; starting over")
-        for rec_path in (out / STATE).glob("unit-*.json"):
-            try:
-                rec = json.loads(rec_path.read_text())
-                for s in rec.get("shards", []):
-                    (out / s["name"]).unlink(missing_ok=True)
-            except (OSError, ValueError):
-                pass
-            rec_path.unlink(missing_ok=True)
+    names = {u.index: u.stem for u in units}
+    stale = 0
+    for path in (out / STATE).glob("unit-*.json"):
+        try:
+            rec = json.loads(path.read_text())
+            index, fp, shards = int(rec["unit"]), rec["fingerprint"], rec["shards"]
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if index in names and fp == fingerprints[index]:
+            continue
+        stale += 1
+        for s in shards:
+            (out / s["name"]).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+    if stale:
+        log(f"{out}: {stale} units of an unfinished run were made from other input or arguments; writing them again")
 
 
 def write_shards(
@@ -507,8 +516,9 @@ def write_shards(
     ids = _ids(samples)
     units = plan_units(samples, max_bytes=max_bytes, max_count=max_count, resize=resize, crop=crop, ids=ids)
     settings = {"dataset": dataset, "resize": resize, "crop": crop, "max_bytes": max_bytes, "max_count": max_count,
-                "skip_bad": skip_bad, "format": "decodiff-shards/1"}
-    fingerprint = plan_fingerprint(units, ids, settings)
+                "skip_bad": skip_bad, "format": FORMAT}
+    fingerprints = [unit_fingerprint(u, ids, settings) for u in units]
+    fingerprint = hashlib.sha256("".join(fingerprints).encode()).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).is_file():
         existing = Manifest.load(out)
@@ -519,13 +529,10 @@ def write_shards(
                         "(choose another --out, or delete it)")
     lock = _Lock(out)
     try:
-        state_path = out / STATE / "plan.json"
-        state = json.loads(state_path.read_text()) if state_path.is_file() else None
-        _clean_stale(out, state, fingerprint, log)
-        write_json_atomic(state_path, {"fingerprint": fingerprint, "units": len(units), "started": _now()})
+        _clean_stale(out, units, fingerprints, log)
         records: dict[int, dict[str, Any]] = {}
         for u in units:
-            rec = _finished(out, u, fingerprint)
+            rec = _finished(out, u, fingerprints[u.index])
             if rec is not None:
                 records[u.index] = rec
         todo = [u for u in units if u.index not in records]
@@ -535,8 +542,9 @@ def write_shards(
             log(f"{out}: resuming: {len(records)} of {len(units)} units already written")
         if progress:
             progress(done_before, total)
-        job = _Job(str(out), resize, crop, max_bytes, skip_bad, fingerprint)
-        for rec in _run_units(todo, job, workers, log, lambda n: progress and progress(done_before + n, total)):
+        job = _Job(str(out), resize, crop, max_bytes, skip_bad)
+        for rec in _run_units(todo, fingerprints, job, workers, log,
+                              lambda n: progress and progress(done_before + n, total)):
             records[rec["unit"]] = rec
         manifest = _merge(dataset, samples, [records[u.index] for u in units], skipped or [],
                           {**(args or {}), **settings, "fingerprint": fingerprint, "workers": workers, "created": _now()})
@@ -551,13 +559,14 @@ def _picklable(units: Sequence[Unit]) -> bool:
     return all(s.load_image is None and s.load_mask is None for u in units for s in u.samples)
 
 
-def _run_units(todo: list[Unit], job: _Job, workers: int, log: Log, progress: Callable[[int], Any]) -> Iterable[dict[str, Any]]:
+def _run_units(todo: list[Unit], fingerprints: Sequence[str], job: _Job, workers: int, log: Log,
+               progress: Callable[[int], Any]) -> Iterable[dict[str, Any]]:
     if workers <= 1 or len(todo) <= 1 or not _picklable(todo):
         if workers > 1 and len(todo) > 1:
             log("samples made in memory cannot go to worker processes; sharding in this process")
         done = 0
         for u in todo:
-            yield write_unit(u, job)
+            yield write_unit(u, job, fingerprints[u.index])
             done += len(u.samples)
             progress(done)
         return
@@ -569,7 +578,7 @@ def _run_units(todo: list[Unit], job: _Job, workers: int, log: Log, progress: Ca
     pending: set[Future] = set()
     try:
         # biggest units first, so that the last ones to finish are small
-        pending = {pool.submit(write_unit, u, job) for u in sorted(todo, key=lambda u: -len(u.samples))}
+        pending = {pool.submit(write_unit, u, job, fingerprints[u.index]) for u in sorted(todo, key=lambda u: -len(u.samples))}
         while pending:
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             progress(counter.value)
