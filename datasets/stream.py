@@ -9,7 +9,7 @@ Locations (the shard set's folder; manifest.json is read from the same place):
 
 Who reads what: every sample exactly once per epoch, the remainder included
 --------------------------------------------------------------------------
-Readers are (rank, loader worker) pairs. With split="shards" (the default) whole shards are
+Readers are (rank, loader worker) pairs. With split_by="shards" (the default) whole shards are
 dealt out by their sample counts from the manifest: first to ranks, largest shard first,
 each to the rank with the fewest samples so far (ties: the epoch's shard order, then the
 lower rank); then, within a rank, to its loader workers the same way. Each shard is read by
@@ -23,7 +23,7 @@ A DDP trainer that needs the same number of steps on every rank takes
 then not used in that epoch, and which ones they are changes with the epoch's shuffle.
 Write shards small enough (many per reader) to keep that surplus small.
 
-With split="samples" every reader opens every shard and keeps every R-th sample (rank =
+With split_by="samples" every reader opens every shard and keeps every R-th sample (rank =
 g mod world_size, worker = (g div world_size) mod workers, g the sample's position in the
 epoch's shard order): counts differ by at most one sample, at the price of reading every shard
 on every reader. It suits small sets, e.g. one category evaluated on many GPUs.
@@ -52,7 +52,7 @@ from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import MANIFEST, Manifest
 from decodiff.datasets.shards import decode_record
 
-Split = Literal["shards", "samples"]
+SplitBy = Literal["shards", "samples"]
 
 
 # ---- locations ------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class EpochPlan:
 
     world_size: int
     num_workers: int
-    split: Split
+    split_by: SplitBy
     order: tuple[int, ...]  # the epoch's shard order
     shards: tuple[tuple[tuple[int, ...], ...], ...]  # [rank][worker] -> shard indices, in read order
     counts: tuple[tuple[int, ...], ...]  # [rank][worker] -> samples
@@ -147,7 +147,7 @@ class EpochPlan:
 
 
 def plan_epoch(counts: Sequence[int], world_size: int = 1, num_workers: int = 1, *,
-               order: Sequence[int] | None = None, split: Split = "shards") -> EpochPlan:
+               order: Sequence[int] | None = None, split_by: SplitBy = "shards") -> EpochPlan:
     """Deal shards (with these sample counts) over ranks x workers; see the module doc."""
     if world_size < 1 or num_workers < 1:
         raise ValueError(f"world_size {world_size} and num_workers {num_workers} must be >= 1")
@@ -155,16 +155,16 @@ def plan_epoch(counts: Sequence[int], world_size: int = 1, num_workers: int = 1,
     order = list(range(n)) if order is None else list(order)
     if sorted(order) != list(range(n)):
         raise ValueError("order must be a permutation of the shard indices")
-    if split == "samples":
+    if split_by == "samples":
         total = sum(counts)
         per_rank = [(total - r + world_size - 1) // world_size for r in range(world_size)]
         cnt = tuple(tuple((per_rank[r] - w + num_workers - 1) // num_workers for w in range(num_workers))
                     for r in range(world_size))
         every = tuple(order)
-        return EpochPlan(world_size, num_workers, split, tuple(order),
+        return EpochPlan(world_size, num_workers, split_by, tuple(order),
                          tuple(tuple(every for _ in range(num_workers)) for _ in range(world_size)), cnt)
-    if split != "shards":
-        raise ValueError(f"split {split!r}: expected 'shards' or 'samples'")
+    if split_by != "shards":
+        raise ValueError(f"split_by {split_by!r}: expected 'shards' or 'samples'")
     pos = {s: i for i, s in enumerate(order)}
     shards, cnt = [], []
     for rank_items in _deal(order, counts, world_size):
@@ -172,7 +172,7 @@ def plan_epoch(counts: Sequence[int], world_size: int = 1, num_workers: int = 1,
         per_worker = [sorted(w, key=pos.__getitem__) for w in _deal(tie_order, counts, num_workers)]
         shards.append(tuple(tuple(w) for w in per_worker))
         cnt.append(tuple(sum(counts[i] for i in w) for w in per_worker))
-    return EpochPlan(world_size, num_workers, split, tuple(order), tuple(shards), tuple(cnt))
+    return EpochPlan(world_size, num_workers, split_by, tuple(order), tuple(shards), tuple(cnt))
 
 
 def assigned(urls: Sequence[str], rank: int, world_size: int, worker: int, num_workers: int,
@@ -203,15 +203,15 @@ class ShardStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         decode: Callable[[dict[str, Any]], dict[str, Any]] = decode_record,
-        split: Split = "shards",
+        split_by: SplitBy = "shards",
     ) -> None:
         super().__init__()
         if not urls:
             raise DataError("no shards to read (empty split or category selection)")
         if counts is not None and len(counts) != len(urls):
             raise ValueError(f"{len(counts)} counts for {len(urls)} shards")
-        if split == "samples" and counts is None:
-            raise DataError("split='samples' needs the shards' sample counts (use ShardStream.from_manifest)")
+        if split_by == "samples" and counts is None:
+            raise DataError("split_by='samples' needs the shards' sample counts (use ShardStream.from_manifest)")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         self.urls = list(urls)
@@ -222,7 +222,7 @@ class ShardStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.decode = decode
-        self.split = split
+        self.split_by = split_by
         self.epoch = 0
 
     @classmethod
@@ -249,7 +249,7 @@ class ShardStream(IterableDataset):
         """The plan of an epoch for a DataLoader with `num_workers` (0: read in the main process)."""
         weights = self.counts if self.counts is not None else [1] * len(self.urls)
         return plan_epoch(weights, self.world_size, max(1, num_workers),
-                          order=self._order(self.epoch if epoch is None else epoch), split=self.split)
+                          order=self._order(self.epoch if epoch is None else epoch), split_by=self.split_by)
 
     def rank_counts(self) -> list[int]:
         """Samples each rank reads in an epoch (the same in every epoch, for any number of workers)."""
@@ -263,7 +263,7 @@ class ShardStream(IterableDataset):
         plan = self.epoch_plan(workers)
         mine = plan.shards[self.rank][worker]
         records = wds.tarfile_to_samples()(iter([{"url": self.urls[i]} for i in mine]))
-        if self.split == "samples":
+        if self.split_by == "samples":
             records = self._every_rth(records, worker, workers)
         samples: Iterator[dict[str, Any]] = (self.decode(r) for r in records)
         if self.shuffle_buffer:
