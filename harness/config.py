@@ -136,7 +136,7 @@ class InferSection(Section):
     topk: int = Field(default=100, ge=1)
     pool: int = Field(default=16, ge=1)
     batch_size: int = Field(default=16, ge=1)
-    save_maps: bool = True  # anomaly maps (float16 .npz) in the run folder, for `score` and figures
+    save_maps: bool = True  # anomaly maps (float32 .npz: scoring them again gives the same numbers) in the run folder, for `score` and figures
 
 
 class MetricsSection(Section):

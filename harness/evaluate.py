@@ -118,7 +118,7 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenV
                 samples.append({"key": it["key"], "category": it["category"], "defect": it["defect"],
                                 "label": it["label"], "score": float(it["score"])})
                 if cfg.infer.save_maps and out is not None:
-                    saved[it["key"]] = it["map"].astype(np.float16)
+                    saved[it["key"]] = it["map"].astype(np.float32)
             prog.update(len(ready))
     seconds = time.time() - start
     if order is not None and order.missing():
