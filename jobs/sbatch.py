@@ -102,7 +102,8 @@ class SlurmJob:
     workdir: Path  # the job's working directory (relative config paths resolve here)
     tasks: list[Task] = field(default_factory=list)  # train/bench: one or more (an array)
     grid: Path | None = None  # sweep: the sweep file
-    sweep_args: list[str] = field(default_factory=list)  # sweep: extra arguments (overrides, --shards)
+    sweep_overrides: list[str] = field(default_factory=list)  # sweep: key=value for every trial
+    sweep_options: list[str] = field(default_factory=list)  # sweep: extra options (--shards=NAME=DIR)
     env_bin: Path | None = None  # folder with decodiff, accelerate and ray, put first on PATH
     setup: list[str] = field(default_factory=list)  # shell lines run first (module load, source venv)
     mixed_precision: str = "no"
@@ -317,7 +318,8 @@ def _config_body(job: SlurmJob, res: SlurmResources) -> str:
 
 def _sweep_body(job: SlurmJob, res: SlurmResources) -> str:
     q = shlex.quote
-    args = " ".join(q(a) for a in job.sweep_args)
+    over = "".join(" " + q(a) for a in job.sweep_overrides)  # positionals right after the file (argparse)
+    opts = "".join(" " + q(a) for a in job.sweep_options)
     cpus = '${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}'
     return "\n".join([
         f"GRID={q(str(job.grid))}",
@@ -343,7 +345,7 @@ def _sweep_body(job: SlurmJob, res: SlurmResources) -> str:
         'done',
         'RESUME=()',
         'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] || [ -d "$SWEEP_DIR" ]; then RESUME=(--resume); fi',
-        f'run_step decodiff sweep "$GRID" --address "$HEAD_IP:$RAY_PORT" --out "$SWEEP_DIR" "${{RESUME[@]}}" {args}',
+        f'run_step decodiff sweep "$GRID"{over} --address "$HEAD_IP:$RAY_PORT" --out "$SWEEP_DIR" "${{RESUME[@]}}"{opts}',
         'rc=$?',
         'stop_ray',
         'finish "$rc"',
