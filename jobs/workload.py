@@ -55,12 +55,17 @@ class Workload:
         return [p for p in self.phases if p.name == "evaluate"]
 
 
-@lru_cache(maxsize=64)
 def unet_forward_gflops(size: str, num_classes: int, latent: int, channels: int = 4, conditional: bool = True) -> float:
+    """Forward GFLOPs per sample. The category is one context token whatever the number of
+    categories, so the count does not depend on it (counted once per preset and latent size)."""
+    return _unet_gflops(size, latent, channels)
+
+
+@lru_cache(maxsize=64)
+def _unet_gflops(size: str, latent: int, channels: int) -> float:
     from decodiff.models.flops import preset_cost
 
-    return float(preset_cost(size, num_classes=max(1, num_classes), latent=latent, channels=channels,
-                             conditional=conditional)["gflops_forward"])
+    return float(preset_cost(size, num_classes=1, latent=latent, channels=channels)["gflops_forward"])
 
 
 def _vae_spec(vae: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -282,6 +282,17 @@ def _shards(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _check_processes(tasks: list[Task], processes: int) -> None:
+    """The global batch is split over processes and accumulation steps: each must get one sample."""
+    from decodiff.harness.config import ConfigError
+
+    for t in tasks:
+        need = t.cfg.train.grad_accum * processes
+        if t.cfg.train.batch_size < need:
+            raise ConfigError(f"train.batch_size {t.cfg.train.batch_size} ({t.label}) is smaller than grad_accum x "
+                              f"processes = {t.cfg.train.grad_accum} x {processes}; raise train.batch_size or use fewer GPUs")
+
+
 def _env_bin() -> Path | None:
     here = Path(sys.executable).parent
     return here if (here / "decodiff").exists() else None
@@ -319,6 +330,7 @@ def run_slurm(args: argparse.Namespace) -> int:
             name = args.name or tasks[0].cfg.run.name
             out_dir = Path(tasks[0].cfg.run.out_dir)
             mixed = tasks[0].cfg.train.mixed_precision
+            _check_processes(tasks, res.processes)
         plans = _plans(tasks, plan, args, res.nodes, res.gpus_per_node) if (args.time or args.dry_run) else None
         job_dir = _new_job_dir(out_dir if out_dir.is_absolute() else cwd / out_dir, name, "slurm", args.kind)
         job = sbatch.SlurmJob(kind=args.kind, name=_slug(name), job_dir=job_dir, workdir=cwd,
