@@ -29,7 +29,7 @@ def _open(path_or_bytes: Path | bytes, name: str) -> Image.Image:
 def read_rgb(path: Path | bytes, name: str | None = None) -> np.ndarray:
     """HxWx3 uint8; grey-scale and palette images become 3 channels, alpha is dropped."""
     img = _open(path, name or str(path))
-    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    return np.array(img if img.mode == "RGB" else img.convert("RGB"))  # a writable array (torch warns otherwise)
 
 
 def read_mask(path: Path | bytes, name: str | None = None) -> np.ndarray:

@@ -25,26 +25,25 @@ class Preprocess:
         return self.crop or self.resize
 
     def __call__(self, sample: dict[str, Any], rng: random.Random | None = None) -> dict[str, Any]:
-        img = Image.fromarray(sample["image"])
-        mask = sample.get("mask")
-        m = Image.fromarray(mask.astype(np.uint8) * 255) if mask is not None else None
-        if self.resize and img.size != (self.resize, self.resize):
-            img = img.resize((self.resize, self.resize), Image.BILINEAR)
-            m = m.resize((self.resize, self.resize), Image.BILINEAR) if m is not None else None
+        x = sample["image"]
+        mk = sample.get("mask")
+        if self.resize and x.shape[:2] != (self.resize, self.resize):
+            size = (self.resize, self.resize)
+            x = np.asarray(Image.fromarray(x).resize(size, Image.BILINEAR))
+            if mk is not None:
+                mk = np.asarray(Image.fromarray(mk.astype(np.uint8) * 255).resize(size, Image.BILINEAR))
         dx = dy = 0
         rot = False
         if rng is not None:
             if self.translate and rng.random() < 0.5:
                 dx, dy = rng.randint(-self.translate, self.translate), rng.randint(-self.translate, self.translate)
             rot = self.rotate180 and rng.random() < 0.5
-        x = np.asarray(img)
-        mk = np.asarray(m) if m is not None else None
         x = _shift_crop(x, self.crop, dx, dy)
         mk = _shift_crop(mk, self.crop, dx, dy) if mk is not None else None
         if rot:
             x = x[::-1, ::-1]
             mk = mk[::-1, ::-1] if mk is not None else None
-        image = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+        image = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1).div_(127.5).sub_(1.0)
         h, w = image.shape[-2:]
         has_mask = mk is not None
         mask_t = torch.from_numpy(np.ascontiguousarray(mk) > 0) if has_mask else torch.zeros(h, w, dtype=torch.bool)
