@@ -16,10 +16,14 @@ from decodiff.harness.evaluate import EvalResult, evaluate
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.runs import new_run_dir, write_run_files, write_summary
-from decodiff.harness.tracking import log_run, tracking_uri
+from decodiff.harness.tracking import end_run, flatten_config, log_artifacts, log_results, start_run, tracking_uri
+from decodiff.harness.uncertainty import Uncertainty, bootstrap
 from decodiff.harness.vae_fit import get_vae
 from decodiff.models.vae import FrozenVAE
-from decodiff.reports.markdown import write_report
+from decodiff.reports.build import build_run_report
+from decodiff.reports.rundata import (FOLDER, RunData, load_run_data, save_qualitative, save_run_json, save_samples,
+                                      save_uncertainty)
+from decodiff.reports.write import write_report_files, write_run_tables
 
 
 @dataclass
@@ -41,11 +45,31 @@ def bench(cfg: Config) -> BenchResult:
     vae = get_vae(cfg, data)
     model, classes, train_info, _ = trained_model(cfg, data, vae)
     result = evaluate(cfg, data, model, vae, classes, out=run_dir)
-    return finish_run(cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0)
+    unc = run_uncertainty(cfg, result)
+    qual = None
+    if result.samples:
+        from decodiff.harness.qualitative import qualitative_examples
+
+        qual = qualitative_examples(cfg, data, model, vae, classes, result.samples, unc.image_quality if unc else {})
+    return finish_run(cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc,
+                      qualitative=qual)
+
+
+def run_uncertainty(cfg: Config, result: EvalResult) -> Uncertainty | None:
+    """Bootstrap intervals of the run's metrics (None when metrics.bootstrap is 0 or no images)."""
+    if not cfg.metrics.bootstrap or not result.samples:
+        return None
+    start = time.time()
+    unc = bootstrap(result.records[0]["dataset"] if result.records else "unknown", result.samples, result.pixel_stats,
+                    result.records, resamples=cfg.metrics.bootstrap, seed=cfg.run.seed, fpr_limit=cfg.metrics.fpr_limit,
+                    aupro_protocol=cfg.metrics.aupro_protocol)
+    log(f"bootstrap: {cfg.metrics.bootstrap} resamples of the test images in {time.time() - start:.1f}s")
+    return unc
 
 
 def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, train_info: dict[str, Any],
-               result: EvalResult, *, kind: str, started: float) -> BenchResult:
+               result: EvalResult, *, kind: str, started: float, uncertainty: Uncertainty | None = None,
+               qualitative: dict[str, Any] | None = None) -> BenchResult:
     prov = write_run_files(run_dir, cfg, {
         "data": {"source": data.source, "shards": data.location, "checksum": data.manifest.checksum,
                  "shard_sha256": {s.name: s.sha256 for s in data.manifest.shards if s.category in data.categories}},
@@ -63,18 +87,48 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
         "code version": prov["code_version"],
         "config": f"{run_dir / 'config.yaml'} (digest {prov['config_digest']})",
     }
-    report = write_report(run_dir, result.records, result.samples, title=f"DeCo-Diff {kind}: {cfg.run.name}",
-                          provenance=provenance)
     run_id = None
-    if cfg.tracking.enabled:
+    if cfg.tracking.enabled:  # started first, so that the report names the run
         tags = {"code_version": code_version(), "data_checksum": data.manifest.checksum, "dataset": data.manifest.dataset,
                 "kind": kind, "vae": vae.source[:250], "model_reused": str(train_info.get("reused"))}
-        arts = [run_dir / n for n in ("config.yaml", "provenance.json", "report.md", "metrics.csv", "image_table.csv",
-                                      "pixel_table.csv", "defect_table.csv")]
-        extra = {"eval_images_per_second": result.images_per_second}
-        run_id = log_run(cfg, result.records, run_name=run_dir.name, tags=tags, artifacts=arts, extra_metrics=extra)
-        log(f"MLflow run {run_id} at {tracking_uri(cfg)}")
+        run_id = start_run(cfg, run_name=run_dir.name, tags=tags)
+    try:
+        if uncertainty is None:
+            uncertainty = run_uncertainty(cfg, result)
+        report = write_run_report(run_dir, result, title=f"DeCo-Diff {kind}: {cfg.run.name}", dataset=data.manifest.dataset,
+                                  provenance=provenance, params=flatten_config(cfg.to_dict()), run_id=run_id,
+                                  uncertainty=uncertainty, qualitative=qualitative)
+        if run_id is not None:
+            log_results(cfg, run_id, result.records, {"eval_images_per_second": result.images_per_second})
+            files = [run_dir / n for n in ("config.yaml", "provenance.json", "report.md", "report.html", "tables.tex",
+                                           "metrics.csv", "image_table.csv", "pixel_table.csv", "defect_table.csv")]
+            log_artifacts(cfg, run_id, files, {d: run_dir / d for d in ("tables", "figures", FOLDER)})
+            end_run(cfg, run_id, "FINISHED")
+            log(f"MLflow run {run_id} at {tracking_uri(cfg)}")
+    except BaseException:
+        if run_id is not None:
+            end_run(cfg, run_id, "FAILED")
+        raise
     summary = {"run_id": run_id, "report": str(report.resolve()), "metrics": result.records,
                "run_dir": str(run_dir.resolve()), "seconds": round(time.time() - started, 1)}
     write_summary(run_dir, summary)
     return BenchResult(run_dir, report, run_id, result.records, summary)
+
+
+def write_run_report(run_dir: Path, result: EvalResult, *, title: str, dataset: str, provenance: dict[str, str],
+                     params: dict[str, str], run_id: str | None, uncertainty: Uncertainty | None,
+                     qualitative: dict[str, Any] | None) -> Path:
+    """report_data/ first, then the report made from it as read back, so that a report rebuilt
+    later from the folder or from MLflow is the same file."""
+    folder = run_dir / FOLDER
+    meta = RunData(name=run_dir.name, title=title, dataset=dataset, records=result.records, run_id=run_id,
+                   provenance=[(k, str(v)) for k, v in provenance.items()])
+    save_run_json(folder, meta)
+    save_samples(folder, result.samples)
+    if uncertainty is not None:
+        save_uncertainty(folder, uncertainty.bootstrap, uncertainty.intervals, uncertainty.pixel_curves)
+    if qualitative is not None:
+        save_qualitative(folder, qualitative)
+    run = load_run_data(folder, result.records, params, run_id=run_id)
+    write_run_tables(run_dir, result.records, result.samples)
+    return write_report_files(build_run_report(run), run_dir)

@@ -142,6 +142,7 @@ class InferSection(Section):
 class MetricsSection(Section):
     aupro_protocol: Literal["mvtec", "deco-diff-code"] = "mvtec"
     fpr_limit: float = Field(default=0.3, gt=0, le=1)
+    bootstrap: int = Field(default=1000, ge=0)  # resamples of the test images for 95% intervals (0: none)
 
 
 class TrackingSection(Section):

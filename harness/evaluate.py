@@ -35,6 +35,7 @@ class EvalResult:
     images_per_second: float
     maps_file: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    pixel_stats: Any = None  # uncertainty.PixelStats: per-image pixel histograms for the bootstrap (main process)
 
 
 def map_settings(cfg: Config) -> MapSettings:
@@ -66,6 +67,9 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenV
                         fpr_limit=cfg.metrics.fpr_limit, device=device.type)
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
+    from decodiff.harness.uncertainty import PixelStats
+
+    stats = PixelStats() if main and out is not None else None
     urls = data.urls("test")
     order = _InOrder(urls, _counts(data, urls)) if main else None
     positions: dict[str, int] = {}
@@ -114,6 +118,9 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenV
                 suite.update(run[0]["category"], np.array([it["score"] for it in run]),
                              np.array([it["label"] for it in run]), np.stack([it["map"] for it in run]),
                              np.stack([it["mask"] for it in run]) if ok else None, keys=[it["key"] for it in run])
+                if stats is not None:
+                    stats.update(run[0]["category"], [it["key"] for it in run], np.array([it["label"] for it in run]),
+                                 np.stack([it["map"] for it in run]), np.stack([it["mask"] for it in run]) if ok else None)
             for it in ready:
                 samples.append({"key": it["key"], "category": it["category"], "defect": it["defect"],
                                 "label": it["label"], "score": float(it["score"])})
@@ -131,10 +138,12 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenV
         tmp = out / "maps.tmp.npz"
         np.savez_compressed(tmp, keys=np.array(list(saved)), maps=np.stack(list(saved.values())))
         tmp.rename(maps_file)
+    if stats is not None:
+        stats.save(out / "pixel_stats.npz")
     records, samples = broadcast_from_main((records, samples) if main else None)
     if main:
         log(f"evaluate: {len(samples)} images in {seconds:.1f}s" + (f" on {world} processes" if world > 1 else ""))
-    return EvalResult(records, samples, seconds, len(samples) / max(seconds, 1e-9), maps_file)
+    return EvalResult(records, samples, seconds, len(samples) / max(seconds, 1e-9), maps_file, pixel_stats=stats)
 
 
 def _decode_with_url(rec: dict[str, Any]) -> dict[str, Any]:

@@ -1,14 +1,31 @@
 """MLflow tracking: one run per benchmark with params, per-category metrics under stable names
-(`<dataset>/<category>/<level>_<metric>`), tags for code version and data checksums, and the
-config and report as artifacts. A local SQLite store by default; any URI by config."""
+(`<dataset>/<category>/<level>_<metric>`), undefined metrics as `reason/<name>` tags, tags for
+code version and data checksums, and the config, tables, figures and report data as artifacts;
+sweeps nest their trials under a parent run. A local SQLite store by default; any URI (a
+server) by config.
+
+Reading back (`read_run`, `experiment_runs`, `download_report_data`) gives plain data, from which
+`decodiff report` rebuilds the report a run wrote: the long table from the metrics and reason
+tags, everything else from the `report_data/` artifacts.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from decodiff.harness.config import Config
+
+REASON_TAG = "reason/"
+LEVELS = ("image", "pixel")
+METRICS = ("auroc", "auprc", "f1max", "aupro")
+
+
+class TrackingError(Exception):
+    """A run or experiment that cannot be read from the tracking store (one-line message)."""
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -22,21 +39,97 @@ def metric_name(rec: dict[str, Any]) -> str:
     return f"{rec['dataset']}/{rec['category']}/{rec['level']}_{rec['metric']}"
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+def parse_metric_name(name: str) -> tuple[str, str, str, str] | None:
+    """(dataset, category, level, metric) of a stable metric name; None for other metrics."""
+    parts = name.split("/")
+    if len(parts) != 3 or "_" not in parts[2]:
+        return None
+    level, metric = parts[2].split("_", 1)
+    if level not in LEVELS or metric not in METRICS:
+        return None
+    return parts[0], parts[1], level, metric
+
+
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> MLflow params ("infer.gamma_p": "0.4")."""
     out: dict[str, str] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten_config(v, key + "."))
         else:
             out[key] = str(v)[:500]
     return out
+
+
+_flatten = flatten_config  # older name
 
 
 def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _client(uri: str):
+    _quiet()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+# ---- writing -------------------------------------------------------------------------------------
+def start_run(cfg: Config, *, run_name: str, tags: dict[str, str], parent_run_id: str | None = None) -> str:
+    """Create the run (and the experiment if needed); returns its id. The run stays RUNNING
+    until `end_run`, so a report written meanwhile can name it."""
+    uri = tracking_uri(cfg)
+    client = _client(uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        artifact_root = None
+        if uri.startswith("sqlite:"):
+            artifact_root = (Path(cfg.run.out_dir).resolve() / "mlartifacts").as_uri()
+        exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root)
+    else:
+        exp_id = exp.experiment_id
+    all_tags = dict(tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    return client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+
+
+def log_results(cfg: Config, run_id: str, records: list[dict[str, Any]],
+                extra_metrics: dict[str, float] | None = None) -> None:
+    """The flattened config as params, each defined record as a metric under its stable name,
+    each undefined one as a `reason/<name>` tag."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(tracking_uri(cfg))
+    items = list(flatten_config(cfg.to_dict()).items())
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
+    now = int(time.time() * 1000)
+    metrics = [Metric(metric_name(r), float(r["value"]), now, 0) for r in records if r.get("value") is not None]
+    metrics += [Metric(k, float(v), now, 0) for k, v in (extra_metrics or {}).items()]
+    tags = [RunTag(REASON_TAG + metric_name(r), str(r.get("reason") or "not available")[:4000])
+            for r in records if r.get("value") is None]
+    for i in range(0, max(len(metrics), len(tags)), 500):
+        client.log_batch(run_id, metrics=metrics[i:i + 500], tags=tags[i:i + 500])
+
+
+def log_artifacts(cfg: Config, run_id: str, files: list[Path] = (), folders: dict[str, Path] | None = None) -> None:
+    """Files at the artifact root; each folder under its artifact path (e.g. figures/)."""
+    client = _client(tracking_uri(cfg))
+    for path in files:
+        if Path(path).is_file():
+            client.log_artifact(run_id, str(path))
+    for artifact_path, folder in (folders or {}).items():
+        if Path(folder).is_dir() and any(Path(folder).iterdir()):
+            client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+
+
+def end_run(cfg: Config, run_id: str, status: str = "FINISHED") -> None:
+    _client(tracking_uri(cfg)).set_terminated(run_id, status)
 
 
 def log_run(
@@ -49,47 +142,94 @@ def log_run(
     extra_metrics: dict[str, float] | None = None,
     parent_run_id: str | None = None,
 ) -> str:
-    """Log one finished run; returns its MLflow run id."""
-    _quiet()
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking_uri(cfg)
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(cfg.tracking.experiment)
-    if exp is None:
-        artifact_root = None
-        if uri.startswith("sqlite:"):
-            artifact_root = (Path(cfg.run.out_dir).resolve() / "mlartifacts").as_uri()
-        exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root)
-    else:
-        exp_id = exp.experiment_id
-    all_tags = dict(tags)
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
-    rid = run.info.run_id
+    """Log one finished run in one call; returns its MLflow run id."""
+    rid = start_run(cfg, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
     try:
-        params = _flatten(cfg.to_dict())
-        items = list(params.items())
-        from mlflow.entities import Metric, Param
-
-        for i in range(0, len(items), 100):
-            client.log_batch(rid, params=[Param(k, v) for k, v in items[i:i + 100]])
-        import time
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(metric_name(r), float(r["value"]), now, 0) for r in records if r.get("value") is not None]
-        for k, v in (extra_metrics or {}).items():
-            metrics.append(Metric(k, float(v), now, 0))
-        for i in range(0, len(metrics), 500):
-            client.log_batch(rid, metrics=metrics[i:i + 500])
-        for path in artifacts:
-            if path.is_file():
-                client.log_artifact(rid, str(path))
-        client.set_terminated(rid, "FINISHED")
+        log_results(cfg, rid, records, extra_metrics)
+        log_artifacts(cfg, rid, list(artifacts))
+        end_run(cfg, rid, "FINISHED")
     except Exception:
-        client.set_terminated(rid, "FAILED")
+        end_run(cfg, rid, "FAILED")
         raise
-    del mlflow
     return rid
+
+
+# ---- reading -------------------------------------------------------------------------------------
+@dataclass
+class TrackedRun:
+    run_id: str
+    name: str
+    experiment: str
+    status: str
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    parent_run_id: str | None
+
+    def records(self) -> list[dict[str, Any]]:
+        """The long table as logged: metrics under stable names, undefined ones from reason tags."""
+        out = []
+        for name, value in self.metrics.items():
+            parsed = parse_metric_name(name)
+            if parsed:
+                ds, cat, level, metric = parsed
+                out.append({"dataset": ds, "category": cat, "level": level, "metric": metric, "value": float(value)})
+        for tag, reason in self.tags.items():
+            if tag.startswith(REASON_TAG):
+                parsed = parse_metric_name(tag[len(REASON_TAG):])
+                if parsed:
+                    ds, cat, level, metric = parsed
+                    out.append({"dataset": ds, "category": cat, "level": level, "metric": metric, "value": None,
+                                "reason": reason})
+        return out
+
+
+def _tracked(client, run) -> TrackedRun:
+    exp = client.get_experiment(run.info.experiment_id)
+    tags = dict(run.data.tags)
+    return TrackedRun(run.info.run_id, run.info.run_name or tags.get("mlflow.runName", run.info.run_id),
+                      exp.name if exp else run.info.experiment_id, run.info.status, dict(run.data.params), tags,
+                      dict(run.data.metrics), tags.get("mlflow.parentRunId"))
+
+
+def read_run(uri: str, run_id: str) -> TrackedRun:
+    """One run by id; TrackingError naming the id and the store when it does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow run {run_id!r} not found at {uri} ({str(exc).splitlines()[0][:160]})") from None
+    return _tracked(client, run)
+
+
+def experiment_runs(uri: str, experiment: str, *, finished_only: bool = False) -> list[TrackedRun]:
+    """Every run of an experiment (parents and nested runs), oldest first."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise TrackingError(f"MLflow experiment {experiment!r} not found at {uri} "
+                            f"(experiments there: {', '.join(names) or 'none'})")
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs += [_tracked(client, r) for r in page]
+        token = page.token
+        if not token:
+            break
+    if finished_only:
+        runs = [r for r in runs if r.status == "FINISHED"]
+    return runs
+
+
+def download_report_data(uri: str, run_id: str, dest: Path) -> Path | None:
+    """The run's `report_data/` artifacts into dest; None when the run logged none."""
+    client = _client(uri)
+    names = {a.path for a in client.list_artifacts(run_id)}
+    if "report_data" not in names:
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, "report_data", str(dest)))

@@ -1,56 +1,85 @@
-"""The run report: per-category image and pixel tables, image AUROC per defect type, and the
-provenance that makes every number traceable."""
+"""Markdown rendering of a report: tables with the best value in bold and the second underlined
+(`<ins>`, which GitHub and most renderers show underlined), figures as links to figures/*.png."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
-
-from decodiff.reports.tables import category_table, defect_table, fmt, long_table, to_markdown
+from decodiff.reports.document import Bullets, Figure, Report, Table, Text, value_text
+from decodiff.reports.highlight import BEST, SECOND
 
 
-def write_report(
-    out: Path,
-    records: list[dict[str, Any]],
-    samples: list[dict[str, Any]] | None,
-    *,
-    title: str,
-    provenance: dict[str, Any],
-    notes: list[str] | None = None,
-) -> Path:
-    """Write report.md and the tables as CSV into `out`; return the report's path."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    df = long_table(records)
-    df.to_csv(out / "metrics.csv", index=False)
-    image = category_table(df, "image")
-    pixel = category_table(df, "pixel")
-    image.to_csv(out / "image_table.csv")
-    pixel.to_csv(out / "pixel_table.csv")
-    lines = [f"# {title}", ""]
-    for k, v in provenance.items():
+def _cell(table: Table, values, marks) -> str:
+    parts = []
+    for v, rk in zip(values, marks):
+        main, extra = value_text(v, table.intervals)
+        if rk == BEST:
+            main = f"**{main}**"
+        elif rk == SECOND:
+            main = f"<ins>{main}</ins>"
+        parts.append(main + extra)
+    return " / ".join(parts) if parts else "—"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def table_markdown(table: Table) -> str:
+    header = list(table.columns)
+    if table.subcolumns:
+        header = [f"{c} ({' / '.join(table.subcolumns)})" for c in header] if len(table.columns) > 1 \
+            else [" / ".join(table.subcolumns)]
+    lines = [f"*{_escape(table.caption)}*", ""] if table.caption else []
+    if table.groups:  # Markdown has one header row: the group goes into each column's name
+        names, i = [], 0
+        for label, n in table.groups:
+            names += [f"{label.split('-')[0]} {h}" for h in header[i:i + n]]
+            i += n
+        header = names + header[i:]
+    lines.append("| " + " | ".join(_escape(h) for h in [table.index_name] + header) + " |")
+    lines.append("|" + "---|" * (len(header) + 1))
+    marks = table.marks()
+    for row, rmarks in zip(table.rows, marks):
+        label = _escape(row.label)
+        if row.aggregate:
+            label = f"**{label}**"
+        cells = [_cell(table, vals, m) for vals, m in zip(row.cells, rmarks)]
+        lines.append("| " + " | ".join([label] + cells) + " |")
+    for note in table.notes:
+        lines += ["", _escape(note)]
+    return "\n".join(lines)
+
+
+def render_markdown(report: Report, figure_dir: str = "figures") -> str:
+    lines = [f"# {report.title}", ""]
+    for k, v in report.meta:
         lines.append(f"- **{k}**: {v}")
-    lines += ["", "## Image level (per category)", "", to_markdown(image), ""]
-    lines += ["## Pixel level (per category)", "", to_markdown(pixel), ""]
-    undefined = df[df["value"].isna()] if "value" in df else pd.DataFrame()
-    if not undefined.empty and "reason" in undefined:
-        lines += ["Values shown as — are not available:", ""]
-        for _, r in undefined.iterrows():
-            lines.append(f"- {r['category']} {r['level']} {r['metric']}: {r.get('reason') or 'undefined'}")
+    if report.meta:
         lines.append("")
-    if samples:
-        defects = defect_table(samples)
-        defects.to_csv(out / "defect_table.csv", index=False)
-        lines += ["## Image AUROC per defect type", "", "| Category | Defect | Images | Image AUROC |", "|---|---|---|---|"]
-        for _, r in defects.iterrows():
-            lines.append(f"| {r['category']} | {r['defect']} | {r['images']} | {fmt(r['image AUROC'])} |")
-        lines.append("")
-    if notes:
-        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    lines += ["All values in percent. Mean = unweighted mean over categories (undefined values skipped).", ""]
-    path = out / "report.md"
-    tmp = out / ".report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    for section in report.sections:
+        lines += [f"## {section.title}", ""]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                lines += [table_markdown(block), ""]
+            elif isinstance(block, Figure):
+                lines += [f"![{block.caption}]({figure_dir}/{block.name}.png)", "", f"*{block.caption}*", ""]
+            elif isinstance(block, Text):
+                lines += [block.text, ""]
+            elif isinstance(block, Bullets):
+                lines += [f"- {item}" for item in block.items] + [""]
+    return "\n".join(lines)
+
+
+def write_report(out, records, samples, *, title: str, provenance: dict, notes: list[str] | None = None):
+    """A run report from records and per-image samples alone (no intervals or figures beyond the
+    image curves): for `decodiff score` and other callers without a run's report data."""
+    from pathlib import Path
+
+    from decodiff.reports.build import build_run_report
+    from decodiff.reports.rundata import RunData
+    from decodiff.reports.write import write_report_files, write_run_tables
+
+    out = Path(out)
+    run = RunData(name=out.name, title=title, dataset=str(records[0]["dataset"]) if records else "unknown",
+                  records=records, provenance=[(k, str(v)) for k, v in provenance.items()], notes=list(notes or []),
+                  samples=[{k: s[k] for k in ("key", "category", "defect", "label", "score")} for s in samples or []] or None)
+    write_run_tables(out, records, samples)
+    return write_report_files(build_run_report(run), out)

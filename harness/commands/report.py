@@ -1,31 +1,100 @@
-"""`decodiff report`: regenerate a run's report from its stored results."""
+"""`decodiff report`: the report of a run (from its folder or from MLflow alone), or the comparison
+of several runs, of every run of an MLflow experiment, or of a sweep's trials, optionally beside
+the paper's published numbers. Writes report.md, report.html (self-contained), tables (CSV and
+LaTeX) and figures (PNG) into --out."""
 from __future__ import annotations
 
 import argparse
-import json
+import os
 from pathlib import Path
+
+from decodiff.harness.commands.common import add_json_arg, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write the per-category report of a finished run",
-                       description="Rebuild the Markdown and CSV tables of a run folder from its summary.json.")
-    p.add_argument("--run", required=True, type=Path, help="run folder (runs/<name>-...)")
-    p.add_argument("--out", type=Path, help="output folder (default: the run folder)")
+    p = sub.add_parser("report", help="write the report of a run, an experiment or a sweep (tables, figures, HTML)",
+                       description="Rebuild a run's report from its run folder or from the tracking server alone, "
+                                   "or compare runs (seeds averaged, bootstrap intervals, the paper's methods beside "
+                                   "them with --compare-published).")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", action="append", metavar="ID|DIR",
+                      help="a run folder or an MLflow run id; repeat to compare runs")
+    what.add_argument("--sweep", type=Path, metavar="DIR", help="a sweep folder (decodiff sweep)")
+    what.add_argument("--experiment", metavar="NAME", help="every run of an MLflow experiment")
+    p.add_argument("--compare-published", action="store_true",
+                   help="put the paper's numbers (RD4AD ... MambaAD and DeCo-Diff, main Tables 1, 2, appendix 3-7) "
+                        "beside the runs, for the runs' dataset")
+    p.add_argument("--published-dataset", choices=["mvtec", "visa", "mpdd", "realiad"],
+                   help="compare with the paper's numbers on this dataset (implies --compare-published)")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI for run ids and experiments (default: $MLFLOW_TRACKING_URI, "
+                        "else the default config's sqlite:///runs/mlflow.db)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from decodiff.datasets.imageio import DataError
-    from decodiff.reports.markdown import write_report
+def default_uri() -> str:
+    from decodiff.harness.config import Config
+    from decodiff.harness.tracking import tracking_uri
 
-    summary_path = args.run / "summary.json"
-    if not summary_path.is_file():
-        raise DataError(f"{args.run}: not a finished run folder (no summary.json)")
-    summary = json.loads(summary_path.read_text())
-    prov = json.loads((args.run / "provenance.json").read_text()) if (args.run / "provenance.json").is_file() else {}
-    provenance = {"code version": prov.get("code_version", "?"), "run": str(args.run)}
-    samples = None
-    path = write_report(args.out or args.run, summary["metrics"], samples, title=f"DeCo-Diff report: {args.run.name}",
-                        provenance=provenance)
-    print(path)
+    return os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri(Config())
+
+
+def run(args: argparse.Namespace) -> int:
+    from decodiff.harness.progress import log
+    from decodiff.harness.report_inputs import resolve_experiment, resolve_runs, resolve_sweep, scratch_dir
+    from decodiff.reports.build import build_comparison_report, build_run_report, sweep_missing
+    from decodiff.reports.write import write_report_files
+
+    uri = args.tracking_uri or default_uri()
+    compare = args.compare_published or args.published_dataset is not None
+    with scratch_dir() as tmp:
+        if args.run:
+            inputs = resolve_runs(args.run, uri, Path(tmp))
+            what = f"{len(args.run)} run(s)"
+        elif args.sweep is not None:
+            inputs = resolve_sweep(args.sweep)
+            what = f"sweep {args.sweep}"
+        else:
+            inputs = resolve_experiment(args.experiment, uri, Path(tmp))
+            what = f"experiment {args.experiment}"
+        for problem in inputs.problems:
+            log(f"report: {problem}")
+        if args.run and len(args.run) == 1 and inputs.runs:
+            r = inputs.runs[0]
+            report = build_run_report(r, (args.published_dataset or r.dataset) if compare else None)
+        else:
+            missing = list(inputs.missing)
+            if inputs.sweep is not None:
+                default_ds = inputs.runs[0].dataset if inputs.runs else "unknown"
+                missing += sweep_missing(inputs.sweep, default_ds)
+            if args.sweep is not None:
+                title = f"DeCo-Diff sweep: {inputs.sweep.name}"
+                meta = [("sweep folder", str(args.sweep)),
+                        ("trials", f"{sum(t.run is not None for t in inputs.sweep.trials)} of "
+                                   f"{len(inputs.sweep.trials)} finished")]
+                if inputs.sweep.description:
+                    meta.append(("description", inputs.sweep.description))
+            elif args.experiment:
+                title = f"DeCo-Diff experiment: {args.experiment}"
+                meta = [("tracking URI", uri), ("runs", f"{len(inputs.runs)} with metrics")]
+            else:
+                title = f"DeCo-Diff comparison of {len(args.run)} runs"
+                meta = [("runs", ", ".join(args.run))]
+            report = build_comparison_report(title, meta, inputs.runs, missing, compare_published=compare,
+                                             published_dataset=args.published_dataset, sweep=inputs.sweep)
+        path = write_report_files(report, args.out)
+    html = path.with_name("report.html")
+    log(f"report: {path} and {html} ({what})")
+    if args.json:
+        print_json({"report": str(path.resolve()), "html": str(html.resolve()),
+                    "runs": [{"name": r.name, "run_id": r.run_id, "dataset": r.dataset} for r in inputs.runs],
+                    "missing": [{"what": m[0], "reason": m[2]} for m in inputs.missing], "problems": inputs.problems})
+    else:
+        print(path)
+    if not inputs.runs and inputs.problems:
+        from decodiff.datasets.imageio import DataError
+
+        raise DataError(f"nothing to report from {what}: {inputs.problems[0]} (wrote {path} with what exists)")
     return 0

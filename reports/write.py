@@ -1,0 +1,82 @@
+"""Writing a report folder: report.md, report.html (self-contained), tables/<name>.csv and
+.tex, tables.tex (all tables), figures/<name>.png. Every file is written under a temporary
+name and renamed, so a killed run leaves no half-written file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from decodiff.reports.document import Report, Table
+from decodiff.reports.html import render_html
+from decodiff.reports.latex import render_latex, table_latex
+from decodiff.reports.markdown import render_markdown
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data, encoding="utf-8")
+    tmp.replace(path)
+
+
+def table_frame(table: Table) -> pd.DataFrame:
+    """The table's numbers for machines: percent, full precision, one column per value, with the
+    seed std and interval bounds where there are any, and whether a row was measured or copied."""
+    names = []
+    for c in table.columns:
+        if table.subcolumns:
+            names += [f"{c} {s}" if len(table.columns) > 1 else s for s in table.subcolumns]
+        else:
+            names.append(c)
+    rows = []
+    for row in table.rows:
+        rec: dict[str, object] = {table.index_name: row.label, "source": row.kind}
+        flat = [v for cell in row.cells for v in (cell if cell else [None])]
+        for name, v in zip(names, flat):
+            if v is not None and v.count:
+                rec[name] = v.mean
+                continue
+            rec[name] = None if v is None or v.mean is None else round(100.0 * v.mean, 6)
+            if v is not None and v.std is not None and v.n > 1:
+                rec[f"{name} std"] = round(100.0 * v.std, 6)
+                rec[f"{name} seeds"] = v.n
+            if v is not None and v.low is not None:
+                rec[f"{name} low"] = round(100.0 * v.low, 6)
+                rec[f"{name} high"] = round(100.0 * v.high, 6)
+        rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def write_run_tables(out: Path, records: list[dict], samples: list[dict] | None) -> None:
+    """The run folder's plain tables (fractions, as the metrics give them): metrics.csv (the long
+    table), image_table.csv and pixel_table.csv (categories x metrics), defect_table.csv."""
+    from decodiff.reports.build import defect_rows
+    from decodiff.reports.tables import category_table, long_table
+
+    df = long_table(records)
+    write_atomic(out / "metrics.csv", df.to_csv(index=False))
+    for level in ("image", "pixel"):
+        write_atomic(out / f"{level}_table.csv", category_table(df, level).to_csv())
+    if samples:
+        rows = pd.DataFrame(defect_rows(samples)).rename(columns={"value": "image AUROC"})
+        write_atomic(out / "defect_table.csv", rows.to_csv(index=False))
+
+
+def write_report_files(report: Report, out: Path) -> Path:
+    """Write every format of `report` into `out`; returns report.md's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for table in report.tables():
+        write_atomic(out / "tables" / f"{table.name}.csv", table_frame(table).to_csv(index=False))
+        write_atomic(out / "tables" / f"{table.name}.tex", table_latex(table) + "\n")
+    write_atomic(out / "tables.tex", render_latex(report))
+    for fig in report.figures():
+        write_atomic(out / "figures" / f"{fig.name}.png", fig.png)
+    write_atomic(out / "report.html", render_html(report))
+    path = out / "report.md"
+    write_atomic(path, render_markdown(report))
+    return path
