@@ -7,13 +7,16 @@ It is written once into --work (default: a temporary folder) and reused.
 
 1. Sharding throughput: `shard_dataset` (what `decodiff data shard` runs) over the set, with
    1 and 2 worker processes, original bytes passed through; and with --resize 128 (decode,
-   resize, re-encode). Wall time from the first listing to the renamed manifest.
+   resize, re-encode). Wall time from the first listing to the renamed manifest, and CPU time
+   (with the worker processes): images per CPU second x 2 is the rate of 2 idle cores.
 2. Read throughput, side by side in one run: every image of the set with its mask, decoded and
    turned into tensors (`Preprocess` without resizing), through a torch DataLoader with 2 workers
    and batches of 32, (a) from the shards (`ShardStream`) and (b) from the native folders
    (a map-style Dataset over the MVTec-AD reader's samples). The two alternate --repeat times
-   (default 3); the fastest run of each counts. Both read from the page cache (the files were
-   just written); from network or cold disks the shards' sequential reads gain more.
+   (default 5): wall time is the median run; CPU time (this process and its joined loader workers)
+   is summed over the runs, which keeps the comparison fair on a machine that others share. Both
+   read from the page cache (the files were just written); from network or cold disks the shards'
+   sequential reads gain more.
 3. Decode rate of one core for JPEG images at 256 and 1024 pixels (what Real-IAD ships), to size
    the loader CPUs in the Real-IAD estimate below.
 4. On paper, Real-IAD (151,050 images: 99,721 normal, 51,329 anomalous; 30 categories) on 8
@@ -23,7 +26,7 @@ It is written once into --work (default: a temporary folder) and reused.
    (FLOPs counted by `decodiff.models.flops` at latent 32 and 128, divided by an assumed
    sustained --tflops), and the read rate in images/s and MB/s that 8 such GPUs need.
 
-    python benchmarks/shard_speed.py [--work DIR] [--repeat 3] [--tflops 300] [--json out.json]
+    python benchmarks/shard_speed.py [--work DIR] [--repeat 5] [--tflops 300] [--json out.json]
 """
 from __future__ import annotations
 
@@ -108,11 +111,12 @@ def make_set(root: Path, seed: int = 0) -> int:
 
 def time_sharding(root: Path, out: Path, n: int, **kw: Any) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu()
     m = shard_dataset("mvtec", root, out, log=lambda msg: None, **kw)
-    s = time.perf_counter() - t
-    return {"seconds": round(s, 3), "images_per_s": round(n / s, 1), "shards": len(m.shards),
-            "mb": round(sum(x.bytes for x in m.shards) / 1e6, 1), **{k: v for k, v in kw.items()}}
+    s, cs = time.perf_counter() - t, _cpu() - c
+    return {"seconds": round(s, 3), "images_per_s": round(n / s, 1), "cpu_seconds": round(cs, 3),
+            "images_per_cpu_s": round(n / cs, 1), "shards": len(m.shards),
+            "mb": round(sum(x.bytes for x in m.shards) / 1e6, 1), **kw}
 
 
 # ---- 2. reading -----------------------------------------------------------------------------
@@ -134,35 +138,45 @@ class NativeFolder(Dataset):
         return self.transform({"key": s.key, "image": image, "mask": mask, "meta": s.meta()})
 
 
-def _drain(loader: DataLoader) -> tuple[int, float]:
-    t = time.perf_counter()
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (the loader workers, once joined)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _drain(loader: DataLoader) -> tuple[int, float, float]:
+    t, c = time.perf_counter(), _cpu()
     n = 0
     for batch in loader:
         n += batch["image"].shape[0]
-    return n, time.perf_counter() - t
+    return n, time.perf_counter() - t, _cpu() - c
 
 
 def time_reading(root: Path, shards: Path, repeat: int, workers: int = 2, batch: int = 32) -> dict[str, Any]:
+    """Wall time (median of the runs) and CPU time (per image, over all runs) of both readers."""
     pre = Preprocess(resize=None, crop=None)
-    urls_counts = [ShardStream.from_manifest(shards, split) for split in ("train", "test")]
-    stream = ShardStream(urls_counts[0].urls + urls_counts[1].urls, counts=urls_counts[0].counts + urls_counts[1].counts,
-                         transform=pre)
+    train, test = (ShardStream.from_manifest(shards, split) for split in ("train", "test"))
+    stream = ShardStream(train.urls + test.urls, counts=train.counts + test.counts, transform=pre)
     native = NativeFolder(root, pre)
     loaders = {"shards": DataLoader(stream, batch_size=batch, num_workers=workers, collate_fn=collate),
                "folder": DataLoader(native, batch_size=batch, num_workers=workers, collate_fn=collate, shuffle=False)}
-    runs: dict[str, list[float]] = {"shards": [], "folder": []}
+    wall: dict[str, list[float]] = {"shards": [], "folder": []}
+    cpu = {"shards": 0.0, "folder": 0.0}
     counts = {}
     for _ in range(repeat):
         for name, loader in loaders.items():  # alternate, so that drifting load hits both alike
-            counts[name], s = _drain(loader)
-            runs[name].append(s)
-    best = {k: min(v) for k, v in runs.items()}
+            counts[name], s, c = _drain(loader)
+            wall[name].append(s)
+            cpu[name] += c
+    med = {k: float(np.median(v)) for k, v in wall.items()}
+    cpu_ms = {k: 1e3 * cpu[k] / (repeat * counts[k]) for k in cpu}
     return {
-        "images": counts,
-        "workers": workers, "batch": batch,
-        "seconds": {k: [round(x, 3) for x in v] for k, v in runs.items()},
-        "images_per_s": {k: round(counts[k] / best[k], 1) for k in best},
-        "ratio_shards_over_folder": round(best["folder"] / best["shards"], 3),
+        "images": counts, "workers": workers, "batch": batch, "repeat": repeat,
+        "seconds": {k: [round(x, 3) for x in v] for k, v in wall.items()},
+        "images_per_s_median": {k: round(counts[k] / med[k], 1) for k in med},
+        "ratio_shards_over_folder_wall": round(med["folder"] / med["shards"], 3),
+        "cpu_ms_per_image": {k: round(v, 3) for k, v in cpu_ms.items()},
+        "ratio_shards_over_folder_cpu": round(cpu_ms["folder"] / cpu_ms["shards"], 3),
     }
 
 
@@ -249,7 +263,7 @@ def realiad_on_paper(costs: dict[int, dict[str, float]], tflops: float, gpus: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, help="folder for the data set and shards (default: a temporary one)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--tflops", type=float, default=300.0,
                     help="assumed sustained training TFLOPS per GPU for the Real-IAD estimate (default 300)")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -266,12 +280,15 @@ def main() -> None:
                        time_sharding(root, work / "shards-2", n, workers=2),
                        time_sharding(root, work / "shards-r", n, workers=2, resize=128)]
     for r in res["sharding"]:
-        print(f"shard: workers={r['workers']} resize={r.get('resize')}: {r['images_per_s']} images/s "
-              f"({r['seconds']} s, {r['shards']} shards, {r['mb']} MB)", flush=True)
+        print(f"shard: workers={r['workers']} resize={r.get('resize')}: {r['images_per_s']} images/s wall, "
+              f"{r['images_per_cpu_s']} images per CPU second ({r['seconds']} s, {r['shards']} shards, {r['mb']} MB)",
+              flush=True)
     res["reading"] = time_reading(root, work / "shards-2", args.repeat)
     r = res["reading"]
-    print(f"read (decode + tensors, 2 loader workers): shards {r['images_per_s']['shards']} images/s, "
-          f"folder {r['images_per_s']['folder']} images/s, ratio {r['ratio_shards_over_folder']}x", flush=True)
+    print(f"read (decode + tensors, 2 loader workers, median of {r['repeat']}): shards "
+          f"{r['images_per_s_median']['shards']} images/s, folder {r['images_per_s_median']['folder']} images/s, "
+          f"ratio {r['ratio_shards_over_folder_wall']}x; CPU per image: shards {r['cpu_ms_per_image']['shards']} ms, "
+          f"folder {r['cpu_ms_per_image']['folder']} ms, ratio {r['ratio_shards_over_folder_cpu']}x", flush=True)
     costs = jpeg_costs(args.repeat)
     res["jpeg"] = costs
     for side, c in costs.items():

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import Manifest
-from decodiff.datasets.stream import ShardStream, collate, load_manifest, shard_urls
+from decodiff.datasets.stream import ShardStream, collate, load_manifest, shard_counts, shard_urls
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config
 from decodiff.harness.progress import Progress, log
@@ -32,6 +32,10 @@ class PreparedData:
 
     def urls(self, split: str) -> list[str]:
         return shard_urls(self.location, self.manifest, split, self.categories)
+
+    def counts(self, split: str) -> list[int]:
+        """Samples per shard of `urls(split)`: lets streams balance ranks by samples, not shards."""
+        return shard_counts(self.manifest, split, self.categories)
 
 
 def preprocess_for(cfg: Config, train: bool) -> Preprocess:
@@ -107,7 +111,8 @@ class _Transformed:
 
 
 def test_loader(cfg: Config, data: PreparedData, rank: int = 0, world_size: int = 1) -> DataLoader:
-    stream = ShardStream(data.urls("test"), transform=_Transformed(preprocess_for(cfg, False), None),
+    stream = ShardStream(data.urls("test"), counts=data.counts("test"),
+                         transform=_Transformed(preprocess_for(cfg, False), None),
                          rank=rank, world_size=world_size)
     return DataLoader(stream, batch_size=cfg.infer.batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
 
@@ -115,7 +120,8 @@ def test_loader(cfg: Config, data: PreparedData, rank: int = 0, world_size: int 
 def train_image_loader(cfg: Config, data: PreparedData, batch_size: int, seed: int, augment: bool = True,
                        rank: int = 0, world_size: int = 1, shuffle: bool = True) -> tuple[ShardStream, DataLoader]:
     pre = preprocess_for(cfg, augment)
-    stream = ShardStream(data.urls("train"), transform=_Transformed(pre, seed if augment else None),
+    stream = ShardStream(data.urls("train"), counts=data.counts("train"),
+                         transform=_Transformed(pre, seed if augment else None),
                          shuffle_buffer=cfg.data.shuffle_buffer if shuffle else 0, seed=seed, rank=rank, world_size=world_size)
     loader = DataLoader(stream, batch_size=batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
     return stream, loader
