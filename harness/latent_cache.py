@@ -22,6 +22,9 @@ from decodiff.harness.progress import Progress, log
 from decodiff.models.vae import FrozenVAE
 
 
+SHARD_SAMPLES = 32
+
+
 def cache_key(cfg: Config, data: PreparedData, vae: FrozenVAE) -> str:
     spec = {"data": data.manifest.checksum, "categories": data.categories, "vae": vae.fingerprint or vae.source, "scale": vae.scale,
             "resize": cfg.data.resize, "crop": cfg.data.crop, "translate": cfg.train.translate,
@@ -53,7 +56,9 @@ def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_si
     rng = random.Random(cfg.run.seed)
     K = cfg.train.cache_variants
     tmp = folder.with_name(folder.name + ".tmp")
-    writer = ShardSetWriter(tmp)
+    # small shards (latents are ~32 KB per variant): shards are dealt whole to ranks and loader
+    # workers, so many of them keep the ranks' shares even (see train_feed.py)
+    writer = ShardSetWriter(tmp, max_count=SHARD_SAMPLES)
     pending: list[tuple[dict[str, Any], list[torch.Tensor]]] = []
 
     def flush() -> None:

@@ -54,6 +54,24 @@ def make_process(cfg: Config) -> DeviationProcess:
     return DeviationProcess(p.steps, p.schedule, p.patch_sizes, p.patch_probs, p.r_mask, p.r_shuffle)
 
 
+def backward(acc: Accelerator, model: torch.nn.Module, process: DeviationProcess,
+             batches: list[tuple[torch.Tensor, torch.Tensor]], weight: float, gen: torch.Generator) -> torch.Tensor:
+    """Forward and backward of this rank's micro-batches (z0, class ids) of one optimizer step:
+    masked forward process, eta target, per-sample MSE; the loss is the sum over samples x
+    `weight`. DDP all-reduces the gradients on the last micro-batch only. Returns the summed
+    (unweighted) loss of the samples, for the log."""
+    total = torch.zeros((), device=acc.device)
+    for i, (z0, ids) in enumerate(batches):
+        with acc.no_sync(model) if i + 1 < len(batches) else nullcontext():
+            inp = process.training_input(z0, generator=gen)
+            with acc.autocast():
+                pred = model(inp.z_t, inp.t, ids)
+            per_sample = F.mse_loss(pred.float(), inp.eta.float(), reduction="none").flatten(1).mean(1)
+            acc.backward(per_sample.sum() * weight)
+        total += per_sample.detach().sum() * (weight > 0)
+    return total
+
+
 def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerator: Accelerator | None = None,
           resume: bool = False) -> TrainResult:
     """Train into `out` (final model in out/checkpoint, training states in out/train_state);
@@ -121,14 +139,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
                 # DDP averages gradients over ranks; this weight makes that the mean over the step's samples
                 weight = world / step.n_global if step.micro else 0.0
                 batches = [feed.latents(b, gen) for b in step.micro] or [feed.placeholder(latent_shape)]
-                for i, (z0, ids) in enumerate(batches):
-                    with acc.no_sync(model) if i + 1 < len(batches) else nullcontext():  # sync on the last one
-                        inp = process.training_input(z0, generator=gen)
-                        with acc.autocast():
-                            pred = model(inp.z_t, inp.t, ids)
-                        per_sample = F.mse_loss(pred.float(), inp.eta.float(), reduction="none").flatten(1).mean(1)
-                        acc.backward(per_sample.sum() * weight)
-                    run_loss += per_sample.detach().sum() * (weight > 0)  # this rank's loss, for the log
+                run_loss += backward(acc, model, process, batches, weight, gen)
                 if t.grad_clip:
                     acc.clip_grad_norm_(model.parameters(), t.grad_clip)
                 optimizer.step()

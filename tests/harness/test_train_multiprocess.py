@@ -1,0 +1,239 @@
+"""Training over two real processes (`accelerate launch --multi_gpu --num_processes 2`, CPU, gloo)
+on shards that divide unevenly, and exact resume after SIGKILL and after preemption (SIGTERM).
+
+The data: the tiny demo set (4 categories, 7 training images each) re-sharded 3 images per shard,
+so the 12 training shards (3, 3, 1 per category) deal unevenly to two ranks.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from decodiff.datasets.mvtec import read_mvtec
+from decodiff.datasets.shards import write_shards
+from decodiff.harness.checkpoint import STATE_DIR, latest_state, load_model
+from decodiff.harness.config import build_config
+from decodiff.harness.data import prepare_data
+from decodiff.harness.evaluate import evaluate
+from decodiff.harness.train_feed import rank_counts
+from decodiff.harness.vae_fit import get_vae
+
+SCRIPT = Path(__file__).with_name("train_ranks_script.py")
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+PORT = 29600 + os.getpid() % 300
+
+
+def launch(args: list[str], port: int, **kw) -> subprocess.Popen:
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONWARNINGS="ignore")
+    cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def finish(p: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory):
+    """Config overrides for the uneven shard set (data, VAE and latent cache made once here)."""
+    root = tmp_path_factory.mktemp("ranks")
+    cache = root / "cache"
+    shards = root / "uneven-shards"
+    base = build_config("tiny", [f"run.cache_dir={cache}", "data.demo.n_train=7"])
+    write_shards(_demo_samples(base), shards, dataset="demo", max_count=3)
+    overrides = [f"run.cache_dir={cache}", "run.device=cpu", "data.demo.n_train=7", f"data.shards={shards}",
+                 "train.batch_size=6", "train.grad_accum=2", "train.max_steps=24", "train.lr_schedule=cosine", "train.ema=0.9",
+                 "train.warmup=2", "train.checkpoint_every=2", "train.log_every=1", "infer.batch_size=4", "vae.steps=4"]
+    cfg = build_config("tiny", overrides)
+    data = prepare_data(cfg)
+    get_vae(cfg, data)
+    return {"root": root, "overrides": overrides, "cfg": cfg, "data": data}
+
+
+def _demo_samples(cfg):
+    from decodiff.datasets.demo import generate_demo
+
+    d = cfg.data.demo
+    root = Path(cfg.run.cache_dir) / "demo-uneven"
+    generate_demo(root, size=d.size, n_train=d.n_train, n_test_good=d.n_test_good,
+                  n_test_per_defect=d.n_test_per_defect, categories=d.categories, seed=0)
+    return read_mvtec(root, dataset="demo")
+
+
+@pytest.fixture(scope="module")
+def ranks_run(uneven, tmp_path_factory):
+    """One two-process run of train_ranks_script.py: its report, and its training folder (the
+    uninterrupted reference for the resume test)."""
+    tmp = tmp_path_factory.mktemp("ranks-run")
+    report, out = tmp / "report.json", tmp / "out"
+    rc, _, err = finish(launch([str(SCRIPT), str(report), str(out), *uneven["overrides"]], PORT))
+    assert rc == 0, err[-3000:]
+    return json.loads(report.read_text()), out
+
+
+@pytest.mark.slow
+def test_two_ranks_sync_cover_and_evaluate_like_one(uneven, ranks_run):
+    """Gradients equal across ranks and equal to the one-process mean-loss gradient; weights
+    equal; every training sample once per epoch over both ranks (latent cache and images);
+    evaluation over both ranks gives the numbers of one process."""
+    data = uneven["data"]
+    counts = [s.count for s in data.manifest.shards if s.split == "train"]
+    # the deal really is uneven in these epochs, so the balancing (and the placeholder) is exercised
+    assert any(len(set(rank_counts(counts, 0, e, 2, 1, True))) > 1 for e in (0, 1))
+    r, out = ranks_run
+    assert r["world"] == 2
+
+    all_keys = sorted(_train_keys(data))
+    for name, (rank0, rank1) in r["coverage"].items():
+        seen = rank0["keys"] + rank1["keys"]
+        assert sorted(seen) == all_keys, name  # each sample exactly once per epoch, none lost
+        assert rank0["steps"] == rank1["steps"], name  # the same number of steps on every rank
+        assert [len(rank0["keys"]), len(rank1["keys"])] == rank0["planned"], name
+        assert rank0["n_global"] == rank1["n_global"], name
+        assert sum(rank0["n_global"]) == len(all_keys), name
+        if len(set(rank0["planned"])) > 1 and abs(rank0["planned"][0] - rank0["planned"][1]) >= 3:
+            assert rank0["empty_steps"] + rank1["empty_steps"] > 0, name
+
+    w = r["weighted_gradient"]
+    assert w["ranks_equal"]
+    assert w["max_abs_diff_to_reference"] <= 1e-6 * max(1.0, w["reference_norm"])
+    g = r["loop_gradients"]
+    assert g["steps"] == 3 and g["ranks_equal"] and g["nonzero"]
+    assert r["steps"] == 24
+    assert r["digests"][0] == r["digests"][1]  # weights equal after the steps
+
+    # the same checkpoint evaluated by this single process (one thread, like the ranks)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, spec, _ = load_model(out / "checkpoint")
+        single = evaluate(uneven["cfg"], data, model, get_vae(uneven["cfg"], data), spec["classes"], out=None)
+    finally:
+        torch.set_num_threads(threads)
+    assert r["eval"]["ranks_same"]
+    assert r["eval"]["samples"] == single.samples
+    assert r["eval"]["records"] == single.records  # exactly the same numbers
+
+
+def _train_keys(data):
+    from decodiff.datasets.stream import ShardStream
+
+    return [s["key"] for s in ShardStream(data.urls("train"))]
+
+
+def _train_cmd(overrides, out, *extra):
+    return ["-m", "decodiff.harness.cli", "train", "--config", "tiny", "--out", str(out), "--json", *extra, *overrides]
+
+
+def _wait_for_step(out: Path, step: int, p: subprocess.Popen, timeout: float = 180) -> int:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        state = latest_state(out)
+        if state is not None and int(state.name.split("-")[1]) >= step:
+            return int(state.name.split("-")[1])
+        if p.poll() is not None:
+            raise AssertionError(f"training ended before step {step}: {p.stderr.read()[-2000:]}")
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint at step {step} within {timeout}s")
+
+
+def _descendants(root: int) -> dict[int, list[bytes]]:
+    """pid -> environment of every live descendant of `root` (torchrun starts its workers in
+    sessions of their own, so a process group does not reach them)."""
+    parent, envs = {}, {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            envs[int(pid)] = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+    out = {}
+    for pid in envs:
+        up = pid
+        while up in parent and up > 1:
+            up = parent[up]
+            if up == root:
+                out[pid] = envs[pid]
+                break
+    return out
+
+
+def _worker_pid(launcher: int, local_rank: int) -> int:
+    for pid, env in _descendants(launcher).items():
+        if f"LOCAL_RANK={local_rank}".encode() in env:
+            return pid
+    raise AssertionError(f"no worker with LOCAL_RANK={local_rank} under {launcher}")
+
+
+def _kill_all(p: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every process under it at once (what a node failure does)."""
+    pids = [p.pid, *_descendants(p.pid)]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait(timeout=60)
+    for pid in pids:  # reap-free wait until the workers are gone
+        for _ in range(500):
+            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
+                break
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def launched():
+    """Launches of a test, killed (with their workers) if the test fails half-way."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            _kill_all(p)
+
+
+@pytest.mark.slow
+def test_killed_then_preempted_run_resumes_bitwise(uneven, ranks_run, tmp_path, launched):
+    """Two processes: a run SIGKILLed after a checkpoint; resumed, and then its rank 1 alone gets
+    SIGTERM (both ranks stop at the same step, save, exit 75); resumed again. It ends with
+    weights, optimizer, EMA and random states bitwise equal to the uninterrupted run's."""
+    _, ref = ranks_run
+    run = tmp_path / "run"
+    p = launch(_train_cmd(uneven["overrides"], run), PORT + 1)
+    launched.append(p)
+    step = _wait_for_step(run, 6, p)
+    _kill_all(p)  # the launcher and both workers: no chance to save
+    step = int(latest_state(run).name.split("-")[1])
+    assert step < 24 and not (run / "checkpoint" / "model.safetensors").exists()
+
+    p = launch(_train_cmd(uneven["overrides"], run, "--resume"), PORT + 2)
+    launched.append(p)
+    _wait_for_step(run, step + 4, p)
+    os.kill(_worker_pid(p.pid, 1), signal.SIGTERM)
+    rc, out, err = finish(p)
+    assert rc != 0 and "exitcode  : 75" in err, err[-3000:]  # the worker's code; the launcher exits 1
+    assert "resumed at step" in err
+    latest = json.loads((run / STATE_DIR / "latest.json").read_text())
+    assert latest["reason"] == "preempted" and step < latest["step"] < 24
+    state = run / STATE_DIR / latest["state"]
+    assert sorted(f.name for f in state.iterdir()) == sorted(
+        ["ema.safetensors", "model.safetensors", "optimizer.safetensors", "state.json", "rank-0.json", "rank-1.json",
+         "rank-0.safetensors", "rank-1.safetensors"])  # nothing pickled
+
+    rc, out, err = finish(launch(_train_cmd(uneven["overrides"], run, "--resume"), PORT + 3))
+    assert rc == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["resumed_from"] == latest["step"]
+
+    assert (run / "checkpoint" / "model.safetensors").read_bytes() == (ref / "checkpoint" / "model.safetensors").read_bytes()
+    a, b = ref / STATE_DIR / "step-00000024", run / STATE_DIR / "step-00000024"
+    for name in ("model.safetensors", "optimizer.safetensors", "ema.safetensors", "rank-0.safetensors",
+                 "rank-1.safetensors"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
