@@ -16,8 +16,8 @@ Launch
 
 Preemption
 - `#SBATCH --signal=B:USR1@GRACE` warns the batch shell GRACE seconds before the time limit.
-  The trap forwards SIGTERM to the running step (srun forwards it to the tasks, torchrun to its
-  workers); the training saves a checkpoint at the next step and exits with 75
+  The trap sends SIGTERM to the running step's tasks (`scancel --signal=TERM`; torchrun forwards
+  it to its workers); the training saves a checkpoint at the next step and exits with 75
   (harness/preemption.py). The script then requeues the job (`scontrol requeue`; the job has
   `--requeue`, logs are appended). The requeued job reruns the same command, and the training
   continues from its checkpoint (the model cache resumes an unfinished training of the same key).
@@ -201,20 +201,29 @@ say "task $TASK_ID on $(hostname) (nodes: ${SLURM_JOB_NODELIST:-?}, restart ${SL
 
 WARNED=0
 STEP_PID=
+STEP_SRUN=0
+# SIGTERM to the running work. A job step's tasks get it from SLURM (`scancel --signal`, which
+# signals the steps only): SIGTERM to srun itself would cancel the step and kill its tasks.
+stop_step() {
+  if [ -z "$STEP_PID" ]; then return; fi
+  if [ "$STEP_SRUN" = 1 ]; then scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null || kill -TERM "$STEP_PID" 2>/dev/null
+  else kill -TERM "$STEP_PID" 2>/dev/null; fi
+}
 on_usr1() {  # the time-limit warning (#SBATCH --signal=B:USR1@...): checkpoint, then requeue
   WARNED=1
   say "time-limit warning: asking the run to checkpoint and stop (it is requeued afterwards)"
-  if [ -n "$STEP_PID" ]; then kill -TERM "$STEP_PID" 2>/dev/null; fi
+  stop_step
 }
 on_term() {  # scancel or preemption: let the run checkpoint; SLURM decides about requeueing
   say "SIGTERM: asking the run to checkpoint and stop"
-  if [ -n "$STEP_PID" ]; then kill -TERM "$STEP_PID" 2>/dev/null; fi
+  stop_step
 }
 trap on_usr1 USR1
 trap on_term TERM
 
 # Run one step in the background so the traps run while it works; return its exit code.
 run_step() {
+  if [ "$1" = srun ]; then STEP_SRUN=1; else STEP_SRUN=0; fi
   "$@" &
   STEP_PID=$!
   local rc
@@ -278,7 +287,7 @@ def _config_body(job: SlurmJob, res: SlurmResources) -> str:
         out.append('finish $?')
         return "\n".join(out) + "\n"
     launch = [
-        "accelerate launch",
+        "exec accelerate launch",
         "--num_machines \"$SLURM_NNODES\"",
         "--machine_rank \"$SLURM_NODEID\"",
         "--main_process_ip \"$MAIN_ADDR\"",

@@ -221,3 +221,21 @@ def ray_head(tmp_path_factory):
         if proc.poll() is None:
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def shared_work(tmp_path_factory):
+    """One working folder for the cluster tests: their runs share the data, VAE and model cache
+    (the first tiny bench trains; later ones reuse), and the job index lives there too."""
+    work = tmp_path_factory.mktemp("work")
+    env = dict(os.environ, DECODIFF_STATE_DIR=str(work / "state"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    return work, env
+
+
+@pytest.fixture(scope="session")
+def decodiff():
+    """The console script as a subprocess: decodiff(*args, cwd=, env=, timeout=)."""
+    def run(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([DECODIFF, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return run

@@ -40,7 +40,7 @@ def _sbatch_options(text: str) -> dict[str, str]:
 def _launcher_argv(text: str, env: dict[str, str]) -> list[str]:
     """The `accelerate launch` argv a node would run: the srun payload expanded by bash with
     that node's SLURM variables (accelerate replaced by printf to see the words)."""
-    m = re.search(r"bash -c '(accelerate launch.*?)'\n", text, re.S)
+    m = re.search(r"bash -c '(exec accelerate launch.*?)'\n", text, re.S)
     assert m, "no srun ... bash -c 'accelerate launch ...' line"
     payload = m.group(1).replace("accelerate launch", "printf '%s\\n'", 1)
     full_env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", **env)

@@ -1,0 +1,39 @@
+"""The tiny demo bench as a Ray job: a real Ray head on loopback (dashboard = Job Submission
+API) receives it through `decodiff submit ray`, runs it to completion, and its status and logs
+come back through `decodiff jobs`."""
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_as_a_ray_job(ray_head, shared_work, decodiff):
+    work, env = shared_work
+    env = {**env, "HOME": ray_head.env["HOME"]}
+    p = decodiff("submit", "ray", "bench", "tiny", "--address", ray_head.address, "--cpus", "1", "--json",
+                 cwd=work, env=env)
+    assert p.returncode == 0, p.stderr
+    sub = json.loads(p.stdout)
+    job_id = sub["id"]
+    assert sub["submitted"] and job_id.startswith("decodiff-bench-tiny-")
+    assert sub["runtime_env"]["working_dir"].endswith("upload") and sub["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    # the job index remembers the address: no --address from here on
+    w = decodiff("jobs", "wait", job_id, "--timeout", "400", "--json", cwd=work, env=env, timeout=420)
+    st = json.loads(w.stdout)
+    logs = decodiff("jobs", "logs", job_id, cwd=work, env=env)
+    assert w.returncode == 0 and st["state"] == "SUCCEEDED", (st, logs.stdout[-4000:])
+    assert st["exit_code"] == 0 and st["address"] == ray_head.address
+    assert logs.returncode == 0 and "[decodiff] report:" in logs.stdout
+    # the entrypoint printed the results contract (--json) as the log's last line
+    summary = json.loads(logs.stdout.strip().splitlines()[-1])
+    assert Path(summary["report"]).is_file() and Path(summary["report"]).is_relative_to(work / "runs")
+    assert {r["category"] for r in summary["metrics"]} >= {"grass", "brick", "coins", "coffee", "mean"}
+    status = decodiff("jobs", "status", job_id, cwd=work, env=env)
+    assert status.returncode == 0 and "SUCCEEDED" in status.stdout
+    # stopping a finished job is harmless; an unknown id is a clear error
+    stop = decodiff("jobs", "stop", job_id, cwd=work, env=env)
+    assert stop.returncode == 0 and "already finished" in stop.stdout
+    bad = decodiff("jobs", "status", "decodiff-nope", "--address", ray_head.address, cwd=work, env=env)
+    assert bad.returncode == 2 and "decodiff-nope" in bad.stderr
