@@ -8,6 +8,16 @@ from decodiff.models.flops import preset_cost
 from decodiff.models.unet import PUBLISHED_PARAMETERS, UNET_PRESETS, build_unet, count_parameters, level_heads
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: small ops on a shared 2-core machine run faster without OpenMP spinning."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 @pytest.mark.parametrize("size", ["XS", "S", "M", "L", "XL"])
 def test_presets_match_published_parameter_counts(size):
     with torch.device("meta"):  # no weights allocated
