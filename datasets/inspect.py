@@ -9,7 +9,6 @@ image's and mask's header read (with `deep`, every file decoded).
 """
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -163,20 +162,19 @@ def _inspect_shards(path: Path, verify: bool, deep: bool, progress: Progress | N
 
 
 def _deep_shard(ins: Inspection, path: Path, expected: int) -> None:
-    import webdataset as wds
-
     from decodiff.datasets.shards import decode_record
+    from decodiff.datasets.tar_records import open_records
 
     n = 0
     try:
-        for rec in wds.tarfile_to_samples()(iter([{"url": str(path)}])):
+        for rec in open_records(str(path)):
             try:
                 decode_record(rec)
             except (DataError, KeyError, ValueError) as exc:
                 ins.error(path, f"sample {rec.get('__key__')}: {exc}")
             n += 1
-    except (OSError, tarfile.TarError, ValueError) as exc:
-        ins.error(path, f"unreadable tar ({exc})")
+    except DataError as exc:
+        ins.error(path, f"unreadable tar ({str(exc).split(': ', 1)[-1]})")
         return
     if n != expected:
         ins.error(path, f"holds {n} samples, the manifest says {expected}")

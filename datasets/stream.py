@@ -51,6 +51,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import MANIFEST, Manifest
 from decodiff.datasets.shards import decode_record
+from decodiff.datasets.tar_records import open_records
 
 SplitBy = Literal["shards", "samples"]
 
@@ -262,7 +263,7 @@ class ShardStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         plan = self.epoch_plan(workers)
         mine = plan.shards[self.rank][worker]
-        records = wds.tarfile_to_samples()(iter([{"url": self.urls[i]} for i in mine]))
+        records: Iterator[dict[str, Any]] = (rec for i in mine for rec in open_records(self.urls[i]))
         if self.split_by == "samples":
             records = self._every_rth(records, worker, workers)
         samples: Iterator[dict[str, Any]] = (self.decode(r) for r in records)

@@ -11,6 +11,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from decodiff.datasets.imageio import DataError
+from decodiff.datasets.inspect import inspect_location
 from decodiff.datasets.records import Sample
 from decodiff.datasets.shards import write_shards
 from decodiff.datasets.stream import (ShardStream, assigned, category_streams, load_manifest, plan_epoch, resolve,
@@ -117,6 +118,8 @@ def test_remote_locations_http_pipe_and_s3(uneven, tmp_path, monkeypatch):
         assert [s["key"] for s in ShardStream.from_manifest(url, "train", manifest=m)] == local
         with pytest.raises(DataError, match=r"could not read the shard manifest"):
             load_manifest(url + "missing")
+        remote = inspect_location(url, verify=True)  # every shard fetched and its sha256 checked
+        assert remote.ok and remote.shards["count"] == 7 and remote.totals()["train"]["normal"] == 22
     finally:
         server.shutdown()
         server.server_close()
