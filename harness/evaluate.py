@@ -71,11 +71,12 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenV
 
     stats = PixelStats() if main and out is not None else None
     urls = data.urls("test")
-    order = _InOrder(urls, _counts(data, urls)) if main else None
+    order = _InOrder(urls, _counts(data, urls)) if main else None  # releases results in one-process order
     positions: dict[str, int] = {}
     total = data.manifest.count("test", data.categories)
     start = time.time()
-    batches = _shard_batches(_ranked_test_loader(cfg, urls, rank, world), dict(zip(urls, _counts(data, urls))),
+    counts = _counts(data, urls)
+    batches = _shard_batches(_ranked_test_loader(cfg, urls, counts, rank, world), dict(zip(urls, counts)),
                              cfg.infer.batch_size)
     with Progress("evaluate", total=total, unit="img", stream=None if main else io.StringIO()) as prog:
         while True:
@@ -160,8 +161,8 @@ class _WithUrl:
         return {**self.pre(sample), "url": sample["url"]}
 
 
-def _ranked_test_loader(cfg: Config, urls: list[str], rank: int, world: int) -> DataLoader:
-    stream = ShardStream(urls, decode=_decode_with_url, transform=_WithUrl(preprocess_for(cfg, False)),
+def _ranked_test_loader(cfg: Config, urls: list[str], counts: list[int], rank: int, world: int) -> DataLoader:
+    stream = ShardStream(urls, counts=counts, decode=_decode_with_url, transform=_WithUrl(preprocess_for(cfg, False)),
                          rank=rank, world_size=world)
     return DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers, collate_fn=_identity)
 

@@ -1,10 +1,10 @@
 """The training samples of an epoch, cut into optimizer steps that every rank takes together.
 
-Data split: the epoch's shards are dealt to ranks (and loader workers) by
-`datasets.stream.assigned`, so every sample is read by exactly one rank once per epoch. Shards
-rarely divide evenly, so ranks hold different numbers of samples. Nothing is dropped or
-repeated to even them out; instead, before each step the ranks exchange (over the CPU control
-channel) how many samples each brings, and:
+Data split: the epoch's shards are dealt to ranks (and loader workers) by their sample counts
+(`datasets.stream`, EpochPlan), so every sample is read by exactly one rank once per epoch.
+Shards rarely divide evenly, so ranks may hold different numbers of samples (at most a
+shard's worth). Nothing is dropped or repeated to even them out; instead, before each step
+the ranks exchange (over the CPU control channel) how many samples each brings, and:
 - every rank takes the same number of steps: the epoch ends when no rank has samples left;
   a rank that has run out contributes a zero-weight placeholder so that DDP's gradient
   all-reduce still happens on every rank (no hang);
@@ -26,7 +26,7 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.shards import decode_record
-from decodiff.datasets.stream import ShardStream, assigned, collate
+from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, preprocess_for
 from decodiff.harness.distributed import all_sum
@@ -56,15 +56,6 @@ class Step:
 def split_sizes(n: int, parts: int) -> list[int]:
     """n items in `parts` near-equal parts, larger first (some may be 0)."""
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
-
-
-def rank_counts(counts: Sequence[int], seed: int, epoch: int, world: int, workers: int, shuffle: bool) -> list[int]:
-    """Samples per rank in an epoch, from the shard counts (the same deal as ShardStream)."""
-    order = list(range(len(counts)))
-    if shuffle:
-        random.Random(f"{seed}-{epoch}").shuffle(order)  # the permutation ShardStream applies to its urls
-    w = max(1, workers)
-    return [sum(counts[i] for k in range(w) for i in assigned(order, r, world, k, w)) for r in range(world)]
 
 
 class _Augment:
@@ -109,8 +100,7 @@ class TrainFeed:
         if t.batch_size < world:
             raise DataError(f"train.batch_size={t.batch_size} is smaller than the number of processes ({world})")
         self.rank, self.world, self.device = rank, world, device
-        self.seed, self.workers = cfg.run.seed, cfg.data.num_workers
-        self.shuffle = cfg.data.shuffle_buffer > 0
+        self.workers = cfg.data.num_workers
         self.class_ids = data.class_ids
         self.vae = vae
         self.batch_size = t.batch_size
@@ -123,21 +113,23 @@ class TrainFeed:
             urls = [str(Path(location) / n) for n in names]
             by_name = {s.name: s.count for s in manifest.shards}
             self.counts = [by_name[n] for n in names]
-            self.stream = ShardStream(urls, decode=decode_latent, shuffle_buffer=cfg.data.shuffle_buffer,
-                                      seed=cfg.run.seed, rank=rank, world_size=world)
+            self.stream = ShardStream(urls, counts=self.counts, decode=decode_latent,
+                                      shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed, rank=rank,
+                                      world_size=world)
         else:
             names = data.manifest.shard_names("train", data.categories)
             by_name = {s.name: s.count for s in data.manifest.shards}
             self.counts = [by_name[n] for n in names]
             self.augment = _Augment(preprocess_for(cfg, True), cfg.run.seed)
-            self.stream = ShardStream(data.urls("train"), decode=decode_record, transform=self.augment,
-                                      shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed, rank=rank,
-                                      world_size=world)
+            self.stream = ShardStream(data.urls("train"), counts=self.counts, decode=decode_record,
+                                      transform=self.augment, shuffle_buffer=cfg.data.shuffle_buffer,
+                                      seed=cfg.run.seed, rank=rank, world_size=world)
         self.latent_cache = latent_cache is not None
 
     # ---- planning ------------------------------------------------------------------------------
     def rank_counts(self, epoch: int) -> list[int]:
-        return rank_counts(self.counts, self.seed, epoch, self.world, self.workers, self.shuffle)
+        """Samples each rank reads in `epoch` (the stream's plan, from the manifest's counts)."""
+        return self.stream.epoch_plan(self.workers, epoch).rank_counts()
 
     def planned_steps(self, epoch: int) -> int:
         """Optimizer steps of an epoch: the rank with the most samples per step share sets it."""

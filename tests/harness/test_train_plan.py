@@ -6,15 +6,12 @@ import signal
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.shards import ShardSetWriter
-from decodiff.datasets.stream import ShardStream
 from decodiff.harness.ema import EMA
 from decodiff.harness.preemption import PREEMPTED_EXIT, Preempted, PreemptionWatch
 from decodiff.harness.schedules import lr_lambda
-from decodiff.harness.train_feed import rank_counts, split_sizes
+from decodiff.harness.train_feed import split_sizes
 
 
 @pytest.fixture(autouse=True)
@@ -43,38 +40,6 @@ def test_published_schedule_is_per_epoch_over_one_and_a_half_times_and_never_rea
 
 def test_split_sizes():
     assert split_sizes(7, 3) == [3, 2, 2] and split_sizes(2, 4) == [1, 1, 0, 0] and sum(split_sizes(128, 8)) == 128
-
-
-def _shard_set(folder, sizes):
-    w = ShardSetWriter(folder, max_count=10**6)
-    for c, n in enumerate(sizes):
-        for i in range(n):
-            key = f"cat{c}/train/good/{i:03d}"
-            w.add({"__key__": key.replace("/", "_"), "meta.json": json.dumps({"key": key}).encode()},
-                  split="train", category=f"cat{c}", label=0, defect="good", has_mask=False)
-    return w.finish("demo")
-
-
-def _meta_key(rec):
-    return {"key": json.loads(rec["meta.json"])["key"]}
-
-
-@pytest.mark.parametrize("world,workers", [(2, 0), (3, 0), (2, 2)])
-def test_rank_counts_match_what_the_stream_deals(tmp_path, world, workers):
-    sizes = [5, 1, 7, 3, 2, 6, 4]
-    manifest = _shard_set(tmp_path, sizes)
-    urls = [str(tmp_path / s.name) for s in manifest.shards]
-    counts = [s.count for s in manifest.shards]
-    for epoch in range(3):
-        got, keys = [], []
-        for rank in range(world):
-            stream = ShardStream(urls, decode=_meta_key, shuffle_buffer=4, seed=3, rank=rank, world_size=world)
-            stream.set_epoch(epoch)
-            mine = [s["key"] for s in DataLoader(stream, batch_size=None, num_workers=workers)]
-            got.append(len(mine))
-            keys += mine
-        assert got == rank_counts(counts, 3, epoch, world, workers, True)
-        assert sorted(keys) == sorted(f"cat{c}/train/good/{i:03d}" for c, n in enumerate(sizes) for i in range(n))
 
 
 def test_ema_is_the_exponential_average():
