@@ -136,10 +136,11 @@ def _trained(cfg, data, train, payload: dict[str, Any]):
     with training_lock(cfg.run.cache_dir, key):
         processes = int(payload.get("processes", 1))
         ckpt = Path(cfg.run.cache_dir) / "models" / key / "checkpoint" / "model.safetensors"
-        if processes > 1 and not (cfg.train.reuse and ckpt.is_file()):
+        launched = processes > 1 and not (cfg.train.reuse and ckpt.is_file())
+        if launched:
             launch_training(tcfg, Path(payload["folder"]), processes, use_gpu=float(payload.get("gpus", 0)) > 0)
         model, classes, info, reused = trained_model(tcfg, train, vae)
-    return model, classes, {**info, "training_key": key}, vae
+    return model, classes, {**info, "training_key": key, "reused": reused and not launched, "processes": processes}, vae
 
 
 def train_group(payload: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +176,12 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
             "eval_images_per_second": result.images_per_second, "validation_data": val.source if val else None}
 
 
+# Exec the launcher with PR_SET_PDEATHSIG=SIGTERM: if the trial's worker dies (even by SIGKILL), the
+# launcher gets SIGTERM and stops its ranks, which save a checkpoint first (harness/preemption.py).
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+                    "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 def launch_training(cfg, folder: Path, processes: int, use_gpu: bool) -> None:
     """Train with `processes` DDP ranks through `accelerate launch` (one node, the GPUs Ray gave this
     trial via CUDA_VISIBLE_DEVICES); the ranks run `decodiff train` on the trial's config."""
@@ -186,10 +193,13 @@ def launch_training(cfg, folder: Path, processes: int, use_gpu: bool) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--num_machines", "1",
-           "--main_process_port", str(port), "--mixed_precision", cfg.train.mixed_precision, "--dynamo_backend", "no"]
-    cmd += ["--multi_gpu"] if use_gpu else ["--cpu"]
-    cmd += ["-m", "decodiff.harness.cli", "train", "--config", str(cfg_file)]
+           "--main_process_port", str(port), "--mixed_precision", cfg.train.mixed_precision, "--dynamo_backend", "no",
+           "--multi_gpu", "-m", "decodiff.harness.cli", "train", "--config", str(cfg_file)]
+    if sys.platform.startswith("linux"):
+        cmd = [sys.executable, "-c", _DIE_WITH_PARENT, *cmd]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if not use_gpu:
+        env["ACCELERATE_USE_CPU"] = "true"  # the same DDP over gloo (harness/distributed.py)
     print(f"[decodiff] sweep: {' '.join(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, env=env)
     if proc.returncode:
