@@ -238,6 +238,8 @@ class ShardStream(IterableDataset):
         return cls(shard_urls(location, manifest, split, categories), counts=shard_counts(manifest, split, categories), **kw)
 
     def set_epoch(self, epoch: int) -> None:
+        """Call before each epoch's iteration (loader workers copy the stream when they start, so a
+        DataLoader with persistent_workers=True would not see the new epoch)."""
         self.epoch = epoch
 
     def _order(self, epoch: int) -> list[int]:
