@@ -326,7 +326,8 @@ def build_comparison_report(title: str, meta: list[tuple[str, str]], runs: list[
     `missing`: (label, dataset, reason) of runs that were asked for but could not be read."""
     missing = list(missing or [])
     sections: list[Section] = []
-    datasets = list(dict.fromkeys([r.dataset for r in runs] + [m[1] for m in missing]))
+    datasets_known = list(dict.fromkeys([r.dataset for r in runs] + [m[1] for m in missing if m[1] != "unknown"]))
+    datasets = datasets_known or (["unknown"] if missing else [])
     if sweep is not None:
         groups = _sweep_groups(sweep)
     else:
@@ -336,7 +337,9 @@ def build_comparison_report(title: str, meta: list[tuple[str, str]], runs: list[
         sections.append(Section("Results", [Text("No runs to report.")]))
     for ds in datasets:
         entries = [entry_from_runs(label, members) for label, members in groups if members[0].dataset == ds]
-        entries += [missing_entry(label, d, why) for label, d, why in missing if d == ds]
+        # gaps whose dataset is unknown sit with the first dataset's runs
+        entries += [missing_entry(label, d, why) for label, d, why in missing
+                    if d == ds or (ds == datasets[0] and d not in datasets)]
         all_entries += entries
         pub_ds = (published_dataset or ds) if compare_published else None
         pub = published_entries(pub_ds) if pub_ds and published.has_published(pub_ds) else []

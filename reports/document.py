@@ -49,6 +49,30 @@ class Table:
     intervals: bool = False  # print "value [low, high]"
     notes: list[str] = field(default_factory=list)
 
+    def headers(self) -> list[str]:
+        """One name per printed column (a group's name joined in: "Image AUROC")."""
+        header = list(self.columns)
+        if self.subcolumns:
+            header = [f"{c} ({' / '.join(self.subcolumns)})" for c in header] if len(header) > 1 \
+                else [" / ".join(self.subcolumns)]
+        if self.groups:
+            names, i = [], 0
+            for label, n in self.groups:
+                names += [f"{label.split('-')[0]} {h}" for h in header[i:i + n]]
+                i += n
+            header = names + header[i:]
+        return header
+
+    def value_names(self) -> list[str]:
+        """One name per value (cells with several values give one name each): CSV columns."""
+        names = []
+        for i, c in enumerate(self.headers() if not self.subcolumns else self.columns):
+            if self.subcolumns:
+                names += [f"{c} {s}" if len(self.columns) > 1 else s for s in self.subcolumns]
+            else:
+                names.append(c)
+        return names
+
     def marks(self) -> list[list[list[int | None]]]:
         """Rank (1 best, 2 second, None) of every value, rows x columns x values."""
         out = [[[None] * len(c) for c in r.cells] for r in self.rows]
@@ -123,6 +147,6 @@ def value_text(v: Value, intervals: bool = False) -> tuple[str, str]:
     extra = ""
     if v.mean is not None and v.std is not None and v.n > 1:
         extra += f" ± {100.0 * v.std:.1f}"
-    if intervals and v.low is not None and v.high is not None:
+    if intervals and v.mean is not None and v.low is not None and v.high is not None:
         extra += f" [{percent(v.low)}, {percent(v.high)}]"
     return main, extra + v.mark

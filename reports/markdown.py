@@ -23,17 +23,8 @@ def _escape(text: str) -> str:
 
 
 def table_markdown(table: Table) -> str:
-    header = list(table.columns)
-    if table.subcolumns:
-        header = [f"{c} ({' / '.join(table.subcolumns)})" for c in header] if len(table.columns) > 1 \
-            else [" / ".join(table.subcolumns)]
+    header = table.headers()
     lines = [f"*{_escape(table.caption)}*", ""] if table.caption else []
-    if table.groups:  # Markdown has one header row: the group goes into each column's name
-        names, i = [], 0
-        for label, n in table.groups:
-            names += [f"{label.split('-')[0]} {h}" for h in header[i:i + n]]
-            i += n
-        header = names + header[i:]
     lines.append("| " + " | ".join(_escape(h) for h in [table.index_name] + header) + " |")
     lines.append("|" + "---|" * (len(header) + 1))
     marks = table.marks()

@@ -26,12 +26,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 def table_frame(table: Table) -> pd.DataFrame:
     """The table's numbers for machines: percent, full precision, one column per value, with the
     seed std and interval bounds where there are any, and whether a row was measured or copied."""
-    names = []
-    for c in table.columns:
-        if table.subcolumns:
-            names += [f"{c} {s}" if len(table.columns) > 1 else s for s in table.subcolumns]
-        else:
-            names.append(c)
+    names = table.value_names()
     rows = []
     for row in table.rows:
         rec: dict[str, object] = {table.index_name: row.label, "source": row.kind}
