@@ -29,7 +29,7 @@ def test_bench_tiny_end_to_end(tmp_path):
         ("pixel", "auroc"), ("pixel", "auprc"), ("pixel", "f1max"), ("pixel", "aupro")}
     report = Path(out["report"])
     text = report.read_text()
-    assert "| **mean** |" in text and "Image AUROC per defect type" in text and "| grass | scratch |" in text
+    assert "| **mean** |" in text and "Image AUROC per defect type" in text and "| grass / scratch |" in text
     run_dir = report.parent
     for name in ("config.yaml", "provenance.json", "metrics.csv", "image_table.csv", "pixel_table.csv", "maps.npz"):
         assert (run_dir / name).is_file(), name
