@@ -21,9 +21,11 @@ Preemption
   (harness/preemption.py). The script then requeues the job (`scontrol requeue`; the job has
   `--requeue`, logs are appended). The requeued job reruns the same command, and the training
   continues from its checkpoint (the model cache resumes an unfinished training of the same key).
-- A step that exits 75 without a warning (e.g. the launcher forwarded a SIGTERM) is requeued too.
-- SIGTERM to the batch shell (scancel, or preemption with PreemptMode=REQUEUE, where SLURM requeues
-  the job itself) is forwarded to the step so it checkpoints; the script does not requeue then.
+- A step that exits 75 without a warning (its tasks were signalled, e.g. `scancel --signal=TERM
+  ID` to checkpoint now) is requeued too: 75 means "checkpointed, run me again".
+- SIGTERM to the batch shell (scancel, or preemption, where SLURM itself requeues or not as
+  its PreemptMode says) is forwarded to the step so it checkpoints; the script never requeues
+  then, so a cancelled job stays cancelled.
 
 Every task writes `status/<job id>.exit` (its exit code) or `status/<job id>.requeued` into the
 job folder, which `decodiff jobs status` reads once SLURM has forgotten the job.
@@ -200,6 +202,7 @@ say() { echo "[decodiff-job $(date '+%F %T')] $*" >&2; }
 say "task $TASK_ID on $(hostname) (nodes: ${SLURM_JOB_NODELIST:-?}, restart ${SLURM_RESTART_COUNT:-0})"
 
 WARNED=0
+TERMED=0
 STEP_PID=
 STEP_SRUN=0
 # SIGTERM to the running work. A job step's tasks get it from SLURM (`scancel --signal`, which
@@ -215,6 +218,7 @@ on_usr1() {  # the time-limit warning (#SBATCH --signal=B:USR1@...): checkpoint,
   stop_step
 }
 on_term() {  # scancel or preemption: let the run checkpoint; SLURM decides about requeueing
+  TERMED=1
   say "SIGTERM: asking the run to checkpoint and stop"
   stop_step
 }
@@ -238,7 +242,7 @@ run_step() {
 # End the task: requeue after a preemption checkpoint, else record the exit code.
 finish() {
   local rc=$1
-  if [ "$rc" -ne 0 ] && { [ "$WARNED" = 1 ] || [ "$rc" -eq "$PREEMPTED_EXIT" ]; }; then
+  if [ "$rc" -ne 0 ] && [ "$TERMED" = 0 ] && { [ "$WARNED" = 1 ] || [ "$rc" -eq "$PREEMPTED_EXIT" ]; }; then
     say "checkpointed (exit $rc): requeueing job $SLURM_JOB_ID; the run resumes from its checkpoint"
     echo "$rc" > "$JOB_DIR/status/$TASK_ID.requeued"
     scontrol requeue "$SLURM_JOB_ID" || say "scontrol requeue failed; resubmit $JOB_DIR/job.sbatch to resume"

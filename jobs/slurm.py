@@ -69,7 +69,10 @@ class TaskState:
 
 
 def _scontrol(job_id: str) -> list[TaskState]:
-    p = _run([_tool("scontrol"), "-o", "show", "job", job_id.split("_")[0]], f"scontrol show job {job_id}", check=False)
+    """What slurmctld knows about the job; [] when it does not (or cannot be asked from here)."""
+    if shutil.which("scontrol") is None:
+        return []
+    p = _run(["scontrol", "-o", "show", "job", job_id.split("_")[0]], f"scontrol show job {job_id}", check=False)
     if p.returncode != 0:
         return []
     out = []
@@ -92,7 +95,11 @@ def _from_folder(job_id: str, job_dir: Path | None, tasks: int) -> list[TaskStat
         return []
     status = Path(job_dir) / "status"
     base = job_id.split("_")[0]
-    ids = [job_id] if "_" in job_id or tasks <= 1 else [f"{base}_{i}" for i in range(tasks)]
+    if "_" in job_id:
+        ids = [job_id]
+    else:  # the array's tasks: those expected, and any that left a status file
+        found = {p.name.rsplit(".", 1)[0] for p in status.glob(f"{base}_*.*")} if status.is_dir() else set()
+        ids = sorted(found | ({f"{base}_{i}" for i in range(tasks)} if tasks > 1 else set()), key=_order) or [job_id]
     out = []
     for tid in ids:
         exit_file, requeued = status / f"{tid}.exit", status / f"{tid}.requeued"

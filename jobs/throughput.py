@@ -165,12 +165,14 @@ def builtin_profile(name: str, allow_tf32: bool = True) -> DeviceProfile:
     g = GPUS[key]
     fp = g.tf32 if allow_tf32 else g.fp32
     peaks = {"no": fp, "fp16": g.half, "bf16": g.half if key != "v100" else g.fp32}
-    return DeviceProfile(
-        key, g.title,
-        {k: v * TRAIN_UTILISATION for k, v in peaks.items()},
-        {k: v * INFER_UTILISATION for k, v in peaks.items()},
-        f"estimate: {g.title} data-sheet peak x assumed utilisation ({TRAIN_UTILISATION:.0%} training, "
-        f"{INFER_UTILISATION:.0%} inference); measure with benchmarks/train_speed.py and pass --throughput")
+    if key == "cpu":
+        source = (f"estimate: a nominal {g.fp32:g} TFLOP/s per CPU process x assumed utilisation; CPUs differ "
+                  "widely: measure with benchmarks/train_speed.py and pass --throughput")
+    else:
+        source = (f"estimate: {g.title} data-sheet peak x assumed utilisation ({TRAIN_UTILISATION:.0%} training, "
+                  f"{INFER_UTILISATION:.0%} inference); measure with benchmarks/train_speed.py and pass --throughput")
+    return DeviceProfile(key, g.title, {k: v * TRAIN_UTILISATION for k, v in peaks.items()},
+                         {k: v * INFER_UTILISATION for k, v in peaks.items()}, source)
 
 
 def measured_profile(measured: Measured, train_gflops: Callable[[Measurement], float],

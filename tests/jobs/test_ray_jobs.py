@@ -30,6 +30,8 @@ def test_bench_as_a_ray_job(ray_head, shared_work, decodiff):
     summary = json.loads(logs.stdout.strip().splitlines()[-1])
     assert Path(summary["report"]).is_file() and Path(summary["report"]).is_relative_to(work / "runs")
     assert {r["category"] for r in summary["metrics"]} >= {"grass", "brick", "coins", "coffee", "mean"}
+    followed = decodiff("jobs", "logs", job_id, "--follow", cwd=work, env=env)  # ends with the job
+    assert followed.returncode == 0 and followed.stdout == logs.stdout
     status = decodiff("jobs", "status", job_id, cwd=work, env=env)
     assert status.returncode == 0 and "SUCCEEDED" in status.stdout
     # stopping a finished job is harmless; an unknown id is a clear error

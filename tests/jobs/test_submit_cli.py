@@ -161,3 +161,23 @@ def test_jobs_status_of_unknown_ray_job_needs_an_address(here, capsys):
     assert "--address" in capsys.readouterr().err
     assert main(["jobs", "list", "--json"]) == 0
     assert _json(capsys)["jobs"] == []
+
+
+def test_slurm_status_from_the_job_folder_when_slurm_has_forgotten(here, capsys, monkeypatch):
+    """Finished jobs leave SLURM after MinJobAge (and there is no sacct): the status files the
+    job script wrote answer then."""
+    monkeypatch.setenv("PATH", str(here))  # no scontrol to ask: as on a machine where SLURM forgot the job
+    job = here / "job"
+    (job / "status").mkdir(parents=True)
+    (job / "status" / "4242_0.exit").write_text("0\n")
+    (job / "status" / "4242_1.exit").write_text("3\n")
+    (job / "status" / "4242_2.requeued").write_text("75\n")
+    assert main(["jobs", "status", "4242", "--job-dir", str(job), "--json"]) == 0
+    tasks = [(t["id"], t["state"], t["exit_code"]) for t in _json(capsys)["tasks"]]
+    assert tasks == [("4242_0", "COMPLETED", 0), ("4242_1", "FAILED", 3), ("4242_2", "REQUEUED", None)]
+    assert main(["jobs", "status", "4242_1", "--job-dir", str(job), "--json"]) == 0
+    assert [t["id"] for t in _json(capsys)["tasks"]] == ["4242_1"]
+    assert main(["jobs", "wait", "4242", "--job-dir", str(job), "--timeout", "0"]) == 3  # one task still to run
+    capsys.readouterr()
+    assert main(["jobs", "status", "4243"]) == 2  # neither SLURM nor a folder knows it
+    assert "SLURM does not know it" in capsys.readouterr().err
