@@ -158,14 +158,19 @@ def read_logs(job_id: str, job_dir: Path) -> str:
 def follow_logs(job_id: str, job_dir: Path, tasks: int, poll: float = 2.0) -> Iterator[str]:
     """New log text as it is written, until every task has finished."""
     seen: dict[Path, int] = {}
+    last: Path | None = None
     while True:
-        for f in log_files(job_id, job_dir):
+        files = log_files(job_id, job_dir)
+        for f in files:
             if f.is_file():
                 with open(f, errors="replace") as fh:
                     fh.seek(seen.get(f, 0))
                     chunk = fh.read()
                     seen[f] = fh.tell()
                 if chunk:
+                    if len(files) > 1 and f != last:
+                        yield f"==> {f.name} <==\n"  # as `tail -f` marks which file a chunk is from
+                    last = f
                     yield chunk
         try:
             done = all(s.final or s.state == "UNKNOWN" for s in status(job_id, job_dir, tasks))
