@@ -143,12 +143,15 @@ def log_run(
     artifacts: list[Path],
     extra_metrics: dict[str, float] | None = None,
     parent_run_id: str | None = None,
+    artifact_folders: dict[str, Path] | None = None,
 ) -> str:
-    """Log one finished run in one call; returns its MLflow run id."""
+    """Log one finished run in one call; returns its MLflow run id. `artifact_folders` (artifact
+    path -> folder), e.g. a run folder's figures/, tables/ and report_data/, from which
+    `decodiff report` rebuilds the run's report from the server alone."""
     rid = start_run(cfg, run_name=run_name, tags=tags, parent_run_id=parent_run_id)
     try:
         log_results(cfg, rid, records, extra_metrics)
-        log_artifacts(cfg, rid, list(artifacts))
+        log_artifacts(cfg, rid, list(artifacts), artifact_folders)
         end_run(cfg, rid, "FINISHED")
     except Exception:
         end_run(cfg, rid, "FAILED")

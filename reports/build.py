@@ -279,7 +279,8 @@ def build_run_report(run: RunData, published_dataset: str | None = None) -> Repo
         cat_pub = [e for e in pub if any(k[0] not in AGGREGATES and k[1] == level for k in e.values)]
         if cat_pub:
             sec.blocks.append(category_comparison([entry] + cat_pub, ds, level, f"{level}_categories_published",
-                                                  f"{title} beside the paper's {published.CATEGORY_TABLES[(ds, level)][1]}"))
+                                                  f"{title} beside the paper's {published.CATEGORY_TABLES[(ds, level)][1]}; "
+                                                  "each cell: " + " / ".join(LABELS[m] for m in LEVEL_METRICS[level])))
         sections.append(sec)
     if run.samples:
         sections.append(Section("Image AUROC per defect type", [defect_table(run.samples)]))
@@ -362,7 +363,8 @@ def build_comparison_report(title: str, meta: list[tuple[str, str]], runs: list[
                 continue
             sections.append(Section(f"{dataset_title(ds)}: {level} level per category", [category_comparison(
                 cols, table_ds, level, f"{level}_categories_{ds}",
-                f"{dataset_title(ds)}, {level} level: " + " / ".join(LABELS[m] for m in LEVEL_METRICS[level]))]))
+                f"{dataset_title(ds)}, {level} level per category; each cell: "
+                + " / ".join(LABELS[m] for m in LEVEL_METRICS[level]))]))
         if sweep is not None:
             sections += _sweep_sections(sweep, ds, compare_published)
         if pub:

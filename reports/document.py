@@ -52,9 +52,8 @@ class Table:
     def headers(self) -> list[str]:
         """One name per printed column (a group's name joined in: "Image AUROC")."""
         header = list(self.columns)
-        if self.subcolumns:
-            header = [f"{c} ({' / '.join(self.subcolumns)})" for c in header] if len(header) > 1 \
-                else [" / ".join(self.subcolumns)]
+        if self.subcolumns and len(header) == 1:  # several columns: the caption names the cell's values
+            header = [" / ".join(self.subcolumns)]
         if self.groups:
             names, i = [], 0
             for label, n in self.groups:

@@ -48,9 +48,8 @@ def table_html(table: Table) -> str:
     if table.caption:
         out.append(f"<caption>{html.escape(table.caption)}</caption>")
     header = list(table.columns)
-    if table.subcolumns:
-        header = [f"{c} ({' / '.join(table.subcolumns)})" for c in header] if len(header) > 1 \
-            else [" / ".join(table.subcolumns)]
+    if table.subcolumns and len(header) == 1:
+        header = [" / ".join(table.subcolumns)]
     out.append("<thead>")
     if table.groups:
         out.append("<tr><th></th>" + "".join(f'<th colspan="{n}">{html.escape(label)}</th>' for label, n in table.groups)

@@ -1,4 +1,5 @@
-"""Per-category tables in the paper's layout, from the long table of metric records.
+"""Per-category tables of one run as data frames (the run folder's image_table.csv and
+pixel_table.csv), from the long table of metric records; rendering lives in document.py.
 
 The long table has one row per (dataset, category, level, metric) with its value (None
 where undefined, with a reason). Image table: AUROC / AUPRC / F1max; pixel table: AUROC /
@@ -41,34 +42,6 @@ def category_table(df: pd.DataFrame, level: str, aggregates: tuple[str, ...] = (
     return wide.astype(float)
 
 
-def defect_table(samples: list[dict[str, Any]]) -> pd.DataFrame:
-    """Image AUROC per defect type: each defect's images against the category's normal ones."""
-    from sklearn.metrics import roc_auc_score
-
-    rows = []
-    df = pd.DataFrame(samples)
-    if df.empty:
-        return pd.DataFrame(columns=["category", "defect", "images", "image AUROC"])
-    for cat, g in df.groupby("category", sort=True):
-        normal = g[g["label"] == 0]
-        for defect, d in g[g["label"] == 1].groupby("defect", sort=True):
-            value = float("nan")
-            if len(normal):
-                y = [0] * len(normal) + [1] * len(d)
-                value = roc_auc_score(y, list(normal["score"]) + list(d["score"]))
-            rows.append({"category": cat, "defect": defect, "images": len(d), "image AUROC": value})
-    return pd.DataFrame(rows)
-
-
 def fmt(value: float, digits: int = 1) -> str:
     """Percent with one decimal as in the paper; '—' marks a value that is not available."""
     return "—" if value is None or pd.isna(value) else f"{100 * value:.{digits}f}"
-
-
-def to_markdown(table: pd.DataFrame, digits: int = 1, index_name: str = "Category") -> str:
-    cols = list(table.columns)
-    lines = ["| " + " | ".join([index_name] + cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for idx, row in table.iterrows():
-        name = f"**{idx}**" if idx in AGGREGATES else str(idx)
-        lines.append("| " + " | ".join([name] + [fmt(row[c], digits) for c in cols]) + " |")
-    return "\n".join(lines)
