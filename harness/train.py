@@ -128,7 +128,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     latent_shape = (vae.latent_channels, latent, latent)
     run_loss = torch.tensor(pos.loss_sum, device=acc.device)  # this rank's loss since the last log
     start_step, prior_seconds, started = pos.step, pos.seconds, time.time()
-    speed = Throughput()
+    speed = Throughput(acc.device)
     model.train()
     with PreemptionWatch() as watch, Progress("train", total=plan.total - pos.step, unit="step",
                                               stream=None if acc.is_main_process else io.StringIO()) as prog:
@@ -163,7 +163,8 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
                 pos.epoch, pos.consumed = pos.epoch + 1, 0
                 if per_epoch:
                     scheduler.step()
-    seconds, rate = time.time() - started, speed.rate()
+    rate = speed.rate()
+    seconds = time.time() - started
     pos.seconds = prior_seconds + seconds
 
     # ---- final model and state -------------------------------------------------------------------

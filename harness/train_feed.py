@@ -71,20 +71,27 @@ class _Augment:
 
 
 class Throughput:
-    """Samples per second over all ranks, from the end of the first step on (start-up excluded)."""
+    """Samples per second over all ranks, from the end of the first step on (start-up excluded).
+    On a GPU the clock is read after the queued work has finished (two syncs per run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
         self.start: float | None = None
         self.samples = 0
 
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.time()
+
     def add(self, n_global: int) -> None:
         if self.start is None:
-            self.start = time.time()
+            self.start = self._now()
         else:
             self.samples += n_global
 
     def rate(self) -> float:
-        return self.samples / (time.time() - self.start) if self.start is not None and self.samples else 0.0
+        return self.samples / (self._now() - self.start) if self.start is not None and self.samples else 0.0
 
 
 def _identity(x: Any) -> Any:
