@@ -197,22 +197,43 @@ def _tracked(client, run) -> TrackedRun:
                       dict(run.data.metrics), tags.get("mlflow.parentRunId"))
 
 
+def _reader(uri: str):
+    """A client for reading; a SQLite store that does not exist is an error (not a new empty one)."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise TrackingError(f"no MLflow store at {uri} ({path} does not exist; give --tracking-uri)")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries are reported once, as a TrackingError
+    return _client(uri)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
 def read_run(uri: str, run_id: str) -> TrackedRun:
     """One run by id; TrackingError naming the id and the store when it does not exist."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(uri)
+    client = _reader(uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        raise TrackingError(f"MLflow run {run_id!r} not found at {uri} ({str(exc).splitlines()[0][:160]})") from None
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise TrackingError(f"MLflow run {run_id!r} not found at {uri} ({_first_line(exc)})") from None
+        raise TrackingError(f"cannot read MLflow run {run_id!r} from {uri}: {_first_line(exc)}") from None
+    except Exception as exc:  # connection refused, timeouts: one line, not a traceback
+        raise TrackingError(f"cannot read MLflow run {run_id!r} from {uri}: {_first_line(exc)}") from None
     return _tracked(client, run)
 
 
 def experiment_runs(uri: str, experiment: str, *, finished_only: bool = False) -> list[TrackedRun]:
     """Every run of an experiment (parents and nested runs), oldest first."""
-    client = _client(uri)
-    exp = client.get_experiment_by_name(experiment)
+    client = _reader(uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+    except Exception as exc:
+        raise TrackingError(f"cannot read MLflow experiment {experiment!r} from {uri}: {_first_line(exc)}") from None
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
         raise TrackingError(f"MLflow experiment {experiment!r} not found at {uri} "

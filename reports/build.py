@@ -11,7 +11,7 @@ what is missing and why.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -224,13 +224,6 @@ def bootstrap_text(runs: list[RunData]) -> str | None:
 
 
 # ---- reports --------------------------------------------------------------------------------------
-@dataclass
-class Comparison:
-    """What to compare a run or runs with: the paper's methods on `dataset` (None: none)."""
-    dataset: str | None = None
-    methods: list[str] = field(default_factory=list)
-
-
 def published_entries(dataset: str) -> list[Entry]:
     return [entry_from_published(dataset, m) for m in published.methods_for(dataset)]
 

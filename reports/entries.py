@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -156,12 +155,3 @@ def overlaps(a: Value, b: Value) -> bool | None:
     if a.std is not None and b.std is not None:
         return abs(a.mean - b.mean) < a.std + b.std
     return None
-
-
-def describe(entries: list[Entry]) -> list[dict[str, Any]]:
-    """Who is behind each row: run names, MLflow ids, seeds (for the report's run list)."""
-    out = []
-    for e in entries:
-        out.append({"label": e.label, "kind": e.kind, "runs": [(r.name, r.run_id, r.params.get("run.seed")) for r in e.runs],
-                    "note": e.note})
-    return out

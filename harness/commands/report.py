@@ -42,6 +42,25 @@ def default_uri() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # reading: fail within seconds when a server is down (MLflow's default retries take minutes)
+    saved = {k: os.environ.get(k) for k in FAST_FAIL}
+    for k, v in FAST_FAIL.items():
+        os.environ.setdefault(k, v)
+    try:
+        return _run(args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+
+def _run(args: argparse.Namespace) -> int:
     from decodiff.harness.progress import log
     from decodiff.harness.report_inputs import resolve_experiment, resolve_runs, resolve_sweep, scratch_dir
     from decodiff.reports.build import build_comparison_report, build_run_report, sweep_missing

@@ -59,7 +59,9 @@ def tracked_bench(tmp_path_factory) -> TrackedBench:
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server_log = root / "mlflow-server.log"
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", HF_HUB_OFFLINE="1")
+    # the run logs at its end; should the server still be starting then, MLflow's retries wait for it
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", HF_HUB_OFFLINE="1",
+               MLFLOW_HTTP_REQUEST_MAX_RETRIES="8")
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
          "--artifacts-destination", str(root / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
