@@ -10,7 +10,8 @@ import torch
 from decodiff.datasets.imageio import DataError
 from decodiff.harness.ema import EMA
 from decodiff.harness.preemption import PREEMPTED_EXIT, Preempted, PreemptionWatch
-from decodiff.harness.schedules import lr_lambda
+from decodiff.harness.config import TrainSection
+from decodiff.harness.schedules import Plan, lr_lambda, plan_steps
 from decodiff.harness.train_feed import split_sizes
 
 
@@ -36,6 +37,18 @@ def test_published_schedule_is_per_epoch_over_one_and_a_half_times_and_never_rea
     assert f(0) == pytest.approx(0.1) and f(9) == 1.0
     assert f(799) > 0.25  # half-way through its 1200-epoch cosine at the end of training
     assert lr_lambda("constant", 2, 10, 1e-3, 0)(5) == 1.0
+
+
+def test_plan_counts_every_epoch_and_stops_at_max_steps():
+    class Feed:  # an epoch's step count that changes with the epoch, as uneven shard deals do
+        def planned_steps(self, epoch):
+            return 5 if epoch % 2 else 4
+
+    t = TrainSection(epochs=4)
+    assert plan_steps(Feed(), t) == Plan(total=18, per_epoch=4, epochs=4)
+    assert plan_steps(Feed(), TrainSection(epochs=4, max_steps=7)) == Plan(total=7, per_epoch=4, epochs=2)
+    assert plan_steps(Feed(), TrainSection(epochs=4, max_steps=3)).total == 3
+    assert plan_steps(Feed(), TrainSection(epochs=4, max_steps=100)).total == 18
 
 
 def test_split_sizes():
