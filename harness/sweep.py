@@ -144,6 +144,9 @@ def _open_folder(plan: SweepPlan, folder: Path, resume: bool) -> dict[str, Any]:
             raise SweepError(f"{folder} already holds a sweep: --resume continues it (finished trials are kept), "
                              f"--out DIR starts another")
         state = json.loads(state_path.read_text())
+        for run in state.get("runs", []):
+            if run.get("status") == "running":  # that driver was killed before it could say so
+                run["status"] = "killed"
         log(f"sweep: resuming {folder}")
     else:
         if resume:
@@ -250,6 +253,47 @@ def run_sweep(plan: SweepPlan, options: SweepOptions) -> SweepResult:
     return result
 
 
+def _comparison_report(plan: SweepPlan, folder: Path) -> str | None:
+    """The report stage (as `decodiff report --sweep`): settings compared with bootstrap intervals,
+    per-category tables, figures, HTML and LaTeX, beside the paper's numbers where it has some."""
+    from decodiff.harness.report_inputs import resolve_sweep
+    from decodiff.reports import published
+    from decodiff.reports.build import build_comparison_report, sweep_missing
+    from decodiff.reports.write import write_report_files
+
+    try:
+        inputs = resolve_sweep(folder)  # reads sweep.json and results.json
+        datasets = {t.config.data.dataset for t in plan.trials}
+        compare = any(published.has_published(d) for d in datasets)
+        default_ds = inputs.runs[0].dataset if inputs.runs else "unknown"
+        meta = [("sweep folder", str(folder)), ("sweep file", plan.source),
+                ("trials", f"{len(inputs.runs)} of {len(plan.trials)} finished")]
+        if plan.spec.description:
+            meta.append(("description", plan.spec.description.strip()))
+        report = build_comparison_report(f"DeCo-Diff sweep: {plan.name}", meta, inputs.runs,
+                                         list(inputs.missing) + sweep_missing(inputs.sweep, default_ds),
+                                         compare_published=compare, sweep=inputs.sweep)
+        return str(write_report_files(report, folder / "comparison"))
+    except Exception as exc:  # the tables above are already written; a figure must not cost the sweep
+        log(f"sweep: comparison report not written ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _trial_rows(plan: SweepPlan, folder: Path, failed: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    rows = []
+    for t in plan.trials:
+        r = read_result(folder / "trials" / t.id)
+        marker = folder / "trials" / t.id / "mlflow.json"
+        failed_here = failed is not None and t.id in failed
+        rows.append({"trial": t.id, "dataset": t.dataset, "overrides": t.overrides, "group": t.group,
+                     "status": "finished" if r else ("failed" if failed_here else "not run"),
+                     "error": failed.get(t.id) if failed else None, "run_dir": r and r.get("run_dir"),
+                     "report": r and r.get("report"), "attempts": len(attempts(folder / "trials" / t.id)),
+                     "model_checkpoint": r and r.get("train", {}).get("checkpoint"),
+                     "mlflow_run_id": json.loads(marker.read_text())["run_id"] if marker.is_file() else None})
+    return rows
+
+
 def _start_parent(tcfg: Config, plan: SweepPlan, folder: Path, existing: str | None) -> str | None:
     from decodiff.harness.sweep_report import start_parent_run
 
@@ -299,21 +343,15 @@ def _collect(plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[
         "folder": str(folder),
     }
     report = write_sweep_report(folder, plan, results, failed, best, prov)
-    trials = []
-    for t in plan.trials:
-        r = results.get(t.id)
-        marker = folder / "trials" / t.id / "mlflow.json"
-        trials.append({"trial": t.id, "dataset": t.dataset, "overrides": t.overrides, "group": t.group,
-                       "status": "finished" if r else ("failed" if t.id in failed else "not run"),
-                       "error": failed.get(t.id), "run_dir": r and r.get("run_dir"), "report": r and r.get("report"),
-                       "attempts": len(attempts(folder / "trials" / t.id)),
-                       "model_checkpoint": r and r.get("train", {}).get("checkpoint"),
-                       "mlflow_run_id": json.loads(marker.read_text())["run_id"] if marker.is_file() else None})
-    summary = {"run_id": parent, "report": str(report), "metrics": records, "sweep": str(folder),
+    trials = _trial_rows(plan, folder, failed)
+    summary = {"run_id": parent, "report": str(report), "comparison": None, "metrics": records, "sweep": str(folder),
                "status": status if not failed else "finished with failures" if status == "finished" else status,
                "trials": trials, "best": best,
                "objective": {**plan.spec.objective.model_dump(), "split": plan.objective_split()}}
     write_results(folder, summary)
+    if status == "finished" and results:  # the report stage reads results.json, then is named in it
+        summary["comparison"] = _comparison_report(plan, folder)
+        write_results(folder, summary)
     final = "FINISHED" if status == "finished" and not failed and not not_run else \
         "FAILED" if status == "finished" else "KILLED"
     if tcfg is not None and parent:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import secrets
 import signal
@@ -68,6 +69,8 @@ def ray_session(sweep_dir: Path, address: str | None = None, num_cpus: int | Non
             # Ray turns token auth on for a local cluster; a token in the environment keeps it
             # from writing one to ~/.ray/auth_token
             os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        # Ray announces the token auth it turns on for local clusters at WARNING level: not news here
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=str(given),
                  log_to_driver=False, configure_logging=True, logging_level="warning")
         session = RaySession(None, temp, link)

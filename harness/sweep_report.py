@@ -115,7 +115,8 @@ def write_sweep_report(folder: Path, plan: SweepPlan, results: dict[str, dict[st
         lines.append("")
     lines += ["All values in percent; — where a trial has not finished or a value is undefined. "
               "The per-category values of every trial are in metrics.csv (one row per trial, split, "
-              "category and metric) and in each trial's report.", ""]
+              "category and metric) and in each trial's report; comparison/report.html compares the settings "
+              "with bootstrap intervals (and the paper's numbers, for its data sets).", ""]
     path = folder / "report.md"
     tmp = folder / ".report.md.tmp"
     tmp.write_text("\n".join(lines))
@@ -186,6 +187,8 @@ def finish_parent_run(cfg: Config, parent: str, folder: Path, best: dict[str, An
     for name in ("report.md", "metrics.csv", "results.json", "sweep.json"):
         if (folder / name).is_file():
             client.log_artifact(parent, str(folder / name))
+    if (folder / "comparison").is_dir():
+        client.log_artifacts(parent, str(folder / "comparison"), artifact_path="comparison")
     if best:
         client.set_tag(parent, "best_trial", best["trial"])
         client.log_metric(parent, f"best_{best['split']}_{best['metric']}", float(best["value"]))

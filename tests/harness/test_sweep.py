@@ -103,6 +103,8 @@ def test_grid_2x2_end_to_end_with_a_killed_trial_retried(tmp_path, cache):
     report = (folder / "report.md").read_text()
     assert all(t["trial"] in report for t in trials) and "Selected on the test set" in report
     assert all(Path(t["run_dir"]).is_relative_to(folder) for t in trials)
+    assert result["comparison"] == str(folder / "comparison" / "report.md")  # the report stage
+    assert (folder / "comparison" / "report.html").is_file() and "tiny-grid" in Path(result["comparison"]).read_text()
     assert list((folder / "ray").glob("session_*/logs"))  # Ray's session files live in the sweep folder
     assert not glob.glob("/tmp/decodiff-ray-*") or all(
         not os.path.realpath(p).startswith(str(folder)) for p in glob.glob("/tmp/decodiff-ray-*"))
