@@ -1,10 +1,16 @@
 """Processes for training and evaluation: the Accelerator for a config, seeds, a CPU control
 channel between ranks, gathering results on the main process, and a clean shutdown.
 
-Launch (one process per GPU; see the README for N nodes x G GPUs):
+Launch one process per GPU (`--num_processes` is the total over all machines):
+    # one machine, G GPUs
+    accelerate launch --multi_gpu --num_processes G -m decodiff.harness.cli train --config C --out DIR --resume
+    # N machines x G GPUs: the same command on every machine, R = 0..N-1 its rank, HOST machine 0
     accelerate launch --multi_gpu --num_machines N --num_processes N*G --machine_rank R \
-        --main_process_ip HOST --main_process_port 29500 -m decodiff.harness.cli train ...
-On CPU (tests, a laptop) the same with ACCELERATE_USE_CPU=true: gloo instead of NCCL.
+        --main_process_ip HOST --main_process_port 29500 -m decodiff.harness.cli train --config C --out DIR --resume
+    # CPU (tests, a laptop): gloo instead of NCCL
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --num_machines 1 -m decodiff.harness.cli ...
+`--out` (checkpoints) must be on a file system all machines share; `run.cache_dir` (shards,
+VAE, latent cache) may be shared or per machine (each machine's first process then builds it).
 
 The control channel is a gloo process group beside NCCL: the small per-step exchanges (sample
 counts, preemption, evaluation results) go over it as CPU tensors, so they never make the CPU
