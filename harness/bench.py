@@ -45,14 +45,22 @@ def bench(cfg: Config) -> BenchResult:
     vae = get_vae(cfg, data)
     model, classes, train_info, _ = trained_model(cfg, data, vae)
     result = evaluate(cfg, data, model, vae, classes, out=run_dir)
+    unc, qual = report_extras(cfg, data, model, vae, classes, result)
+    return finish_run(cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc,
+                      qualitative=qual)
+
+
+def report_extras(cfg: Config, data: PreparedData, model: Any, vae: FrozenVAE, classes: list[str],
+                  result: EvalResult) -> tuple[Uncertainty | None, dict[str, Any] | None]:
+    """What the report shows beyond the metrics, for a caller that still holds the model: the
+    bootstrap intervals and the qualitative examples with their correction trajectories."""
     unc = run_uncertainty(cfg, result)
     qual = None
     if result.samples:
         from decodiff.harness.qualitative import qualitative_examples
 
         qual = qualitative_examples(cfg, data, model, vae, classes, result.samples, unc.image_quality if unc else {})
-    return finish_run(cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc,
-                      qualitative=qual)
+    return unc, qual
 
 
 def run_uncertainty(cfg: Config, result: EvalResult) -> Uncertainty | None:

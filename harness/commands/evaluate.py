@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    from decodiff.harness.bench import finish_run
+    from decodiff.harness.bench import finish_run, report_extras
     from decodiff.harness.checkpoint import load_model
     from decodiff.harness.data import prepare_data
     from decodiff.harness.evaluate import evaluate
@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = new_run_dir(cfg, "evaluate")
     result = evaluate(cfg, data, model, vae, spec["classes"], out=run_dir)
     info = {**info, "checkpoint": str(args.checkpoint), "reused": True}
-    res = finish_run(cfg, run_dir, data, vae, info, result, kind="evaluate", started=t0)
+    unc, qual = report_extras(cfg, data, model, vae, spec["classes"], result)  # intervals, examples, trajectories
+    res = finish_run(cfg, run_dir, data, vae, info, result, kind="evaluate", started=t0, uncertainty=unc,
+                     qualitative=qual)
     log(f"report: {res.report}")
     log(f"mean: {headline(res.records)}")
     if args.json:
