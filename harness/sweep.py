@@ -85,22 +85,27 @@ def check_data(plan: SweepPlan) -> dict[str, Any]:
     categories must exist. Returns manifests by shard location. Raises SweepError (one line)."""
     from decodiff.datasets.stream import load_manifest
 
+    from decodiff.harness.vae_fit import resolve_pretrained
+
     manifests: dict[str, Any] = {}
     seen: set[str] = set()
     for t in plan.trials:
         d = t.config.data
-        key = json.dumps([t.dataset, d.dataset, d.shards, d.root, d.categories])
+        pre = t.config.vae.pretrained
+        key = json.dumps([t.dataset, d.dataset, d.shards, d.root, d.categories, pre])
         if key in seen:
             continue
         seen.add(key)
+        if pre and not (resolve_pretrained(pre) / "config.json").is_file():
+            raise SweepError(f"{plan.source}: trial {t.label}: vae.pretrained={pre}: no VAE folder there "
+                             f"(expected config.json, as save_pretrained writes)")
         if d.shards:
             if d.shards not in manifests:
                 try:
                     manifests[d.shards] = load_manifest(_abs(d.shards))
                 except (DataError, OSError, ValueError) as exc:
                     raise SweepError(f"{plan.source}: data set '{t.dataset}' is not sharded at {d.shards} ({exc})") from None
-            cats = d.categories or []
-            unknown = [c for c in cats if c not in manifests[d.shards].categories]
+            unknown = [c for c in d.categories or [] if c not in manifests[d.shards].categories]
             if unknown:
                 raise SweepError(f"{plan.source}: data set '{t.dataset}': unknown categories {unknown} "
                                  f"(the shards at {d.shards} have {sorted(manifests[d.shards].categories)})")
@@ -207,6 +212,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions) -> SweepResult:
     failed: dict[str, str] = {}
     status = "interrupted"
     try:
+        _adopt_earlier(plan, folder)
         todo = [t for t in plan.trials if read_result(folder / "trials" / t.id) is None]
         if len(todo) < len(plan.trials):
             log(f"sweep: {len(plan.trials) - len(todo)} of {len(plan.trials)} trials already finished; they are kept")
@@ -292,6 +298,44 @@ def _trial_rows(plan: SweepPlan, folder: Path, failed: dict[str, str] | None = N
                      "model_checkpoint": r and r.get("train", {}).get("checkpoint"),
                      "mlflow_run_id": json.loads(marker.read_text())["run_id"] if marker.is_file() else None})
     return rows
+
+
+def _adopt_earlier(plan: SweepPlan, folder: Path) -> None:
+    """Finished trials whose ids changed (a config field added by a code update) are recognised by
+    their resolved config and kept under the new id; their folders stay where they are."""
+    import yaml
+
+    from decodiff.harness.sweep_spec import same_experiment
+    from decodiff.harness.sweep_trial import write_result_once
+
+    trials_dir = folder / "trials"
+    known = {t.id for t in plan.trials}
+    earlier = {}
+    for path in sorted(trials_dir.iterdir()) if trials_dir.is_dir() else []:
+        r = read_result(path)
+        if path.name not in known and r is not None and r.get("run_dir") and "adopted_from" not in r:
+            earlier[path.name] = r
+    for t in plan.trials:
+        if not earlier or read_result(trials_dir / t.id) is not None:
+            continue
+        validation = plan.spec.validation.model_dump() if plan.spec.validation else None
+        for old_id, r in list(earlier.items()):
+            if r.get("dataset") != t.dataset or r.get("validation") != validation:
+                continue
+            try:
+                old_cfg = yaml.safe_load((Path(r["run_dir"]) / "config.yaml").read_text())
+            except (OSError, yaml.YAMLError):
+                continue
+            if same_experiment(old_cfg, t.config):
+                (trials_dir / t.id).mkdir(parents=True, exist_ok=True)
+                write_result_once(trials_dir / t.id, {**r, "id": t.id, "adopted_from": old_id})
+                marker = trials_dir / old_id / "mlflow.json"
+                if marker.is_file():
+                    write_json_atomic(trials_dir / t.id / "mlflow.json", json.loads(marker.read_text()))
+                log(f"sweep: trial {t.id} is finished trial {old_id} (same settings; config keys added since "
+                    f"are at their defaults): kept, not rerun")
+                del earlier[old_id]
+                break
 
 
 def _start_parent(tcfg: Config, plan: SweepPlan, folder: Path, existing: str | None) -> str | None:

@@ -91,6 +91,7 @@ def _restore_sigterm(handler) -> None:
 
 
 def _progress_callback(labels: dict[str, str], phase: str, retries: int):
+    total = len(labels)
     from ray import tune
 
     class SweepProgress(tune.Callback):
@@ -98,6 +99,7 @@ def _progress_callback(labels: dict[str, str], phase: str, retries: int):
 
         def __init__(self) -> None:
             self.started: dict[str, float] = {}
+            self.done = 0
 
         def _name(self, trial) -> str:
             tid = trial.config.get("id", "?")
@@ -111,14 +113,17 @@ def _progress_callback(labels: dict[str, str], phase: str, retries: int):
             secs = time.time() - self.started.get(trial.trial_id, time.time())
             obj = (trial.last_result or {}).get("objective")
             extra = f", objective {obj:.4f}" if isinstance(obj, float) else ""
-            log(f"{phase}: finished {self._name(trial)} in {secs:.0f}s{extra}")
+            self.done += 1
+            log(f"{phase}: finished {self._name(trial)} in {secs:.0f}s{extra} [{self.done}/{total} done]")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
             log(f"{phase}: {self._name(trial)} failed ({_first_line(trial)}); retrying "
                 f"({trial.run_metadata.num_failures} of {retries} retries used)")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            log(f"{phase}: {self._name(trial)} failed after {retries} retries ({_first_line(trial)})")
+            self.done += 1
+            log(f"{phase}: {self._name(trial)} failed after {retries} retries ({_first_line(trial)}) "
+                f"[{self.done}/{total} done]")
 
     return SweepProgress()
 
@@ -127,7 +132,7 @@ def _first_line(trial) -> str:
     path = getattr(trial, "error_file", None) or ""
     try:
         lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
-        return lines[-1][:200] if lines else "error"
+        return lines[-1].split(". ")[0][:200] if lines else "error"
     except OSError:
         return "error"
 
@@ -139,6 +144,7 @@ def run_phase(phase: str, payloads: dict[str, dict[str, Any]], labels: dict[str,
 
     if not payloads:
         return {}
+    labels = {k: labels.get(k, "") for k in payloads}
     trainable = tune.with_resources(tune.with_parameters(entry, payloads=payloads),
                                     {k: v for k, v in resources.items() if v})
     tuner = tune.Tuner(

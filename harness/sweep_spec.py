@@ -387,3 +387,22 @@ def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), s
         raise SweepError(f"{source}: no trials left ({dropped} excluded)")
     axes = list(dict.fromkeys(k for t in trials.values() for k in t.overrides))
     return SweepPlan(spec.name or Path(source).stem, source, spec, base, list(trials.values()), list(overrides), axes)
+
+
+def same_experiment(old: dict[str, Any], new: Config) -> bool:
+    """Whether a finished trial's resolved config (from an earlier version of the code or of the
+    sweep file) is the experiment `new` describes: equal on every key both know, and every key
+    only the new code knows at its default. So a code update that adds a config field does not
+    turn finished trials into new ones, while any changed value does."""
+    def flat(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in flatten(d).items() if not any(k == b or k.startswith(b + ".") for b in BOOKKEEPING)}
+
+    a, b, defaults = flat(old), flat(new.to_dict()), flat(Config().to_dict())
+    for key, value in b.items():
+        if key in a:
+            if json.dumps(a[key], sort_keys=True) != json.dumps(value, sort_keys=True):
+                return False
+        elif key not in defaults or json.dumps(defaults[key]) != json.dumps(value):
+            return False
+    return True
+

@@ -173,7 +173,8 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "trial", "id": payload["id"], "dataset": payload.get("dataset"), "overrides": payload.get("overrides"),
             "run_dir": str(bench.run_dir.resolve()), "report": str(bench.report.resolve()), "records": result.records,
             "validation_records": val_records, "train": info, "seconds": round(time.time() - started, 1),
-            "eval_images_per_second": result.images_per_second, "validation_data": val.source if val else None}
+            "eval_images_per_second": result.images_per_second, "validation": payload.get("validation"),
+            "validation_data": val.source if val else None}
 
 
 # Exec the launcher with PR_SET_PDEATHSIG=SIGTERM: if the trial's worker dies (even by SIGKILL), the

@@ -104,6 +104,10 @@ def test_unsharded_data_set_is_an_error_before_anything(tmp_path):
     plan = plan_sweep(write(tmp_path, spec), shards={"mvtec": str(tmp_path / "nowhere")})
     with pytest.raises(SweepError, match="is not sharded at"):
         check_data(plan)
+    plan = plan_sweep(write(tmp_path, {"config": "tiny", "grid": {"infer.gamma_p": [0.2]}}),
+                      [f"vae.pretrained={tmp_path / 'no-vae'}"])
+    with pytest.raises(SweepError, match="no VAE folder there"):
+        check_data(plan)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -158,3 +162,27 @@ def test_dry_run_lists_trials_and_cost(tmp_path, capsys):
     assert [t["overrides"] for t in out["trials"]] == [
         {"train.max_steps": 10, "infer.reverse_steps": 1}, {"train.max_steps": 10, "infer.reverse_steps": 2},
         {"train.max_steps": 20, "infer.reverse_steps": 1}, {"train.max_steps": 20, "infer.reverse_steps": 2}]
+
+
+def test_resume_keeps_trials_whose_ids_changed_with_the_code(tmp_path):
+    """A finished trial written before a config field existed is recognised by its config."""
+    from decodiff.harness.config import to_yaml
+    from decodiff.harness.sweep import _adopt_earlier
+
+    plan = plan_sweep(write(tmp_path, {"config": "tiny", "grid": {"infer.gamma_p": [0.2, 0.4]}}))
+    folder = tmp_path / "sweep"
+    for old_id, trial, change in (("told1", plan.trials[0], None), ("told2", plan.trials[1], ("lr", 0.5))):
+        cfg = yaml.safe_load(to_yaml(trial.config))
+        del cfg["train"]["keep_checkpoints"]  # the old code had no such field
+        if change:
+            cfg["train"][change[0]] = change[1]  # a different experiment
+        run_dir = folder / "trials" / old_id / "run"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (folder / "trials" / old_id / "result.json").write_text(json.dumps(
+            {"id": old_id, "dataset": "demo", "validation": None, "run_dir": str(run_dir), "records": []}))
+    _adopt_earlier(plan, folder)
+    adopted = json.loads((folder / "trials" / plan.trials[0].id / "result.json").read_text())
+    assert adopted["adopted_from"] == "told1" and adopted["id"] == plan.trials[0].id
+    assert not (folder / "trials" / plan.trials[1].id / "result.json").exists()
+    assert (folder / "trials" / "told1" / "result.json").is_file()  # nothing moved or lost
