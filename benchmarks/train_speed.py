@@ -14,8 +14,9 @@ speed is measured. Training rates exclude the first optimizer step (start-up); t
 is built once beforehand and its build rate reported apart. The VAE is the project's CPU one
 (`--vae small`: the f8-small AutoencoderKL) or the Stable-Diffusion KL-f8 architecture
 (`--vae sd`: 83.7M parameters, random weights, as costly as sd-vae-ft-ema). Timings on a
-shared machine are noisy: rows run one after another in the same conditions, and the ratios
-matter more than the absolute numbers.
+shared machine are noisy: rows run interleaved (cache on/off side by side, `--repeat` rounds,
+the fastest counts), and each row also reports samples per CPU-second (CPU time of all its
+processes over the timed steps), which other load on the machine does not inflate.
 
     python benchmarks/train_speed.py                 # CPU, XS, a few minutes
     python benchmarks/train_speed.py --vae sd --eval-images 4
@@ -55,7 +56,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from decodiff.harness.config import build_config
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.distributed import make_accelerator, shutdown
+    from decodiff.harness.distributed import gather_to_main, make_accelerator, shutdown
     from decodiff.harness.vae_fit import get_vae
 
     if args.threads:
@@ -71,7 +72,9 @@ def worker(args: argparse.Namespace) -> None:
             data = prepare_data(cfg)
             vae = get_vae(cfg, data)
         res = train(cfg, data, vae, work / Path(args.result).stem, accelerator=acc)  # the same folder on every rank
-        result = {"samples_per_second": res.samples_per_second, "steps": res.steps, "seconds": res.seconds}
+        cpu = gather_to_main(res.timed_cpu_seconds)
+        result = {"samples_per_second": res.samples_per_second, "steps": res.steps, "seconds": res.seconds,
+                  "samples_per_cpu_second": res.timed_samples / sum(cpu) if cpu and sum(cpu) else 0.0}
         is_main = acc.is_main_process
     else:
         from decodiff.harness.evaluate import evaluate
@@ -81,8 +84,10 @@ def worker(args: argparse.Namespace) -> None:
         vae = get_vae(cfg, data)
         torch.manual_seed(0)
         model = build_unet(args.size, num_classes=len(data.categories), sample_size=vae.latent_size(256))
+        cpu0 = time.process_time()
         ev = evaluate(cfg, data, model, vae, data.categories, out=None)
-        result = {"images_per_second": ev.images_per_second, "images": len(ev.samples), "seconds": ev.seconds}
+        result = {"images_per_second": ev.images_per_second, "images": len(ev.samples), "seconds": ev.seconds,
+                  "images_per_cpu_second": len(ev.samples) / (time.process_time() - cpu0)}
         is_main = True
     if is_main:
         Path(args.result).write_text(json.dumps(result))
@@ -161,7 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", default="XS")
     ap.add_argument("--batch", type=int, default=4, help="global batch per optimizer step (default 4)")
-    ap.add_argument("--steps", type=int, default=4, help="optimizer steps per run; the first is not timed")
+    ap.add_argument("--steps", type=int, default=6, help="optimizer steps per run; the first is not timed")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"))
     ap.add_argument("--vae", default="small", choices=("small", "sd"))
@@ -221,13 +226,13 @@ def main() -> None:
           f"({cores} cores); best of {args.repeat} run(s) per row")
     print(f"latent cache build: {setup['latent_cache_images_per_second']:.2f} encodings/s "
           f"({setup['train_images']} images x {setup['latent_cache_variants']} variants)")
-    print(f"{'latent cache':>12} {'processes':>9} {'threads':>7} {'samples/s':>10} {'vs 1x1':>7}")
+    print(f"{'latent cache':>12} {'processes':>9} {'threads':>7} {'samples/s':>10} {'vs 1x1':>7} {'per CPU-s':>10}")
     base = {r["latent_cache"]: r["samples_per_second"] for r in rows if (r["processes"], r["threads_per_process"]) == rows_spec[0]}
     rows.sort(key=lambda r: (not r["latent_cache"], rows_spec.index((r["processes"], r["threads_per_process"]))))
     for r in rows:
         rel = r["samples_per_second"] / base[r["latent_cache"]] if base.get(r["latent_cache"]) else float("nan")
         print(f"{'on' if r['latent_cache'] else 'off':>12} {r['processes']:>9} {r['threads_per_process'] or 'all':>7} "
-              f"{r['samples_per_second']:>10.3f} {rel:>7.2f}")
+              f"{r['samples_per_second']:>10.3f} {rel:>7.2f} {r['samples_per_cpu_second']:>10.3f}")
     for procs, threads in rows_spec:
         on = [r for r in rows if r["latent_cache"] and (r["processes"], r["threads_per_process"]) == (procs, threads)]
         off = [r for r in rows if not r["latent_cache"] and (r["processes"], r["threads_per_process"]) == (procs, threads)]
@@ -235,8 +240,9 @@ def main() -> None:
             print(f"latent cache speed-up at {procs}x{threads or 'all'}: "
                   f"{on[0]['samples_per_second'] / off[0]['samples_per_second']:.1f}x")
     if evaluation:
-        print(f"evaluation: {evaluation['images_per_second']:.3f} images/s ({evaluation['images']} images, 5 reverse "
-              f"steps, 2 decodes and maps per image, batch {args.eval_batch})")
+        print(f"evaluation: {evaluation['images_per_second']:.3f} images/s, {evaluation['images_per_cpu_second']:.3f} per "
+              f"CPU-second ({evaluation['images']} images, 5 reverse steps, 2 decodes and maps per image, "
+              f"batch {args.eval_batch})")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 

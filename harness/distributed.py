@@ -21,12 +21,13 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 
 from decodiff.harness.config import Config, ConfigError
 
@@ -49,8 +50,10 @@ def make_accelerator(cfg: Config) -> Accelerator:
     if not cpu and t.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    # the other ranks wait at a barrier while the main process makes shards or a VAE (can be long)
+    timeout = InitProcessGroupKwargs(timeout=timedelta(hours=2))
     acc = Accelerator(cpu=cpu, mixed_precision=t.mixed_precision, gradient_accumulation_steps=1,
-                      dynamo_backend="inductor" if t.compile else "no")
+                      dynamo_backend="inductor" if t.compile else "no", kwargs_handlers=[timeout])
     control_group()  # every rank creates it here, in the same order
     if dist.is_initialized():
         atexit.register(shutdown)

@@ -47,6 +47,8 @@ class TrainResult:
     samples_per_second: float  # after the first step (start-up excluded), this process's run only
     resumed_from: int | None = None
     weights_sha256: str = ""  # of the trained weights, the same on every rank (checked)
+    timed_samples: int = 0  # samples (all ranks) behind samples_per_second
+    timed_cpu_seconds: float = 0.0  # CPU time of this rank over those steps
 
 
 def make_process(cfg: Config) -> DeviationProcess:
@@ -163,7 +165,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
                 pos.epoch, pos.consumed = pos.epoch + 1, 0
                 if per_epoch:
                     scheduler.step()
-    rate = speed.rate()
+    rate, cpu = speed.rate(), speed.cpu_seconds()
     seconds = time.time() - started
     pos.seconds = prior_seconds + seconds
 
@@ -180,4 +182,4 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
         save_model(ckpt, net, spec, info, state=ema.averaged_state(net) if ema is not None else None)
     barrier()
     return TrainResult(ckpt, pos.step, pos.epoch, seconds, float(pos.loss if pos.loss is not None else float("nan")),
-                       rate, resumed_from, digest)
+                       rate, resumed_from, digest, speed.samples, cpu)

@@ -77,6 +77,7 @@ class Throughput:
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.start: float | None = None
+        self.cpu_start = 0.0
         self.samples = 0
 
     def _now(self) -> float:
@@ -86,12 +87,17 @@ class Throughput:
 
     def add(self, n_global: int) -> None:
         if self.start is None:
-            self.start = self._now()
+            self.start, self.cpu_start = self._now(), time.process_time()
         else:
             self.samples += n_global
 
     def rate(self) -> float:
         return self.samples / (self._now() - self.start) if self.start is not None and self.samples else 0.0
+
+    def cpu_seconds(self) -> float:
+        """CPU time this process spent in the timed steps (all its threads): a measure that
+        other load on a shared machine does not inflate."""
+        return time.process_time() - self.cpu_start if self.start is not None else 0.0
 
 
 def _identity(x: Any) -> Any:
