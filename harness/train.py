@@ -117,6 +117,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
             f"{len(data.categories)} classes, latent {vae.latent_channels}x{latent}x{latent}, "
             f"{'latent cache' if cache else 'images + VAE'}; {plan.total} steps ({plan.per_epoch} per epoch) of global "
             f"batch {t.batch_size} over {world} process(es) on {acc.device}"
+            + (f" (samples per rank in epoch 0: {feed.rank_counts(0)})" if world > 1 else "")
             + (f"; resumed at step {pos.step} (epoch {pos.epoch})" if resumed_from is not None else ""))
 
     def checkpoint(reason: str) -> Path:
