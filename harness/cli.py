@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nor sent
     from decodiff.datasets.imageio import DataError
     from decodiff.harness.checkpoint import CheckpointError
     from decodiff.harness.config import ConfigError
