@@ -175,7 +175,8 @@ def log_child_run(cfg: Config, parent: str, plan: SweepPlan, trial: TrialPlan, r
                                   "pixel_table.csv", "defect_table.csv", "validation_metrics.csv")]
     return log_run(trial.config.model_copy(update={"tracking": cfg.tracking}), result.get("records") or [],
                    run_name=f"{plan.name}/{trial.id}", tags=tags, artifacts=arts, extra_metrics=extra,
-                   parent_run_id=parent)
+                   parent_run_id=parent,
+                   artifact_folders={n: run_dir / n for n in ("report_data", "figures", "tables") if (run_dir / n).is_dir()})
 
 
 def finish_parent_run(cfg: Config, parent: str, folder: Path, best: dict[str, Any] | None, status: str) -> None:
