@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from decodiff.harness.errors import CheckpointError  # noqa: F401 (re-exported)
 from decodiff.models.unet import DeviationUNet, build_unet
 
 STATE_DIR = "train_state"
@@ -37,9 +38,6 @@ LATEST = "latest.json"
 STATE_FORMAT = "decodiff-train-state/1"
 _STEP_RE = re.compile(r"^step-(\d{8})$")
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names it and why."""
 
 
 def model_spec(size: str, num_classes: int, conditional: bool, latent_channels: int, sample_size: int,

@@ -15,8 +15,7 @@ e.g. `decodiff bench --config demo train.max_steps=500 infer.reverse_steps=2`.
 Results go to stderr as progress and to stdout with --json (one JSON object)."""
 
 
-class UsageError(Exception):
-    """Bad command-line usage: exit code 2."""
+from decodiff.harness.errors import UsageError  # noqa: E402,F401 (commands raise it as cli.UsageError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nor sent
     from decodiff.datasets.imageio import DataError
-    from decodiff.harness.checkpoint import CheckpointError
+    from decodiff.harness.errors import CheckpointError
     from decodiff.harness.config import ConfigError
-    from decodiff.models.vae import VAEError
+    from decodiff.models.errors import VAEError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -73,7 +73,7 @@ class ModelSection(Section):
     @field_validator("size")
     @classmethod
     def _known(cls, v: str) -> str:
-        from decodiff.models.unet import UNET_PRESETS
+        from decodiff.models.unet_presets import UNET_PRESETS
 
         if v not in UNET_PRESETS:
             raise ValueError(f"must be one of {sorted(UNET_PRESETS)}")

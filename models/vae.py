@@ -15,6 +15,8 @@ import torch
 from diffusers import AutoencoderKL
 from torch import nn
 
+from decodiff.models.errors import VAEError  # noqa: F401 (re-exported)
+
 # Small KL autoencoders for CPU runs; `factor` is the spatial down-sampling.
 # Few channels at full resolution, where a CPU spends most of its time.
 SMALL_VAE_PRESETS: dict[str, dict[str, Any]] = {
@@ -24,8 +26,6 @@ SMALL_VAE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class VAEError(ValueError):
-    """A VAE folder that cannot be used: the message names it and what was expected."""
 
 
 def build_small_vae(preset: str = "f8-small") -> AutoencoderKL:

@@ -1,0 +1,6 @@
+"""Error types of decodiff.models, importable without torch or diffusers (the CLI maps them to
+exit codes before loading anything heavy)."""
+
+
+class VAEError(ValueError):
+    """A VAE folder or file that cannot be used: the message names it and what was expected."""
