@@ -54,6 +54,7 @@ class SlurmResources:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
+    processes_per_node: int | None = None  # training processes per node (default: GPUs per node, 1 on CPU nodes)
     grace: int = 120  # seconds between the USR1 warning and the time limit
     max_parallel: int | None = None  # array tasks running at once (%N)
     sbatch_args: list[str] = field(default_factory=list)  # extra `#SBATCH` options, verbatim
@@ -67,6 +68,10 @@ class SlurmResources:
             raise JobError(f"--cpus-per-task {self.cpus_per_task}: expected 1 or more")
         if self.grace < 0:
             raise JobError(f"--grace {self.grace}: expected seconds >= 0")
+        if self.processes_per_node is not None and self.processes_per_node < 1:
+            raise JobError(f"--processes-per-node {self.processes_per_node}: expected 1 or more")
+        if self.processes_per_node and self.gpus_per_node and self.processes_per_node > self.gpus_per_node:
+            raise JobError(f"--processes-per-node {self.processes_per_node}: more than the {self.gpus_per_node} GPUs per node")
         if self.max_parallel is not None and self.max_parallel < 1:
             raise JobError(f"--max-parallel {self.max_parallel}: expected 1 or more")
         if self.time is not None:
@@ -77,8 +82,8 @@ class SlurmResources:
 
     @property
     def processes(self) -> int:
-        """Training processes: one per GPU, or one per node on CPU nodes."""
-        return self.nodes * max(1, self.gpus_per_node)
+        """Training processes: one per GPU (or per --processes-per-node), one per CPU node."""
+        return self.nodes * (self.processes_per_node or max(1, self.gpus_per_node))
 
     @property
     def grace_seconds(self) -> int:
@@ -298,10 +303,8 @@ def _config_body(job: SlurmJob, res: SlurmResources) -> str:
         "--main_process_port \"$MAIN_PORT\"",
         "--num_processes \"$NUM_PROCESSES\"",
     ]
-    if res.gpus_per_node > 0:
-        launch += ["--multi_gpu", "--gpu_ids all"]
-    else:
-        launch += ["--cpu"]
+    # torchrun's launcher for GPUs and CPUs alike (ACCELERATE_USE_CPU=true: gloo instead of NCCL)
+    launch += ["--multi_gpu"] + (["--gpu_ids all"] if res.gpus_per_node > 0 else [])
     if res.nodes > 1:
         launch += ["--rdzv_backend static", "--same_network"]
     launch += [f"--mixed_precision {q(job.mixed_precision)}", "--dynamo_backend no", "--max_restarts 0",
@@ -311,6 +314,10 @@ def _config_body(job: SlurmJob, res: SlurmResources) -> str:
         'MAIN_PORT=$(free_port $((20000 + SLURM_JOB_ID % 20000)))',
         f"NUM_PROCESSES={res.processes}",
         'export MAIN_ADDR MAIN_PORT NUM_PROCESSES CONFIG',
+    ]
+    if res.gpus_per_node == 0:
+        out.append("export ACCELERATE_USE_CPU=true  # CPU nodes: processes talk over gloo")
+    out += [
         'say "training on $SLURM_NNODES node(s) x $GPUS_PER_NODE GPU(s): $NUM_PROCESSES processes, main $MAIN_ADDR:$MAIN_PORT"',
         "# one launcher per node; the single quotes defer $SLURM_NODEID to each node",
         "run_step srun --nodes=\"$SLURM_NNODES\" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '"

@@ -42,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--nodes", "-N", type=int, default=1, help="nodes (default 1)")
     s.add_argument("--gpus-per-node", "-G", type=int, default=0, help="GPUs per node (default 0: CPU)")
     s.add_argument("--cpus-per-task", type=int, help="CPUs per node (one task per node)")
+    s.add_argument("--processes-per-node", type=int,
+                   help="training processes per node (default: one per GPU; 1 on CPU nodes)")
     s.add_argument("--mem", help="memory per node, sbatch syntax (e.g. 200G; 0 = all)")
     s.add_argument("--partition", "-p")
     s.add_argument("--time", "-t", help="time limit (minutes, H:MM:SS or D-HH:MM:SS); checked against the plan")
@@ -309,7 +311,8 @@ def run_slurm(args: argparse.Namespace) -> int:
     res = sbatch.SlurmResources(nodes=args.nodes, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
                                 mem=args.mem, time=args.time, partition=args.partition, account=args.account,
                                 qos=args.qos, constraint=args.constraint, grace=args.grace,
-                                max_parallel=args.max_parallel, sbatch_args=args.sbatch_arg)
+                                max_parallel=args.max_parallel, sbatch_args=args.sbatch_arg,
+                                processes_per_node=args.processes_per_node)
     try:
         res.check()
         if args.kind == "sweep" and (args.per_category is not None or args.array or len(configs) > 1):

@@ -96,6 +96,15 @@ def test_one_node(tmp_path):
     assert (a.num_machines, a.machine_rank, a.num_processes, a.multi_gpu) == (1, 0, 4, True)
     assert a.rdzv_backend == "static" and not a.same_network  # accelerate's default; no multi-node options
     assert f"export PATH={shlex.quote(str(BIN))}:" in text
+    # a CPU node with two processes: the same launcher, gloo (ACCELERATE_USE_CPU)
+    text = render(_job(tmp_path), SlurmResources(nodes=1, processes_per_node=2))
+    _bash_n(text, tmp_path)
+    assert "export ACCELERATE_USE_CPU=true" in text and "NUM_PROCESSES=2" in text and "gpus-per-node" not in text
+    a = _parse_accelerate(_launcher_argv(text, {"SLURM_NNODES": "1", "SLURM_NODEID": "0", "MAIN_ADDR": "n1",
+                                                "MAIN_PORT": "20001", "NUM_PROCESSES": "2", "CONFIG": "c.yaml"}))
+    assert (a.num_processes, a.multi_gpu, a.gpu_ids) == (2, True, None)
+    with pytest.raises(JobError, match="processes-per-node"):
+        render(_job(tmp_path), SlurmResources(gpus_per_node=4, processes_per_node=8))
 
 
 def test_multi_node_bench_trains_on_all_nodes_then_evaluates_once(tmp_path):
