@@ -343,7 +343,7 @@ def _sweep_body(job: SlurmJob, res: SlurmResources) -> str:
     cpus = '${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}'
     return "\n".join([
         f"GRID={q(str(job.grid))}",
-        f'SWEEP_DIR="$JOB_DIR/sweep"',
+        'SWEEP_DIR="$JOB_DIR/sweep"',
         'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         'HEAD_IP=$(hostname --ip-address | awk \'{print $1}\')',
         'RAY_PORT=$(free_port $((40000 + SLURM_JOB_ID % 20000)))',

@@ -172,11 +172,11 @@ class RayHead:
 def ray_head(tmp_path_factory):
     """`ray start --head --block` on loopback with the dashboard (Job Submission API); its
     session files and HOME in the test's folder; stopped by its process group."""
-    try:
-        import ray.dashboard  # noqa: F401
-        import aiohttp_cors  # noqa: F401  (ray[default]: the dashboard's server needs it)
-    except ImportError as exc:
-        pytest.skip(f"Ray's dashboard is not installed ({exc}): pip install 'ray[default]'")
+    import importlib.util
+
+    missing = [m for m in ("ray.dashboard", "aiohttp_cors") if importlib.util.find_spec(m) is None]
+    if missing:  # aiohttp_cors: one of ray[default]'s, which the dashboard's server needs
+        pytest.skip(f"Ray's dashboard is not installed ({', '.join(missing)} missing): pip install 'ray[default]'")
     base = tmp_path_factory.mktemp("ray")
     # Ray's unix sockets live under the temp dir and must stay short (108 bytes)
     temp_dir = base / "t"  # Ray's unix sockets live under it: keep the path short
