@@ -171,10 +171,15 @@ def _tasks(configs: list[str], overrides: list[str], per_category: str | None, a
         base = build_config(config, overrides)
         cat_axis: list[tuple[str, list[str]]] = [("", [])]
         if per_category is not None:
-            cats = _split_values(per_category) or _categories(base)
+            known = _categories(base)
+            cats = _split_values(per_category) or known
             if not cats:
                 raise ConfigError(f"--per-category: {config} names no categories and its data set has no known list; "
                                   "give them: --per-category C1,C2")
+            unknown = [c for c in cats if known and c not in known]
+            if unknown:
+                raise ConfigError(f"--per-category: {', '.join(unknown)} not in {config}'s data set "
+                                  f"(it has {', '.join(known)})")
             cat_axis = [(c, [f"data.categories=[{c}]"]) for c in cats]
         combos: list[tuple[list[str], list[str]]] = [([], [])]
         for axis in [cat_axis] + axes:

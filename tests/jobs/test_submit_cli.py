@@ -65,6 +65,8 @@ def test_per_category_and_array_make_a_job_array(here, capsys):
         cfg = yaml.safe_load((job / f"config-{i}.yaml").read_text())
         seen.add((tuple(cfg["data"]["categories"]), cfg["infer"]["reverse_steps"]))
     assert seen == {((c,), s) for c in ("grass", "brick", "coins", "coffee") for s in (2, 3)}
+    assert main(["submit", "slurm", "bench", "tiny", "--per-category", "grass,bottle", "--dry-run"]) == 2
+    assert "bottle not in tiny's data set" in capsys.readouterr().err
 
 
 def test_time_limit_shorter_than_plan_warns(here, capsys):
