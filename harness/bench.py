@@ -85,9 +85,14 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
         "model": train_info,
     })
     trained = "reused from cache" if train_info.get("reused") else "trained in this run"
+    model_line = (f"UNet {cfg.model.size}, {train_info.get('steps')} steps, {trained} ({train_info.get('checkpoint')})"
+                  if cfg.method != "vae-recon" else "none (the VAE's own reconstruction error)")
     provenance = {
+        "method": {"deco-diff": "DeCo-Diff (deviation correction)",
+                   "ddim-recon": "baseline ddim-recon: epsilon-trained UNet, noise to t then DDIM back",
+                   "vae-recon": "baseline vae-recon: |Decoder(Encoder(x)) - x|"}[cfg.method],
         "data": f"{data.source} ({len(data.categories)} categories; data checksum {data.manifest.checksum[:12]})",
-        "model": f"UNet {cfg.model.size}, {train_info.get('steps')} steps, {trained} ({train_info.get('checkpoint')})",
+        "model": model_line,
         "VAE": vae.source,
         "inference": f"{cfg.infer.reverse_steps} reverse steps, strategy {cfg.infer.strategy}, {cfg.infer.combination} map, "
                      f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score {cfg.infer.image_score}",

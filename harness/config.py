@@ -55,7 +55,10 @@ class DataSection(Section):
 
 
 class VAESection(Section):
-    pretrained: str | None = None  # local diffusers folder (e.g. sd-vae-ft-ema); None: train a small one
+    # a local diffusers folder (e.g. sd-vae-ft-ema), a single .safetensors/.ckpt file in the
+    # Stable-Diffusion layout, or builtin:NAME; None: train a small one
+    pretrained: str | None = None
+    scale: float | None = Field(default=None, gt=0)  # latent scale; None: the VAE's own (0.18215 for an SD file)
     small: str = "f8-small"
     steps: int = Field(default=3000, ge=1)
     batch_size: int = Field(default=16, ge=1)
@@ -152,6 +155,9 @@ class TrackingSection(Section):
 
 
 class Config(Section):
+    # deco-diff: the paper's method; ddim-recon / vae-recon: reconstruction baselines on the same
+    # VAE, UNet and data (models/reconstruction.py). A top-level key: it changes the training.
+    method: Literal["deco-diff", "ddim-recon", "vae-recon"] = "deco-diff"
     run: RunSection = RunSection()
     data: DataSection = DataSection()
     vae: VAESection = VAESection()
@@ -170,6 +176,11 @@ class Config(Section):
             raise ValueError(f"infer.reverse_steps must be at most process.steps ({self.process.steps})")
         if self.train.batch_size % self.train.grad_accum:
             raise ValueError("train.batch_size must be a multiple of train.grad_accum")
+        if self.method == "ddim-recon" and self.infer.strategy != "zt-1":
+            raise ValueError("infer.strategy=z0 applies to method=deco-diff only (ddim-recon takes DDIM steps)")
+        if self.method == "vae-recon" and (self.infer.combination != "pixel" or self.infer.pixel_reference != "input"):
+            raise ValueError("method=vae-recon scores |Decoder(Encoder(x)) - x| (there is no latent correction): "
+                             "set infer.combination=pixel and infer.pixel_reference=input")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from decodiff.harness.metrics import MetricSuite
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.train import make_process
 from decodiff.models.anomaly_map import MapSettings, anomaly_map, image_score
-from decodiff.models.sampler import correct
+from decodiff.models.reconstruction import ReconstructionSettings, reconstruct
+from decodiff.models.sampler import EtaModel
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.vae import FrozenVAE
 
@@ -38,6 +39,12 @@ class EvalResult:
     pixel_stats: Any = None  # uncertainty.PixelStats: per-image pixel histograms for the bootstrap (main process)
 
 
+def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
+    i = cfg.infer
+    return ReconstructionSettings(method=cfg.method, reverse_steps=i.reverse_steps, start_step=i.start_step,
+                                  strategy=i.strategy, pixel_reference=i.pixel_reference, noise_seed=cfg.run.seed)
+
+
 def map_settings(cfg: Config) -> MapSettings:
     i = cfg.infer
     return MapSettings(combination=i.combination, gamma_p=i.gamma_p, gamma_l=i.gamma_l, sigma_pixel=i.sigma_pixel,
@@ -45,20 +52,22 @@ def map_settings(cfg: Config) -> MapSettings:
 
 
 @torch.no_grad()
-def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenVAE, class_names: list[str],
+def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: FrozenVAE, class_names: list[str],
              out: Path | None = None) -> EvalResult:
     """Evaluate on the test split. Under several processes (`accelerate launch`), each rank
     scores its share of the test shards in batches and sends the per-image results to the main
     process, which puts them back into the single-process order (shard order, then position in
     the shard) before they reach the metrics: the same numbers as one process. Every rank
-    returns the same records and samples; only the main process writes the maps."""
+    returns the same records and samples; only the main process writes the maps. `cfg.method`
+    chooses the reconstruction (models/reconstruction.py); vae-recon has no model (None)."""
     rank, world = rank_and_world()
     main = rank == 0
     device = device_for(cfg)
-    model = model.to(device).eval()
+    model = model.to(device).eval() if model is not None else None
     vae = vae.to(device)
     process = make_process(cfg)
     settings = map_settings(cfg)
+    recon = reconstruction_settings(cfg)
     ids = {c: i for i, c in enumerate(class_names)}
     missing = [c for c in data.categories if c not in ids]
     if missing:
@@ -85,12 +94,8 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenV
             if batch is not None:
                 x = batch["image"].to(device)
                 cls = torch.tensor([ids[c] for c in batch["category"]], device=device)
-                z = vae.encode(x)  # the mean of the latent distribution (published)
-                fix = correct(lambda zt, tt: model(zt, tt, cls), z, process, cfg.infer.reverse_steps,
-                              cfg.infer.start_step, cfg.infer.strategy)
-                x_rec = vae.decode(fix.z0_hat)
-                x_ref = vae.decode(z) if cfg.infer.pixel_reference == "vae" else x
-                maps = anomaly_map(x_rec, x_ref, fix.z0_hat, z, settings)
+                rec = reconstruct(x, vae, conditioned(model, cls), process, recon, keys=batch["key"])
+                maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
                 scores = image_score(maps, settings)
                 maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()
                 for i, key in enumerate(batch["key"]):
@@ -145,6 +150,13 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenV
     if main:
         log(f"evaluate: {len(samples)} images in {seconds:.1f}s" + (f" on {world} processes" if world > 1 else ""))
     return EvalResult(records, samples, seconds, len(samples) / max(seconds, 1e-9), maps_file, pixel_stats=stats)
+
+
+def conditioned(model: DeviationUNet | None, cls: torch.Tensor) -> EtaModel | None:
+    """The model as (z_t, t) -> prediction for this batch's classes (None: no model)."""
+    if model is None:
+        return None
+    return lambda zt, tt: model(zt, tt, cls)
 
 
 def _decode_with_url(rec: dict[str, Any]) -> dict[str, Any]:

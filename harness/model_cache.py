@@ -12,6 +12,7 @@ from decodiff.harness.checkpoint import latest_state, load_model
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData
 from decodiff.harness.progress import log
+from decodiff.models.reconstruction import TRAINED
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.vae import FrozenVAE
 
@@ -26,6 +27,8 @@ def training_spec(cfg: Config, data: PreparedData, vae: FrozenVAE) -> dict[str, 
             "scale": vae.scale, "model": cfg.model.model_dump(mode="json"), "process": cfg.process.model_dump(mode="json"),
             "train": train, "resize": cfg.data.resize, "crop": cfg.data.crop, "shuffle_buffer": cfg.data.shuffle_buffer,
             "seed": cfg.run.seed}
+    if cfg.method != "deco-diff":  # baselines train other objectives (DeCo-Diff keys are as before)
+        spec["method"] = cfg.method
     return json.loads(json.dumps(spec))
 
 
@@ -38,12 +41,14 @@ def model_folder(cfg: Config, data: PreparedData, vae: FrozenVAE) -> Path:
     return Path(cfg.run.cache_dir) / "models" / training_key(cfg, data, vae)
 
 
-def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE) -> tuple[DeviationUNet, list[str], dict[str, Any], bool]:
+def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE) -> tuple[DeviationUNet | None, list[str], dict[str, Any], bool]:
     """The model for this config: reused from the cache when one with the same training key
     exists (and train.reuse), continued from its last checkpoint when a training with this key
-    was interrupted, else trained now."""
+    was interrupted, else trained now. None for a method without a model (vae-recon)."""
     from decodiff.harness.train import train
 
+    if cfg.method not in TRAINED:  # vae-recon: the VAE alone, nothing to train
+        return None, list(data.categories), {"method": cfg.method, "steps": 0, "checkpoint": None, "reused": False}, False
     folder = model_folder(cfg, data, vae)
     ckpt = folder / "checkpoint"
     reused = cfg.train.reuse and (ckpt / "model.safetensors").is_file()

@@ -12,11 +12,11 @@ import torch
 
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, device_for, test_loader
-from decodiff.harness.evaluate import map_settings
+from decodiff.harness.evaluate import conditioned, map_settings, reconstruction_settings
 from decodiff.harness.progress import log
 from decodiff.harness.train import make_process
 from decodiff.models.anomaly_map import anomaly_map
-from decodiff.models.sampler import correct
+from decodiff.models.reconstruction import reconstruct
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.vae import FrozenVAE
 
@@ -47,7 +47,7 @@ def _uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet, vae: FrozenVAE,
+def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: FrozenVAE,
                          class_names: list[str], samples: list[dict[str, Any]],
                          quality: dict[str, float]) -> dict[str, np.ndarray] | None:
     """Arrays for report_data/qualitative.npz (None when there is no anomalous test image)."""
@@ -55,10 +55,11 @@ def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet, 
     if not chosen:
         return None
     device = device_for(cfg)
-    model = model.to(device).eval()
+    model = model.to(device).eval() if model is not None else None
     vae = vae.to(device)
     process = make_process(cfg)
     settings = map_settings(cfg)
+    recon = reconstruction_settings(cfg)
     ids = {c: i for i, c in enumerate(class_names)}
     score = {s["key"]: s["score"] for s in samples}
     best = {k for k, role in chosen.items() if role == "best"}
@@ -69,20 +70,18 @@ def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet, 
             continue
         x = batch["image"][sel].to(device)
         cls = torch.tensor([ids[batch["category"][i]] for i in sel], device=device)
-        z = vae.encode(x)
-        fix = correct(lambda zt, tt: model(zt, tt, cls), z, process, cfg.infer.reverse_steps, cfg.infer.start_step,
-                      cfg.infer.strategy, keep_trajectory=True)
-        x_rec = vae.decode(fix.z0_hat)
-        x_ref = vae.decode(z) if cfg.infer.pixel_reference == "vae" else x
-        maps = anomaly_map(x_rec, x_ref, fix.z0_hat, z, settings).float().cpu().numpy()
-        frames = [vae.decode(step) for step in fix.trajectory]
+        rec = reconstruct(x, vae, conditioned(model, cls), process, recon, keys=[batch["key"][i] for i in sel],
+                          keep_trajectory=True)
+        x_rec = rec.x_rec
+        maps = anomaly_map(x_rec, rec.x_ref, rec.z0_hat, rec.z, settings).float().cpu().numpy()
+        frames = [vae.decode(step) for step in rec.trajectory]  # none for vae-recon
         for j, i in enumerate(sel):
             key = batch["key"][i]
             found[key] = {"category": batch["category"][i], "input": _uint8(x[j]), "recon": _uint8(x_rec[j]),
                           "mask": batch["mask"][i].numpy().astype(np.uint8) if bool(batch["has_mask"][i])
                           else np.zeros(maps[j].shape, dtype=np.uint8),
                           "map": maps[j].astype(np.float16),
-                          "frames": np.stack([_uint8(f[j]) for f in frames]) if key in best else None}
+                          "frames": np.stack([_uint8(f[j]) for f in frames]) if key in best and frames else None}
         if len(found) == len(chosen):
             break
     keys = [k for k in sorted(chosen, key=lambda k: (found.get(k, {}).get("category", ""), ROLES.index(chosen[k])))
@@ -98,8 +97,9 @@ def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet, 
         "quality": np.array([quality.get(k, np.nan) for k in keys]),
         "inputs": np.stack([found[k]["input"] for k in keys]), "recons": np.stack([found[k]["recon"] for k in keys]),
         "masks": np.stack([found[k]["mask"] for k in keys]), "maps": np.stack([found[k]["map"] for k in keys]),
-        "traj_keys": np.array(traj), "traj_timesteps": np.array(process.timesteps(cfg.infer.reverse_steps,
-                                                                                   cfg.infer.start_step)),
+        "traj_keys": np.array(traj),
+        "traj_timesteps": np.array(process.timesteps(cfg.infer.reverse_steps, cfg.infer.start_step)
+                                   if cfg.method != "vae-recon" else [], dtype=np.int64),
     }
     if traj:
         arrays["traj_frames"] = np.stack([found[k]["frames"] for k in traj])

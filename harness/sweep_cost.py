@@ -59,6 +59,9 @@ def estimate(plan: SweepPlan, manifests: dict[str, Any], trained: set[str] = fro
             held = max(n_cat, round(val.holdout * n_train))
             n_train -= held
             n_test += held * (1 + val.defects)
+        if cfg.method == "vae-recon":  # no UNet: neither training nor UNet calls
+            evals["images"] += n_test
+            continue
         if t.group not in trainings and t.group not in trained:
             steps_per_epoch = max(1, math.ceil(n_train / cfg.train.batch_size))
             steps = min(cfg.train.max_steps or steps_per_epoch * cfg.train.epochs, steps_per_epoch * cfg.train.epochs)

@@ -136,7 +136,7 @@ def _trained(cfg, data, train, payload: dict[str, Any]):
     with training_lock(cfg.run.cache_dir, key):
         processes = int(payload.get("processes", 1))
         ckpt = Path(cfg.run.cache_dir) / "models" / key / "checkpoint" / "model.safetensors"
-        launched = processes > 1 and not (cfg.train.reuse and ckpt.is_file())
+        launched = processes > 1 and cfg.method != "vae-recon" and not (cfg.train.reuse and ckpt.is_file())
         if launched:
             launch_training(tcfg, Path(payload["folder"]), processes, use_gpu=float(payload.get("gpus", 0)) > 0)
         model, classes, info, reused = trained_model(tcfg, train, vae)

@@ -33,6 +33,7 @@ from decodiff.harness.provenance import code_version
 from decodiff.harness.optimizer import make_optimizer
 from decodiff.harness.schedules import make_scheduler, plan_steps
 from decodiff.harness.train_feed import Throughput, TrainFeed
+from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
 from decodiff.models.vae import FrozenVAE
 
@@ -51,12 +52,16 @@ class TrainResult:
     timed_cpu_seconds: float = 0.0  # CPU time of this rank over those steps
 
 
-def make_process(cfg: Config) -> DeviationProcess:
+def make_process(cfg: Config) -> DeviationProcess | NoiseProcess:
+    """The method's process: DeCo-Diff's masked deviation process, or the standard forward
+    process with the epsilon objective for the ddim-recon baseline (same T and schedule)."""
     p = cfg.process
+    if cfg.method == "ddim-recon":
+        return NoiseProcess(p.steps, p.schedule)
     return DeviationProcess(p.steps, p.schedule, p.patch_sizes, p.patch_probs, p.r_mask, p.r_shuffle)
 
 
-def backward(acc: Accelerator, model: torch.nn.Module, process: DeviationProcess,
+def backward(acc: Accelerator, model: torch.nn.Module, process: DeviationProcess | NoiseProcess,
              batches: list[tuple[torch.Tensor, torch.Tensor]], weight: float, gen: torch.Generator) -> torch.Tensor:
     """Forward and backward of this rank's micro-batches (z0, class ids) of one optimizer step:
     masked forward process, eta target, per-sample MSE; the loss is the sum over samples x
@@ -79,6 +84,8 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     """Train into `out` (final model in out/checkpoint, training states in out/train_state);
     `resume` continues from the newest training state there (the config must match)."""
     t, out = cfg.train, Path(out)
+    if cfg.method == "vae-recon":
+        raise ValueError("method=vae-recon has no model to train (it scores the VAE's own reconstruction)")
     # ---- set-up --------------------------------------------------------------------------------
     acc = accelerator or make_accelerator(cfg)
     rank, world = acc.process_index, acc.num_processes
@@ -176,7 +183,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     digest = same_weights_on_all_ranks(net)
     ckpt = out / "checkpoint"
     if acc.is_main_process:
-        info = {"steps": pos.step, "epochs": pos.epoch, "seconds": round(pos.seconds, 1), "final_loss": pos.loss,
+        info = {"method": cfg.method, "steps": pos.step, "epochs": pos.epoch, "seconds": round(pos.seconds, 1), "final_loss": pos.loss,
                 "code_version": code_version(), "data_checksum": data.manifest.checksum, "vae": vae.source,
                 "config_digest": cfg.digest(), "processes": world, "ema": t.ema, "weights_sha256": digest,
                 "resumed_from": resumed_from}

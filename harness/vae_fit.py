@@ -29,7 +29,7 @@ def resolve_pretrained(path: str) -> Path:
 
 
 def vae_cache_key(cfg: Config, data: PreparedData) -> str:
-    spec = {"vae": cfg.vae.model_dump(exclude={"pretrained"}), "data": data.manifest.checksum,
+    spec = {"vae": cfg.vae.model_dump(exclude={"pretrained", "scale"}), "data": data.manifest.checksum,
             "categories": data.categories, "resize": cfg.data.resize, "crop": cfg.data.crop, "seed": cfg.run.seed}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -37,17 +37,17 @@ def vae_cache_key(cfg: Config, data: PreparedData) -> str:
 def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
     size = image_size(cfg, data.manifest)
     if cfg.vae.pretrained:
-        vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size)
+        vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale)
         log(f"VAE: {vae.source}")
         return vae
     folder = Path(cfg.run.cache_dir) / "vae" / vae_cache_key(cfg, data)
     if (folder / "decodiff.json").is_file():
-        vae = load_vae(folder, image_size=size)
+        vae = load_vae(folder, image_size=size, scale=cfg.vae.scale)
         log(f"VAE: reusing {vae.source} ({folder})")
         return vae
     log(f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the training images")
     fit_small_vae(cfg, data, folder)
-    return load_vae(folder, image_size=size)
+    return load_vae(folder, image_size=size, scale=cfg.vae.scale)
 
 
 def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:

@@ -44,7 +44,34 @@ def latent_discrepancy(z0_hat: torch.Tensor, z: torch.Tensor, size: tuple[int, i
     """[B,C,h,w] x2 -> [B,H,W] (blurred at latent resolution, then resized)."""
     d = (z0_hat.float() - z.float()).abs().mean(dim=1)
     d = gaussian_blur(_clip_scale(d, s.gamma_l), s.sigma_latent)
-    return F.interpolate(d[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return bilinear_resize(d, size)
+
+
+def _linear_weights(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """[n_out, n_in] weights of 1-D linear interpolation on pixel centres, mirrored at the
+    border (scipy's 'mirror', scikit-image's 'reflect')."""
+    w = torch.zeros(n_out, n_in, dtype=torch.float64)
+    if n_in == 1:
+        return w.add_(1.0).to(device)
+    src = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+    period = 2 * (n_in - 1)
+    src = src.abs() % period
+    src = torch.where(src > n_in - 1, period - src, src)
+    lo = src.floor().long().clamp(0, n_in - 2)
+    frac = src - lo
+    rows = torch.arange(n_out)
+    w.index_put_((rows, lo), 1.0 - frac, accumulate=True)
+    w.index_put_((rows, lo + 1), frac, accumulate=True)
+    return w.to(device)
+
+
+def bilinear_resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[B,h,w] -> [B,H,W]: bilinear on pixel centres with mirrored borders, as the published
+    code's `skimage.transform.resize(map, size)` (order 1, mode 'reflect') does when enlarging.
+    (torch's bilinear clamps at the border instead: it differs in the outer half latent cell.)"""
+    wh = _linear_weights(maps.shape[-2], size[0], maps.device).to(maps.dtype)
+    ww = _linear_weights(maps.shape[-1], size[1], maps.device).to(maps.dtype)
+    return torch.einsum("Hh,bhw,Ww->bHW", wh, maps, ww)
 
 
 def anomaly_map(

@@ -99,28 +99,8 @@ class DeviationProcess:
 
     # ---- inference ------------------------------------------------------------------------
     def timesteps(self, num_reverse: int, start: int | None = None) -> list[int]:
-        """The reverse sub-sequence, first step first.
-
-        `start=None` follows the published DDIM respacing for 1..T steps: stride T // n, steps
-        0, s, 2s, ... (5 of 10 -> 8, 6, 4, 2, 0; 2 -> 5, 0; 1 -> 0) — which is how the published
-        code's start step moves with the count. An explicit `start` gives n steps evenly spaced
-        from `start` down to 0 (rounded, distinct), for any n from 1 to start + 1.
-        """
-        T = self.num_steps
-        if not 1 <= num_reverse <= T:
-            raise ValueError(f"reverse steps must be in 1..{T}, got {num_reverse}")
-        if start is None:
-            stride = T // num_reverse
-            return list(range(0, stride * num_reverse, stride))[::-1]
-        if not 0 <= start < T:
-            raise ValueError(f"start step must be in 0..{T - 1}, got {start}")
-        if num_reverse > start + 1:
-            raise ValueError(f"{num_reverse} reverse steps do not fit below start step {start}")
-        if num_reverse == 1:
-            return [start]
-        # round half up: monotone with unit gaps, so the steps stay distinct
-        steps = torch.floor(torch.linspace(start, 0, num_reverse, dtype=torch.float64) + 0.5).long()
-        return steps.tolist()
+        """The reverse sub-sequence, first step first (see `reverse_timesteps`)."""
+        return reverse_timesteps(self.num_steps, num_reverse, start)
 
     def correction_step(
         self, eta_hat: torch.Tensor, t: int, t_prev: int | None, z_t: torch.Tensor, strategy: str = "zt-1"
@@ -135,3 +115,36 @@ class DeviationProcess:
             return StepOutput(z_prev=z0_hat, z0_hat=z0_hat)
         ab_prev = self.alpha_bar[t_prev].item()
         return StepOutput(z_prev=z0_hat + (1.0 - ab_prev) ** 0.5 * eta_hat, z0_hat=z0_hat)
+
+
+def reverse_timesteps(num_steps: int, num_reverse: int, start: int | None = None) -> list[int]:
+    """The steps at which the model is called, first step first, for T = `num_steps`.
+
+    `start=None` is the published mapping: the DDIM respacing ("ddimN") of the guided-diffusion
+    code the authors build on, i.e. steps range(0, T, s) for the smallest integer stride s that
+    gives exactly n of them. For T = 10 that defines n = 2, 3, 4, 5, 10 only:
+    2 -> 5, 0; 3 -> 8, 4, 0; 4 -> 9, 6, 3, 0; 5 -> 8, 6, 4, 2, 0 (the default); 10 -> 9, ..., 0.
+    The published code crashes for the counts without such a stride (6..9 for T = 10, and 1);
+    here they run: n = 1 -> 0 (the stride search extended to s = T), and otherwise the n
+    lowest steps, n-1, ..., 0 (stride 1). So with start=None the count moves the start step.
+    An explicit `start` keeps the first step there for every count: n steps evenly spaced from
+    `start` down to 0 (rounded half up, so distinct), for any n from 1 to start + 1
+    (start 8: 1 -> 8; 2 -> 8, 0; 3 -> 8, 4, 0; 5 -> 8, 6, 4, 2, 0).
+    """
+    T = num_steps
+    if not 1 <= num_reverse <= T:
+        raise ValueError(f"reverse steps must be in 1..{T}, got {num_reverse}")
+    if start is None:
+        for stride in range(1, T + 1):
+            if len(range(0, T, stride)) == num_reverse:
+                return list(range(0, T, stride))[::-1]
+        return list(range(num_reverse))[::-1]
+    if not 0 <= start < T:
+        raise ValueError(f"start step must be in 0..{T - 1}, got {start}")
+    if num_reverse > start + 1:
+        raise ValueError(f"{num_reverse} reverse steps do not fit below start step {start}")
+    if num_reverse == 1:
+        return [start]
+    # round half up: monotone with unit gaps, so the steps stay distinct
+    steps = torch.floor(torch.linspace(start, 0, num_reverse, dtype=torch.float64) + 0.5).long()
+    return steps.tolist()

@@ -16,6 +16,7 @@ from diffusers import AutoencoderKL
 from torch import nn
 
 from decodiff.models.errors import VAEError  # noqa: F401 (re-exported)
+from decodiff.models.vae_single_file import SINGLE_FILE_SUFFIXES, load_single_file_vae
 
 # Small KL autoencoders for CPU runs; `factor` is the spatial down-sampling.
 # Few channels at full resolution, where a CPU spends most of its time.
@@ -89,22 +90,35 @@ class FrozenVAE(nn.Module):
         return self.vae.decode(z.to(self.vae.dtype) / self.scale).sample
 
 
-def load_vae(folder: Path, image_size: int | None = None, expect_channels: int | None = None) -> FrozenVAE:
-    """Load a local diffusers-format VAE folder, offline, and check its latent shape."""
+def load_vae(folder: Path, image_size: int | None = None, expect_channels: int | None = None,
+             scale: float | None = None) -> FrozenVAE:
+    """Load a local diffusers-format VAE folder, or one weights file in the Stable-Diffusion
+    layout (vae_single_file.py), offline, and check its latent shape. `scale` overrides the
+    latent scale (else decodiff.json's, else the config's scaling_factor)."""
     folder = Path(folder)
+    if folder.is_file() and folder.suffix in SINGLE_FILE_SUFFIXES:
+        vae = load_single_file_vae(folder)
+        out = FrozenVAE(vae, scale or vae.config.scaling_factor, fingerprint=_sha256(folder),
+                        source=f"pretrained AutoencoderKL from the Stable-Diffusion-layout file {folder}")
+        return _checked(out, folder, image_size, expect_channels)
     if not (folder / "config.json").is_file():
-        raise VAEError(f"vae.pretrained={folder}: no config.json there (expected a folder saved with save_pretrained)")
+        raise VAEError(f"vae.pretrained={folder}: no config.json there (expected a folder saved with save_pretrained, "
+                       f"or a {'/'.join(SINGLE_FILE_SUFFIXES)} file in the Stable-Diffusion layout)")
     try:
         vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
     except Exception as exc:  # diffusers raises many kinds; all mean "not a usable VAE folder"
         raise VAEError(f"vae.pretrained={folder}: cannot load an AutoencoderKL ({type(exc).__name__}: {exc})") from None
     meta_path = folder / "decodiff.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    scale = float(meta.get("scale", vae.config.scaling_factor))
+    scale = float(scale or meta.get("scale", vae.config.scaling_factor))
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     fingerprint = _sha256(weights[0]) if weights else ""
     out = FrozenVAE(vae, scale, source=meta.get("description", f"pretrained AutoencoderKL from {folder}"),
                     fingerprint=fingerprint)
+    return _checked(out, folder, image_size, expect_channels)
+
+
+def _checked(out: FrozenVAE, folder: Path, image_size: int | None, expect_channels: int | None) -> FrozenVAE:
     if expect_channels is not None and out.latent_channels != expect_channels:
         raise VAEError(f"vae.pretrained={folder}: latent channels {out.latent_channels}, expected {expect_channels}")
     if image_size is not None:

@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     from decodiff.harness.bench import finish_run, report_extras
-    from decodiff.harness.checkpoint import load_model
+    from decodiff.harness.checkpoint import CheckpointError, load_model
     from decodiff.harness.data import prepare_data
     from decodiff.harness.evaluate import evaluate
     from decodiff.harness.progress import log
@@ -30,6 +30,10 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     model, spec, info = load_model(args.checkpoint)
+    trained_as = info.get("method", "deco-diff")
+    if trained_as != cfg.method:
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: trained as method={trained_as}, but the config says "
+                              f"method={cfg.method} (pass method={trained_as})")
     data = prepare_data(cfg)
     vae = get_vae(cfg, data)
     run_dir = new_run_dir(cfg, "evaluate")

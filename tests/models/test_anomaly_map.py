@@ -72,3 +72,48 @@ def test_image_scores():
     assert top == pytest.approx([1 / 16, 0.5])
     pooled = image_score(maps, MapSettings(image_score="avgpool_max", pool=4)).tolist()
     assert pooled == pytest.approx([1 / 16, 0.5])
+
+
+def test_full_geometric_map_equals_the_published_recipe_in_numpy():
+    """Eq. 15 with blur and resize against an independent NumPy/SciPy/scikit-image computation of
+    the published recipe: pixel part max over RGB, clip 0.4, scale, gaussian_filter(sigma 3);
+    latent part mean over channels, clip 0.2, scale, gaussian_filter(sigma 1) at latent size,
+    skimage bilinear resize; sqrt of the product; image score = max."""
+    from skimage.transform import resize
+
+    rng = np.random.default_rng(7)
+    x_ref = rng.uniform(-1, 1, (2, 3, 32, 32))
+    x_rec = x_ref + rng.normal(0, 0.2, x_ref.shape)
+    x_rec[:, :, 8:14, 20:26] += 0.9  # a "defect" that survives the clipping
+    z = rng.normal(0, 1, (2, 4, 8, 8))
+    z0 = z + rng.normal(0, 0.05, z.shape)
+    z0[:, :, 2:4, 5:7] += 0.5
+
+    want = []
+    for b in range(2):
+        pix = gaussian_filter(np.clip(np.abs(x_rec[b] - x_ref[b]).max(axis=0), 0, 0.4) / 0.4, sigma=3)
+        lat = gaussian_filter(np.clip(np.abs(z0[b] - z[b]).mean(axis=0), 0, 0.2) / 0.2, sigma=1)
+        lat = resize(lat, (32, 32), order=1, anti_aliasing=False)
+        want.append(np.sqrt(pix * lat))
+    want = np.stack(want)
+
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    got = anomaly_map(t(x_rec), t(x_ref), t(z0), t(z), MapSettings())
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(image_score(got).numpy(), want.reshape(2, -1).max(axis=1), atol=1e-6)
+    # the defect is where the map peaks
+    assert np.unravel_index(want[0].argmax(), want[0].shape)[0] in range(6, 16)
+
+
+@pytest.mark.parametrize("shape,size", [((8, 8), (32, 32)), ((4, 6), (32, 48)), ((32, 32), (256, 256)),
+                                        ((5, 5), (64, 64)), ((16, 16), (16, 16))])
+def test_latent_resize_equals_skimage_resize(shape, size):
+    """The published code enlarges the latent part with skimage.transform.resize (bilinear,
+    mirrored borders); torch's bilinear would differ in the outer half latent cell."""
+    from skimage.transform import resize
+
+    from decodiff.models.anomaly_map import bilinear_resize
+
+    d = np.random.default_rng(3).random(shape)
+    got = bilinear_resize(torch.from_numpy(d)[None], size)[0].numpy()
+    np.testing.assert_allclose(got, resize(d, size), atol=1e-12)

@@ -113,7 +113,12 @@ def test_published_step_mapping():
     assert proc.timesteps(10) == list(range(9, -1, -1))
     assert proc.timesteps(2) == [5, 0]
     assert proc.timesteps(1) == [0]
-    assert proc.timesteps(3) == [6, 3, 0]
+    # the guided-diffusion "ddimN" respacing the published code uses (smallest integer stride)
+    assert proc.timesteps(3) == [8, 4, 0]
+    assert proc.timesteps(4) == [9, 6, 3, 0]
+    # no integer stride gives 6..9 steps (the published code crashes): the n lowest steps here
+    for n in range(6, 10):
+        assert proc.timesteps(n) == list(range(n - 1, -1, -1))
     with pytest.raises(ValueError):
         proc.timesteps(11)
     with pytest.raises(ValueError):
