@@ -21,7 +21,7 @@ from accelerate import Accelerator
 
 from decodiff.harness.checkpoint import (Position, build_from_spec, clear_training_states, latest_state, model_spec,
                                          restore_training, save_model, save_training)
-from decodiff.harness.config import Config
+from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.data import PreparedData, image_size
 from decodiff.harness.distributed import barrier, make_accelerator, same_weights_on_all_ranks, seed_everything
 from decodiff.harness.ema import EMA
@@ -85,7 +85,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     `resume` continues from the newest training state there (the config must match)."""
     t, out = cfg.train, Path(out)
     if cfg.method == "vae-recon":
-        raise ValueError("method=vae-recon has no model to train (it scores the VAE's own reconstruction)")
+        raise ConfigError("method=vae-recon has no model to train (it scores the VAE's own reconstruction)")
     # ---- set-up --------------------------------------------------------------------------------
     acc = accelerator or make_accelerator(cfg)
     rank, world = acc.process_index, acc.num_processes
@@ -94,6 +94,10 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
 
     # ---- data ----------------------------------------------------------------------------------
     latent = vae.latent_size(image_size(cfg, data.manifest))
+    bad = [p for p in cfg.process.patch_sizes if latent % p] if cfg.method == "deco-diff" else []
+    if bad:  # the published code crashes mid-training here; say so before any work
+        raise ConfigError(f"process.patch_sizes {bad} do not divide the {latent}x{latent} latent "
+                         f"(image size {image_size(cfg, data.manifest)} / VAE factor {vae.factor})")
     cache = latent_cache_for(acc, cfg, data, vae) if t.latent_cache else None  # no VAE in the loop
     feed = TrainFeed(cfg, data, vae if cache else vae.to(acc.device), rank=rank, world=world, device=acc.device,
                      latent_cache=cache)

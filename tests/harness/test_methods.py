@@ -87,3 +87,6 @@ def test_each_method_runs_on_the_same_data_and_vae(tmp_path, capsys):
     capsys.readouterr()
     code = main(["evaluate", "--checkpoint", str(ckpt), "--config", "tiny", *common])
     assert code == 1 and "trained as method=ddim-recon, but the config says method=deco-diff" in capsys.readouterr().err
+    # patch sizes that do not divide the latent: one line before training (the published code crashes mid-run)
+    code = main(["train", "--config", "tiny", *common, "process.patch_sizes=[3]", "process.patch_probs=[1.0]"])
+    assert code == 2 and "process.patch_sizes [3] do not divide the 8x8 latent" in capsys.readouterr().err
