@@ -125,7 +125,7 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
     summary = {"run_id": run_id, "report": str(report.resolve()), "metrics": result.records,
                "run_dir": str(run_dir.resolve()), "seconds": round(time.time() - started, 1)}
     write_summary(run_dir, summary)
-    return BenchResult(run_dir, report, run_id, result.records, summary)
+    return BenchResult(run_dir.resolve(), report.resolve(), run_id, result.records, summary)
 
 
 def write_run_report(run_dir: Path, result: EvalResult, *, title: str, dataset: str, provenance: dict[str, str],

@@ -72,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(report)
+        print(report.resolve())
     return 0

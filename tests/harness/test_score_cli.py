@@ -47,7 +47,8 @@ def test_perfect_maps_score_one_and_missing_keys_are_named(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(p.stdout)
     mean = {(r["level"], r["metric"]): r["value"] for r in res["metrics"] if r["category"] == "mean"}
-    assert mean[("pixel", "auroc")] == 1.0 and mean[("pixel", "aupro")] == 1.0 and mean[("image", "auroc")] == 1.0
+    assert mean[("pixel", "auroc")] == 1.0 and mean[("image", "auroc")] == 1.0
+    assert abs(mean[("pixel", "aupro")] - 1.0) < 1e-12  # an integral up to FPR 0.3, divided by 0.3: float rounding
     assert Path(res["report"]).is_file()
 
     np.savez(tmp_path / "partial.npz", keys=np.array(keys[1:]), maps=np.stack([truth[k].astype(np.float32) for k in keys[1:]]))
