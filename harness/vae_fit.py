@@ -119,7 +119,7 @@ def _mix_generic(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.T
     out = x.clone()
     for i in range(n):
         src = pool[int(torch.randint(0, len(pool), (), generator=gen))]
-        img = torch.from_numpy(np.ascontiguousarray(src)).float()
+        img = torch.from_numpy(np.array(src, dtype=np.float32))  # a writable copy: the pool is shared, read-only
         img = img[..., None].expand(*img.shape, 3) if img.dim() == 2 else img[..., :3]
         scale = int(torch.randint(1, 3, (), generator=gen))
         side = min(size * scale, img.shape[0], img.shape[1])
