@@ -11,6 +11,7 @@ import torch
 
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, prepare_data
+from decodiff.harness.distributed import accelerator_if_launched, builders_first
 from decodiff.harness.model_cache import trained_model
 from decodiff.harness.evaluate import EvalResult, evaluate
 from decodiff.harness.progress import log
@@ -35,16 +36,25 @@ class BenchResult:
     summary: dict[str, Any]
 
 
-def bench(cfg: Config) -> BenchResult:
+def bench(cfg: Config) -> BenchResult | None:
+    """The whole job. Under several launched processes (`accelerate launch ... bench`) every rank
+    trains and evaluates its share; the main process alone writes the run folder, report and
+    MLflow run and gets the result, the others get None."""
     t0 = time.time()
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    data = prepare_data(cfg)
-    run_dir = new_run_dir(cfg, "bench")
-    log(f"run folder {run_dir}")
-    vae = get_vae(cfg, data)
-    model, classes, train_info, _ = trained_model(cfg, data, vae)
+    acc = accelerator_if_launched(cfg)
+    main = acc is None or acc.is_main_process
+    with builders_first(acc):
+        data = prepare_data(cfg)
+        vae = get_vae(cfg, data)
+    run_dir = new_run_dir(cfg, "bench") if main else None
+    if run_dir is not None:
+        log(f"run folder {run_dir}")
+    model, classes, train_info, _ = trained_model(cfg, data, vae, accelerator=acc)
     result = evaluate(cfg, data, model, vae, classes, out=run_dir)
+    if run_dir is None:
+        return None
     unc, qual = report_extras(cfg, data, model, vae, classes, result)
     return finish_run(cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc,
                       qualitative=qual)

@@ -51,7 +51,22 @@ class DataSection(Section):
     crop: int | None = Field(default=256, ge=8)  # ... then center crop 256
     num_workers: int = Field(default=0, ge=0)
     shuffle_buffer: int = Field(default=2000, ge=0)
+    # the reader's layout options at shard time, as `decodiff data shard` takes them: visa split_csv;
+    # realiad resolution, json_dir; folder normal, anomalous, masks, normal_test, test_fraction
+    options: dict[str, str | int | float | bool] = {}
     demo: DemoSection = DemoSection()
+
+    @model_validator(mode="after")
+    def _options(self) -> "DataSection":
+        if self.options:
+            from decodiff.datasets.registry import spec
+
+            allowed = spec(self.dataset).options
+            wrong = sorted(k for k in self.options if k not in allowed)
+            if wrong:
+                raise ValueError(f"data.options {wrong}: not options of the {self.dataset} reader "
+                                 f"(its options: {', '.join(allowed) or 'none'})")
+        return self
 
 
 class VAESection(Section):

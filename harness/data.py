@@ -81,7 +81,8 @@ def prepare_data(cfg: Config) -> PreparedData:
             root = Path(d.root)
             if not root.is_dir():
                 raise DataError(f"{root}: data folder not found (data.root)")
-        tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}".encode()).hexdigest()[:10]
+        opts = f":{sorted(d.options.items())}" if d.options else ""  # another layout option, other shards
+        tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}{opts}".encode()).hexdigest()[:10]
         location = str(cache / "shards" / f"{d.dataset}-{tag}")
         source = f"{d.dataset} at {root}"
         if not (Path(location) / "manifest.json").is_file():
@@ -89,7 +90,7 @@ def prepare_data(cfg: Config) -> PreparedData:
 
             log(f"sharding {root} into {location}")
             with Progress("shard", unit="img") as p:
-                shard_dataset(d.dataset, root, location, log=log,
+                shard_dataset(d.dataset, root, location, options=dict(d.options) or None, log=log,
                               progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
     manifest = load_manifest(location)
     cats = list(d.categories) if d.categories else sorted(manifest.categories)

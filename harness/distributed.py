@@ -21,6 +21,8 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -58,6 +60,29 @@ def make_accelerator(cfg: Config) -> Accelerator:
     if dist.is_initialized():
         atexit.register(shutdown)
     return acc
+
+
+def launched_world() -> int:
+    """Processes started together by a launcher (`accelerate launch` and torchrun set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accelerator_if_launched(cfg: Config) -> Accelerator | None:
+    """The Accelerator when this process is one of several launched together, else None: a
+    command that may or may not train joins the process group before its first shared step."""
+    return make_accelerator(cfg) if launched_world() > 1 else None
+
+
+@contextmanager
+def builders_first(acc: Accelerator | None) -> Iterator[None]:
+    """Run the body on the main process first, then on each machine's first process, then on the
+    rest: shared caches (shards, VAE) are built once, per-machine caches once per machine, and
+    every other process finds them made. Every rank passes the same two barriers."""
+    if acc is None:
+        yield
+        return
+    with acc.main_process_first(), acc.local_main_process_first():
+        yield
 
 
 def seed_everything(seed: int) -> None:

@@ -41,10 +41,12 @@ def model_folder(cfg: Config, data: PreparedData, vae: FrozenVAE) -> Path:
     return Path(cfg.run.cache_dir) / "models" / training_key(cfg, data, vae)
 
 
-def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE) -> tuple[DeviationUNet | None, list[str], dict[str, Any], bool]:
+def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator: Any = None,
+                  ) -> tuple[DeviationUNet | None, list[str], dict[str, Any], bool]:
     """The model for this config: reused from the cache when one with the same training key
     exists (and train.reuse), continued from its last checkpoint when a training with this key
-    was interrupted, else trained now. None for a method without a model (vae-recon)."""
+    was interrupted, else trained now. None for a method without a model (vae-recon).
+    `accelerator`: the one this process already made (several launched processes)."""
     from decodiff.harness.train import train
 
     if cfg.method not in TRAINED:  # vae-recon: the VAE alone, nothing to train
@@ -56,7 +58,7 @@ def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE) -> tuple[Devi
         log(f"train: reusing the model trained with the same settings and data ({ckpt}); train.reuse=false retrains")
     else:
         resume = cfg.train.reuse and latest_state(folder) is not None
-        train(cfg, data, vae, folder, resume=resume)
+        train(cfg, data, vae, folder, accelerator=accelerator, resume=resume)
     model, spec, info = load_model(ckpt)
     info = {**info, "checkpoint": str(ckpt), "reused": reused}
     return model, spec["classes"], info, reused

@@ -21,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.progress import log
 
     result = bench(cfg)
+    if result is None:  # not the main process of several: the main one reports
+        return 0
     log(f"report: {result.report}")
     log(f"MLflow run: {result.run_id}")
     log(f"mean: {headline(result.records)}")

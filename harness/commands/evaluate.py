@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.bench import finish_run, report_extras
     from decodiff.harness.checkpoint import CheckpointError, load_model
     from decodiff.harness.data import prepare_data
+    from decodiff.harness.distributed import accelerator_if_launched, builders_first
     from decodiff.harness.evaluate import evaluate
     from decodiff.harness.progress import log
     from decodiff.harness.runs import new_run_dir
@@ -34,10 +35,14 @@ def run(args: argparse.Namespace) -> int:
     if trained_as != cfg.method:
         raise CheckpointError(f"--checkpoint {args.checkpoint}: trained as method={trained_as}, but the config says "
                               f"method={cfg.method} (pass method={trained_as})")
-    data = prepare_data(cfg)
-    vae = get_vae(cfg, data)
-    run_dir = new_run_dir(cfg, "evaluate")
+    acc = accelerator_if_launched(cfg)  # several launched processes: each scores a share of the test set
+    with builders_first(acc):
+        data = prepare_data(cfg)
+        vae = get_vae(cfg, data)
+    run_dir = new_run_dir(cfg, "evaluate") if acc is None or acc.is_main_process else None
     result = evaluate(cfg, data, model, vae, spec["classes"], out=run_dir)
+    if run_dir is None:  # the main process reports
+        return 0
     info = {**info, "checkpoint": str(args.checkpoint), "reused": True}
     unc, qual = report_extras(cfg, data, model, vae, spec["classes"], result)  # intervals, examples, trajectories
     res = finish_run(cfg, run_dir, data, vae, info, result, kind="evaluate", started=t0, uncertainty=unc,

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     from decodiff.harness.checkpoint import CheckpointError, latest_state
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.distributed import make_accelerator
+    from decodiff.harness.distributed import builders_first, make_accelerator
     from decodiff.harness.model_cache import trained_model
     from decodiff.harness.progress import log
     from decodiff.harness.train import train
@@ -43,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.resume and (state := latest_state(args.out)) is not None:
         raise CheckpointError(f"{args.out} already holds a training checkpoint ({state.name}); pass --resume to "
                               f"continue it, or choose another --out")
-    with acc.main_process_first():  # the main process makes shards and the VAE; the others then find them
+    with builders_first(acc):  # the main process makes shards and the VAE; the others then find them
         data = prepare_data(cfg)
         vae = get_vae(cfg, data)
     if args.out is None:
-        _, classes, info, reused = trained_model(cfg, data, vae)
+        _, classes, info, reused = trained_model(cfg, data, vae, accelerator=acc)
         checkpoint, resumed_from = info["checkpoint"], info.get("resumed_from")
     else:
         if args.resume and latest_state(args.out) is None and acc.is_main_process:

@@ -238,3 +238,21 @@ def test_killed_then_preempted_run_resumes_bitwise(uneven, ranks_run, tmp_path, 
     for name in ("model.safetensors", "optimizer.safetensors", "ema.safetensors", "rank-0.safetensors",
                  "rank-1.safetensors"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_evaluate_command_over_two_ranks_reports_once(uneven, ranks_run, tmp_path):
+    """`accelerate launch ... decodiff evaluate` over two processes: both ranks score a share of the
+    test set, the main one alone writes the run folder and prints the results, with the numbers
+    of a one-process evaluation."""
+    r, out = ranks_run
+    runs = tmp_path / "runs"
+    args = ["-m", "decodiff.harness.cli", "evaluate", "--checkpoint", str(out / "checkpoint"), "--config", "tiny", "--json",
+            *uneven["overrides"], f"run.out_dir={runs}", "tracking.enabled=false", "metrics.bootstrap=0"]
+    rc, stdout, err = finish(launch(args, PORT + 4))
+    assert rc == 0, err[-3000:]
+    assert [p.name.split("-")[1] for p in runs.iterdir()] == ["evaluate"]  # one run folder, not one per rank
+    res = json.loads(stdout)  # exactly one JSON object: only the main process printed
+    assert Path(res["report"]).is_file()
+    assert res["metrics"] == r["eval"]["records"]
+    assert "on 2 processes" in err
