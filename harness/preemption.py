@@ -6,16 +6,29 @@ SLURM sends SIGTERM before killing a preempted job (and SIGUSR1 ahead of the tim
 ranks agree on stopping through the per-step exchange (harness/train_feed.py), so every rank
 stops at the same step and the checkpoint is whole. Under `accelerate launch` the launcher
 itself exits 1 when a worker exits non-zero; the checkpoint folder then says why
-(`train_state/latest.json`: "reason": "preempted"), which job scripts can test instead.
+(`train_state/latest.json`: "reason": "preempted"), and where the job script names a file in
+DECODIFF_PREEMPTED_FILE, that file is written: the script requeues on either.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: "try again later"
 SIGNALS = ("SIGTERM", "SIGUSR1")
+FLAG_ENV = "DECODIFF_PREEMPTED_FILE"
+
+
+def mark_preempted(reason: str) -> None:
+    """Tell the job script that the run checkpointed and wants to be requeued, through a file:
+    a launcher between them (accelerate launch, torchrun) turns the exit code 75 into 1."""
+    path = os.environ.get(FLAG_ENV)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(reason + "\n")
 
 
 class Preempted(SystemExit):

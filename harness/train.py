@@ -149,7 +149,9 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
         while pos.step < plan.total and pos.epoch < t.epochs:
             for step in feed.steps(pos.epoch, skip=pos.consumed, stop=lambda: watch.requested is not None):
                 if step.stop:
-                    raise Preempted(watch.requested or "a signal on another rank", pos.step, str(checkpoint("preempted")))
+                    stop = Preempted(watch.requested or "a signal on another rank", pos.step, str(checkpoint("preempted")))
+                    mark_preempted(str(stop))
+                    raise stop
                 # DDP averages gradients over ranks; this weight makes that the mean over the step's samples
                 weight = world / step.n_global if step.micro else 0.0
                 batches = [feed.latents(b, gen) for b in step.micro] or [feed.placeholder(latent_shape)]

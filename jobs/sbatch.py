@@ -22,7 +22,9 @@ Preemption
   `--requeue`, logs are appended). The requeued job reruns the same command, and the training
   continues from its checkpoint (the model cache resumes an unfinished training of the same key).
 - A step that exits 75 without a warning (its tasks were signalled, e.g. `scancel --signal=TERM
-  ID` to checkpoint now) is requeued too: 75 means "checkpointed, run me again".
+  ID` to checkpoint now) is requeued too: 75 means "checkpointed, run me again". Under
+  `accelerate launch` the launcher exits 1 whatever its workers' code, so the training also
+  writes $DECODIFF_PREEMPTED_FILE (status/<task>.preempted), which counts as 75.
 - SIGTERM to the batch shell (scancel, or preemption, where SLURM itself requeues or not as
   its PreemptMode says) is forwarded to the step so it checkpoints; the script never requeues
   then, so a cancelled job stays cancelled.
@@ -202,7 +204,9 @@ _COMMON = r'''
 TASK=${SLURM_ARRAY_TASK_ID:-0}
 if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then TASK_ID="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; else TASK_ID="$SLURM_JOB_ID"; fi
 mkdir -p "$JOB_DIR/status"
-rm -f "$JOB_DIR/status/$TASK_ID.exit" "$JOB_DIR/status/$TASK_ID.requeued"
+rm -f "$JOB_DIR/status/$TASK_ID.exit" "$JOB_DIR/status/$TASK_ID.requeued" "$JOB_DIR/status/$TASK_ID.preempted"
+# the training writes this file when it checkpointed on a signal (a launcher turns its exit 75 into 1)
+export DECODIFF_PREEMPTED_FILE="$JOB_DIR/status/$TASK_ID.preempted"
 say() { echo "[decodiff-job $(date '+%F %T')] $*" >&2; }
 say "task $TASK_ID on $(hostname) (nodes: ${SLURM_JOB_NODELIST:-?}, restart ${SLURM_RESTART_COUNT:-0})"
 
@@ -247,6 +251,7 @@ run_step() {
 # End the task: requeue after a preemption checkpoint, else record the exit code.
 finish() {
   local rc=$1
+  if [ "$rc" -ne 0 ] && [ -f "$DECODIFF_PREEMPTED_FILE" ]; then rc=$PREEMPTED_EXIT; fi
   if [ "$rc" -ne 0 ] && [ "$TERMED" = 0 ] && { [ "$WARNED" = 1 ] || [ "$rc" -eq "$PREEMPTED_EXIT" ]; }; then
     say "checkpointed (exit $rc): requeueing job $SLURM_JOB_ID; the run resumes from its checkpoint"
     echo "$rc" > "$JOB_DIR/status/$TASK_ID.requeued"

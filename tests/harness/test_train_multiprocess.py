@@ -30,9 +30,9 @@ PORT = 29600 + os.getpid() % 300
 DEMO = ["data.demo.n_train=9", "data.demo.categories=[brick,coffee,coins]"]
 
 
-def launch(args: list[str], port: int, **kw) -> subprocess.Popen:
+def launch(args: list[str], port: int, extra_env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONWARNINGS="ignore")
+               PYTHONWARNINGS="ignore", **(extra_env or {}))
     cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *args]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
@@ -215,12 +215,14 @@ def test_killed_then_preempted_run_resumes_bitwise(uneven, ranks_run, tmp_path, 
     step = int(latest_state(run).name.split("-")[1])
     assert step < 24 and not (run / "checkpoint" / "model.safetensors").exists()
 
-    p = launch(_train_cmd(uneven["overrides"], run, "--resume"), PORT + 2)
+    flag = tmp_path / "status" / "job.preempted"  # what a job script names to learn of it
+    p = launch(_train_cmd(uneven["overrides"], run, "--resume"), PORT + 2, {"DECODIFF_PREEMPTED_FILE": str(flag)})
     launched.append(p)
     _wait_for_step(run, step + 4, p)
     os.kill(_worker_pid(p.pid, 1), signal.SIGTERM)
     rc, out, err = finish(p)
     assert rc != 0 and "exitcode  : 75" in err, err[-3000:]  # the worker's code; the launcher exits 1
+    assert flag.read_text().startswith("preempted by ")  # so the job script can requeue on it anyway
     assert "resumed at step" in err
     latest = json.loads((run / STATE_DIR / "latest.json").read_text())
     assert latest["reason"] == "preempted" and step < latest["step"] < 24
