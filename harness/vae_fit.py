@@ -87,7 +87,7 @@ def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
         stream, loader = train_image_loader(cfg, data, 32, seed=0, augment=False, shuffle=False)
         zs = [vae.encode(b["image"].to(device)).latent_dist.mean.cpu() for b in loader]
     scale = float(1.0 / torch.cat(zs).std())
-    desc = (f"small AutoencoderKL ({cfg.vae.small}) trained here on the {data.manifest.dataset} training images "
+    desc = (f"small AutoencoderKL ({cfg.vae.small}) trained by decodiff on the {data.manifest.dataset} training images "
             f"({cfg.vae.steps} steps, {cfg.vae.crop or 'full'}-px crops, "
             f"{cfg.vae.generic_images:.0%} generic photo crops, data {data.manifest.checksum[:12]})")
     save_vae(vae.cpu(), folder, scale, desc, extra={"steps": cfg.vae.steps, "seconds": round(time.time() - t0, 1),
