@@ -350,11 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                 e = max(abs(binned["values"][c]["aupro"] - mine[(c, "pixel", "aupro")]) for c in cats)
                 result["binned"]["max_abs_error"]["aupro"] = e
                 note += f", aupro {e:.1e}"
-            rows.append((f"binned (1,000 bins, approximate), all categories", binned["seconds"], note))
+            rows.append(("binned (1,000 bins, approximate), all categories", binned["seconds"], note))
             rows.append(("  fast (exact, categories + mean) / binned time", None,
                          f"{fast['categories_and_mean_s'] / binned['seconds']:.2f} (below 1: the exact path is faster)"))
         else:
-            rows.append((f"binned (1,000 bins, approximate), all categories", binned["seconds"], note))
+            rows.append(("binned (1,000 bins, approximate), all categories", binned["seconds"], note))
     width = max(len(r[0]) for r in rows)
     print(f"{'path'.ljust(width)}  {'seconds':>8}  notes")
     for name, sec, note in rows:

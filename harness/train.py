@@ -27,7 +27,7 @@ from decodiff.harness.distributed import barrier, make_accelerator, same_weights
 from decodiff.harness.ema import EMA
 from decodiff.harness.latent_cache import latent_cache_for
 from decodiff.harness.model_cache import training_spec
-from decodiff.harness.preemption import Preempted, PreemptionWatch
+from decodiff.harness.preemption import Preempted, PreemptionWatch, mark_preempted
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.optimizer import make_optimizer
