@@ -52,6 +52,8 @@ def bench(cfg: Config) -> BenchResult | None:
     if run_dir is not None:
         log(f"run folder {run_dir}")
     model, classes, train_info, _ = trained_model(cfg, data, vae, accelerator=acc)
+    if acc is not None:
+        acc.free_memory()  # the DDP wrapper and optimizer state of the training: not needed to evaluate
     result = evaluate(cfg, data, model, vae, classes, out=run_dir)
     if run_dir is None:
         return None

@@ -81,7 +81,11 @@ def prepare_data(cfg: Config) -> PreparedData:
             root = Path(d.root)
             if not root.is_dir():
                 raise DataError(f"{root}: data folder not found (data.root)")
-        opts = f":{sorted(d.options.items())}" if d.options else ""  # another layout option, other shards
+        options = dict(d.options)
+        if "split_csv" in options:  # a file relative to the working folder, not to root
+            options["split_csv"] = str(Path(str(options["split_csv"])).expanduser().resolve())
+        # another layout option, other shards (512 and "512" are one option)
+        opts = f":{sorted((k, str(v)) for k, v in options.items())}" if options else ""
         tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}{opts}".encode()).hexdigest()[:10]
         location = str(cache / "shards" / f"{d.dataset}-{tag}")
         source = f"{d.dataset} at {root}"
@@ -90,7 +94,7 @@ def prepare_data(cfg: Config) -> PreparedData:
 
             log(f"sharding {root} into {location}")
             with Progress("shard", unit="img") as p:
-                shard_dataset(d.dataset, root, location, options=dict(d.options) or None, log=log,
+                shard_dataset(d.dataset, root, location, options=options or None, log=log,
                               progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
     manifest = load_manifest(location)
     cats = list(d.categories) if d.categories else sorted(manifest.categories)

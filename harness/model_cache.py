@@ -11,6 +11,7 @@ from typing import Any
 from decodiff.harness.checkpoint import latest_state, load_model
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData
+from decodiff.harness.distributed import broadcast_from_main
 from decodiff.harness.progress import log
 from decodiff.models.reconstruction import TRAINED
 from decodiff.models.unet import DeviationUNet
@@ -54,11 +55,18 @@ def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator: 
     folder = model_folder(cfg, data, vae)
     ckpt = folder / "checkpoint"
     reused = cfg.train.reuse and (ckpt / "model.safetensors").is_file()
+    resume = not reused and cfg.train.reuse and latest_state(folder) is not None
+    # several processes: the main one decides for all, so that no rank skips a training the others enter
+    folder_s, reused, resume = broadcast_from_main((str(folder), reused, resume))
+    folder = Path(folder_s)
+    ckpt = folder / "checkpoint"
     if reused:
         log(f"train: reusing the model trained with the same settings and data ({ckpt}); train.reuse=false retrains")
     else:
-        resume = cfg.train.reuse and latest_state(folder) is not None
         train(cfg, data, vae, folder, accelerator=accelerator, resume=resume)
+    if not (ckpt / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{ckpt}: the trained model is not on this machine; over several machines "
+                                f"run.cache_dir must be on a file system they share")
     model, spec, info = load_model(ckpt)
     info = {**info, "checkpoint": str(ckpt), "reused": reused}
     return model, spec["classes"], info, reused

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -26,9 +27,13 @@ def mark_preempted(reason: str) -> None:
     """Tell the job script that the run checkpointed and wants to be requeued, through a file:
     a launcher between them (accelerate launch, torchrun) turns the exit code 75 into 1."""
     path = os.environ.get(FLAG_ENV)
-    if path:
+    if not path:
+        return
+    try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(reason + "\n")
+    except OSError as e:  # the checkpoint is saved; exit 75 must not become a crash
+        print(f"[decodiff] warning: could not write {FLAG_ENV}={path}: {e}", file=sys.stderr, flush=True)
 
 
 class Preempted(SystemExit):

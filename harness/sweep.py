@@ -182,7 +182,9 @@ def _trial_config(t: TrialPlan, folder: Path, reuse: bool | None = None) -> dict
     cfg = t.config
     run = cfg.run.model_copy(update={"out_dir": str((folder / "trials" / t.id).resolve()), "name": t.id,
                                      "cache_dir": _abs(cfg.run.cache_dir)})
-    data = cfg.data.model_copy(update={"root": _abs(cfg.data.root), "shards": _abs(cfg.data.shards)})
+    options = {**cfg.data.options, **({"split_csv": _abs(str(cfg.data.options["split_csv"]))}
+                                      if "split_csv" in cfg.data.options else {})}  # a file, read from the worker's folder
+    data = cfg.data.model_copy(update={"root": _abs(cfg.data.root), "shards": _abs(cfg.data.shards), "options": options})
     vae = cfg.vae.model_copy(update={"pretrained": _abs(cfg.vae.pretrained)})
     update: dict[str, Any] = {"run": run, "data": data, "vae": vae}
     if reuse is not None:

@@ -199,6 +199,7 @@ def launch_training(cfg, folder: Path, processes: int, use_gpu: bool) -> None:
     if sys.platform.startswith("linux"):
         cmd = [sys.executable, "-c", _DIE_WITH_PARENT, *cmd]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env.pop("DECODIFF_PREEMPTED_FILE", None)  # a stopped trial is the sweep's business, not a reason to requeue a job
     if not use_gpu:
         env["ACCELERATE_USE_CPU"] = "true"  # the same DDP over gloo (harness/distributed.py)
     print(f"[decodiff] sweep: {' '.join(cmd)}", file=sys.stderr, flush=True)

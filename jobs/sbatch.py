@@ -24,7 +24,8 @@ Preemption
 - A step that exits 75 without a warning (its tasks were signalled, e.g. `scancel --signal=TERM
   ID` to checkpoint now) is requeued too: 75 means "checkpointed, run me again". Under
   `accelerate launch` the launcher exits 1 whatever its workers' code, so the training also
-  writes $DECODIFF_PREEMPTED_FILE (status/<task>.preempted), which counts as 75.
+  writes $DECODIFF_PREEMPTED_FILE (status/<task>.preempted; train and bench jobs only), which
+  counts as 75.
 - SIGTERM to the batch shell (scancel, or preemption, where SLURM itself requeues or not as
   its PreemptMode says) is forwarded to the step so it checkpoints; the script never requeues
   then, so a cancelled job stays cancelled.
@@ -204,9 +205,8 @@ _COMMON = r'''
 TASK=${SLURM_ARRAY_TASK_ID:-0}
 if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then TASK_ID="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; else TASK_ID="$SLURM_JOB_ID"; fi
 mkdir -p "$JOB_DIR/status"
-rm -f "$JOB_DIR/status/$TASK_ID.exit" "$JOB_DIR/status/$TASK_ID.requeued" "$JOB_DIR/status/$TASK_ID.preempted"
-# the training writes this file when it checkpointed on a signal (a launcher turns its exit 75 into 1)
-export DECODIFF_PREEMPTED_FILE="$JOB_DIR/status/$TASK_ID.preempted"
+PREEMPTED_FLAG="$JOB_DIR/status/$TASK_ID.preempted"  # written by a training that checkpointed on a signal
+rm -f "$JOB_DIR/status/$TASK_ID.exit" "$JOB_DIR/status/$TASK_ID.requeued" "$PREEMPTED_FLAG"
 say() { echo "[decodiff-job $(date '+%F %T')] $*" >&2; }
 say "task $TASK_ID on $(hostname) (nodes: ${SLURM_JOB_NODELIST:-?}, restart ${SLURM_RESTART_COUNT:-0})"
 
@@ -251,7 +251,7 @@ run_step() {
 # End the task: requeue after a preemption checkpoint, else record the exit code.
 finish() {
   local rc=$1
-  if [ "$rc" -ne 0 ] && [ -f "$DECODIFF_PREEMPTED_FILE" ]; then rc=$PREEMPTED_EXIT; fi
+  if [ "$rc" -ne 0 ] && [ -f "$PREEMPTED_FLAG" ]; then rc=$PREEMPTED_EXIT; fi
   if [ "$rc" -ne 0 ] && [ "$TERMED" = 0 ] && { [ "$WARNED" = 1 ] || [ "$rc" -eq "$PREEMPTED_EXIT" ]; }; then
     say "checkpointed (exit $rc): requeueing job $SLURM_JOB_ID; the run resumes from its checkpoint"
     echo "$rc" > "$JOB_DIR/status/$TASK_ID.requeued"
@@ -293,6 +293,9 @@ def _config_body(job: SlurmJob, res: SlurmResources) -> str:
         f"LABELS=({labels})",
         'CONFIG=${CONFIGS[$TASK]}',
         'say "config $CONFIG (${LABELS[$TASK]})"',
+        # train/bench only (not sweeps, whose failed trials must not requeue the job): a launcher
+        # turns the training's exit 75 into 1, so the training also says so through this file
+        'export DECODIFF_PREEMPTED_FILE="$PREEMPTED_FLAG"',
     ]
     distributed = res.processes > 1
     if not distributed:

@@ -258,3 +258,23 @@ def test_evaluate_command_over_two_ranks_reports_once(uneven, ranks_run, tmp_pat
     assert Path(res["report"]).is_file()
     assert res["metrics"] == r["eval"]["records"]
     assert "on 2 processes" in err
+
+
+@pytest.mark.slow
+def test_bench_command_over_two_ranks_trains_evaluates_and_reports_once(uneven, tmp_path):
+    """`accelerate launch ... decodiff bench` over two processes: both ranks train (DDP) and score;
+    the main one alone writes the run folder and prints the results. Run again, every rank
+    reuses the model (the main process decides for all) and the numbers are the same."""
+    runs = tmp_path / "runs"
+    args = ["-m", "decodiff.harness.cli", "bench", "--config", "tiny", "--json", *uneven["overrides"],
+            "train.max_steps=4", f"run.out_dir={runs}", "tracking.enabled=false", "metrics.bootstrap=0"]
+    rc, stdout, err = finish(launch(args, PORT + 5))
+    assert rc == 0, err[-3000:]
+    assert "over 2 process(es)" in err and "on 2 processes" in err
+    assert [p.name.split("-")[1] for p in runs.iterdir()] == ["bench"]
+    first = json.loads(stdout)
+    rc, stdout, err = finish(launch(args, PORT + 6))
+    assert rc == 0, err[-3000:]
+    assert "train: reusing" in err and "train: UNet" not in err
+    assert json.loads(stdout)["metrics"] == first["metrics"]
+    assert len(list(runs.iterdir())) == 2

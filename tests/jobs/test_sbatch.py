@@ -193,3 +193,46 @@ def test_short_time_limit_shortens_the_warning():
     assert SlurmResources(time="10").grace_seconds == 120
     assert SlurmResources(time="4").grace_seconds == 60  # a quarter of 4 minutes
     assert SlurmResources().grace_seconds == 120
+
+
+def _run_with_fake_slurm(text: str, tmp_path: Path, srun_body: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run a rendered script with `srun` and `scontrol` replaced by small scripts (the real ones
+    are exercised by tests/jobs/test_slurm_cluster.py); scontrol's arguments are logged."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/bash\n" + srun_body + "\n")
+    (fake / "scontrol").write_text('#!/bin/bash\necho "$*" >> "$SCONTROL_LOG"\n'
+                                   '[ "$1 $2" = "show hostnames" ] && echo localhost\nexit 0\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    script = tmp_path / "job.sbatch"
+    script.write_text(text)
+    log = tmp_path / "scontrol.log"
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", SLURM_JOB_ID="4242", SLURM_NNODES="1",
+               SLURM_NODEID="0", SLURM_JOB_NODELIST="localhost", SCONTROL_LOG=str(log))
+    env.pop("SLURM_ARRAY_JOB_ID", None)
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=60), log
+
+
+@pytest.mark.parametrize("flagged", [True, False])
+def test_a_training_that_flags_its_preemption_checkpoint_is_requeued(tmp_path, flagged):
+    """Under accelerate launch the step exits 1 even when the workers exited 75; the flag file the
+    training writes ($DECODIFF_PREEMPTED_FILE) makes the script requeue. Without it, exit 1 is a failure."""
+    text = render(_job(tmp_path), SlurmResources(nodes=1, gpus_per_node=2, time="10", partition="gpu"))
+    body = ('echo "preempted by SIGTERM at step 3" > "$DECODIFF_PREEMPTED_FILE"; exit 1' if flagged else "exit 1")
+    p, log = _run_with_fake_slurm(text, tmp_path, body)
+    status = tmp_path / "job" / "status"
+    if flagged:
+        assert p.returncode == 0, p.stderr
+        assert (status / "4242.requeued").read_text().strip() == "75" and "requeue 4242" in log.read_text()
+    else:
+        assert p.returncode == 1, p.stderr
+        assert (status / "4242.exit").read_text().strip() == "1" and not (status / "4242.requeued").exists()
+        assert "requeue" not in (log.read_text() if log.exists() else "")
+
+
+def test_a_sweep_job_does_not_hand_the_flag_to_its_trials(tmp_path):
+    """A sweep's trials may be stopped by Ray: that must never requeue the whole job."""
+    sweep = render(_job(tmp_path, kind="sweep", grid=tmp_path / "grid.yaml"), SlurmResources(nodes=2, gpus_per_node=1, time="10"))
+    train = render(_job(tmp_path), SlurmResources(nodes=2, gpus_per_node=1, time="10"))
+    assert "DECODIFF_PREEMPTED_FILE" not in sweep and 'export DECODIFF_PREEMPTED_FILE="$PREEMPTED_FLAG"' in train
