@@ -16,8 +16,8 @@ from decodiff.harness.model_cache import trained_model
 from decodiff.harness.evaluate import EvalResult, evaluate
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
-from decodiff.harness.runs import new_run_dir, write_run_files, write_summary
-from decodiff.harness.tracking import end_run, flatten_config, log_artifacts, log_results, start_run, tracking_uri
+from decodiff.harness.runs import check_folders, new_run_dir, write_run_files, write_summary
+from decodiff.harness.tracking import check_tracking, end_run, flatten_config, log_artifacts, log_results, start_run, tracking_uri
 from decodiff.harness.uncertainty import Uncertainty, bootstrap
 from decodiff.harness.vae_fit import get_vae
 from decodiff.models.vae import FrozenVAE
@@ -41,6 +41,8 @@ def bench(cfg: Config) -> BenchResult | None:
     trains and evaluates its share; the main process alone writes the run folder, report and
     MLflow run and gets the result, the others get None."""
     t0 = time.time()
+    check_folders(cfg)
+    check_tracking(cfg)  # an unreachable server fails now, not after the training
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     acc = accelerator_if_launched(cfg)
@@ -48,12 +50,12 @@ def bench(cfg: Config) -> BenchResult | None:
     with builders_first(acc):
         data = prepare_data(cfg)
         vae = get_vae(cfg, data)
-    run_dir = new_run_dir(cfg, "bench") if main else None
-    if run_dir is not None:
-        log(f"run folder {run_dir}")
     model, classes, train_info, _ = trained_model(cfg, data, vae, accelerator=acc)
     if acc is not None:
         acc.free_memory()  # the DDP wrapper and optimizer state of the training: not needed to evaluate
+    run_dir = new_run_dir(cfg, "bench") if main else None  # made once there is a model: a failed training leaves none
+    if run_dir is not None:
+        log(f"run folder {run_dir}")
     result = evaluate(cfg, data, model, vae, classes, out=run_dir)
     if run_dir is None:
         return None

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, CheckpointError, VAEError, FileNotFoundError) as exc:
         print(f"decodiff: error: {exc}", file=sys.stderr)
         return 1
+    except (ValueError, OSError) as exc:  # a bad value or path the command did not foresee: still one line
+        if os.environ.get("DECODIFF_DEBUG"):
+            raise
+        print(f"decodiff: error: {exc} ({type(exc).__name__}; DECODIFF_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("decodiff: interrupted", file=sys.stderr)
         return 130

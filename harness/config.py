@@ -57,6 +57,13 @@ class DataSection(Section):
     demo: DemoSection = DemoSection()
 
     @model_validator(mode="after")
+    def _sizes(self) -> "DataSection":
+        if self.resize and self.crop and self.crop > self.resize:
+            raise ValueError(f"data.crop {self.crop} is larger than data.resize {self.resize} (the crop is taken "
+                             f"from the resized image)")
+        return self
+
+    @model_validator(mode="after")
     def _options(self) -> "DataSection":
         if self.options:
             from decodiff.datasets.registry import spec
@@ -220,10 +227,15 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name_or_path: str) -> dict[str, Any]:
-    """A preset by name (configs/<name>.yaml, shipped with the package) or a YAML file path."""
+def load_preset(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset by name (configs/<name>.yaml, shipped with the package) or a YAML file path;
+    `extends: NAME_OR_PATH` (a path relative to the file) builds on another."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+    is_file = path.suffix in (".yaml", ".yml") or "/" in name_or_path
+    ident = str(path.resolve()) if is_file else name_or_path
+    if ident in _chain:
+        raise ConfigError(f"--config {_chain[0]}: `extends` goes round in a circle ({' -> '.join([*_chain, ident])})")
+    if is_file:
         if not path.is_file():
             raise ConfigError(f"--config {name_or_path}: file not found")
         text = path.read_text()
@@ -233,14 +245,19 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
             raise ConfigError(f"--config {name_or_path}: no such preset (available: {', '.join(preset_names())})")
         text = res.read_text()
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--config {name_or_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:  # an empty file would silently run the bare defaults
+        raise ConfigError(f"--config {name_or_path}: the file is empty (expected config sections, or extends: PRESET)")
     if not isinstance(data, dict):
         raise ConfigError(f"--config {name_or_path}: expected a mapping of sections at the top level")
     base = data.pop("extends", None)
     if base:
-        data = merge(load_preset(base), data)
+        base = str(base)
+        if is_file and (base.endswith((".yaml", ".yml")) or "/" in base) and not Path(base).is_absolute():
+            base = str(path.parent / base)  # relative to the file that names it
+        data = merge(load_preset(base, (*_chain, ident)), data)
     return data
 
 

@@ -15,7 +15,7 @@ from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.stream import ShardStream, collate, load_manifest, shard_counts, shard_urls
 from decodiff.datasets.transforms import Preprocess
-from decodiff.harness.config import Config
+from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.progress import Progress, log
 
 
@@ -100,7 +100,8 @@ def prepare_data(cfg: Config) -> PreparedData:
     cats = list(d.categories) if d.categories else sorted(manifest.categories)
     unknown = [c for c in cats if c not in manifest.categories]
     if unknown:
-        raise DataError(f"data.categories: unknown {unknown}; the data set has {sorted(manifest.categories)}")
+        raise ConfigError(f"bad config value 'data.categories': unknown {unknown}; the data set has "
+                          f"{sorted(manifest.categories)}")
     return PreparedData(location=location, manifest=manifest, categories=cats, source=source)
 
 

@@ -13,6 +13,16 @@ from decodiff.harness.config import Config, to_yaml
 from decodiff.harness.provenance import code_version, environment
 
 
+def check_folders(cfg: Config) -> None:
+    """run.out_dir and run.cache_dir must be folders (or not exist yet): said before any work."""
+    from decodiff.harness.config import ConfigError
+
+    for key, value in (("run.out_dir", cfg.run.out_dir), ("run.cache_dir", cfg.run.cache_dir)):
+        p = Path(value)
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"bad config value '{key}': {value} is a file, expected a folder")
+
+
 def new_run_dir(cfg: Config, kind: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(cfg.run.out_dir) / f"{cfg.run.name}-{kind}-{stamp}-{secrets.token_hex(2)}"

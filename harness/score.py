@@ -16,6 +16,7 @@ and inf are errors naming the sample.
 """
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,12 +59,17 @@ class MapStore:
         if self.path.is_file():
             if self.path.suffix != ".npz":
                 raise DataError(f"{self.path}: maps must be one .npz (keys + maps) or a folder of .npy/.npz files")
-            with np.load(self.path, allow_pickle=False) as z:
-                if "keys" not in z or "maps" not in z:
-                    raise DataError(f"{self.path}: a maps .npz needs arrays 'keys' and 'maps' (has {sorted(z.files)})")
-                keys = [str(k) for k in z["keys"]]
-                self._maps = z["maps"]
-                self._scores = z["scores"] if "scores" in z else None
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    if "keys" not in z or "maps" not in z:
+                        raise DataError(f"{self.path}: a maps .npz needs arrays 'keys' and 'maps' (has {sorted(z.files)})")
+                    keys = [str(k) for k in z["keys"]]
+                    self._maps = z["maps"]
+                    self._scores = z["scores"] if "scores" in z else None
+            except DataError:
+                raise
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:  # not an .npz, or one that needs pickle
+                raise DataError(f"{self.path}: not a readable NumPy .npz of plain arrays ({exc})") from None
             if self._maps.ndim != 3 or self._maps.shape[0] != len(keys):
                 raise DataError(f"{self.path}: 'maps' must be N x H x W for the {len(keys)} keys, got {self._maps.shape}")
             if self._scores is not None and self._scores.shape != (len(keys),):
@@ -95,15 +101,20 @@ class MapStore:
         else:
             f = self._files[key]
             score = None
-            if f.suffix == ".npy":
-                m = np.load(f, allow_pickle=False)
-            else:
-                with np.load(f, allow_pickle=False) as z:
-                    arrays = [n for n in z.files if n != "score"]
-                    if "map" not in z and len(arrays) != 1:
-                        raise DataError(f"{f}: an .npz map needs an array 'map' (or exactly one array), has {z.files}")
-                    m = z["map"] if "map" in z else z[arrays[0]]
-                    score = float(z["score"]) if "score" in z else None
+            try:
+                if f.suffix == ".npy":
+                    m = np.load(f, allow_pickle=False)
+                else:
+                    with np.load(f, allow_pickle=False) as z:
+                        arrays = [n for n in z.files if n != "score"]
+                        if "map" not in z and len(arrays) != 1:
+                            raise DataError(f"{f}: an .npz map needs an array 'map' (or exactly one array), has {z.files}")
+                        m = z["map"] if "map" in z else z[arrays[0]]
+                        score = float(z["score"]) if "score" in z else None
+            except DataError:
+                raise
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                raise DataError(f"{f}: not a readable NumPy {f.suffix} of plain arrays ({exc})") from None
         m = np.asarray(m)
         if m.ndim == 3 and m.shape[0] == 1:
             m = m[0]
@@ -157,7 +168,7 @@ def score_maps(maps: str | Path | MapStore, truth: Iterable[TruthSample], datase
             if not resize:
                 raise DataError(f"sample {t.key!r}: anomaly map is {m.shape[0]}x{m.shape[1]} but its "
                                 f"{'mask' if t.mask is not None else 'image'} is {target[0]}x{target[1]} "
-                                "(ask for resizing to score it anyway)")
+                                "(pass --resize to score it anyway)")
             m = resize_map(m, tuple(target))
         s = float(m.max()) if score is None else score
         suite.update(t.category, np.array([s]), np.array([t.label]), m[None],

@@ -35,6 +35,38 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{db}"
 
 
+def check_tracking(cfg: Config) -> None:
+    """Fail before any work when the tracking store cannot take the run: a server that does not
+    answer, MLflow's retired file store, a SQLite file in a folder that cannot be written."""
+    if not cfg.tracking.enabled:
+        return
+    from decodiff.harness.config import ConfigError
+
+    uri = tracking_uri(cfg)
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as r:
+                r.read(64)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"tracking.uri={uri}: no MLflow server answers there ({reason}); start one, "
+                              f"or set tracking.enabled=false") from None
+    elif scheme in ("", "file"):
+        raise ConfigError(f"tracking.uri={uri}: MLflow 3 refuses its plain file store by default; use sqlite:///PATH.db or a server URL")
+    elif scheme == "sqlite":
+        db = Path(uri.split(":///", 1)[1]) if ":///" in uri else None
+        if db is not None and str(db) not in ("", ":memory:"):
+            parent = db.resolve().parent
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if not (parent.is_dir() and os.access(parent, os.W_OK)):
+                raise ConfigError(f"tracking.uri={uri}: cannot write the database there ({parent} is not a writable folder)")
+
+
 def metric_name(rec: dict[str, Any]) -> str:
     return f"{rec['dataset']}/{rec['category']}/{rec['level']}_{rec['metric']}"
 
@@ -69,6 +101,8 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # with a server URI, MLflow prints "View run ... at" on stdout, which must stay one JSON object
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # a server that goes away mid-run: fail within about a minute, not after MLflow's long back-off
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     for name in ("mlflow", "alembic", "sqlalchemy"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -191,6 +191,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     if acc.is_main_process:
         info = {"method": cfg.method, "steps": pos.step, "epochs": pos.epoch, "seconds": round(pos.seconds, 1), "final_loss": pos.loss,
                 "code_version": code_version(), "data_checksum": data.manifest.checksum, "vae": vae.source,
+                "vae_fingerprint": vae.fingerprint, "vae_location": vae.location, "vae_scale": vae.scale,
                 "config_digest": cfg.digest(), "processes": world, "ema": t.ema, "weights_sha256": digest,
                 "resumed_from": resumed_from}
         save_model(ckpt, net, spec, info, state=ema.averaged_state(net) if ema is not None else None)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, device_for, image_size, train_image_loader
 from decodiff.harness.progress import Progress, log
+from decodiff.models.errors import VAEError
 from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae, save_vae
 
 BUILTIN_PREFIX = "builtin:"
@@ -24,7 +25,12 @@ def resolve_pretrained(path: str) -> Path:
     """`builtin:NAME` is a VAE shipped in the package (models/weights/NAME), else a folder."""
     if path.startswith(BUILTIN_PREFIX):
         name = path[len(BUILTIN_PREFIX):]
-        return Path(str(resources.files("decodiff.models") / "weights" / name))
+        shipped = Path(str(resources.files("decodiff.models") / "weights"))
+        if not (shipped / name).is_dir():
+            known = sorted(p.name for p in shipped.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+            raise VAEError(f"vae.pretrained={path}: no such built-in VAE (built in: "
+                           f"{', '.join(BUILTIN_PREFIX + k for k in known) or 'none'})")
+        return shipped / name
     return Path(path).expanduser()
 
 

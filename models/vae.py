@@ -56,6 +56,7 @@ class FrozenVAE(nn.Module):
         self.scale = float(scale)
         self.source = source  # what the report says about the VAE
         self.fingerprint = fingerprint  # sha256 of the weights file: the identity caches are keyed by
+        self.location = ""  # the folder or file it was loaded from (checkpoints record it)
 
     @property
     def factor(self) -> int:
@@ -101,6 +102,9 @@ def load_vae(folder: Path, image_size: int | None = None, expect_channels: int |
         out = FrozenVAE(vae, scale or vae.config.scaling_factor, fingerprint=_sha256(folder),
                         source=f"pretrained AutoencoderKL from the Stable-Diffusion-layout file {folder}")
         return _checked(out, folder, image_size, expect_channels)
+    if not folder.exists():
+        raise VAEError(f"vae.pretrained={folder}: not found (expected a folder saved with save_pretrained, "
+                       f"or a {'/'.join(SINGLE_FILE_SUFFIXES)} file in the Stable-Diffusion layout)")
     if not (folder / "config.json").is_file():
         raise VAEError(f"vae.pretrained={folder}: no config.json there (expected a folder saved with save_pretrained, "
                        f"or a {'/'.join(SINGLE_FILE_SUFFIXES)} file in the Stable-Diffusion layout)")
@@ -126,6 +130,7 @@ def _checked(out: FrozenVAE, folder: Path, image_size: int | None, expect_channe
             z = out.encode(torch.zeros(1, 3, image_size, image_size))
         if z.shape[-1] * out.factor != image_size:
             raise VAEError(f"vae.pretrained={folder}: latent {tuple(z.shape[1:])} does not match image size {image_size}")
+    out.location = str(folder.resolve())
     return out
 
 

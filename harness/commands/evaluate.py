@@ -26,19 +26,34 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.distributed import accelerator_if_launched, builders_first
     from decodiff.harness.evaluate import evaluate
     from decodiff.harness.progress import log
-    from decodiff.harness.runs import new_run_dir
+    from decodiff.harness.runs import check_folders, new_run_dir
+    from decodiff.harness.tracking import check_tracking
     from decodiff.harness.vae_fit import get_vae
 
     t0 = time.time()
+    check_folders(cfg)
+    check_tracking(cfg)
     model, spec, info = load_model(args.checkpoint)
     trained_as = info.get("method", "deco-diff")
     if trained_as != cfg.method:
         raise CheckpointError(f"--checkpoint {args.checkpoint}: trained as method={trained_as}, but the config says "
                               f"method={cfg.method} (pass method={trained_as})")
+    if spec.get("size") != cfg.model.size:
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: a UNet of size {spec.get('size')}, but the config says "
+                              f"model.size={cfg.model.size} (pass model.size={spec.get('size')})")
+    where = info.get("vae_location")
+    if not cfg.vae.pretrained and where and Path(where).exists():  # the VAE it was trained with, not a new one
+        cfg = cfg.model_copy(update={"vae": cfg.vae.model_copy(update={"pretrained": where})})
+        log(f"VAE: the checkpoint's own ({where})")
     acc = accelerator_if_launched(cfg)  # several launched processes: each scores a share of the test set
     with builders_first(acc):
         data = prepare_data(cfg)
         vae = get_vae(cfg, data)
+    trained_with = info.get("vae_fingerprint")
+    if trained_with and vae.fingerprint and trained_with != vae.fingerprint:
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: trained with another VAE ({info.get('vae')}; weights "
+                              f"{trained_with[:12]}) than this config gives ({vae.source}; weights {vae.fingerprint[:12]})"
+                              + (f": pass vae.pretrained={where}" if where else ": pass the VAE it was trained with"))
     run_dir = new_run_dir(cfg, "evaluate") if acc is None or acc.is_main_process else None
     result = evaluate(cfg, data, model, vae, spec["classes"], out=run_dir)
     if run_dir is None:  # the main process reports

@@ -3,9 +3,11 @@ MLflow run as a DeCo-Diff run."""
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
+from decodiff.harness.errors import UsageError
 from decodiff.harness.commands.common import add_json_arg, headline, print_json
 
 
@@ -31,6 +33,15 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.config import build_config
 
     truth = Path(args.truth)
+    if "://" not in args.truth and not args.truth.startswith("pipe:") and not truth.exists():
+        from decodiff.datasets.imageio import DataError
+
+        raise DataError(f"--truth {truth}: not found (expected a shard folder with manifest.json, or a data set folder)")
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, expected a folder")
+    if out.is_dir() and any(out.iterdir()) and "maps" not in _provenance(out):
+        raise UsageError(f"--out {out}: holds something else than an earlier `decodiff score` result; choose a new folder")
     where = [f"data.shards={truth}"] if (truth / "manifest.json").is_file() or "://" in args.truth else \
         [f"data.root={truth}", f"data.dataset={args.dataset}"]
     cfg = build_config(args.config, ["data.resize=null", "data.crop=null", *where, "run.name=score", *args.overrides])
@@ -43,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.provenance import code_version
     from decodiff.harness.runs import write_run_files, write_summary
     from decodiff.harness.score import score_maps, truth_from_batches
-    from decodiff.harness.tracking import log_run
+    from decodiff.harness.tracking import check_tracking, log_run
     from decodiff.reports.markdown import write_report
 
     t0 = time.time()
+    check_tracking(cfg)
     data = prepare_data(cfg)
     result = score_maps(args.maps, truth_from_batches(test_loader(cfg, data)), data.manifest.dataset,
                         resize=args.resize, aupro_protocol=cfg.metrics.aupro_protocol, fpr_limit=cfg.metrics.fpr_limit)
-    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     prov = write_run_files(out, cfg, {"maps": str(args.maps.resolve()),
                                       "data": {"source": data.source, "checksum": data.manifest.checksum}})
@@ -74,3 +85,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report.resolve())
     return 0
+
+
+def _provenance(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return {}

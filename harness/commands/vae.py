@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 from pathlib import Path
 
 from decodiff.harness.commands.common import add_config_args
+from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,11 +28,15 @@ def run_train(args: argparse.Namespace) -> int:
     from decodiff.harness.vae_fit import fit_small_vae
 
     cfg = build_config(args.config, list(args.overrides) + ["vae.pretrained=null"])
+    out = args.out
+    # checked before the training: only an earlier VAE (or nothing) is ever replaced
+    if out.exists() and not (out.is_dir() and ((out / "decodiff.json").is_file() or not any(out.iterdir()))):
+        raise UsageError(f"--out {out}: exists and is not a VAE folder written by `decodiff vae train` "
+                         f"(no decodiff.json); choose a new folder")
+    parent = out.resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"--out {out}: cannot write into {parent}")
     data = prepare_data(cfg)
-    tmp = args.out.with_name(args.out.name + ".building")
-    fit_small_vae(cfg, data, tmp)
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    tmp.rename(args.out)
-    print(args.out)
+    fit_small_vae(cfg, data, out)  # written as OUT.tmp, then renamed over an earlier VAE
+    print(out)
     return 0

@@ -38,3 +38,42 @@ def test_help_for_every_command(tmp_path):
                 ["evaluate", "--help"], ["report", "--help"], ["model", "info", "--help"]):
         p = run(cmd, tmp_path)
         assert p.returncode == 0 and "usage: decodiff" in p.stdout
+
+
+def _one_error(p) -> str:
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("decodiff: error: "), p.stderr[-2000:]
+    return lines[0]
+
+
+def test_config_files_that_cannot_work_are_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    (tmp_path / "empty.yaml").write_text("")
+    (tmp_path / "afile").write_text("not a folder")
+    cases = {
+        ("--config", "loop.yaml"): "goes round in a circle",
+        ("--config", "empty.yaml"): "empty.yaml: the file is empty",
+        ("--config", "tiny", "data.resize=32", "data.crop=64"): "data.crop 64 is larger than data.resize 32",
+        ("--config", "tiny", "run.out_dir=afile"): "'run.out_dir': afile is a file",
+        ("--config", "tiny", "tracking.uri=http://127.0.0.1:9"): "tracking.uri=http://127.0.0.1:9: no MLflow server answers",
+        ("--config", "tiny", "tracking.uri=file:///tmp/mlruns"): "refuses its plain file store",
+    }
+    for args, expected in cases.items():
+        p = run(["bench", *args], tmp_path)
+        assert p.returncode == 2 and expected in _one_error(p), (args, p.stderr[-2000:])
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["afile", "empty.yaml", "loop.yaml"]
+
+
+def test_an_unforeseen_bad_value_is_still_one_line(tmp_path):
+    p = run(["data", "demo", "--out", str(tmp_path / "d"), "--size", "7"], tmp_path)
+    assert p.returncode == 1 and "demo image size must be at least 32" in _one_error(p)
+    assert not (tmp_path / "d").exists()
+
+
+def test_vae_train_never_replaces_a_folder_that_is_not_a_vae(tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("keep")
+    p = run(["vae", "train", "--config", "tiny", "--out", str(keep)], tmp_path)
+    assert p.returncode == 2 and "is not a VAE folder" in _one_error(p)
+    assert (keep / "notes.txt").read_text() == "keep"

@@ -278,3 +278,22 @@ def test_bench_command_over_two_ranks_trains_evaluates_and_reports_once(uneven, 
     assert "train: reusing" in err and "train: UNet" not in err
     assert json.loads(stdout)["metrics"] == first["metrics"]
     assert len(list(runs.iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_another_model_size_and_keeps_the_checkpoints_vae(uneven, ranks_run, tmp_path):
+    """A checkpoint is evaluated with the VAE it was trained with, even for a subset of categories
+    (whose own small VAE would differ); a model.size that is not the checkpoint's is refused."""
+    _, out = ranks_run
+    cli = str(Path(sys.executable).with_name("decodiff"))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    base = ["evaluate", "--checkpoint", str(out / "checkpoint"), "--config", "tiny", *uneven["overrides"],
+            f"run.out_dir={tmp_path / 'runs'}", "tracking.enabled=false", "metrics.bootstrap=0"]
+    p = subprocess.run([cli, *base, "model.size=demo"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1 and "a UNet of size tiny, but the config says model.size=demo" in p.stderr
+    assert not (tmp_path / "runs").exists()
+    p = subprocess.run([cli, *base, "data.categories=[coins]", "--json"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "VAE: the checkpoint's own" in p.stderr and "training a small AutoencoderKL" not in p.stderr
+    assert {r["category"] for r in json.loads(p.stdout)["metrics"]} >= {"coins", "mean"}
