@@ -86,6 +86,8 @@ def prepare_data(cfg: Config) -> PreparedData:
             options["split_csv"] = str(Path(str(options["split_csv"])).expanduser().resolve())
         # another layout option, other shards (512 and "512" are one option)
         opts = f":{sorted((k, str(v)) for k, v in options.items())}" if options else ""
+        if d.dataset == "demo":  # a demo folder regenerated with other settings is another data set
+            opts += f":{tag}"
         tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}{opts}".encode()).hexdigest()[:10]
         location = str(cache / "shards" / f"{d.dataset}-{tag}")
         source = f"{d.dataset} at {root}"
