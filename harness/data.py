@@ -3,6 +3,7 @@ cache, and loaders over the shards for training and evaluation."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,8 @@ def prepare_data(cfg: Config) -> PreparedData:
         opts = f":{sorted((k, str(v)) for k, v in options.items())}" if options else ""
         if d.dataset == "demo":  # a demo folder regenerated with other settings is another data set
             opts += f":{tag}"
+        else:  # files added, removed or changed in the folder: other shards, never stale ones
+            opts += f":{source_fingerprint(root)}"
         tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}{opts}".encode()).hexdigest()[:10]
         location = str(cache / "shards" / f"{d.dataset}-{tag}")
         source = f"{d.dataset} at {root}"
@@ -105,6 +108,17 @@ def prepare_data(cfg: Config) -> PreparedData:
         raise ConfigError(f"bad config value 'data.categories': unknown {unknown}; the data set has "
                           f"{sorted(manifest.categories)}")
     return PreparedData(location=location, manifest=manifest, categories=cats, source=source)
+
+
+def source_fingerprint(root: Path) -> str:
+    """Count, total size and newest modification time of the files under a native layout: a
+    cheap identity (stat only, no reads) that changes whenever the folder's content does."""
+    n = size = newest = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            st = os.stat(os.path.join(dirpath, name))
+            n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return f"{n}:{size}:{newest}"
 
 
 class _Transformed:

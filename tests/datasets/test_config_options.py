@@ -21,3 +21,17 @@ def test_an_option_the_reader_does_not_have_is_named():
     with pytest.raises(ConfigError, match=r"data.options \['split_csv'\]: not options of the realiad reader "
                                           r"\(its options: resolution, json_dir\)"):
         build_config("demo", ["data.dataset=realiad", "data.options.split_csv=x.csv"])
+
+
+def test_a_changed_folder_gets_new_shards_not_stale_ones(folder_root, tmp_path):
+    import shutil
+
+    args = ["data.dataset=folder", f"data.root={folder_root}", f"run.cache_dir={tmp_path / 'cache'}"]
+    first = prepare_data(build_config("demo", args))
+    again = prepare_data(build_config("demo", args))
+    assert again.location == first.location  # unchanged: the shards are reused
+    shutil.copy(folder_root / "normal" / "img00.png", folder_root / "normal" / "img99.png")
+    changed = prepare_data(build_config("demo", args))
+    assert changed.location != first.location
+    total = sum(changed.manifest.count(s, changed.categories) for s in ("train", "test"))
+    assert total == sum(first.manifest.count(s, first.categories) for s in ("train", "test")) + 1
