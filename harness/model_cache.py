@@ -53,8 +53,7 @@ def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator: 
     if cfg.method not in TRAINED:  # vae-recon: the VAE alone, nothing to train
         return None, list(data.categories), {"method": cfg.method, "steps": 0, "checkpoint": None, "reused": False}, False
     folder = model_folder(cfg, data, vae)
-    ckpt = folder / "checkpoint"
-    reused = cfg.train.reuse and (ckpt / "model.safetensors").is_file()
+    reused = cfg.train.reuse and (folder / "checkpoint" / "model.safetensors").is_file()
     resume = not reused and cfg.train.reuse and latest_state(folder) is not None
     # several processes: the main one decides for all, so that no rank skips a training the others enter
     folder_s, reused, resume = broadcast_from_main((str(folder), reused, resume))

@@ -9,14 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from decodiff.datasets.manifest import write_json_atomic
-from decodiff.harness.config import Config, to_yaml
+from decodiff.harness.config import Config, ConfigError, to_yaml
 from decodiff.harness.provenance import code_version, environment
 
 
 def check_folders(cfg: Config) -> None:
     """run.out_dir and run.cache_dir must be folders (or not exist yet): said before any work."""
-    from decodiff.harness.config import ConfigError
-
     for key, value in (("run.out_dir", cfg.run.out_dir), ("run.cache_dir", cfg.run.cache_dir)):
         p = Path(value)
         if p.exists() and not p.is_dir():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,17 +60,12 @@ class MapStore:
         if self.path.is_file():
             if self.path.suffix != ".npz":
                 raise DataError(f"{self.path}: maps must be one .npz (keys + maps) or a folder of .npy/.npz files")
-            try:
-                with np.load(self.path, allow_pickle=False) as z:
-                    if "keys" not in z or "maps" not in z:
-                        raise DataError(f"{self.path}: a maps .npz needs arrays 'keys' and 'maps' (has {sorted(z.files)})")
-                    keys = [str(k) for k in z["keys"]]
-                    self._maps = z["maps"]
-                    self._scores = z["scores"] if "scores" in z else None
-            except DataError:
-                raise
-            except (ValueError, OSError, zipfile.BadZipFile) as exc:  # not an .npz, or one that needs pickle
-                raise DataError(f"{self.path}: not a readable NumPy .npz of plain arrays ({exc})") from None
+            with _readable(self.path), np.load(self.path, allow_pickle=False) as z:
+                if "keys" not in z or "maps" not in z:
+                    raise DataError(f"{self.path}: a maps .npz needs arrays 'keys' and 'maps' (has {sorted(z.files)})")
+                keys = [str(k) for k in z["keys"]]
+                self._maps = z["maps"]
+                self._scores = z["scores"] if "scores" in z else None
             if self._maps.ndim != 3 or self._maps.shape[0] != len(keys):
                 raise DataError(f"{self.path}: 'maps' must be N x H x W for the {len(keys)} keys, got {self._maps.shape}")
             if self._scores is not None and self._scores.shape != (len(keys),):
@@ -101,7 +97,7 @@ class MapStore:
         else:
             f = self._files[key]
             score = None
-            try:
+            with _readable(f):
                 if f.suffix == ".npy":
                     m = np.load(f, allow_pickle=False)
                 else:
@@ -111,10 +107,6 @@ class MapStore:
                             raise DataError(f"{f}: an .npz map needs an array 'map' (or exactly one array), has {z.files}")
                         m = z["map"] if "map" in z else z[arrays[0]]
                         score = float(z["score"]) if "score" in z else None
-            except DataError:
-                raise
-            except (ValueError, OSError, zipfile.BadZipFile) as exc:
-                raise DataError(f"{f}: not a readable NumPy {f.suffix} of plain arrays ({exc})") from None
         m = np.asarray(m)
         if m.ndim == 3 and m.shape[0] == 1:
             m = m[0]
@@ -126,6 +118,17 @@ class MapStore:
         if not np.isfinite(m).all():
             raise DataError(f"sample {key!r}: the anomaly map has NaN or inf values")
         return m, score
+
+
+@contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """A file NumPy cannot read (not .npy/.npz, or one that needs pickle) as one DataError naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable NumPy {path.suffix} of plain arrays ({exc})") from None
 
 
 def resize_map(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -58,12 +58,6 @@ class SweepResult:
 
 
 # ---- paths and checks ---------------------------------------------------------------------------------
-def _single_file(path: Path) -> bool:
-    from decodiff.models.vae_single_file import SINGLE_FILE_SUFFIXES
-
-    return path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES
-
-
 def _abs(path: str | None) -> str | None:
     if path is None or "://" in path or path.startswith(("pipe:", "builtin:")):
         return path
@@ -92,6 +86,8 @@ def check_data(plan: SweepPlan) -> dict[str, Any]:
     from decodiff.datasets.stream import load_manifest
 
     from decodiff.harness.vae_fit import resolve_pretrained
+    from decodiff.models.errors import VAEError
+    from decodiff.models.vae import EXPECTED_VAE, vae_source_problem
 
     manifests: dict[str, Any] = {}
     seen: set[str] = set()
@@ -102,9 +98,14 @@ def check_data(plan: SweepPlan) -> dict[str, Any]:
         if key in seen:
             continue
         seen.add(key)
-        if pre and not (resolve_pretrained(pre) / "config.json").is_file() and not _single_file(resolve_pretrained(pre)):
-            raise SweepError(f"{plan.source}: trial {t.label}: vae.pretrained={pre}: no VAE folder there "
-                             f"(expected config.json, as save_pretrained writes, or a Stable-Diffusion-layout file)")
+        if pre:
+            try:
+                problem = vae_source_problem(resolve_pretrained(pre))
+            except VAEError as exc:  # an unknown builtin:NAME
+                raise SweepError(f"{plan.source}: trial {t.label}: {exc}") from None
+            if problem:
+                raise SweepError(f"{plan.source}: trial {t.label}: vae.pretrained={pre}: no VAE folder there "
+                                 f"({problem}; {EXPECTED_VAE})")
         if d.shards:
             if d.shards not in manifests:
                 try:
@@ -140,7 +141,7 @@ def dry_run(plan: SweepPlan, out: Path | None = None) -> dict[str, Any]:
         "axes": plan.axes,
         "trials": [{"trial": t.id, "dataset": t.dataset, "overrides": t.overrides, "group": t.group,
                     "shares_training_with": len(groups[t.group]) - 1, "finished": t.id in finished} for t in plan.trials],
-        "trainings": sum(1 for ts in groups.values() if ts[0].config.method != "vae-recon"),  # vae-recon trains nothing
+        "trainings": plan.trainings(),
         "cost": estimate(plan, manifests, trained, finished),
         "resources": plan.spec.resources.model_dump(),
         "objective": {**plan.spec.objective.model_dump(), "split": plan.objective_split()},
@@ -388,8 +389,7 @@ def _collect(plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[
     prov = {
         "sweep file": plan.source + (f" (command-line overrides: {' '.join(plan.cli_overrides)})" if plan.cli_overrides else ""),
         "trials": f"{len(results)} finished, {len(failed)} failed, {len(not_run)} not run, of {len(plan.trials)}",
-        "trainings": f"{sum(1 for ts in plan.groups().values() if ts[0].config.method != 'vae-recon')} distinct "
-                     f"training setting(s) for {len(plan.trials)} trials",
+        "trainings": f"{plan.trainings()} distinct training setting(s) for {len(plan.trials)} trials",
         "validation": (f"{plan.spec.validation.holdout:.0%} of each category's normal training images held out, "
                        f"{plan.spec.validation.defects} synthetic defect(s) each" if plan.spec.validation else "none"),
         "code version": code_version(),

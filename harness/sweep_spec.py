@@ -138,6 +138,10 @@ class SweepPlan:
             out.setdefault(t.group, []).append(t)
         return out
 
+    def trainings(self) -> int:
+        """Distinct trainings the sweep needs (vae-recon trains nothing)."""
+        return sum(1 for ts in self.groups().values() if ts[0].config.method != "vae-recon")
+
     def objective_split(self) -> str:
         return self.spec.objective.split or ("validation" if self.spec.validation else "test")
 

@@ -35,9 +35,18 @@ def tracking_uri(cfg: Config) -> str:
     return f"sqlite:///{db}"
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///PATH` URI (None for other URIs and in-memory stores)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    rest = uri[len("sqlite:///"):]
+    return Path(rest) if rest and rest != ":memory:" else None
+
+
 def check_tracking(cfg: Config) -> None:
     """Fail before any work when the tracking store cannot take the run: a server that does not
-    answer, MLflow's retired file store, a SQLite file in a folder that cannot be written."""
+    answer, MLflow's plain file store (MLflow 3 refuses it), a SQLite file in a folder that
+    cannot be written."""
     if not cfg.tracking.enabled:
         return
     from decodiff.harness.config import ConfigError
@@ -56,15 +65,14 @@ def check_tracking(cfg: Config) -> None:
             raise ConfigError(f"tracking.uri={uri}: no MLflow server answers there ({reason}); start one, "
                               f"or set tracking.enabled=false") from None
     elif scheme in ("", "file"):
-        raise ConfigError(f"tracking.uri={uri}: MLflow 3 refuses its plain file store by default; use sqlite:///PATH.db or a server URL")
-    elif scheme == "sqlite":
-        db = Path(uri.split(":///", 1)[1]) if ":///" in uri else None
-        if db is not None and str(db) not in ("", ":memory:"):
-            parent = db.resolve().parent
-            while not parent.exists() and parent != parent.parent:
-                parent = parent.parent
-            if not (parent.is_dir() and os.access(parent, os.W_OK)):
-                raise ConfigError(f"tracking.uri={uri}: cannot write the database there ({parent} is not a writable folder)")
+        raise ConfigError(f"tracking.uri={uri}: MLflow 3 refuses its plain file store by default; use "
+                          f"sqlite:///PATH.db or a server URL")
+    elif (db := _sqlite_path(uri)) is not None:
+        parent = db.resolve().parent
+        while not parent.exists() and parent != parent.parent:  # the nearest folder that exists
+            parent = parent.parent
+        if not (parent.is_dir() and os.access(parent, os.W_OK)):
+            raise ConfigError(f"tracking.uri={uri}: cannot write the database there ({parent} is not a writable folder)")
 
 
 def metric_name(rec: dict[str, Any]) -> str:
@@ -233,8 +241,8 @@ def _tracked(client, run) -> TrackedRun:
 
 def _reader(uri: str):
     """A client for reading; a SQLite store that does not exist is an error (not a new empty one)."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
+    path = _sqlite_path(uri)
+    if path is not None:
         if not path.is_file():
             raise TrackingError(f"no MLflow store at {uri} ({path} does not exist; give --tracking-uri)")
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # retries are reported once, as a TrackingError

@@ -91,6 +91,23 @@ class FrozenVAE(nn.Module):
         return self.vae.decode(z.to(self.vae.dtype) / self.scale).sample
 
 
+EXPECTED_VAE = (f"expected a folder saved with save_pretrained, or a {'/'.join(SINGLE_FILE_SUFFIXES)} file in the "
+                "Stable-Diffusion layout")
+
+
+def vae_source_problem(path: Path) -> str | None:
+    """Why `path` cannot be a VAE that `load_vae` reads (None: it looks like one); cheap, so
+    callers can check every source before any work."""
+    path = Path(path)
+    if path.is_file() and path.suffix in SINGLE_FILE_SUFFIXES:
+        return None
+    if not path.exists():
+        return "not found"
+    if not (path / "config.json").is_file():
+        return "no config.json there"
+    return None
+
+
 def load_vae(folder: Path, image_size: int | None = None, expect_channels: int | None = None,
              scale: float | None = None) -> FrozenVAE:
     """Load a local diffusers-format VAE folder, or one weights file in the Stable-Diffusion
@@ -102,12 +119,9 @@ def load_vae(folder: Path, image_size: int | None = None, expect_channels: int |
         out = FrozenVAE(vae, scale or vae.config.scaling_factor, fingerprint=_sha256(folder),
                         source=f"pretrained AutoencoderKL from the Stable-Diffusion-layout file {folder}")
         return _checked(out, folder, image_size, expect_channels)
-    if not folder.exists():
-        raise VAEError(f"vae.pretrained={folder}: not found (expected a folder saved with save_pretrained, "
-                       f"or a {'/'.join(SINGLE_FILE_SUFFIXES)} file in the Stable-Diffusion layout)")
-    if not (folder / "config.json").is_file():
-        raise VAEError(f"vae.pretrained={folder}: no config.json there (expected a folder saved with save_pretrained, "
-                       f"or a {'/'.join(SINGLE_FILE_SUFFIXES)} file in the Stable-Diffusion layout)")
+    problem = vae_source_problem(folder)
+    if problem:
+        raise VAEError(f"vae.pretrained={folder}: {problem} ({EXPECTED_VAE})")
     try:
         vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
     except Exception as exc:  # diffusers raises many kinds; all mean "not a usable VAE folder"

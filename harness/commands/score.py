@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from decodiff.harness.errors import UsageError
 from decodiff.harness.commands.common import add_json_arg, headline, print_json
+from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,6 @@ import tarfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import Manifest
@@ -13,28 +12,23 @@ from decodiff.datasets.shards import write_shards
 from decodiff.datasets.stream import ShardStream, assigned, shard_urls
 
 
-def _png(path, arr):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
 @pytest.fixture()
-def mvtec(tmp_path):
+def mvtec(tmp_path, image_writer):
     """A two-category MVTec-AD layout with real PNG files (one grey-scale category)."""
     rng = np.random.default_rng(0)
     root = tmp_path / "mvtec"
     for cat, grey in (("bottle", False), ("grid", True)):
         shape = (40, 40) if grey else (40, 40, 3)
         for i in range(5):
-            _png(root / cat / "train" / "good" / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
+            image_writer(root / cat / "train" / "good" / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
         for i in range(2):
-            _png(root / cat / "test" / "good" / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
+            image_writer(root / cat / "test" / "good" / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
         for defect in ("crack", "hole"):
             for i in range(2):
-                _png(root / cat / "test" / defect / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
+                image_writer(root / cat / "test" / defect / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
                 m = np.zeros((40, 40), np.uint8)
                 m[5 + i:15, 10:20] = 255
-                _png(root / cat / "ground_truth" / defect / f"{i:03d}_mask.png", m)
+                image_writer(root / cat / "ground_truth" / defect / f"{i:03d}_mask.png", m)
     return root
 
 
@@ -87,10 +81,10 @@ def test_round_trip_through_shards(mvtec, tmp_path):
             assert s["mask"] is not None and not s["mask"].any()
 
 
-def test_keys_with_dots_survive(tmp_path):
+def test_keys_with_dots_survive(tmp_path, image_writer):
     root = tmp_path / "data"
-    _png(root / "cat.v2" / "train" / "good" / "img.001.png", np.zeros((8, 8, 3), np.uint8))
-    _png(root / "cat.v2" / "test" / "good" / "img.002.png", np.zeros((8, 8, 3), np.uint8))
+    image_writer(root / "cat.v2" / "train" / "good" / "img.001.png", np.zeros((8, 8, 3), np.uint8))
+    image_writer(root / "cat.v2" / "test" / "good" / "img.002.png", np.zeros((8, 8, 3), np.uint8))
     m = write_shards(read_mvtec(root), tmp_path / "s", dataset="mvtec")
     keys = [s["key"] for s in ShardStream(shard_urls(tmp_path / "s", m, "train"))]
     assert keys == ["cat.v2/train/good/img.001"]

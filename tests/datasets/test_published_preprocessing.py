@@ -15,25 +15,20 @@ from decodiff.harness.data import prepare_data
 from decodiff.harness.data import test_loader as make_test_loader
 
 
-def _write(path, arr):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
 @pytest.fixture()
-def mvtec_root(tmp_path):
+def mvtec_root(tmp_path, image_writer):
     rng = np.random.default_rng(0)
     root = tmp_path / "mvtec"
     h, w = 300, 340  # neither square nor the resize size
     for i in range(2):
-        _write(root / "bottle" / "train" / "good" / f"{i:03d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-    _write(root / "bottle" / "test" / "good" / "000.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        image_writer(root / "bottle" / "train" / "good" / f"{i:03d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    image_writer(root / "bottle" / "test" / "good" / "000.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     for i in range(2):
-        _write(root / "bottle" / "test" / "crack" / f"{i:03d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        image_writer(root / "bottle" / "test" / "crack" / f"{i:03d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         mask = np.zeros((h, w), np.uint8)
         mask[100 + 40 * i: 131 + 40 * i, 150:157] = 255  # a thin region: its resized edges are fractional
         mask[5, 5] = 1  # a faint pixel: "> 0" keeps it where it survives the resize
-        _write(root / "bottle" / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
+        image_writer(root / "bottle" / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
     return root
 
 
