@@ -12,7 +12,7 @@ import torch
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, prepare_data
 from decodiff.harness.distributed import accelerator_if_launched, builders_first
-from decodiff.harness.init_weights import init_params
+from decodiff.harness.init_weights import init_params, source_files
 from decodiff.harness.model_cache import trained_model
 from decodiff.harness.evaluate import EvalResult, evaluate
 from decodiff.harness.progress import log
@@ -44,6 +44,8 @@ def bench(cfg: Config) -> BenchResult | None:
     t0 = time.time()
     check_folders(cfg)
     check_tracking(cfg)  # an unreachable server fails now, not after the training
+    if cfg.model.init_from:  # a missing initialisation fails now, not after the VAE
+        source_files(cfg.model.init_from)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     acc = accelerator_if_launched(cfg)
@@ -103,8 +105,8 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
     model_line = (f"UNet {cfg.model.size}, {train_info.get('steps')} steps, {trained} ({train_info.get('checkpoint')})"
                   if cfg.method != "vae-recon" else "none (the VAE's own reconstruction error)")
     if train_info.get("imported_from"):
-        model_line = (f"UNet {train_info.get('size')}, imported from {train_info['imported_from']} ({train_info.get('format')} "
-                      f"format, sha256 {train_info.get('init', {}).get('sha256', '')[:12]}), not trained here "
+        model_line = (f"UNet {train_info.get('size')}, imported from {train_info['imported_from']} "
+                      f"({train_info.get('format')} format, sha256 {train_info.get('init', {}).get('sha256', '')[:12]}), not trained here "
                       f"({train_info.get('checkpoint')})")
     elif train_info.get("init"):
         model_line += f"; initialised from {train_info['init']['from']} (sha256 {train_info['init']['sha256'][:12]})"

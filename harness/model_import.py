@@ -42,8 +42,8 @@ def import_checkpoint(file: Path, categories: list[str], out: Path, *, heads: in
     except WeightsError as exc:
         raise WeightsError(f"{file}: {exc}") from None
     if src.ldm.class_table is None:
-        raise CheckpointError(f"{file}: no class table ({'cond_stage_model.embedding.weight'}): not a class-conditional "
-                              f"DeCo-Diff model")
+        raise CheckpointError(f"{file}: no class table (cond_stage_model.embedding.weight): not a "
+                              f"class-conditional DeCo-Diff model")
     if len(categories) > arch["num_classes"]:
         raise CheckpointError(f"--categories names {len(categories)} categories, but {file} has a class table of "
                               f"{arch['num_classes']} rows")

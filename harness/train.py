@@ -88,7 +88,8 @@ def initial_weights(cfg: Config, spec: dict, categories: list[str], log_it: bool
         return None
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
         skeleton = build_from_spec(spec)
-    plan = init_plan(cfg.model.init_from, cfg.model.init_partial, skeleton, row_labels(categories, cfg.model.conditional))
+    labels = row_labels(categories, cfg.model.conditional)
+    plan = init_plan(cfg.model.init_from, cfg.model.init_partial, skeleton, labels)
     if log_it:
         partial = "" if plan.report.full else " (PARTIAL, model.init_partial=true)"
         log(f"init{partial}: model.init_from={plan.report.line()}; {plan.report.rows_line()}")

@@ -99,9 +99,9 @@ def architecture(parts: LDMParts, heads: int | None = None) -> dict[str, Any]:
     if size is not None:
         preset["heads"] = UNET_PRESETS[size]["heads"]
     elif heads is None:
-        raise WeightsError(f"base width {channels}, multipliers {preset['mult']}, context {context_dim} match no preset, "
-                           f"and the number of attention heads is not in the tensor shapes: give it (heads at the first "
-                           f"level; the authors' rule: channels per head = base width / heads)")
+        raise WeightsError(f"base width {channels}, multipliers {preset['mult']}, context {context_dim} match no "
+                           f"preset, and the number of attention heads is not in the tensor shapes: give it (heads at "
+                           f"the first level; the authors' rule: channels per head = base width / heads)")
     check_heads(u, preset, first)
     classes = int(parts.class_table.shape[0]) if parts.class_table is not None else 1
     return {"size": size or "custom", "preset": preset, "latent_channels": latent_channels, "num_classes": classes}

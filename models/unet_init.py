@@ -108,7 +108,8 @@ def match_weights(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
             rep.mismatched.append(f"{CLASS_KEY}: file {tuple(class_table.shape)} vs model {tuple(mine.shape)} "
                                   f"(token width differs)")
         else:
-            labels = list(categories) if len(categories) == mine.shape[0] else [f"row {i}" for i in range(mine.shape[0])]
+            rows = mine.shape[0]
+            labels = list(categories) if len(categories) == rows else [f"row {i}" for i in range(rows)]
             rep.class_rows = class_rows(labels, int(class_table.shape[0]), class_names)
             rep.class_rows_in_file = int(class_table.shape[0])
             table = class_table

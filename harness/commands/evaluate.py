@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
                               f"{trained_with[:12]}) than this config gives ({vae.source}; weights {vae.fingerprint[:12]})"
                               + (f": pass vae.pretrained={where}" if where else ": pass the VAE it was trained with"))
     if spec.get("latent_channels") != vae.latent_channels:
-        raise CheckpointError(f"--checkpoint {args.checkpoint}: a UNet for {spec.get('latent_channels')}-channel latents, "
-                              f"but the VAE ({vae.source}) gives {vae.latent_channels}")
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: a UNet for {spec.get('latent_channels')}-channel "
+                              f"latents, but the VAE ({vae.source}) gives {vae.latent_channels}")
     run_dir = new_run_dir(cfg, "evaluate") if acc is None or acc.is_main_process else None
     result = evaluate(cfg, data, model, vae, spec["classes"], out=run_dir)
     if run_dir is None:  # the main process reports

@@ -9,7 +9,8 @@ from decodiff.harness.commands.common import add_json_arg, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="model presets", description="Model tools.")
+    p = sub.add_parser("model", help="model presets; the authors' weights as a checkpoint of ours",
+                       description="Model tools.")
     msub = p.add_subparsers(dest="model_command", metavar="ACTION")
     msub.required = True
     i = msub.add_parser("info", help="parameters and GFLOPs per sample of a UNet preset",
@@ -22,8 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_json_arg(i)
     i.set_defaults(func=run_info)
     m = msub.add_parser("import", help="the authors' DeCo-Diff checkpoint (or an LDM one) as a checkpoint of ours",
-                        description="Turn the authors' released checkpoint ({'model': state_dict}) or an LDM checkpoint "
-                                    "into a checkpoint folder of this project, for `decodiff evaluate --checkpoint DIR` "
+                        description="Turn the authors' released checkpoint ({'model': state_dict}) or an LDM "
+                                    "checkpoint into a checkpoint folder of this project, for `decodiff evaluate "
+                                    "--checkpoint DIR` "
                                     "(with vae.pretrained= the VAE it was trained with). The architecture is read from "
                                     "the tensor shapes; the load must be complete.")
     m.add_argument("file", type=Path, help="the checkpoint file (.pt/.pth/.ckpt read with weights_only=True, or "

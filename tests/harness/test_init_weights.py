@@ -55,7 +55,7 @@ def test_sources_are_told_apart_and_code_carrying_pickles_refused(base, tmp_path
     assert read_source(tmp_path / "diffusers").kind == "diffusers"
 
     torch.save({"model": {"w": torch.zeros(1)}, "args": torch.nn.Linear(1, 1)}, tmp_path / "code.pt")
-    with pytest.raises(CheckpointError, match=r"code.pt: cannot be read as plain tensors with torch.load\(weights_only"):
+    with pytest.raises(CheckpointError, match=r"code.pt: cannot be read as plain tensors with torch.load"):
         read_source(tmp_path / "code.pt")
     torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="holds no UNet in the LDM layout"):
@@ -97,7 +97,8 @@ def test_a_renamed_or_reshaped_tensor_stops_the_training_before_it_starts(base, 
         assert main(["train", "--config", "tiny", "--out", str(out), *ov, f"model.init_from={bad}"]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith(f"decodiff: error: model.init_from={bad} (checkpoint of this project): ")
-        assert "unet.conv_in.weightX" in err[-1] if case == "renamed" else "unet.conv_out.bias: file (5,) vs model (4,)" in err[-1]
+        named = "unet.conv_in.weightX" if case == "renamed" else "unet.conv_out.bias: file (5,) vs model (4,)"
+        assert named in err[-1]
         assert not any("train:" in line for line in err) and not (out / "train_state").exists()
 
 

@@ -83,8 +83,8 @@ def test_a_renamed_or_reshaped_tensor_is_named():
     reshaped = dict(parts.unet)
     reshaped["output_blocks.3.0.skip_connection.weight"] = torch.zeros(64, 100, 1, 1)
     _, rep = loaded(LDMParts(reshaped, parts.class_table), arch, ["a", "b", "c"])
-    assert rep.mismatched == ["unet.up_blocks.1.resnets.0.conv_shortcut.weight (file: "
-                              "output_blocks.3.0.skip_connection.weight): file (64, 100, 1, 1) vs model (64, 192, 1, 1)"]
+    assert rep.mismatched == ["unet.up_blocks.1.resnets.0.conv_shortcut.weight (file: output_blocks.3.0.skip_"
+                              "connection.weight): file (64, 100, 1, 1) vs model (64, 192, 1, 1)"]
     assert not rep.missing and not rep.unused and "output_blocks.3.0.skip_connection.weight" in rep.line()
 
 
