@@ -105,8 +105,9 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
     model_line = (f"UNet {cfg.model.size}, {train_info.get('steps')} steps, {trained} ({train_info.get('checkpoint')})"
                   if cfg.method != "vae-recon" else "none (the VAE's own reconstruction error)")
     if train_info.get("imported_from"):
+        sha = train_info.get("init", {}).get("sha256", "")[:12]
         model_line = (f"UNet {train_info.get('size')}, imported from {train_info['imported_from']} "
-                      f"({train_info.get('format')} format, sha256 {train_info.get('init', {}).get('sha256', '')[:12]}), not trained here "
+                      f"({train_info.get('format')} format, sha256 {sha}), not trained here "
                       f"({train_info.get('checkpoint')})")
     elif train_info.get("init"):
         model_line += f"; initialised from {train_info['init']['from']} (sha256 {train_info['init']['sha256'][:12]})"

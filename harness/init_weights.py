@@ -133,7 +133,10 @@ def read_source(path: Path | str, key: str = "model.init_from") -> Source:
     kind, files = source_files(path, key)
     p = Path(path)
     if kind == "decodiff":
-        spec = json.loads(files[1].read_text())
+        try:
+            spec = json.loads(files[1].read_text())
+        except ValueError as exc:
+            raise _bad(files[1], f"not valid JSON ({exc})", key) from None
         tensors = _load(files[0], key)
         names = spec.get("classes") if spec.get("conditional", True) else None
         return Source(p, kind, files, tensors=tensors, class_names=names)
