@@ -12,6 +12,7 @@ import torch
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, prepare_data
 from decodiff.harness.distributed import accelerator_if_launched, builders_first
+from decodiff.harness.init_weights import init_params, source_files
 from decodiff.harness.model_cache import trained_model
 from decodiff.harness.evaluate import EvalResult, evaluate
 from decodiff.harness.progress import log
@@ -43,6 +44,8 @@ def bench(cfg: Config) -> BenchResult | None:
     t0 = time.time()
     check_folders(cfg)
     check_tracking(cfg)  # an unreachable server fails now, not after the training
+    if cfg.model.init_from:  # a missing initialisation fails now, not after the VAE
+        source_files(cfg.model.init_from)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     acc = accelerator_if_launched(cfg)
@@ -101,6 +104,13 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
     trained = "reused from cache" if train_info.get("reused") else "trained in this run"
     model_line = (f"UNet {cfg.model.size}, {train_info.get('steps')} steps, {trained} ({train_info.get('checkpoint')})"
                   if cfg.method != "vae-recon" else "none (the VAE's own reconstruction error)")
+    if train_info.get("imported_from"):
+        sha = train_info.get("init", {}).get("sha256", "")[:12]
+        model_line = (f"UNet {train_info.get('size')}, imported from {train_info['imported_from']} "
+                      f"({train_info.get('format')} format, sha256 {sha}), not trained here "
+                      f"({train_info.get('checkpoint')})")
+    elif train_info.get("init"):
+        model_line += f"; initialised from {train_info['init']['from']} (sha256 {train_info['init']['sha256'][:12]})"
     provenance = {
         "method": {"deco-diff": "DeCo-Diff (deviation correction)",
                    "ddim-recon": "baseline ddim-recon: epsilon-trained UNet, noise to t then DDIM back",
@@ -126,7 +136,8 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
                                   provenance=provenance, params=flatten_config(cfg.to_dict()), run_id=run_id,
                                   uncertainty=uncertainty, qualitative=qualitative)
         if run_id is not None:
-            log_results(cfg, run_id, result.records, {"eval_images_per_second": result.images_per_second})
+            log_results(cfg, run_id, result.records, {"eval_images_per_second": result.images_per_second},
+                        params=init_params(train_info))
             files = [run_dir / n for n in ("config.yaml", "provenance.json", "report.md", "report.html", "tables.tex",
                                            "metrics.csv", "image_table.csv", "pixel_table.csv", "defect_table.csv")]
             log_artifacts(cfg, run_id, files, {d: run_dir / d for d in ("tables", "figures", FOLDER)})

@@ -47,7 +47,9 @@ def model_spec(size: str, num_classes: int, conditional: bool, latent_channels: 
 
 
 def build_from_spec(spec: dict[str, Any]) -> DeviationUNet:
-    return build_unet(spec["size"], num_classes=spec["num_classes"], conditional=spec["conditional"],
+    """`size` names a preset; an imported model of another size ("custom") carries its own `preset`."""
+    size = spec["preset"] if spec["size"] == "custom" else spec["size"]
+    return build_unet(size, num_classes=spec["num_classes"], conditional=spec["conditional"],
                       latent_channels=spec["latent_channels"], sample_size=spec["sample_size"], dropout=spec["dropout"])
 
 

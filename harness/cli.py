@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from decodiff.datasets.imageio import DataError
     from decodiff.harness.errors import CheckpointError
     from decodiff.harness.config import ConfigError
-    from decodiff.models.errors import VAEError
+    from decodiff.models.errors import VAEError, WeightsError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"decodiff: error: {exc}", file=sys.stderr)
         return 2
-    except (DataError, CheckpointError, VAEError, FileNotFoundError) as exc:
+    except (DataError, CheckpointError, VAEError, WeightsError, FileNotFoundError) as exc:
         print(f"decodiff: error: {exc}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as exc:  # a bad value or path the command did not foresee: still one line

@@ -94,6 +94,10 @@ class ModelSection(Section):
     size: str = "L"
     conditional: bool = True
     dropout: float | None = Field(default=None, ge=0, lt=1)  # None: the preset's
+    # start training from these weights (a checkpoint of ours, a diffusers UNet folder, an LDM
+    # checkpoint, the authors' {"model": ...} file); its sha256 enters the training key
+    init_from: str | None = None
+    init_partial: bool = False  # accept a load that is not complete (what did not fit is recorded)
 
     @field_validator("size")
     @classmethod

@@ -12,6 +12,7 @@ from decodiff.harness.checkpoint import latest_state, load_model
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData
 from decodiff.harness.distributed import broadcast_from_main
+from decodiff.harness.init_weights import init_digest
 from decodiff.harness.progress import log
 from decodiff.models.reconstruction import TRAINED
 from decodiff.models.unet import DeviationUNet
@@ -24,12 +25,15 @@ NOT_IN_KEY = {"reuse", "log_every", "checkpoint_every", "keep_checkpoints"}
 def training_spec(cfg: Config, data: PreparedData, vae: FrozenVAE) -> dict[str, Any]:
     """Everything that changes the trained weights, as JSON (what a resume must match)."""
     train = cfg.train.model_dump(mode="json", exclude=NOT_IN_KEY)
+    model = cfg.model.model_dump(mode="json", exclude={"init_from", "init_partial"})  # the file's digest instead
     spec = {"data": data.manifest.checksum, "categories": data.categories, "vae": vae.fingerprint or vae.source,
-            "scale": vae.scale, "model": cfg.model.model_dump(mode="json"), "process": cfg.process.model_dump(mode="json"),
+            "scale": vae.scale, "model": model, "process": cfg.process.model_dump(mode="json"),
             "train": train, "resize": cfg.data.resize, "crop": cfg.data.crop, "shuffle_buffer": cfg.data.shuffle_buffer,
             "seed": cfg.run.seed}
     if cfg.method != "deco-diff":  # baselines train other objectives (DeCo-Diff keys are as before)
         spec["method"] = cfg.method
+    if cfg.model.init_from:  # another initialisation, another model (keys without one are as before)
+        spec["init"] = init_digest(cfg.model.init_from)
     return json.loads(json.dumps(spec))
 
 

@@ -143,13 +143,13 @@ def start_run(cfg: Config, *, run_name: str, tags: dict[str, str], parent_run_id
 
 
 def log_results(cfg: Config, run_id: str, records: list[dict[str, Any]],
-                extra_metrics: dict[str, float] | None = None) -> None:
-    """The flattened config as params, each defined record as a metric under its stable name,
-    each undefined one as a `reason/<name>` tag."""
+                extra_metrics: dict[str, float] | None = None, params: dict[str, str] | None = None) -> None:
+    """The flattened config (and `params`, e.g. the model's initialisation) as params, each
+    defined record as a metric under its stable name, each undefined one as a `reason/<name>` tag."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(tracking_uri(cfg))
-    items = list(flatten_config(cfg.to_dict()).items())
+    items = list({**flatten_config(cfg.to_dict()), **(params or {})}.items())
     for i in range(0, len(items), 100):
         client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
     now = int(time.time() * 1000)

@@ -25,6 +25,7 @@ from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.data import PreparedData, image_size
 from decodiff.harness.distributed import barrier, make_accelerator, same_weights_on_all_ranks, seed_everything
 from decodiff.harness.ema import EMA
+from decodiff.harness.init_weights import init_plan, init_record, row_labels
 from decodiff.harness.latent_cache import latent_cache_for
 from decodiff.harness.model_cache import training_spec
 from decodiff.harness.preemption import Preempted, PreemptionWatch, mark_preempted
@@ -35,6 +36,7 @@ from decodiff.harness.schedules import make_scheduler, plan_steps
 from decodiff.harness.train_feed import Throughput, TrainFeed
 from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
+from decodiff.models.unet_init import WeightsPlan, apply_weights
 from decodiff.models.vae import FrozenVAE
 
 
@@ -79,6 +81,21 @@ def backward(acc: Accelerator, model: torch.nn.Module, process: DeviationProcess
     return total
 
 
+def initial_weights(cfg: Config, spec: dict, categories: list[str], log_it: bool) -> WeightsPlan | None:
+    """model.init_from as a plan matched against a weightless copy of the model (no random draws,
+    so a run with an initialisation draws what one without would)."""
+    if not cfg.model.init_from:
+        return None
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        skeleton = build_from_spec(spec)
+    labels = row_labels(categories, cfg.model.conditional)
+    plan = init_plan(cfg.model.init_from, cfg.model.init_partial, skeleton, labels)
+    if log_it:
+        partial = "" if plan.report.full else " (PARTIAL, model.init_partial=true)"
+        log(f"init{partial}: model.init_from={plan.report.line()}; {plan.report.rows_line()}")
+    return plan
+
+
 def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerator: Accelerator | None = None,
           resume: bool = False) -> TrainResult:
     """Train into `out` (final model in out/checkpoint, training states in out/train_state);
@@ -98,15 +115,19 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     if bad:  # the published code crashes mid-training here; say so before any work
         raise ConfigError(f"process.patch_sizes {bad} do not divide the {latent}x{latent} latent "
                          f"(image size {image_size(cfg, data.manifest)} / VAE factor {vae.factor})")
+    spec = model_spec(cfg.model.size, len(data.categories), cfg.model.conditional, vae.latent_channels, latent,
+                      cfg.model.dropout, data.categories)
+    init = initial_weights(cfg, spec, data.categories, log_it=acc.is_main_process)  # checked before any work
     cache = latent_cache_for(acc, cfg, data, vae) if t.latent_cache else None  # no VAE in the loop
     feed = TrainFeed(cfg, data, vae if cache else vae.to(acc.device), rank=rank, world=world, device=acc.device,
                      latent_cache=cache)
     plan = plan_steps(feed, t)
 
     # ---- model, optimizer, schedule, EMA; or all of them from a checkpoint -------------------------
-    spec = model_spec(cfg.model.size, len(data.categories), cfg.model.conditional, vae.latent_channels, latent,
-                      cfg.model.dropout, data.categories)
     net = build_from_spec(spec).to(acc.device)  # the plain module (weights, EMA, checkpoints)
+    if init is not None:  # a resumed run then restores its own weights over these
+        apply_weights(net, init)
+        init.tensors, init.class_table = {}, None  # the report stays; the file's tensors need not
     optimizer = make_optimizer(net, t, acc.device)
     scheduler = make_scheduler(optimizer, t, plan)
     ema = EMA(net, t.ema) if t.ema and acc.is_main_process else None
@@ -194,6 +215,8 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
                 "vae_fingerprint": vae.fingerprint, "vae_location": vae.location, "vae_scale": vae.scale,
                 "config_digest": cfg.digest(), "processes": world, "ema": t.ema, "weights_sha256": digest,
                 "resumed_from": resumed_from}
+        if init is not None:
+            info["init"] = init_record(cfg.model.init_from, init)
         save_model(ckpt, net, spec, info, state=ema.averaged_state(net) if ema is not None else None)
     barrier()
     return TrainResult(ckpt, pos.step, pos.epoch, seconds, float(pos.loss if pos.loss is not None else float("nan")),

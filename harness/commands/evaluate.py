@@ -38,9 +38,18 @@ def run(args: argparse.Namespace) -> int:
     if trained_as != cfg.method:
         raise CheckpointError(f"--checkpoint {args.checkpoint}: trained as method={trained_as}, but the config says "
                               f"method={cfg.method} (pass method={trained_as})")
-    if spec.get("size") != cfg.model.size:
+    if spec.get("size") == "custom":  # an imported model of no preset's size: its own architecture
+        log(f"UNet: the checkpoint's own architecture (custom: {spec.get('preset')}); model.size is not used")
+    elif spec.get("size") != cfg.model.size:
         raise CheckpointError(f"--checkpoint {args.checkpoint}: a UNet of size {spec.get('size')}, but the config says "
                               f"model.size={cfg.model.size} (pass model.size={spec.get('size')})")
+    imported = info.get("imported_from")
+    if imported:  # weights made elsewhere: no VAE came with them
+        if not cfg.vae.pretrained:
+            raise CheckpointError(f"--checkpoint {args.checkpoint}: imported from {imported}, it holds no VAE of its "
+                                  f"own: pass vae.pretrained= the VAE its weights were trained with (the authors': "
+                                  f"sd-vae-ft-ema, as a local folder or file)")
+        log(f"VAE: from the config (vae.pretrained={cfg.vae.pretrained}); the imported checkpoint has none of its own")
     where = info.get("vae_location")
     if not cfg.vae.pretrained and where and Path(where).exists():  # the VAE it was trained with, not a new one
         cfg = cfg.model_copy(update={"vae": cfg.vae.model_copy(update={"pretrained": where})})
@@ -54,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"--checkpoint {args.checkpoint}: trained with another VAE ({info.get('vae')}; weights "
                               f"{trained_with[:12]}) than this config gives ({vae.source}; weights {vae.fingerprint[:12]})"
                               + (f": pass vae.pretrained={where}" if where else ": pass the VAE it was trained with"))
+    if spec.get("latent_channels") != vae.latent_channels:
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: a UNet for {spec.get('latent_channels')}-channel "
+                              f"latents, but the VAE ({vae.source}) gives {vae.latent_channels}")
     run_dir = new_run_dir(cfg, "evaluate") if acc is None or acc.is_main_process else None
     result = evaluate(cfg, data, model, vae, spec["classes"], out=run_dir)
     if run_dir is None:  # the main process reports

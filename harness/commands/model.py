@@ -1,13 +1,16 @@
-"""`decodiff model info`: parameters and GFLOPs of a UNet preset (or of all of them)."""
+"""`decodiff model info`: parameters and GFLOPs of a UNet preset (or of all of them);
+`decodiff model import`: the authors' released checkpoint as a checkpoint of ours."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from decodiff.harness.commands.common import add_json_arg, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="model presets", description="Model tools.")
+    p = sub.add_parser("model", help="model presets; the authors' weights as a checkpoint of ours",
+                       description="Model tools.")
     msub = p.add_subparsers(dest="model_command", metavar="ACTION")
     msub.required = True
     i = msub.add_parser("info", help="parameters and GFLOPs per sample of a UNet preset",
@@ -19,6 +22,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--unconditional", action="store_true", help="one learned token instead of the category")
     add_json_arg(i)
     i.set_defaults(func=run_info)
+    m = msub.add_parser("import", help="the authors' DeCo-Diff checkpoint (or an LDM one) as a checkpoint of ours",
+                        description="Turn the authors' released checkpoint ({'model': state_dict}) or an LDM "
+                                    "checkpoint into a checkpoint folder of this project, for `decodiff evaluate "
+                                    "--checkpoint DIR` "
+                                    "(with vae.pretrained= the VAE it was trained with). The architecture is read from "
+                                    "the tensor shapes; the load must be complete.")
+    m.add_argument("file", type=Path, help="the checkpoint file (.pt/.pth/.ckpt read with weights_only=True, or "
+                                           ".safetensors)")
+    m.add_argument("--categories", required=True,
+                   help="comma-separated category names of the class-table rows, in order (the first n rows are kept)")
+    m.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    m.add_argument("--heads", type=int, default=None,
+                   help="attention heads at the first level: needed only where the shapes match no preset")
+    m.add_argument("--latent", type=int, default=32, help="latent size it was trained at (default 32: 256 px)")
+    add_json_arg(m)
+    m.set_defaults(func=run_import)
 
 
 def preset_info(size: str, classes: int, latent: int, conditional: bool) -> dict:
@@ -59,4 +78,19 @@ def run_info(args: argparse.Namespace) -> int:
         print(f"UNet {info['size']}: {info['parameters'] / 1e6:.1f}M parameters{pub}, {info['gflops_per_sample']} GFLOPs "
               f"per sample forward, ~{info['gflops_train_step_per_sample']} per training sample (latent "
               f"4x{args.latent}x{args.latent}, {args.classes} classes, {kind})")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from decodiff.harness.cli import UsageError
+    from decodiff.harness.model_import import import_checkpoint
+
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+    if (args.heads is not None and args.heads < 1) or args.latent < 1:
+        raise UsageError("--heads and --latent must be positive")
+    result = import_checkpoint(args.file, categories, args.out, heads=args.heads, latent=args.latent)
+    if args.json:
+        print_json(result)
+    else:
+        print(result["checkpoint"])
     return 0

@@ -34,11 +34,14 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.checkpoint import CheckpointError, latest_state
     from decodiff.harness.data import prepare_data
     from decodiff.harness.distributed import builders_first, make_accelerator
+    from decodiff.harness.init_weights import source_files
     from decodiff.harness.model_cache import trained_model
     from decodiff.harness.progress import log
     from decodiff.harness.train import train
     from decodiff.harness.vae_fit import get_vae
 
+    if cfg.model.init_from:  # a missing initialisation fails now, not after the VAE
+        source_files(cfg.model.init_from)
     acc = make_accelerator(cfg)
     if args.out is not None and not args.resume and (state := latest_state(args.out)) is not None:
         raise CheckpointError(f"{args.out} already holds a training checkpoint ({state.name}); pass --resume to "
