@@ -83,6 +83,7 @@ def test_demo_names_its_recipe_and_keeps_its_values():
     assert demo.process.patch_sizes == [1, 2, 4, 8] and demo.infer.gamma_l == 0.2
     assert demo.train.cache_augment == "variants" and demo.train.cache_variants == 4
     assert demo.infer.step_mapping == "respacing" and demo.metrics.image_label == "metadata"
+    assert demo.model.init == "diffusers"
 
 
 @pytest.mark.parametrize("name", [n for n in RECIPES if n != "custom"])
