@@ -38,7 +38,8 @@ class Preprocess:
     def variants(self) -> list[tuple[int, int, bool]]:
         """Every distinct outcome of `draw` ((2 * translate + 1)^2 shifts, x 2 with rotate180)."""
         shifts = range(-self.translate, self.translate + 1)
-        return [(dx, dy, rot) for rot in ((False, True) if self.rotate180 else (False,)) for dy in shifts for dx in shifts]
+        rotations = (False, True) if self.rotate180 else (False,)
+        return [(dx, dy, rot) for rot in rotations for dy in shifts for dx in shifts]
 
     def variant_probabilities(self) -> list[float]:
         """The probability `draw` gives each of `variants()`, in their order."""

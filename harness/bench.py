@@ -116,7 +116,8 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
         "data": f"{data.source} ({len(data.categories)} categories; data checksum {data.manifest.checksum[:12]})",
         "model": model_line,
         "VAE": vae.source,
-        "inference": f"{cfg.infer.reverse_steps} reverse steps (t = {_steps(cfg)}), strategy {cfg.infer.strategy}, {cfg.infer.combination} map, "
+        "inference": f"{cfg.infer.reverse_steps} reverse steps (t = {_steps(cfg)}), strategy {cfg.infer.strategy}, "
+                     f"{cfg.infer.combination} map, "
                      f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score {cfg.infer.image_score}",
         "AUPRO": f"protocol {cfg.metrics.aupro_protocol}, FPR limit {cfg.metrics.fpr_limit}",
         "recipe": cfg.recipe_text(),

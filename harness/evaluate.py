@@ -43,7 +43,8 @@ class EvalResult:
 def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
     i = cfg.infer
     return ReconstructionSettings(method=cfg.method, reverse_steps=i.reverse_steps, start_step=i.start_step,
-                                  step_mapping=i.step_mapping, strategy=i.strategy, pixel_reference=i.pixel_reference, noise_seed=cfg.run.seed)
+                                  step_mapping=i.step_mapping, strategy=i.strategy, pixel_reference=i.pixel_reference,
+                                  noise_seed=cfg.run.seed)
 
 
 def map_settings(cfg: Config) -> MapSettings:

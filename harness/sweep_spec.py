@@ -402,6 +402,11 @@ def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), s
     return SweepPlan(spec.name or Path(source).stem, source, spec, base, list(trials.values()), list(overrides), axes)
 
 
+# Keys added with a default that differs from how the code behaved before they existed: a finished
+# trial whose config lacks one was run at this value, not at today's default.
+BEHAVIOUR_BEFORE_KEY = {"model.init": "diffusers", "train.cache_augment": "variants"}
+
+
 def same_experiment(old: dict[str, Any], new: Config) -> bool:
     """Whether a finished trial's resolved config (from an earlier version of the code or of the
     sweep file) is the experiment `new` describes: equal on every key both know, and every key
@@ -410,7 +415,7 @@ def same_experiment(old: dict[str, Any], new: Config) -> bool:
     def flat(d: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in flatten(d).items() if not any(k == b or k.startswith(b + ".") for b in BOOKKEEPING)}
 
-    a, b, defaults = flat(old), flat(new.to_dict()), flat(Config().to_dict())
+    a, b, defaults = flat(old), flat(new.to_dict()), {**flat(Config().to_dict()), **BEHAVIOUR_BEFORE_KEY}
     for key, value in b.items():
         if key in a:
             if json.dumps(a[key], sort_keys=True) != json.dumps(value, sort_keys=True):

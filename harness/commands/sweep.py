@@ -125,7 +125,8 @@ def _print_plan(info: dict) -> None:
         over = " ".join(f"{k}={v}" for k, v in t["overrides"].items() if k != "data.dataset")
         done = "  [finished]" if t["finished"] else ""
         dep = ", ".join(d["key"] for d in t["departures"])
-        print(f"  {t['trial']}  {t['dataset']:<8} {over}{done}" + (f"  [departs from {t['recipe']}: {dep}]" if dep else ""))
+        departs = f"  [departs from {t['recipe']}: {dep}]" if dep else ""
+        print(f"  {t['trial']}  {t['dataset']:<8} {over}{done}{departs}")
     print(f"to run: {c['trials']} trials, {c['trainings']} trainings ({c['train_steps']} optimizer steps, "
           f"{c['train_samples']} samples, {c['train_tflop']} TFLOP), {c['eval_images']} evaluated images "
           f"({c['eval_unet_calls']} UNet calls, {c['eval_tflop']} TFLOP); total {c['total_tflop']} TFLOP")

@@ -239,3 +239,14 @@ def test_dry_run_json_shows_the_recipe_of_paper_main_and_the_ablations(tmp_path,
     text = capsys.readouterr().out
     assert "recipe: paper" in text and "[departs from paper: infer.reverse_steps" in text
     assert not (out / "sweeps").exists()
+
+
+def test_a_trial_from_before_model_init_and_cache_augment_ran_as_the_old_code_did():
+    from decodiff.harness.config import build_config
+    from decodiff.harness.sweep_spec import same_experiment
+
+    old = build_config("tiny").to_dict()
+    del old["model"]["init"], old["train"]["cache_augment"], old["recipe"]
+    assert same_experiment(old, build_config("tiny"))  # diffusers init, cache variants: as before
+    assert not same_experiment(old, build_config("tiny", ["model.init=ldm"]))
+    assert not same_experiment(old, build_config("tiny", ["train.cache_augment=exact"]))
