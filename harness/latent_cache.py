@@ -86,9 +86,15 @@ def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_si
     def flush() -> None:
         if not pending:
             return
-        x = torch.stack([v for _, vs in pending for v in vs]).to(device)
-        mean, std = vae.encode_dist(x)
-        lat = torch.stack([mean, std], dim=1).float().cpu().numpy()  # [N*K, 2, C, h, w]
+        x = torch.stack([v for _, vs in pending for v in vs])
+        # an exact cache: at most batch_size images through the encoder at once (81 per image); variants:
+        # all pending ones, as before (the same batches, so the same bits)
+        chunk = batch_size if exact else len(x)
+        parts = []
+        for i in range(0, len(x), chunk):
+            mean, std = vae.encode_dist(x[i:i + chunk].to(device))
+            parts.append(torch.stack([mean, std], dim=1).float().cpu())
+        lat = torch.cat(parts).numpy()  # [N*K, 2, C, h, w]
         for i, (s, _) in enumerate(pending):
             meta = dict(s["meta"], has_mask=False, variants=K, augment="exact" if exact else "variants")
             rec = {"__key__": member_key(s["key"]), "meta.json": json.dumps(meta).encode(),
