@@ -128,7 +128,7 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
     if cfg.tracking.enabled:  # started first, so that the report names the run
         tags = {"code_version": code_version(), "data_checksum": data.manifest.checksum, "dataset": data.manifest.dataset,
                 "kind": kind, "vae": vae.source[:250], "model_reused": str(train_info.get("reused")),
-                "recipe": cfg.recipe, "recipe_departures": ",".join(d["key"] for d in cfg.departures())[:4000]}
+                "recipe": cfg.recipe, "recipe_departures": ",".join(d["key"] for d in cfg.departures())[:4000] or "none"}
         run_id = start_run(cfg, run_name=run_dir.name, tags=tags)
     try:
         if uncertainty is None:

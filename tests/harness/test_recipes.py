@@ -93,3 +93,18 @@ def test_readme_documents_every_recipe_setting(name):
     for key in recipe_values(name):
         build_config(None, [f"recipe={name}"])  # every recipe key is a real config key
         assert f"`{key}`" in table
+
+
+def test_paper_recipe_holds_every_starred_row_of_appendix_table2():
+    """Table 1's numbers are appendix Table 2's starred rows: the paper recipe sets all of them."""
+    from decodiff.reports.published import ablations, summary
+
+    starred = [r for r in ablations() if r.table == "appendix Table 2" and r.default]
+    assert len(starred) == 4
+    cfg = build_config(None, ["recipe=paper"]).to_dict()
+    table1 = summary("mvtec").query("method == 'DeCo-Diff'").set_index(["level", "metric"])["value"]
+    for row in starred:
+        for key, value in row.overrides.items():
+            section, name = key.split(".")
+            assert cfg[section][name] == value, (row.label, key)
+        assert row.values["pixel_auprc"] == pytest.approx(table1[("pixel", "auprc")])
