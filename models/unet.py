@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
 from decodiff.models.unet_presets import PUBLISHED_PARAMETERS, UNET_PRESETS  # noqa: F401 (re-exported)
@@ -103,9 +105,6 @@ def ldm_zero_init(model: DeviationUNet) -> list[str]:
     spatial transformer (Transformer2DModel.proj_out) and the final convolution (conv_out).
     Every block then starts as the identity (its residual branch adds zero) and the UNet predicts
     eta = 0, so from-scratch training starts where LDM's does. Returns the zeroed modules' names."""
-    from diffusers.models.resnet import ResnetBlock2D
-    from diffusers.models.transformers.transformer_2d import Transformer2DModel
-
     zeroed = []
     for name, module in model.unet.named_modules():
         if isinstance(module, ResnetBlock2D):
