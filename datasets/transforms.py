@@ -24,7 +24,35 @@ class Preprocess:
     def size(self) -> int | None:
         return self.crop or self.resize
 
+    def draw(self, rng: random.Random | None) -> tuple[int, int, bool]:
+        """One draw of the training augmentation (dx, dy, rotate): the published one, a shift of
+        up to +-translate px in each direction with p = 0.5, a 180-degree rotation with p = 0.5."""
+        dx = dy = 0
+        rot = False
+        if rng is not None:
+            if self.translate and rng.random() < 0.5:
+                dx, dy = rng.randint(-self.translate, self.translate), rng.randint(-self.translate, self.translate)
+            rot = self.rotate180 and rng.random() < 0.5
+        return dx, dy, rot
+
+    def variants(self) -> list[tuple[int, int, bool]]:
+        """Every distinct outcome of `draw` ((2 * translate + 1)^2 shifts, x 2 with rotate180)."""
+        shifts = range(-self.translate, self.translate + 1)
+        rotations = (False, True) if self.rotate180 else (False,)
+        return [(dx, dy, rot) for rot in rotations for dy in shifts for dx in shifts]
+
+    def variant_probabilities(self) -> list[float]:
+        """The probability `draw` gives each of `variants()`, in their order."""
+        n = (2 * self.translate + 1) ** 2
+        p_rot = 0.5 if self.rotate180 else 1.0
+        return [p_rot * ((0.5 if (dx, dy) == (0, 0) else 0.0) + 0.5 / n if self.translate else 1.0)
+                for dx, dy, _ in self.variants()]
+
     def __call__(self, sample: dict[str, Any], rng: random.Random | None = None) -> dict[str, Any]:
+        return self.apply(sample, *self.draw(rng))
+
+    def apply(self, sample: dict[str, Any], dx: int = 0, dy: int = 0, rot: bool = False) -> dict[str, Any]:
+        """Resize, the crop window shifted by (dx, dy), optionally rotated by 180 degrees."""
         x = sample["image"]
         mk = sample.get("mask")
         if self.resize and x.shape[:2] != (self.resize, self.resize):
@@ -32,12 +60,6 @@ class Preprocess:
             x = np.asarray(Image.fromarray(x).resize(size, Image.BILINEAR))
             if mk is not None:
                 mk = np.asarray(Image.fromarray(mk.astype(np.uint8) * 255).resize(size, Image.BILINEAR))
-        dx = dy = 0
-        rot = False
-        if rng is not None:
-            if self.translate and rng.random() < 0.5:
-                dx, dy = rng.randint(-self.translate, self.translate), rng.randint(-self.translate, self.translate)
-            rot = self.rotate180 and rng.random() < 0.5
         x = _shift_crop(x, self.crop, dx, dy)
         mk = _shift_crop(mk, self.crop, dx, dy) if mk is not None else None
         if rot:

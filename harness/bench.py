@@ -21,6 +21,7 @@ from decodiff.harness.runs import check_folders, new_run_dir, write_run_files, w
 from decodiff.harness.tracking import check_tracking, end_run, flatten_config, log_artifacts, log_results, start_run, tracking_uri
 from decodiff.harness.uncertainty import Uncertainty, bootstrap
 from decodiff.harness.vae_fit import get_vae
+from decodiff.models.deviation import reverse_timesteps
 from decodiff.models.vae import FrozenVAE
 from decodiff.reports.build import build_run_report
 from decodiff.reports.rundata import (FOLDER, RunData, load_run_data, save_qualitative, save_run_json, save_samples,
@@ -92,6 +93,12 @@ def run_uncertainty(cfg: Config, result: EvalResult) -> Uncertainty | None:
     return unc
 
 
+def _steps(cfg: Config) -> str:
+    i = cfg.infer
+    steps = reverse_timesteps(cfg.process.steps, i.reverse_steps, i.start_step, i.step_mapping)
+    return ", ".join(str(t) for t in steps) + (f"; {i.step_mapping} mapping" if i.start_step is None else "")
+
+
 def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, train_info: dict[str, Any],
                result: EvalResult, *, kind: str, started: float, uncertainty: Uncertainty | None = None,
                qualitative: dict[str, Any] | None = None) -> BenchResult:
@@ -100,6 +107,7 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
                  "shard_sha256": {s.name: s.sha256 for s in data.manifest.shards if s.category in data.categories}},
         "vae": vae.source,
         "model": train_info,
+        "recipe": {"name": cfg.recipe, "departures": cfg.departures()},
     })
     trained = "reused from cache" if train_info.get("reused") else "trained in this run"
     model_line = (f"UNet {cfg.model.size}, {train_info.get('steps')} steps, {trained} ({train_info.get('checkpoint')})"
@@ -118,16 +126,19 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
         "data": f"{data.source} ({len(data.categories)} categories; data checksum {data.manifest.checksum[:12]})",
         "model": model_line,
         "VAE": vae.source,
-        "inference": f"{cfg.infer.reverse_steps} reverse steps, strategy {cfg.infer.strategy}, {cfg.infer.combination} map, "
+        "inference": f"{cfg.infer.reverse_steps} reverse steps (t = {_steps(cfg)}), strategy {cfg.infer.strategy}, "
+                     f"{cfg.infer.combination} map, "
                      f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score {cfg.infer.image_score}",
         "AUPRO": f"protocol {cfg.metrics.aupro_protocol}, FPR limit {cfg.metrics.fpr_limit}",
+        "recipe": cfg.recipe_text(),
         "code version": prov["code_version"],
         "config": f"{run_dir / 'config.yaml'} (digest {prov['config_digest']})",
     }
     run_id = None
     if cfg.tracking.enabled:  # started first, so that the report names the run
         tags = {"code_version": code_version(), "data_checksum": data.manifest.checksum, "dataset": data.manifest.dataset,
-                "kind": kind, "vae": vae.source[:250], "model_reused": str(train_info.get("reused"))}
+                "kind": kind, "vae": vae.source[:250], "model_reused": str(train_info.get("reused")),
+                "recipe": cfg.recipe, "recipe_departures": ",".join(d["key"] for d in cfg.departures())[:4000] or "none"}
         run_id = start_run(cfg, run_name=run_dir.name, tags=tags)
     try:
         if uncertainty is None:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from decodiff.harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES, departures, departures_text, recipe_tree
+
 DATASETS = ("demo", "mvtec", "visa", "mpdd", "realiad", "folder")
 
 
@@ -98,6 +100,9 @@ class ModelSection(Section):
     # checkpoint, the authors' {"model": ...} file); its sha256 enters the training key
     init_from: str | None = None
     init_partial: bool = False  # accept a load that is not complete (what did not fit is recorded)
+    # from scratch: ldm zero-initialises the residual blocks' conv2, the transformers' proj_out and
+    # conv_out, as LDM's UNet (the authors' model) does; diffusers keeps diffusers' defaults
+    init: Literal["ldm", "diffusers"] = "ldm"
 
     @field_validator("size")
     @classmethod
@@ -140,7 +145,11 @@ class TrainSection(Section):
     ema: float | None = Field(default=None, gt=0, lt=1)
     grad_clip: float | None = Field(default=None, gt=0)
     latent_cache: bool = True
-    cache_variants: int = Field(default=4, ge=1)  # augmented copies per image in the latent cache
+    # exact: the cache holds every distinct augmentation of each image (every +-translate shift, x2 with
+    # rotate180) and each sample draws one per epoch with the published probabilities (latent_cache.py);
+    # variants: `cache_variants` fixed draws per image (variant 0 un-augmented), one picked uniformly
+    cache_augment: Literal["exact", "variants"] = "exact"
+    cache_variants: int = Field(default=4, ge=1)  # cache_augment=variants: augmented copies per image
     translate: int = Field(default=4, ge=0)
     rotate180: bool = False
     reuse: bool = True  # reuse a finished model trained with the same settings and data
@@ -153,7 +162,10 @@ class TrainSection(Section):
 
 class InferSection(Section):
     reverse_steps: int = Field(default=5, ge=1)
-    start_step: int | None = Field(default=None, ge=0)  # None: the published mapping
+    start_step: int | None = Field(default=None, ge=0)  # None: step_mapping decides; a step: start there
+    # count -> steps (models/deviation.py reverse_timesteps): respacing (the authors' code: 5 -> 8,6,4,2,0;
+    # 1 -> 0) or from-top (the paper: the correction starts at T; 5 -> 9,7,5,3,1; 1 -> 9)
+    step_mapping: Literal["respacing", "from-top"] = "respacing"
     strategy: Literal["zt-1", "z0"] = "zt-1"
     combination: Literal["geometric", "arithmetic", "pixel", "latent"] = "geometric"
     gamma_p: float | None = Field(default=0.4, gt=0)
@@ -170,6 +182,9 @@ class InferSection(Section):
 
 class MetricsSection(Section):
     aupro_protocol: Literal["mvtec", "deco-diff-code"] = "mvtec"
+    # an image's label: the data set's (metadata), or anomalous when its cropped mask has a positive
+    # pixel (mask-max, the authors' code; images without a mask keep their metadata label)
+    image_label: Literal["metadata", "mask-max"] = "metadata"
     fpr_limit: float = Field(default=0.3, gt=0, le=1)
     bootstrap: int = Field(default=1000, ge=0)  # resamples of the test images for 95% intervals (0: none)
 
@@ -181,6 +196,9 @@ class TrackingSection(Section):
 
 
 class Config(Section):
+    # the named set of settings the values come from (harness/recipes.py): paper, authors-code, or
+    # custom (none); keys set in a preset or override win, and `departures()` lists them
+    recipe: Literal["paper", "authors-code", "custom"] = "custom"
     # deco-diff: the paper's method; ddim-recon / vae-recon: reconstruction baselines on the same
     # VAE, UNet and data (models/reconstruction.py). A top-level key: it changes the training.
     method: Literal["deco-diff", "ddim-recon", "vae-recon"] = "deco-diff"
@@ -211,6 +229,14 @@ class Config(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def departures(self) -> list[dict[str, Any]]:
+        """The recipe's keys this config sets otherwise: [{"key", "recipe", "value"}]."""
+        return departures(self.recipe, self.to_dict())
+
+    def recipe_text(self) -> str:
+        """The recipe and its departures in one line (reports, provenance, MLflow)."""
+        return departures_text(self.recipe, self.departures())
 
     def digest(self, *sections: str) -> str:
         """A short hash of the named sections (all when none): keys for caches."""
@@ -330,14 +356,24 @@ def _one_line(exc: ValidationError) -> str:
     return f"bad config value '{key}': {msg}{got_s}{more}"
 
 
+def apply_recipe(data: dict[str, Any]) -> dict[str, Any]:
+    """The config data with its recipe's values filled in under every key it does not set
+    (harness/recipes.py); an unknown recipe name is left for validation to report."""
+    name = data.get("recipe", DEFAULT_RECIPE)
+    if not isinstance(name, str) or name not in RECIPE_NAMES:
+        return data
+    return merge(recipe_tree(name), data)
+
+
 def build_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> Config:
-    """Defaults <- preset <- overrides, validated; raises ConfigError with one line."""
+    """Defaults <- recipe <- preset <- overrides, validated; raises ConfigError with one line."""
     data: dict[str, Any] = dict(base or {})
     if preset:
         data = merge(data, load_preset(preset))
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(data, key, value)
+    data = apply_recipe(data)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -345,4 +381,5 @@ def build_config(preset: str | None = None, overrides: list[str] | tuple[str, ..
 
 
 def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    """The resolved config; a comment line first says its recipe and the departures from it."""
+    return f"# recipe: {cfg.recipe_text()}\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)

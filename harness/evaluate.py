@@ -19,6 +19,7 @@ from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, device_for, preprocess_for
 from decodiff.harness.distributed import all_sum, broadcast_from_main, gather_to_main, rank_and_world
 from decodiff.harness.metrics import MetricSuite
+from decodiff.harness.metrics.labels import image_label
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.train import make_process
 from decodiff.models.anomaly_map import MapSettings, anomaly_map, image_score
@@ -42,7 +43,8 @@ class EvalResult:
 def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
     i = cfg.infer
     return ReconstructionSettings(method=cfg.method, reverse_steps=i.reverse_steps, start_step=i.start_step,
-                                  strategy=i.strategy, pixel_reference=i.pixel_reference, noise_seed=cfg.run.seed)
+                                  step_mapping=i.step_mapping, strategy=i.strategy, pixel_reference=i.pixel_reference,
+                                  noise_seed=cfg.run.seed)
 
 
 def map_settings(cfg: Config) -> MapSettings:
@@ -101,10 +103,11 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                 for i, key in enumerate(batch["key"]):
                     url = batch["url"][i]
                     index = positions[url] = positions.get(url, -1) + 1
+                    mask = batch["mask"][i].numpy() if bool(batch["has_mask"][i]) else None
                     items.append({"url": url, "index": index, "key": key, "category": batch["category"][i],
-                                  "defect": batch["defect"][i], "label": int(batch["label"][i]),
-                                  "score": scores_np[i], "map": maps_np[i],
-                                  "mask": batch["mask"][i].numpy() if bool(batch["has_mask"][i]) else None})
+                                  "defect": batch["defect"][i],
+                                  "label": image_label(cfg.metrics.image_label, int(batch["label"][i]), mask),
+                                  "score": scores_np[i], "map": maps_np[i], "mask": mask})
             if world > 1:
                 if all_sum([int(batch is not None)])[0] == 0:
                     break

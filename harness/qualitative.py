@@ -98,7 +98,8 @@ def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet |
         "inputs": np.stack([found[k]["input"] for k in keys]), "recons": np.stack([found[k]["recon"] for k in keys]),
         "masks": np.stack([found[k]["mask"] for k in keys]), "maps": np.stack([found[k]["map"] for k in keys]),
         "traj_keys": np.array(traj),
-        "traj_timesteps": np.array(process.timesteps(cfg.infer.reverse_steps, cfg.infer.start_step)
+        "traj_timesteps": np.array(process.timesteps(cfg.infer.reverse_steps, cfg.infer.start_step,
+                                                     cfg.infer.step_mapping)
                                    if cfg.method != "vae-recon" else [], dtype=np.int64),
     }
     if traj:

@@ -27,6 +27,7 @@ import numpy as np
 
 from decodiff.datasets.imageio import DataError
 from decodiff.harness.metrics import MetricSuite
+from decodiff.harness.metrics.labels import image_label
 
 
 @dataclass
@@ -140,13 +141,15 @@ def resize_map(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def truth_from_batches(batches: Iterable[dict[str, Any]]) -> Iterator[TruthSample]:
-    """TruthSamples from test-loader batches (key, category, label, mask, has_mask, defect)."""
+def truth_from_batches(batches: Iterable[dict[str, Any]], label_rule: str = "metadata") -> Iterator[TruthSample]:
+    """TruthSamples from test-loader batches (key, category, label, mask, has_mask, defect);
+    `label_rule`: metrics.image_label (metrics/labels.py)."""
     for b in batches:
         for i, key in enumerate(b["key"]):
             has = bool(b["has_mask"][i])
             mask = np.asarray(b["mask"][i].numpy() if hasattr(b["mask"][i], "numpy") else b["mask"][i], dtype=bool)
-            yield TruthSample(key=key, category=b["category"][i], label=int(b["label"][i]),
+            label = image_label(label_rule, int(b["label"][i]), mask if has else None)
+            yield TruthSample(key=key, category=b["category"][i], label=label,
                               mask=mask if has else None, defect=b.get("defect", [""] * len(b["key"]))[i])
 
 

@@ -4,6 +4,7 @@ A sweep file (YAML, configs/sweeps/*.yaml or any path) names a base config and t
 
     name: table3-strategy-steps
     config: demo                     # base preset (a name from configs/ or a YAML path)
+    recipe: paper                    # paper | authors-code | custom (README "Recipes"); default: the preset's
     set: {train.max_steps: 500}      # fixed overrides for every trial
     datasets: [mvtec, visa]          # or {label: {data.dataset: ..., data.shards: ..., ...}}
     seeds: [0, 1]
@@ -90,6 +91,7 @@ class SweepSpec(_Strict):
     name: str | None = None
     description: str = ""
     config: str | None = None
+    recipe: Literal["paper", "authors-code", "custom"] | None = None  # None: the base config's (README "Recipes")
     set: dict[str, Any] = {}
     datasets: list[str] | dict[str, dict[str, Any]] | None = None
     seeds: list[int] | None = None
@@ -137,6 +139,11 @@ class SweepPlan:
         for t in self.trials:
             out.setdefault(t.group, []).append(t)
         return out
+
+    def recipe(self) -> str:
+        """The recipe of the trials (the sweep's; `mixed` where an axis varies it)."""
+        names = sorted({t.config.recipe for t in self.trials})
+        return names[0] if len(names) == 1 else "mixed (" + ", ".join(names) + ")"
 
     def trainings(self) -> int:
         """Distinct trainings the sweep needs (vae-recon trains nothing)."""
@@ -327,6 +334,8 @@ def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), s
             base = load_preset(preset)
         except ConfigError as exc:
             raise SweepError(f"{source}: config: {str(exc).removeprefix('--config ')}") from None
+    if spec.recipe is not None:  # the sweep's recipe over its base preset's; `set` and the CLI may still change it
+        base["recipe"] = spec.recipe
     for key, value in flatten(spec.set).items():
         set_dotted(base, key, value)
     cli = [parse_override(o) for o in overrides]
@@ -393,6 +402,11 @@ def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), s
     return SweepPlan(spec.name or Path(source).stem, source, spec, base, list(trials.values()), list(overrides), axes)
 
 
+# Keys added with a default that differs from how the code behaved before they existed: a finished
+# trial whose config lacks one was run at this value, not at today's default.
+BEHAVIOUR_BEFORE_KEY = {"model.init": "diffusers", "train.cache_augment": "variants"}
+
+
 def same_experiment(old: dict[str, Any], new: Config) -> bool:
     """Whether a finished trial's resolved config (from an earlier version of the code or of the
     sweep file) is the experiment `new` describes: equal on every key both know, and every key
@@ -401,7 +415,7 @@ def same_experiment(old: dict[str, Any], new: Config) -> bool:
     def flat(d: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in flatten(d).items() if not any(k == b or k.startswith(b + ".") for b in BOOKKEEPING)}
 
-    a, b, defaults = flat(old), flat(new.to_dict()), flat(Config().to_dict())
+    a, b, defaults = flat(old), flat(new.to_dict()), {**flat(Config().to_dict()), **BEHAVIOUR_BEFORE_KEY}
     for key, value in b.items():
         if key in a:
             if json.dumps(a[key], sort_keys=True) != json.dumps(value, sort_keys=True):

@@ -36,6 +36,7 @@ from decodiff.harness.schedules import make_scheduler, plan_steps
 from decodiff.harness.train_feed import Throughput, TrainFeed
 from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
+from decodiff.models.unet import initialise
 from decodiff.models.unet_init import WeightsPlan, apply_weights
 from decodiff.models.vae import FrozenVAE
 
@@ -124,10 +125,12 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     plan = plan_steps(feed, t)
 
     # ---- model, optimizer, schedule, EMA; or all of them from a checkpoint -------------------------
-    net = build_from_spec(spec).to(acc.device)  # the plain module (weights, EMA, checkpoints)
+    net = build_from_spec(spec)  # the plain module (weights, EMA, checkpoints)
+    initialise(net, cfg.model.init)  # from scratch; init_from's weights and a resumed run overwrite these
     if init is not None:  # a resumed run then restores its own weights over these
         apply_weights(net, init)
         init.tensors, init.class_table = {}, None  # the report stays; the file's tensors need not
+    net = net.to(acc.device)
     optimizer = make_optimizer(net, t, acc.device)
     scheduler = make_scheduler(optimizer, t, plan)
     ema = EMA(net, t.ema) if t.ema and acc.is_main_process else None

@@ -40,7 +40,7 @@ from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, preprocess_for
 from decodiff.harness.distributed import all_sum
-from decodiff.harness.latent_cache import decode_latent
+from decodiff.harness.latent_cache import ExactPick, decode_latent
 from decodiff.models.vae import FrozenVAE
 
 
@@ -120,13 +120,15 @@ class TrainFeed:
         self.share = split_sizes(t.batch_size, world)[rank]  # this rank's samples per full step
         self.accum = t.grad_accum
         self.augment: _Augment | None = None
+        self.pick: ExactPick | None = None
         if latent_cache is not None:
             location, manifest = latent_cache
             names = manifest.shard_names("train", data.categories)
             urls = [str(Path(location) / n) for n in names]
             by_name = {s.name: s.count for s in manifest.shards}
             self.counts = [by_name[n] for n in names]
-            self.stream = ShardStream(urls, counts=self.counts, decode=decode_latent,
+            self.pick = ExactPick(preprocess_for(cfg, True), cfg.run.seed) if t.cache_augment == "exact" else None
+            self.stream = ShardStream(urls, counts=self.counts, decode=self.pick or decode_latent,
                                       shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed, rank=rank,
                                       world_size=world)
         else:
@@ -155,6 +157,8 @@ class TrainFeed:
         self.stream.set_epoch(epoch)
         if self.augment is not None:
             self.augment.epoch = epoch
+        if self.pick is not None:
+            self.pick.epoch = epoch
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.workers, collate_fn=_identity,
                             generator=torch.Generator().manual_seed(epoch))  # never draws from the global RNG
         samples = iter(loader)
@@ -183,7 +187,7 @@ class TrainFeed:
         """Clean training latents z0 (a sample of the VAE's latent distribution) and class ids."""
         ids = torch.tensor([self.class_ids[c] for c in batch["category"]], device=self.device)
         if self.latent_cache:
-            lat = batch["latent"]  # [B, K, 2, C, h, w]: K augmentation variants, (mean, std)
+            lat = batch["latent"]  # [B, K, 2, C, h, w]: K augmentation variants (1: picked already), (mean, std)
             b = lat.shape[0]
             pick = torch.randint(0, lat.shape[1], (b,), generator=generator)
             rows = torch.arange(b)

@@ -47,9 +47,9 @@ class NoiseProcess:
         return TrainingInput(z_t=self.noised(z0, t, noise), t=t.to(z0.device), eta=noise, keep=none, shuffled=none,
                              patch=0)
 
-    def timesteps(self, num_reverse: int, start: int | None = None) -> list[int]:
+    def timesteps(self, num_reverse: int, start: int | None = None, mapping: str = "respacing") -> list[int]:
         """The same mapping as DeCo-Diff's (see `reverse_timesteps`): `start` is the noise step t."""
-        return reverse_timesteps(self.num_steps, num_reverse, start)
+        return reverse_timesteps(self.num_steps, num_reverse, start, mapping)
 
     def ddim_step(self, eps_hat: torch.Tensor, t: int, t_prev: int | None, z_t: torch.Tensor) -> StepOutput:
         """z0_hat = (z_t - sqrt(1-ab_t) eps) / sqrt(ab_t); z_prev = sqrt(ab_prev) z0_hat +
@@ -83,9 +83,10 @@ def ddim_reconstruct(
     num_reverse: int = 5,
     start: int | None = None,
     keep_trajectory: bool = False,
+    mapping: str = "respacing",
 ) -> Correction:
     """Noise z to the first reverse step with `noise`, then take the DDIM steps back to 0."""
-    steps = process.timesteps(num_reverse, start)
+    steps = process.timesteps(num_reverse, start, mapping)
     first = torch.full((z.shape[0],), steps[0], dtype=torch.long)
     z_t = process.noised(z, first, noise.to(z.dtype).to(z.device))
     traj: list[torch.Tensor] = []

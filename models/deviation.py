@@ -98,9 +98,9 @@ class DeviationProcess:
         return TrainingInput(z_t=z_t, t=t.to(z0.device), eta=eta, keep=keep, shuffled=shuffled & ~keep, patch=patch)
 
     # ---- inference ------------------------------------------------------------------------
-    def timesteps(self, num_reverse: int, start: int | None = None) -> list[int]:
+    def timesteps(self, num_reverse: int, start: int | None = None, mapping: str = "respacing") -> list[int]:
         """The reverse sub-sequence, first step first (see `reverse_timesteps`)."""
-        return reverse_timesteps(self.num_steps, num_reverse, start)
+        return reverse_timesteps(self.num_steps, num_reverse, start, mapping)
 
     def correction_step(
         self, eta_hat: torch.Tensor, t: int, t_prev: int | None, z_t: torch.Tensor, strategy: str = "zt-1"
@@ -117,23 +117,43 @@ class DeviationProcess:
         return StepOutput(z_prev=z0_hat + (1.0 - ab_prev) ** 0.5 * eta_hat, z0_hat=z0_hat)
 
 
-def reverse_timesteps(num_steps: int, num_reverse: int, start: int | None = None) -> list[int]:
-    """The steps at which the model is called, first step first, for T = `num_steps`.
+STEP_MAPPINGS = ("respacing", "from-top")
+"""How a reverse-step count becomes the steps the model is called at (`reverse_timesteps`)."""
 
-    `start=None` is the published mapping: the DDIM respacing ("ddimN") of the guided-diffusion
-    code the authors build on, i.e. steps range(0, T, s) for the smallest integer stride s that
-    gives exactly n of them. For T = 10 that defines n = 2, 3, 4, 5, 10 only:
+
+def reverse_timesteps(num_steps: int, num_reverse: int, start: int | None = None,
+                      mapping: str = "respacing") -> list[int]:
+    """The steps at which the model is called, first step first, for T = `num_steps` (0-based:
+    step t here is the paper's t + 1, whose steps run 1..T).
+
+    An explicit `start` keeps the first step there for every count, whatever the mapping: n steps
+    evenly spaced from `start` down to 0 (rounded half up, so distinct), for any n from 1 to
+    start + 1 (start 8: 1 -> 8; 2 -> 8, 0; 3 -> 8, 4, 0; 5 -> 8, 6, 4, 2, 0).
+
+    `start=None`, mapping "respacing" (the authors' code): the DDIM respacing ("ddimN") of the
+    guided-diffusion code they build on, i.e. steps range(0, T, s) for the smallest integer
+    stride s that gives exactly n of them. For T = 10 that defines n = 2, 3, 4, 5, 10 only:
     2 -> 5, 0; 3 -> 8, 4, 0; 4 -> 9, 6, 3, 0; 5 -> 8, 6, 4, 2, 0 (the default); 10 -> 9, ..., 0.
-    The published code crashes for the counts without such a stride (6..9 for T = 10, and 1);
-    here they run: n = 1 -> 0 (the stride search extended to s = T), and otherwise the n
-    lowest steps, n-1, ..., 0 (stride 1). So with start=None the count moves the start step.
-    An explicit `start` keeps the first step there for every count: n steps evenly spaced from
-    `start` down to 0 (rounded half up, so distinct), for any n from 1 to start + 1
-    (start 8: 1 -> 8; 2 -> 8, 0; 3 -> 8, 4, 0; 5 -> 8, 6, 4, 2, 0).
+    Their code crashes for the counts without such a stride (6..9 for T = 10, and 1); here they
+    run: n = 1 -> 0 (the stride search extended to s = T), and otherwise the n lowest steps,
+    n-1, ..., 0 (stride 1). So the count moves the start step, and 1 step is an almost-identity
+    correction at t = 0.
+
+    `start=None`, mapping "from-top" (the paper): the correction starts at T (Fig. 2, Sec. 4.3:
+    "starting from time-step T"), with DDIM's linear sub-sequence tau_i = floor(i * T / n),
+    i = 1..n (DDIM, Song et al. 2021, Sec. 4.2 and App. D.2), so tau_n = T for every n. In this
+    0-based numbering, for T = 10: 1 -> 9; 2 -> 9, 4; 3 -> 9, 5, 2; 4 -> 9, 6, 4, 1;
+    5 -> 9, 7, 5, 3, 1; 6 -> 9, 7, 5, 4, 2, 0; 7 -> 9, 7, 6, 4, 3, 1, 0; 8 -> 9, 7, 6, 5, 4, 2, 1, 0;
+    9 -> 9, 7, 6, 5, 4, 3, 2, 1, 0; 10 -> 9, ..., 0. The last call returns z0_hat (DDIM's step
+    from tau_1 to 0).
     """
     T = num_steps
+    if mapping not in STEP_MAPPINGS:
+        raise ValueError(f"step mapping must be one of {STEP_MAPPINGS}, got {mapping!r}")
     if not 1 <= num_reverse <= T:
         raise ValueError(f"reverse steps must be in 1..{T}, got {num_reverse}")
+    if start is None and mapping == "from-top":
+        return [(i * T) // num_reverse - 1 for i in range(num_reverse, 0, -1)]
     if start is None:
         for stride in range(1, T + 1):
             if len(range(0, T, stride)) == num_reverse:

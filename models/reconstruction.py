@@ -28,7 +28,8 @@ TRAINED = ("deco-diff", "ddim-recon")  # methods with a UNet to train
 class ReconstructionSettings:
     method: str = "deco-diff"
     reverse_steps: int = 5
-    start_step: int | None = None  # None: the published mapping (deviation.reverse_timesteps)
+    start_step: int | None = None  # None: `step_mapping` decides (deviation.reverse_timesteps)
+    step_mapping: str = "respacing"  # "respacing" (the authors' code) or "from-top" (the paper: start at T)
     strategy: str = "zt-1"  # deco-diff only
     pixel_reference: str = "vae"  # "vae": Decoder(z) (published); "input": the image itself
     noise_seed: int = 0  # ddim-recon: noise per image from (seed, key)
@@ -73,14 +74,16 @@ def reconstruct(
     if s.method == "deco-diff":
         if not isinstance(process, DeviationProcess):
             raise TypeError("method deco-diff needs a DeviationProcess")
-        fix = correct(model, z, process, s.reverse_steps, s.start_step, s.strategy, keep_trajectory=keep_trajectory)
+        fix = correct(model, z, process, s.reverse_steps, s.start_step, s.strategy, keep_trajectory=keep_trajectory,
+                      mapping=s.step_mapping)
     else:
         if not isinstance(process, NoiseProcess):
             raise TypeError("method ddim-recon needs a NoiseProcess")
         if len(keys) != z.shape[0]:
             raise ValueError(f"ddim-recon needs one key per image ({len(keys)} keys for {z.shape[0]} images)")
         noise = keyed_noise(keys, tuple(z.shape[1:]), s.noise_seed, z.dtype, z.device)
-        fix = ddim_reconstruct(model, z, process, noise, s.reverse_steps, s.start_step, keep_trajectory=keep_trajectory)
+        fix = ddim_reconstruct(model, z, process, noise, s.reverse_steps, s.start_step, keep_trajectory=keep_trajectory,
+                               mapping=s.step_mapping)
     x_rec = vae.decode(fix.z0_hat)
     x_ref = vae.decode(z) if s.pixel_reference == "vae" else x
     return Reconstruction(z=z, z0_hat=fix.z0_hat, x_rec=x_rec, x_ref=x_ref, trajectory=fix.trajectory)

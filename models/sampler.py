@@ -26,9 +26,11 @@ def correct(
     start: int | None = None,
     strategy: str = "zt-1",
     keep_trajectory: bool = False,
+    mapping: str = "respacing",
 ) -> Correction:
-    """Start from the encoded test latent itself (no noise is added) and correct it."""
-    steps = process.timesteps(num_reverse, start)
+    """Start from the encoded test latent itself (no noise is added) and correct it; `mapping`
+    (deviation.STEP_MAPPINGS) turns the count into steps where `start` is not given."""
+    steps = process.timesteps(num_reverse, start, mapping)
     z_t = z
     traj: list[torch.Tensor] = []
     out = None

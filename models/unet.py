@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
 from decodiff.models.unet_presets import PUBLISHED_PARAMETERS, UNET_PRESETS  # noqa: F401 (re-exported)
@@ -90,6 +92,42 @@ def build_unet(
         freq_shift=0,
     )
     return DeviationUNet(unet, num_classes=num_classes, context_dim=p["context_dim"], conditional=conditional)
+
+
+INITS = ("ldm", "diffusers")
+"""Initialisations for training from scratch: `ldm` zero-initialises what LDM's UNet (the
+authors' model) zero-initialises; `diffusers` keeps diffusers' defaults (this project before)."""
+
+
+def ldm_zero_init(model: DeviationUNet) -> list[str]:
+    """Zero the layers LDM's openaimodel UNet creates with `zero_module`: the output convolution
+    of every residual block (diffusers: ResnetBlock2D.conv2), the output projection of every
+    spatial transformer (Transformer2DModel.proj_out) and the final convolution (conv_out).
+    Every block then starts as the identity (its residual branch adds zero) and the UNet predicts
+    eta = 0, so from-scratch training starts where LDM's does. Returns the zeroed modules' names."""
+    zeroed = []
+    for name, module in model.unet.named_modules():
+        if isinstance(module, ResnetBlock2D):
+            targets = [(f"{name}.conv2", module.conv2)]
+        elif isinstance(module, Transformer2DModel):
+            targets = [(f"{name}.proj_out", module.proj_out)]
+        elif name == "conv_out":
+            targets = [(name, module)]
+        else:
+            continue
+        for tname, layer in targets:
+            with torch.no_grad():
+                for p in layer.parameters(recurse=False):
+                    p.zero_()
+            zeroed.append(f"unet.{tname}")
+    return zeroed
+
+
+def initialise(model: DeviationUNet, init: str) -> list[str]:
+    """Apply `init` (one of INITS) to a freshly built model; the names of the layers it zeroed."""
+    if init not in INITS:
+        raise ValueError(f"model.init must be one of {INITS}, got {init!r}")
+    return ldm_zero_init(model) if init == "ldm" else []
 
 
 def count_parameters(model: nn.Module) -> int:

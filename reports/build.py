@@ -246,6 +246,34 @@ def _published_note(requested: str | None, run_dataset: str) -> list[str]:
             "the tables show the measured runs only."]
 
 
+def run_recipe(run: RunData) -> str | None:
+    """The run's recipe from its config (a run made before recipes existed: custom)."""
+    if not run.params:
+        return None
+    return run.params.get("recipe", "custom")
+
+
+def protocol_notes(runs: list[RunData], methods: list[str]) -> list[str]:
+    """Where a run's recipe, AUPRO protocol or image labels differ from those behind the published
+    columns beside it (reports/published/column_protocols.csv), and the recipe's departures."""
+    notes: list[str] = []
+    for run in runs:
+        recipe = run_recipe(run)
+        for method in methods:
+            notes += published.protocol_differences(method, recipe, run.params.get("metrics.aupro_protocol"),
+                                                    run.params.get("metrics.image_label", "metadata"),
+                                                    who=f"Run {run.name}")
+        line = dict(run.provenance).get("recipe", "")
+        if recipe and recipe != "custom" and "departs in" in line:
+            notes.append(f"Run {run.name} departs from recipe '{recipe}': {line.split('departs in', 1)[1].strip()}.")
+    unknown = [m for m in methods if published.column_protocols().get(m) and
+               published.column_protocols()[m].aupro_protocol == "unknown"]
+    if unknown:
+        notes.append(f"The columns of {', '.join(unknown)} are copied from the paper's tables; how their AUPRO and "
+                     f"image labels were computed is not stated there.")
+    return notes
+
+
 def build_run_report(run: RunData, published_dataset: str | None = None) -> Report:
     """The report of one run; with `published_dataset`, the paper's methods on that dataset beside it."""
     entry = entry_from_runs(run.name, [run])
@@ -264,6 +292,7 @@ def build_run_report(run: RunData, published_dataset: str | None = None) -> Repo
     summ.blocks += [Text(n) for n in _published_note(published_dataset, run.dataset)]
     if pub:
         summ.blocks.append(Text(LEGEND))
+        summ.blocks += [Text(n) for n in protocol_notes([run], published.methods_for(published_dataset))]
     sections.append(summ)
     for level in ("image", "pixel"):
         title = "Image level (per category)" if level == "image" else "Pixel level (per category)"
@@ -344,6 +373,8 @@ def build_comparison_report(title: str, meta: list[tuple[str, str]], runs: list[
         sec.blocks += [Text(n) for n in _published_note(pub_ds, ds)]
         if pub:
             sec.blocks.append(Text(LEGEND))
+            ds_runs = [r for e in entries if e.kind != "missing" for r in e.runs]
+            sec.blocks += [Text(n) for n in protocol_notes(ds_runs, published.methods_for(pub_ds))]
         notes = interval_notes(entries)
         if notes:
             sec.blocks.append(Bullets(notes))
@@ -463,10 +494,16 @@ def _sweep_sections(sweep: SweepData, dataset: str, compare_published: bool) -> 
                 rows.append(Row(f"{t.trial}: {_trial_label(t.overrides, sweep.axes)}", [[v] for v in ours]))
                 rows.append(Row(f"paper {ab.table}: {ab.label}{COPIED}", [[v] for v in paper], kind="published"))
         if rows:
+            notes = [n for t in trials if published.matching_ablations(t.overrides)
+                     for n in published.protocol_differences(published.PAPER, run_recipe(t.run),
+                                                             t.run.params.get("metrics.aupro_protocol"),
+                                                             t.run.params.get("metrics.image_label", "metadata"),
+                                                             who=f"Trial {t.trial}")]
             table = Table(f"ablations_{_slug(dataset)}", "Trials beside the paper's ablation row with the same setting "
                           "(each trial, then the published row)", "Trial / paper row",
                           [LABELS[m] for _, m in SUMMARY_COLUMNS], rows, groups=SUMMARY_GROUPS, rank=None)
-            out.append(Section(f"{dataset_title(dataset)}: the paper's ablations", [table, Text(LEGEND)]))
+            out.append(Section(f"{dataset_title(dataset)}: the paper's ablations",
+                               [table, Text(LEGEND)] + ([Bullets(notes)] if notes else [])))
     return out
 
 

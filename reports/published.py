@@ -177,6 +177,49 @@ def matching_ablations(overrides: dict[str, Any]) -> list[AblationRow]:
             if row.overrides and all(k in overrides and same(overrides[k], v) for k, v in row.overrides.items())]
 
 
+@dataclass(frozen=True)
+class ColumnProtocol:
+    """How a published column was produced: the recipe (README "Recipes"; "" for another method's
+    numbers), the AUPRO protocol and the image-label rule ("unknown" where the paper does not say)."""
+
+    method: str
+    recipe: str
+    aupro_protocol: str
+    image_label: str
+    note: str
+
+
+@lru_cache(maxsize=1)
+def column_protocols() -> dict[str, ColumnProtocol]:
+    """Per method (published/column_protocols.csv): what lies behind its published column. The
+    DeCo-Diff ablation rows (Tables 3, 4, appendix Tables 1, 2) share DeCo-Diff's, each departing
+    from its recipe only in the row's own setting."""
+    df = read_csv("column_protocols.csv").fillna("")
+    return {r["method"]: ColumnProtocol(r["method"], r["recipe"], r["aupro_protocol"], r["image_label"], r["note"])
+            for _, r in df.iterrows()}
+
+
+def protocol_differences(method: str, recipe: str | None, aupro_protocol: str | None, image_label: str | None,
+                         who: str = "this run") -> list[str]:
+    """Sentences saying where a run's recipe, AUPRO protocol or image-label rule differs from those
+    behind `method`'s published column (empty when they agree or the column's are unknown)."""
+    col = column_protocols().get(method)
+    if col is None:
+        return []
+    out = []
+    if col.recipe and recipe and recipe != col.recipe:
+        out.append(f"{who} used recipe '{recipe}', while the published {method} column comes from recipe "
+                   f"'{col.recipe}' (README \"Recipes\"): the difference is not only the data or the method.")
+    if col.aupro_protocol != "unknown" and aupro_protocol and aupro_protocol != col.aupro_protocol:
+        out.append(f"{who} scored AUPRO with protocol '{aupro_protocol}', while the published {method} AUPRO "
+                   f"comes from '{col.aupro_protocol}' (metrics.aupro_protocol): the AUPRO values are not computed "
+                   f"the same way.")
+    if col.image_label != "unknown" and image_label and image_label != col.image_label:
+        out.append(f"{who} labels images by '{image_label}', while the published {method} image metrics use "
+                   f"'{col.image_label}' (metrics.image_label).")
+    return out
+
+
 def known_inconsistencies() -> pd.DataFrame:
     """Where the paper's own numbers disagree (an average row against its categories, a main
     table against the appendix), by name; reports footnote these numbers."""

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     check_tracking(cfg)
     data = prepare_data(cfg)
-    result = score_maps(args.maps, truth_from_batches(test_loader(cfg, data)), data.manifest.dataset,
+    truth = truth_from_batches(test_loader(cfg, data), cfg.metrics.image_label)
+    result = score_maps(args.maps, truth, data.manifest.dataset,
                         resize=args.resize, aupro_protocol=cfg.metrics.aupro_protocol, fpr_limit=cfg.metrics.fpr_limit)
     out.mkdir(parents=True, exist_ok=True)
     prov = write_run_files(out, cfg, {"maps": str(args.maps.resolve()),

@@ -120,10 +120,13 @@ def _print_plan(info: dict) -> None:
     c = info["cost"]
     print(f"sweep {info['sweep']} ({info['file']}): {len(info['trials'])} trials, {info['trainings']} distinct trainings; "
           f"folder {info['folder']}")
+    print(f"recipe: {info['recipe']} (README \"Recipes\"; each trial's departures from it follow its settings)")
     for t in info["trials"]:
         over = " ".join(f"{k}={v}" for k, v in t["overrides"].items() if k != "data.dataset")
         done = "  [finished]" if t["finished"] else ""
-        print(f"  {t['trial']}  {t['dataset']:<8} {over}{done}")
+        dep = ", ".join(d["key"] for d in t["departures"])
+        departs = f"  [departs from {t['recipe']}: {dep}]" if dep else ""
+        print(f"  {t['trial']}  {t['dataset']:<8} {over}{done}{departs}")
     print(f"to run: {c['trials']} trials, {c['trainings']} trainings ({c['train_steps']} optimizer steps, "
           f"{c['train_samples']} samples, {c['train_tflop']} TFLOP), {c['eval_images']} evaluated images "
           f"({c['eval_unet_calls']} UNet calls, {c['eval_tflop']} TFLOP); total {c['total_tflop']} TFLOP")

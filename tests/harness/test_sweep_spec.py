@@ -186,3 +186,67 @@ def test_resume_keeps_trials_whose_ids_changed_with_the_code(tmp_path):
     assert adopted["adopted_from"] == "told1" and adopted["id"] == plan.trials[0].id
     assert not (folder / "trials" / plan.trials[1].id / "result.json").exists()
     assert (folder / "trials" / "told1" / "result.json").is_file()  # nothing moved or lost
+
+
+# ---- recipes (README "Recipes") ------------------------------------------------------------------
+PAPER_PRESETS = ("paper-main", "table3-strategy-steps", "table4-discrepancy", "appendix-table1-model-sizes",
+                 "appendix-table2-gammas", "appendix-table2-patch-sizes", "appendix-table2-r-mask",
+                 "appendix-table2-r-shuffle")
+
+
+def test_every_preset_names_its_recipe_and_paper_trials_depart_only_in_their_axis():
+    from decodiff.harness.sweep_spec import read_spec
+
+    for name in sweep_preset_names():
+        spec, _, _ = read_spec(name)
+        assert spec.recipe is not None, f"configs/sweeps/{name}.yaml names no recipe"
+        plan = plan_sweep(name)
+        assert plan.recipe() == spec.recipe and all(t.config.recipe == spec.recipe for t in plan.trials)
+        if name in PAPER_PRESETS:
+            assert spec.recipe == "paper"
+            for t in plan.trials:  # each trial is the paper's row: only its own setting departs
+                assert {d["key"] for d in t.config.departures()} <= set(t.overrides), (name, t.overrides)
+
+
+def test_gamma_preset_under_the_paper_recipe_holds_the_starred_row():
+    plan = plan_sweep("appendix-table2-gammas")
+    starred = [t for t in plan.trials if (t.config.infer.gamma_p, t.config.infer.gamma_l) == (0.4, 0.4)]
+    assert len(starred) == 1 and starred[0].config.recipe == "paper" and starred[0].config.departures() == []
+    best = [t for t in plan.trials if (t.config.infer.gamma_p, t.config.infer.gamma_l) == (0.4, 0.2)][0]
+    assert best.config.departures() == [{"key": "infer.gamma_l", "recipe": 0.4, "value": 0.2}]
+    # the released code's recipe on the command line: every trial says it
+    assert plan_sweep("appendix-table2-gammas", ["recipe=authors-code"]).recipe() == "authors-code"
+
+
+def test_dry_run_json_shows_the_recipe_of_paper_main_and_the_ablations(tmp_path, capsys):
+    from decodiff.harness.config import build_config
+    from decodiff.harness.data import prepare_data
+
+    shards = prepare_data(build_config("tiny", [f"run.cache_dir={tmp_path / 'cache'}"])).location
+    out = tmp_path / "runs"
+    sets = ["--shards", f"mvtec={shards}", "--shards", f"visa={shards}", "--shards", f"mpdd={shards}",
+            "--shards", f"realiad={shards}"]
+    assert main(["sweep", "paper-main", "--dry-run", "--json", *sets, f"run.out_dir={out}"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["recipe"] == "paper" and len(info["trials"]) == 4
+    assert all(t["recipe"] == "paper" and t["departures"] == [] for t in info["trials"])
+    for name in PAPER_PRESETS[1:]:
+        assert main(["sweep", name, "--dry-run", "--json", "--shards", f"mvtec={shards}", f"run.out_dir={out}"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["recipe"] == "paper" and all(t["recipe"] == "paper" for t in info["trials"]), name
+    assert main(["sweep", "table3-strategy-steps", "--dry-run", "--shards", f"mvtec={shards}",
+                 f"run.out_dir={out}"]) == 0
+    text = capsys.readouterr().out
+    assert "recipe: paper" in text and "[departs from paper: infer.reverse_steps" in text
+    assert not (out / "sweeps").exists()
+
+
+def test_a_trial_from_before_model_init_and_cache_augment_ran_as_the_old_code_did():
+    from decodiff.harness.config import build_config
+    from decodiff.harness.sweep_spec import same_experiment
+
+    old = build_config("tiny").to_dict()
+    del old["model"]["init"], old["train"]["cache_augment"], old["recipe"]
+    assert same_experiment(old, build_config("tiny"))  # diffusers init, cache variants: as before
+    assert not same_experiment(old, build_config("tiny", ["model.init=ldm"]))
+    assert not same_experiment(old, build_config("tiny", ["train.cache_augment=exact"]))

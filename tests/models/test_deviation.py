@@ -134,3 +134,40 @@ def test_zt1_step_follows_eq14():
     torch.testing.assert_close(out.z0_hat, z0_hat)
     torch.testing.assert_close(out.z_prev, z0_hat + (1 - proc.alpha_bar[6]).sqrt() * eta)
     assert torch.equal(proc.correction_step(eta, 8, 6, z_t, "z0").z_prev, proc.correction_step(eta, 8, 6, z_t, "z0").z0_hat)
+
+
+FROM_TOP = {1: [9], 2: [9, 4], 3: [9, 5, 2], 4: [9, 6, 4, 1], 5: [9, 7, 5, 3, 1], 6: [9, 7, 5, 4, 2, 0],
+            7: [9, 7, 6, 4, 3, 1, 0], 8: [9, 7, 6, 5, 4, 2, 1, 0], 9: [9, 7, 6, 5, 4, 3, 2, 1, 0],
+            10: [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]}
+
+
+@pytest.mark.parametrize("n", list(range(1, 11)))
+def test_paper_mapping_starts_the_correction_at_T(n):
+    """The paper's mapping (recipe=paper): the first call at the top step T (0-based 9) for every
+    count, then DDIM's linear sub-sequence tau_i = floor(i T / n) (paper's 1-based steps)."""
+    proc = DeviationProcess()
+    steps = proc.timesteps(n, mapping="from-top")
+    assert steps == FROM_TOP[n] == [i * 10 // n - 1 for i in range(n, 0, -1)]
+    assert steps[0] == 9 and len(set(steps)) == n and steps == sorted(steps, reverse=True)
+    assert proc.timesteps(n, start=9, mapping="from-top") == proc.timesteps(n, start=9)  # an explicit start wins
+    calls = []
+
+    def model(z_t, t):
+        calls.append(int(t[0]))
+        return torch.zeros_like(z_t)
+
+    correct(model, torch.zeros(1, 4, 4, 4), proc, num_reverse=n, mapping="from-top")
+    assert calls == FROM_TOP[n]
+    with pytest.raises(ValueError, match="step mapping must be one of"):
+        proc.timesteps(n, mapping="paper")
+
+
+def test_recipes_choose_the_mapping_and_evaluation_uses_it():
+    from decodiff.harness.config import build_config
+    from decodiff.harness.evaluate import reconstruction_settings
+
+    paper = build_config(None, ["recipe=paper", "infer.reverse_steps=1"])
+    assert reconstruction_settings(paper).step_mapping == "from-top"
+    assert DeviationProcess().timesteps(1, None, reconstruction_settings(paper).step_mapping) == [9]
+    code = build_config(None, ["recipe=authors-code", "infer.reverse_steps=1"])
+    assert DeviationProcess().timesteps(1, None, reconstruction_settings(code).step_mapping) == [0]

@@ -48,6 +48,9 @@ def test_run_writes_report_tables_figures_and_logs_them(tracked_bench):
     tracked = read_run(tracked_bench.uri, tracked_bench.run_id)
     assert tracked.status == "FINISHED" and tracked.experiment == tracked_bench.experiment
     assert "demo/mean/pixel_aupro" in tracked.metrics and tracked.params["run.name"] == "tiny"
+    # the recipe: an MLflow param (the config's top-level key) and tags, and a line of the report's header
+    assert tracked.params["recipe"] == "custom" and tracked.tags["recipe"] == "custom"
+    assert tracked.tags["recipe_departures"] == "none" and "custom (no recipe: the config's own values)" in md
     assert normalise_records(tracked.records()) == normalise_records(tracked_bench.summary["metrics"])
     import mlflow
 
@@ -89,6 +92,9 @@ def test_compare_published_marks_copied_numbers_and_best(tracked_bench, tmp_path
     # DeCo-Diff's published pixel AUPRC is the best of the column, GLAD's the second
     assert "**74.9**" in md and "<ins>60.8</ins>" in md
     assert "copied from the paper" in md and "different data" in md
+    # the run's recipe and AUPRO protocol differ from those behind the DeCo-Diff column: said so
+    assert "used recipe 'custom', while the published DeCo-Diff column comes from recipe 'paper'" in md
+    assert "scored AUPRO with protocol 'mvtec', while the published DeCo-Diff AUPRO comes from 'deco-diff-code'" in md
     # appendix Table 4 layout: categories down, runs and methods across, cells "a / b / c / d"
     pixel = (out / "tables" / "pixel_categories_demo.tex").read_text()
     assert "\\textbf{" in pixel and "\\underline{" in pixel and "UniAD" in pixel
