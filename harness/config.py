@@ -51,6 +51,7 @@ class DataSection(Section):
     crop: int | None = Field(default=256, ge=8)  # ... then center crop 256
     num_workers: int = Field(default=0, ge=0)
     shuffle_buffer: int = Field(default=2000, ge=0)
+    verify: bool = False  # sha256 of every shard before the run (sizes and sample counts are always checked)
     # the reader's layout options at shard time, as `decodiff data shard` takes them: visa split_csv;
     # realiad resolution, json_dir; folder normal, anomalous, masks, normal_test, test_fraction
     options: dict[str, str | int | float | bool] = {}
