@@ -646,11 +646,17 @@ def shard_dataset(
     from decodiff.datasets.registry import read_dataset
 
     log = log or _stderr
+    if Path(out).resolve() == Path(root).resolve() or Path(root).resolve() in Path(out).resolve().parents:
+        raise DataError(f"--out {out}: inside the data set folder {root}; shards go to a folder of their own")
     skipped: list[dict[str, str]] = []
 
     def on_bad(path: str, reason: str) -> None:
         log(f"warning: skipped {path}: {reason}")
-        skipped.append({"key": "", "source": path, "reason": reason})
+        try:  # the key the sample would have had: its path under the root, without the extension
+            key = Path(path).resolve().relative_to(Path(root).resolve()).with_suffix("").as_posix()
+        except ValueError:
+            key = Path(path).stem
+        skipped.append({"key": key, "source": path, "reason": reason})
 
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     samples = read_dataset(dataset, root, categories, on_bad=on_bad if skip_bad else None,

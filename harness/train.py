@@ -159,7 +159,7 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
     start_step, prior_seconds, started = pos.step, pos.seconds, time.time()
     speed = Throughput(acc.device)
     model.train()
-    with PreemptionWatch() as watch, Progress("train", total=plan.total - pos.step, unit="step",
+    with PreemptionWatch() as watch, Progress("train", total=plan.total, unit="step", initial=pos.step,
                                               stream=None if acc.is_main_process else io.StringIO()) as prog:
         while pos.step < plan.total and pos.epoch < t.epochs:
             for step in feed.steps(pos.epoch, skip=pos.consumed, stop=lambda: watch.requested is not None):
