@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -205,16 +206,31 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _slow_folder(lab: Lab) -> Path:
+    """An MVTec-AD-layout folder whose sharding (noise images, resized) takes seconds: time to kill it."""
+    import numpy as np
+    from PIL import Image
+
+    root = lab.work / "slow-set"
+    if (root / "done").is_file():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 48), ("test", 8)):
+        folder = root / "noise" / split / "good"
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (384, 384, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    (root / "done").write_text("")
+    return root
+
+
 def killed_shard_workers(lab: Lab) -> Outcome:
-    root = lab.copy(lab.demo_root, "demo-fifo")
-    victim = sorted((root / "grass" / "test" / "good").glob("*.png"))[-1]
-    original = victim.read_bytes()
-    victim.unlink()
-    os.mkfifo(victim)  # the unit with this image blocks on it; the others finish
+    root = _slow_folder(lab)
     out = lab.work / "shards-killed"
     shutil.rmtree(out, ignore_errors=True)
     args = ("data", "shard", "--dataset", "mvtec", "--root", str(root), "--out", str(out), "--workers", "2",
-            "--max-count", "2")
+            "--max-count", "4", "--resize", "256")
     proc = lab.start(*args, log=lab.work / "shard-killed.log")
     workers: list[int] = []
     deadline = time.monotonic() + 120
@@ -222,7 +238,9 @@ def killed_shard_workers(lab: Lab) -> Outcome:
         workers = [k for k in _children(proc.pid) if _alive(k)]
         if len(workers) >= 2 and list(out.glob("*.tar.tmp-*")) and list((out / ".shard-run").glob("unit-*.json")):
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        return Outcome(False, f"the shard run ended (exit {proc.returncode}) before it could be killed")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     end = time.monotonic() + 10
@@ -231,8 +249,6 @@ def killed_shard_workers(lab: Lab) -> Outcome:
     left = [w for w in workers if _alive(w)]
     for w in left:  # do not leave them to the machine
         os.kill(w, signal.SIGKILL)
-    victim.unlink()
-    victim.write_bytes(original)
     p = lab.cmd(*args)
     ok = len(workers) >= 2 and not left and p.returncode == 0 and "taking over the lock" in p.stderr \
         and "resuming" in p.stderr and (out / "manifest.json").is_file()
@@ -265,15 +281,18 @@ def two_trainings_one_out(lab: Lab) -> Outcome:
     lab.checkpoint  # warm cache: both go straight for the training folder
     out = lab.work / "train-together"
     shutil.rmtree(out, ignore_errors=True)
-    first = lab.start("train", "--config", str(lab.config), "--out", str(out), "train.max_steps=30",
+    first = lab.start("train", "--config", str(lab.config), "--out", str(out), "train.max_steps=100000",
                       log=lab.work / "train-first.log")
     deadline = time.monotonic() + 120
     lock = out / ".train.lock"
     while time.monotonic() < deadline and first.poll() is None and not (lock.is_file() and lock.stat().st_size):
         time.sleep(0.1)
-    second = lab.cmd("train", "--config", str(lab.config), "--out", str(out), "train.max_steps=30")
+    second = lab.cmd("train", "--config", str(lab.config), "--out", str(out), "train.max_steps=100000")
+    running = first.poll() is None
+    if running:
+        os.kill(first.pid, signal.SIGTERM)  # done with it: it checkpoints and stops
     first.communicate(timeout=900)
-    out1 = Outcome(first.returncode == 0, f"first exit {first.returncode}")
+    out1 = Outcome(running and first.returncode == 75, f"the first ran on (stopped: exit {first.returncode})")
     out2 = one_line_error(second, 1, str(out), "another run is writing there")
     return Outcome(out1.ok and out2.ok, f"{out1.got}; second {out2.got}")
 
@@ -444,14 +463,16 @@ def resumed_progress(lab: Lab) -> Outcome:
     proc = lab.start("train", "--config", str(lab.config), "--out", str(out), "--resume", "train.max_steps=100000",
                      log=log)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None and f"train: {step + 1}/100000" not in log.read_text():
+    bar = re.compile(r"\[decodiff\] train: (\d+)/(\d+) step")
+    while time.monotonic() < deadline and proc.poll() is None and not bar.search(log.read_text()):
         time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGTERM)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=300)
-    text = log.read_text()
-    first = next((x for x in text.splitlines() if x.startswith("[decodiff] train: ") and "/100000" in x), "")
-    ok = proc.returncode == 75 and f"train: {step + 1}/100000" in first
-    return Outcome(ok, f"saved at step {step}; resumed: {first.replace('[decodiff] ', '')[:60] or text[-150:]}")
+    first = bar.search(log.read_text())
+    ok = proc.returncode == 75 and first is not None and int(first.group(1)) == step + 1
+    return Outcome(ok, f"saved at step {step}; the resumed run's first progress line: "
+                       f"{first.group(0).replace('[decodiff] ', '') if first else '(none)'}")
 
 
 # ---- 9. an MLflow server that goes away mid-run -------------------------------------------------------------
