@@ -463,9 +463,9 @@ def _finished(out: Path, unit: Unit, fingerprint: str) -> dict[str, Any] | None:
     return rec
 
 
-def _lock(out: Path) -> FileLock:
+def _lock(out: Path, log: Log) -> FileLock:
     """An exclusive lock on <out>/.shard-run/lock: two runs never write into one folder."""
-    return FileLock(out / STATE / "lock", what=f"{out}: `decodiff data shard`", wait=False).acquire()
+    return FileLock(out / STATE / "lock", what=f"{out}: `decodiff data shard`", wait=False, log=log).acquire()
 
 
 def _clean_stale(out: Path, units: Sequence[Unit], fingerprints: Sequence[str], log: Log) -> None:
@@ -531,7 +531,7 @@ def write_shards(
             return existing
         raise DataError(f"{out}: already holds a finished shard set made from other data or arguments "
                         "(choose another --out, or delete it)")
-    lock = _lock(out)
+    lock = _lock(out, log)
     try:
         _clean_stale(out, units, fingerprints, log)
         records: dict[int, dict[str, Any]] = {}
