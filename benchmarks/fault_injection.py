@@ -365,7 +365,8 @@ def visa_csv(lab: Lab, fault: str) -> Outcome:
     if fault == "bom":
         ok = p.returncode == 0 and (out / "manifest.json").is_file()
         return Outcome(ok, f"exit {p.returncode}, {'a manifest' if ok else p.stderr.strip()[-150:]}")
-    needle = {"extra-field": "fields, expected 5", "non-utf8": "not UTF-8", "dotdot": "leaves the data set folder"}[fault]
+    needle = {"extra-field": "fields, expected 5", "non-utf8": "not UTF-8",
+              "dotdot": "leaves the data set folder"}[fault]
     out_ = one_line_error(p, 1, str(csv), needle)
     return Outcome(out_.ok and not (out / "manifest.json").exists(), out_.got)
 
@@ -422,12 +423,13 @@ def realiad_null_class(lab: Lab) -> Outcome:
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
     (root / "realiad_jsons").mkdir(parents=True)
     doc = {"meta": {"normal_class": "OK"},
-           "train": [{"category": "toy", "anomaly_class": None, "image_path": "OK/S0001/" + img.name, "mask_path": None}],
+           "train": [{"category": "toy", "anomaly_class": None, "image_path": "OK/S0001/" + img.name,
+                      "mask_path": None}],
            "test": []}
     json_path = root / "realiad_jsons" / "toy.json"
     json_path.write_text(json.dumps(doc))
-    p = lab.cmd("data", "shard", "--dataset", "realiad", "--root", str(root), "--out", str(lab.work / "realiad-null-out"),
-                "--resolution", "256")
+    p = lab.cmd("data", "shard", "--dataset", "realiad", "--root", str(root), "--out",
+                str(lab.work / "realiad-null-out"), "--resolution", "256")
     return one_line_error(p, 1, str(json_path), "train[0]", "anomaly_class")
 
 
@@ -502,7 +504,8 @@ def mlflow_server_gone(lab: Lab) -> Outcome:
                     break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    return Outcome(False, "the MLflow server did not start: " + (folder / "server.log").read_text()[-200:])
+                    why = (folder / "server.log").read_text()[-200:]
+                    return Outcome(False, f"the MLflow server did not start: {why}")
                 time.sleep(0.5)
         before = run_folders(lab, "evaluate")
         log = lab.work / "evaluate-mlflow.log"

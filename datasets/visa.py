@@ -76,7 +76,8 @@ def _read_split_csv(path: Path) -> list[dict[str, str]]:
     try:
         return _split_rows(path)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the split file as UTF-8") from None
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the split file as "
+                        "UTF-8") from None
     except csv.Error as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
 

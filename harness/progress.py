@@ -19,8 +19,8 @@ def _fmt_time(s: float) -> str:
 class Progress:
     """`with Progress("train", total=1000, unit="step") as p: p.update(1, loss=0.1)`."""
 
-    def __init__(self, stage: str, total: int | None = None, unit: str = "it", every: float = 5.0, stream: TextIO | None = None,
-                 initial: int = 0):
+    def __init__(self, stage: str, total: int | None = None, unit: str = "it", every: float = 5.0,
+                 stream: TextIO | None = None, initial: int = 0):
         """`initial`: units done before (a resumed run counts on from there; the rate is of this run's)."""
         self.stage, self.total, self.unit, self.every = stage, total, unit, every
         self.stream = stream or sys.stderr

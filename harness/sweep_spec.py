@@ -35,7 +35,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from decodiff.harness.config import DATASETS, Config, ConfigError, build_config, load_preset, load_yaml, parse_override, set_dotted
+from decodiff.harness.config import (DATASETS, Config, ConfigError, build_config, load_preset, load_yaml,
+                                     parse_override, set_dotted)
 
 # Keys that change neither the trained weights nor the metrics: left out of trial identities.
 BOOKKEEPING = ("run.name", "run.out_dir", "run.cache_dir", "run.threads", "tracking", "train.reuse", "train.log_every",

@@ -11,7 +11,8 @@ import pytest
 from decodiff.datasets.locks import FileLock, LockBusy
 
 HOLD = ("import sys, time; from decodiff.datasets.locks import FileLock; "
-        "l = FileLock(sys.argv[1], what='x').acquire(); print('held', flush=True); time.sleep(float(sys.argv[2])); l.release()")
+        "l = FileLock(sys.argv[1], what='x').acquire(); print('held', flush=True); "
+        "time.sleep(float(sys.argv[2])); l.release()")
 
 
 def _holder(path, seconds):

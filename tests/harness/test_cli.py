@@ -94,7 +94,8 @@ def test_an_error_from_a_loader_worker_is_its_own_line():
     from decodiff.datasets.imageio import DataError
     from decodiff.harness.cli import _original
 
-    wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\n"
+                        "Original Traceback (most recent call last):\n"
                         '  File "x.py", line 1, in f\ndecodiff.datasets.imageio.DataError: /s/t.tar: 2 samples, the '
                         "shard manifest says 4\n")
     assert _original(wrapped) == "/s/t.tar: 2 samples, the shard manifest says 4"
