@@ -174,7 +174,7 @@ def truncated(lab: Lab, how: str, via_pipe: bool) -> Outcome:
     return Outcome(out.ok and no_complete_run(lab, before, "evaluate"), out.got)
 
 
-# ---- 2. a final model with a flipped byte -------------------------------------------------------
+# ---- 2. a final model or VAE with a flipped byte -------------------------------------------------------
 def flipped_model(lab: Lab) -> Outcome:
     ckpt = lab.copy(lab.checkpoint, "ckpt-flipped")
     path = ckpt / "model.safetensors"
@@ -183,6 +183,17 @@ def flipped_model(lab: Lab) -> Outcome:
     path.write_bytes(bytes(data))
     p = lab.cmd("evaluate", "--checkpoint", str(ckpt), "--config", str(lab.config))
     return one_line_error(p, 1, str(path), "sha256")
+
+
+def flipped_vae(lab: Lab) -> Outcome:
+    info = json.loads((lab.checkpoint / "info.json").read_text())
+    vae = lab.copy(Path(info["vae_location"]), "vae-flipped")
+    (weights,) = vae.glob("*.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    p = lab.cmd("evaluate", "--checkpoint", str(lab.checkpoint), "--config", str(lab.config), f"vae.pretrained={vae}")
+    return one_line_error(p, 1, str(weights), "sha256")
 
 
 # ---- 3. kill -9 of a sharding run with workers ------------------------------------------------------
@@ -536,7 +547,8 @@ CASES = [
          lambda lab: truncated(lab, "between-members", True)),
     Case("1e cut inside a member, pipe:", "exit 1, names the tar (truncated tar)",
          lambda lab: truncated(lab, "mid-member", True)),
-    Case("2 final model with a flipped byte", "exit 1, names model.safetensors (sha256)", flipped_model),
+    Case("2a final model with a flipped byte", "exit 1, names model.safetensors (sha256)", flipped_model),
+    Case("2b cached VAE with a flipped byte", "exit 1, names the weights file (sha256)", flipped_vae),
     Case("3 kill -9 of data shard --workers 2", "workers gone, lock taken over, rerun resumes", killed_shard_workers),
     Case("4a two bench at once, one folder, cold cache", "both exit 0, one trains, the other waits",
          two_benches_cold_cache),
