@@ -647,7 +647,8 @@ def shard_dataset(
 
     log = log or _stderr
     if Path(out).resolve() == Path(root).resolve() or Path(root).resolve() in Path(out).resolve().parents:
-        raise DataError(f"--out {out}: inside the data set folder {root}; shards go to a folder of their own")
+        raise DataError(f"{out}: the shard folder is inside the data set folder {root} (--out, or run.cache_dir); "
+                        "shards go to a folder of their own")
     skipped: list[dict[str, str]] = []
 
     def on_bad(path: str, reason: str) -> None:

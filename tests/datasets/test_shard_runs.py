@@ -213,3 +213,14 @@ def test_verify_finds_a_changed_shard(mpdd_root, tmp_path):
     assert Manifest.load(out).checksum == m.checksum
     img = read_rgb(next(iter((mpdd_root / "tubes" / "test" / "good").iterdir())))
     assert img.shape == (24, 24, 3) and read_mask(mpdd_root / "tubes" / "ground_truth" / "scratches" / "000.png").any()
+
+
+def test_shards_inside_the_data_set_folder_are_refused_and_skipped_samples_keep_their_keys(mpdd_root, tmp_path):
+    before = sorted(p.relative_to(mpdd_root) for p in mpdd_root.rglob("*"))
+    for out in (mpdd_root, mpdd_root / "shards"):
+        with pytest.raises(DataError, match=rf"{out}: the shard folder is inside the data set folder {mpdd_root}"):
+            shard_dataset("mpdd", mpdd_root, out)
+    assert sorted(p.relative_to(mpdd_root) for p in mpdd_root.rglob("*")) == before  # nothing written there
+    (mpdd_root / "tubes" / "ground_truth" / "scratches" / "001.png").unlink()
+    m = shard_dataset("mpdd", mpdd_root, tmp_path / "s", skip_bad=True, log=lambda _: None)
+    assert [s["key"] for s in m.skipped] == ["tubes/test/scratches/001"]
