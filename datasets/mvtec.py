@@ -77,12 +77,14 @@ def read_mvtec(
             if not split_dir.is_dir():
                 bad_sample(on_bad, split_dir, f"missing {split} folder (expected {split_dir}/{NORMAL}/*.png)")
                 continue
+            found = 0
             for defect_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 defect = defect_dir.name
                 label = 0 if defect == NORMAL else 1
                 if split == "train" and label:
                     raise DataError(f"{defect_dir}: the train split must hold only '{NORMAL}' images")
                 for img in images_in(defect_dir):
+                    found += 1
                     mask = None
                     if label:
                         gt_dir = root / cat / "ground_truth" / defect
@@ -101,3 +103,6 @@ def read_mvtec(
                         source=str(img),
                         mask_source=str(mask) if mask is not None else None,
                     )
+            if not found:  # an empty category would otherwise drop out of the data set unnoticed
+                bad_sample(on_bad, split_dir, f"no images in category {cat!r} ({split} split; expected "
+                           f"{split_dir}/<{NORMAL} or defect>/*.png)")

@@ -93,9 +93,10 @@ def _load(path: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
         if not isinstance(entries, list):
             raise DataError(f"{path}: '{split}' must be a list")
         for i, e in enumerate(entries):
-            if not isinstance(e, dict) or not isinstance(e.get("image_path"), str) or "anomaly_class" not in e:
+            if not isinstance(e, dict) or not isinstance(e.get("image_path"), str) or not isinstance(
+                    e.get("anomaly_class"), str) or not e["anomaly_class"]:
                 raise DataError(f"{path}: {split}[{i}] must be an object with image_path and anomaly_class "
-                                f"(and mask_path), got {str(e)[:120]}")
+                                f"(non-empty strings; and mask_path), got {str(e)[:120]}")
         splits[split] = entries
     return normal, splits
 

@@ -21,7 +21,6 @@ names the file, or, with `skip_bad`, are left out with a warning and listed in t
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
@@ -42,6 +41,7 @@ import numpy as np
 from PIL import Image
 
 from decodiff.datasets.imageio import DataError, encode_png, read_mask, read_rgb
+from decodiff.datasets.locks import FileLock
 from decodiff.datasets.manifest import FORMAT, MANIFEST, Manifest, ShardInfo, sha256_file, write_json_atomic
 from decodiff.datasets.records import Sample
 
@@ -374,9 +374,26 @@ class _Job:
 _counter: Any = None  # per-sample progress counter shared with worker processes
 
 
-def _init_worker(counter: Any) -> None:
+def die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGKILL to this process when its parent dies (Linux), so that a killed
+    run leaves no orphaned workers behind; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(counter: Any, parent: int) -> None:
     global _counter
     _counter = counter
+    die_with_parent(parent)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
@@ -446,22 +463,9 @@ def _finished(out: Path, unit: Unit, fingerprint: str) -> dict[str, Any] | None:
     return rec
 
 
-class _Lock:
+def _lock(out: Path, log: Log) -> FileLock:
     """An exclusive lock on <out>/.shard-run/lock: two runs never write into one folder."""
-
-    def __init__(self, out: Path):
-        (out / STATE).mkdir(parents=True, exist_ok=True)
-        self.path = out / STATE / "lock"
-        self._f = open(self.path, "w")
-        try:
-            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._f.close()
-            raise DataError(f"{out}: another `decodiff data shard` run is writing there") from None
-
-    def release(self) -> None:
-        fcntl.flock(self._f, fcntl.LOCK_UN)
-        self._f.close()
+    return FileLock(out / STATE / "lock", what=f"{out}: `decodiff data shard`", wait=False, log=log).acquire()
 
 
 def _clean_stale(out: Path, units: Sequence[Unit], fingerprints: Sequence[str], log: Log) -> None:
@@ -527,7 +531,7 @@ def write_shards(
             return existing
         raise DataError(f"{out}: already holds a finished shard set made from other data or arguments "
                         "(choose another --out, or delete it)")
-    lock = _Lock(out)
+    lock = _lock(out, log)
     try:
         _clean_stale(out, units, fingerprints, log)
         records: dict[int, dict[str, Any]] = {}
@@ -574,7 +578,8 @@ def _run_units(todo: list[Unit], fingerprints: Sequence[str], job: _Job, workers
     # is not re-run in them; the workers use PIL and numpy only, never the parent's torch threads.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     counter = ctx.Value("q", 0)
-    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(counter,))
+    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(counter, os.getpid()))
     pending: set[Future] = set()
     try:
         # biggest units first, so that the last ones to finish are small
@@ -641,11 +646,18 @@ def shard_dataset(
     from decodiff.datasets.registry import read_dataset
 
     log = log or _stderr
+    if Path(out).resolve() == Path(root).resolve() or Path(root).resolve() in Path(out).resolve().parents:
+        raise DataError(f"{out}: the shard folder is inside the data set folder {root} (--out, or run.cache_dir); "
+                        "shards go to a folder of their own")
     skipped: list[dict[str, str]] = []
 
     def on_bad(path: str, reason: str) -> None:
         log(f"warning: skipped {path}: {reason}")
-        skipped.append({"key": "", "source": path, "reason": reason})
+        try:  # the key the sample would have had: its path under the root, without the extension
+            key = Path(path).resolve().relative_to(Path(root).resolve()).with_suffix("").as_posix()
+        except ValueError:
+            key = Path(path).stem
+        skipped.append({"key": key, "source": path, "reason": reason})
 
     opts = {k: v for k, v in (options or {}).items() if v is not None}
     samples = read_dataset(dataset, root, categories, on_bad=on_bad if skip_bad else None,
@@ -663,26 +675,37 @@ def shard_dataset(
     return manifest
 
 
-def verify_shards(folder: Path, manifest: Manifest | None = None) -> list[str]:
-    """Problems with the shards on disk against the manifest: missing, wrong size, wrong sha256."""
+def verify_shards(folder: Path, manifest: Manifest | None = None, *, sha256: bool = True,
+                  names: Sequence[str] | None = None) -> list[str]:
+    """Problems with the shards on disk against the manifest: missing, wrong size, wrong sha256
+    (`sha256=False`: sizes only, a stat per shard; `names`: these shards only)."""
     folder = Path(folder)
     manifest = manifest or Manifest.load(folder)
+    wanted = set(names) if names is not None else None
     problems = []
     for s in manifest.shards:
+        if wanted is not None and s.name not in wanted:
+            continue
         p = folder / s.name
         if not p.is_file():
             problems.append(f"{p}: missing (listed in {MANIFEST})")
         elif p.stat().st_size != s.bytes:
-            problems.append(f"{p}: {p.stat().st_size} bytes, the manifest says {s.bytes}")
-        elif sha256_file(p) != s.sha256:
+            problems.append(f"{p}: {p.stat().st_size} bytes, the manifest says {s.bytes} (truncated or replaced)")
+        elif sha256 and sha256_file(p) != s.sha256:
             problems.append(f"{p}: sha256 differs from the manifest's")
     return problems
 
 
 def decode_record(rec: dict[str, Any]) -> dict[str, Any]:
     """A raw tar record -> {"key", "image" (HxWx3 uint8), "mask" (HxW bool or None), "meta"}."""
-    meta = json.loads(rec["meta.json"])
-    name = f"{rec.get('__url__', '?')}:{meta['key']}"
+    where = f"{rec.get('__url__', '?')}: sample {rec.get('__key__', '?')}"
+    if "meta.json" not in rec:
+        raise DataError(f"{where} has no meta.json (a truncated or damaged shard)")
+    try:
+        meta = json.loads(rec["meta.json"])
+        name = f"{rec.get('__url__', '?')}:{meta['key']}"
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{where}: unreadable meta.json (a damaged shard)") from None
     img_bytes = rec.get("image.png", rec.get("image.jpg"))
     if img_bytes is None:
         raise DataError(f"{name}: shard sample without image.png/image.jpg")

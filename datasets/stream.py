@@ -50,7 +50,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import MANIFEST, Manifest
-from decodiff.datasets.shards import decode_record
+from decodiff.datasets.shards import decode_record, verify_shards
 from decodiff.datasets.tar_records import open_records
 
 SplitBy = Literal["shards", "samples"]
@@ -94,6 +94,20 @@ def load_manifest(location: str | Path) -> Manifest:
     except (OSError, ValueError) as exc:
         raise DataError(f"{url}: could not read the shard manifest ({exc})") from None
     return Manifest.from_json(d, url)
+
+
+def check_shards(location: str | Path, manifest: Manifest, splits: Sequence[str] = ("train", "test"),
+                 categories: Sequence[str] | None = None, *, sha256: bool = False) -> None:
+    """Before a run reads a local shard set: every shard it will read is there at the manifest's size
+    (and, with `sha256`, has its digest); stops with one line naming the first shard that differs.
+    Remote locations are checked as they are read (sample counts, see ShardStream)."""
+    if is_url(location):
+        return
+    names = [n for split in splits for n in manifest.shard_names(split, list(categories) if categories else None)]
+    problems = verify_shards(Path(location), manifest, sha256=sha256, names=names)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
 
 
 def shard_urls(location: str | Path, manifest: Manifest, split: str, categories: Sequence[str] | None = None) -> list[str]:
@@ -265,7 +279,7 @@ class ShardStream(IterableDataset):
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         plan = self.epoch_plan(workers)
         mine = plan.shards[self.rank][worker]
-        records: Iterator[dict[str, Any]] = (rec for i in mine for rec in open_records(self.urls[i]))
+        records: Iterator[dict[str, Any]] = (rec for i in mine for rec in self._shard_records(i))
         if self.split_by == "samples":
             records = self._every_rth(records, worker, workers)
         samples: Iterator[dict[str, Any]] = (self.decode(r) for r in records)
@@ -274,6 +288,17 @@ class ShardStream(IterableDataset):
             samples = _buffer_shuffle(samples, self.shuffle_buffer, rng)
         for s in samples:
             yield self.transform(s) if self.transform else s
+
+    def _shard_records(self, i: int) -> Iterator[dict[str, Any]]:
+        """The records of shard i, checked against the manifest's sample count once it has been read
+        to its end: a truncated or replaced shard stops the read instead of yielding a smaller set."""
+        n = 0
+        for rec in open_records(self.urls[i]):
+            n += 1
+            yield rec
+        if self.counts is not None and n != self.counts[i]:
+            raise DataError(f"{self.urls[i]}: {n} samples, the shard manifest says {self.counts[i]} (a truncated or "
+                            "replaced shard; shard the data again)")
 
     def _every_rth(self, records: Iterator[dict[str, Any]], worker: int, workers: int) -> Iterator[dict[str, Any]]:
         for g, rec in enumerate(records):

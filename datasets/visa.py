@@ -26,6 +26,7 @@ from decodiff.datasets.records import NORMAL, OnBad, Sample, bad_sample
 CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
               "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")
 SPLIT_COLUMNS = ("object", "split", "label", "image", "mask")
+EXTRA = "\0extra"  # where csv puts the fields of a row longer than the header
 ANOMALOUS = "bad"  # defect type where image_anno.csv gives none (the converted layout's folder name)
 
 
@@ -72,8 +73,18 @@ def _read_split_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise DataError(f"{path}: VisA split file not found (expected split_csv/1cls.csv from the VisA release, "
                         "or give it with --split-csv)")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    try:
+        return _split_rows(path)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the split file as "
+                        "UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _split_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a BOM (Excel's UTF-8 CSV) is dropped
+        reader = csv.DictReader(f, restkey=EXTRA)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in SPLIT_COLUMNS if c not in header]
         if missing:
@@ -81,6 +92,11 @@ def _read_split_csv(path: Path) -> list[dict[str, str]]:
                             f"{','.join(SPLIT_COLUMNS)} (missing {missing})")
         rows = []
         for line, row in enumerate(reader, start=2):
+            if row.get(EXTRA):
+                raise DataError(f"{path}:{line}: {len(header) + len(row[EXTRA])} fields, expected {len(header)} "
+                                f"({','.join(header)}); a comma inside a path must be quoted")
+            if any(v is None for v in row.values()):
+                raise DataError(f"{path}:{line}: fewer fields than the {len(header)} columns ({','.join(header)})")
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
             if row["split"] not in ("train", "test"):
                 raise DataError(f"{path}:{line}: split {row['split']!r}, expected 'train' or 'test'")
@@ -91,6 +107,11 @@ def _read_split_csv(path: Path) -> list[dict[str, str]]:
                                 "images only (the 2cls splits are not for unsupervised training)")
             if not row["image"] or not row["object"]:
                 raise DataError(f"{path}:{line}: empty object or image column")
+            for col in ("image", "mask"):
+                p = row[col]
+                if p and (Path(p).is_absolute() or ".." in Path(p.replace("\\", "/")).parts):
+                    raise DataError(f"{path}:{line}: {col} path {p!r} leaves the data set folder (expected a "
+                                    "path relative to the VisA root)")
             rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")
@@ -102,11 +123,14 @@ def _defect_labels(cat_dir: Path) -> dict[str, str]:
     path = cat_dir / "image_anno.csv"
     if not path.is_file():
         return {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "image" not in reader.fieldnames or "label" not in reader.fieldnames:
-            raise DataError(f"{path}: columns {reader.fieldnames}, expected image,label,mask")
-        return {r["image"].strip(): r["label"].strip() for r in reader if r.get("image")}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "image" not in reader.fieldnames or "label" not in reader.fieldnames:
+                raise DataError(f"{path}: columns {reader.fieldnames}, expected image,label,mask")
+            return {r["image"].strip(): (r["label"] or "").strip() for r in reader if r.get("image")}
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
 def read_visa_raw(

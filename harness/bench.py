@@ -18,7 +18,8 @@ from decodiff.harness.evaluate import EvalResult, evaluate
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.runs import check_folders, new_run_dir, write_run_files, write_summary
-from decodiff.harness.tracking import check_tracking, end_run, flatten_config, log_artifacts, log_results, start_run, tracking_uri
+from decodiff.harness.tracking import (check_tracking, end_run, flatten_config, log_artifacts, log_results, start_run,
+                                      tracking_failed, tracking_uri)
 from decodiff.harness.uncertainty import Uncertainty, bootstrap
 from decodiff.harness.vae_fit import get_vae
 from decodiff.models.deviation import reverse_timesteps
@@ -139,7 +140,11 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
         tags = {"code_version": code_version(), "data_checksum": data.manifest.checksum, "dataset": data.manifest.dataset,
                 "kind": kind, "vae": vae.source[:250], "model_reused": str(train_info.get("reused")),
                 "recipe": cfg.recipe, "recipe_departures": ",".join(d["key"] for d in cfg.departures())[:4000] or "none"}
-        run_id = start_run(cfg, run_name=run_dir.name, tags=tags)
+        try:
+            run_id = start_run(cfg, run_name=run_dir.name, tags=tags)
+        except Exception as exc:  # the store went away since the pre-flight check
+            raise tracking_failed(cfg, None, exc, run_dir) from None
+    tracking_step = False
     try:
         if uncertainty is None:
             uncertainty = run_uncertainty(cfg, result)
@@ -147,6 +152,7 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
                                   provenance=provenance, params=flatten_config(cfg.to_dict()), run_id=run_id,
                                   uncertainty=uncertainty, qualitative=qualitative)
         if run_id is not None:
+            tracking_step = True
             log_results(cfg, run_id, result.records, {"eval_images_per_second": result.images_per_second},
                         params=init_params(train_info))
             files = [run_dir / n for n in ("config.yaml", "provenance.json", "report.md", "report.html", "tables.tex",
@@ -154,9 +160,15 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
             log_artifacts(cfg, run_id, files, {d: run_dir / d for d in ("tables", "figures", FOLDER)})
             end_run(cfg, run_id, "FINISHED")
             log(f"MLflow run {run_id} at {tracking_uri(cfg)}")
+    except Exception as exc:
+        if run_id is not None:
+            error = tracking_failed(cfg, run_id, exc, run_dir)  # marks the run FAILED if the store still answers
+            if tracking_step:
+                raise error from None
+        raise
     except BaseException:
         if run_id is not None:
-            end_run(cfg, run_id, "FAILED")
+            tracking_failed(cfg, run_id, RuntimeError("interrupted"))
         raise
     summary = {"run_id": run_id, "report": str(report.resolve()), "metrics": result.records,
                "run_dir": str(run_dir.resolve()), "seconds": round(time.time() - started, 1)}

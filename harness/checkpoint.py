@@ -65,7 +65,8 @@ def save_model(folder: Path, model: DeviationUNet, spec: dict[str, Any], info: d
     state = _cpu(state if state is not None else model.state_dict())
     save_file(state, str(tmp / "model.safetensors"))
     (tmp / "model.json").write_text(json.dumps(spec, indent=2))
-    (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str))
+    files = {"model.safetensors": _sha256(tmp / "model.safetensors"), "model.json": _sha256(tmp / "model.json")}
+    (tmp / "info.json").write_text(json.dumps({**info, "files_sha256": files}, indent=2, default=str))
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     if folder.exists():
         os.replace(folder, old)
@@ -80,8 +81,13 @@ def load_model(folder: Path, expect: dict[str, Any] | None = None) -> tuple[Devi
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder}: not a checkpoint (missing {name})")
     try:
-        spec = json.loads((folder / "model.json").read_text())
         info = json.loads((folder / "info.json").read_text()) if (folder / "info.json").is_file() else {}
+    except ValueError as exc:
+        raise CheckpointError(f"{folder}/info.json: corrupt checkpoint file, not valid JSON ({exc})") from None
+    for name, digest in (info.get("files_sha256") or {}).items():  # recorded when it was saved
+        _check_file(folder, name, digest)
+    try:
+        spec = json.loads((folder / "model.json").read_text())
     except ValueError as exc:
         raise CheckpointError(f"{folder}/model.json: not valid JSON ({exc})") from None
     if expect:

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from decodiff.datasets.imageio import DataError
     from decodiff.harness.errors import CheckpointError
     from decodiff.harness.config import ConfigError
+    from decodiff.harness.preemption import PREEMPTED_EXIT, Preempted
+    from decodiff.harness.tracking import TrackingError
     from decodiff.models.errors import VAEError, WeightsError
 
     parser = build_parser()
@@ -44,9 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"decodiff: error: {exc}", file=sys.stderr)
         return 2
-    except (DataError, CheckpointError, VAEError, WeightsError, FileNotFoundError) as exc:
-        print(f"decodiff: error: {exc}", file=sys.stderr)
+    except (DataError, CheckpointError, VAEError, WeightsError, FileNotFoundError, TrackingError) as exc:
+        print(f"decodiff: error: {_original(exc)}", file=sys.stderr)
         return 1
+    except Preempted as exc:
+        print(f"decodiff: stopped: {exc}; exit code {PREEMPTED_EXIT} (requeue, then resume)", file=sys.stderr)
+        return PREEMPTED_EXIT
     except (ValueError, OSError) as exc:  # a bad value or path the command did not foresee: still one line
         if os.environ.get("DECODIFF_DEBUG"):
             raise
@@ -55,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("decodiff: interrupted", file=sys.stderr)
         return 130
+
+
+def _original(exc: BaseException) -> str:
+    """The error's own line: an error raised in a DataLoader worker comes back with the worker's
+    traceback in its message (torch re-raises it so); its last line is the original message."""
+    text = str(exc)
+    if "\nOriginal Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class DataSection(Section):
     crop: int | None = Field(default=256, ge=8)  # ... then center crop 256
     num_workers: int = Field(default=0, ge=0)
     shuffle_buffer: int = Field(default=2000, ge=0)
+    verify: bool = False  # sha256 of every shard before the run (sizes and sample counts are always checked)
     # the reader's layout options at shard time, as `decodiff data shard` takes them: visa split_csv;
     # realiad resolution, json_dir; folder normal, anomalous, masks, normal_test, test_fraction
     options: dict[str, str | int | float | bool] = {}
@@ -257,27 +258,55 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the base class says so
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse a config or sweep file; one line naming `source`, the line and the key on any problem."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+
+
+def load_preset(name_or_path: str, _chain: tuple[str, ...] = (), _named_by: str | None = None) -> dict[str, Any]:
     """A preset by name (configs/<name>.yaml, shipped with the package) or a YAML file path;
     `extends: NAME_OR_PATH` (a path relative to the file) builds on another."""
     path = Path(name_or_path)
     is_file = path.suffix in (".yaml", ".yml") or "/" in name_or_path
     ident = str(path.resolve()) if is_file else name_or_path
+    by = f"{_named_by}: extends: " if _named_by else "--config "
     if ident in _chain:
         raise ConfigError(f"--config {_chain[0]}: `extends` goes round in a circle ({' -> '.join([*_chain, ident])})")
     if is_file:
         if not path.is_file():
-            raise ConfigError(f"--config {name_or_path}: file not found")
+            raise ConfigError(f"{by}{name_or_path}: file not found")
         text = path.read_text()
+        source = name_or_path
     else:
         res = resources.files("decodiff.configs") / f"{name_or_path}.yaml"
         if not res.is_file():
-            raise ConfigError(f"--config {name_or_path}: no such preset (available: {', '.join(preset_names())})")
+            raise ConfigError(f"{by}{name_or_path}: no such preset (available: {', '.join(preset_names())})")
         text = res.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {name_or_path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        source = f"configs/{name_or_path}.yaml"
+    data = load_yaml(text, f"--config {source}")
     if data is None:  # an empty file would silently run the bare defaults
         raise ConfigError(f"--config {name_or_path}: the file is empty (expected config sections, or extends: PRESET)")
     if not isinstance(data, dict):
@@ -287,7 +316,7 @@ def load_preset(name_or_path: str, _chain: tuple[str, ...] = ()) -> dict[str, An
         base = str(base)
         if is_file and (base.endswith((".yaml", ".yml")) or "/" in base) and not Path(base).is_absolute():
             base = str(path.parent / base)  # relative to the file that names it
-        data = merge(load_preset(base, (*_chain, ident)), data)
+        data = merge(load_preset(base, (*_chain, ident), source), data)
     return data
 
 

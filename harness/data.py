@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import Manifest
-from decodiff.datasets.stream import ShardStream, collate, load_manifest, shard_counts, shard_urls
+from decodiff.datasets.locks import FileLock
+from decodiff.datasets.stream import ShardStream, check_shards, collate, load_manifest, shard_counts, shard_urls
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.progress import Progress, log
@@ -72,10 +73,11 @@ def prepare_data(cfg: Config) -> PreparedData:
             params = d.demo.model_dump()
             tag = hashlib.sha256(repr(sorted(params.items())).encode()).hexdigest()[:10]
             root = Path(d.root) if d.root else cache / f"demo-{tag}"
-            if not (root / "demo.json").is_file():
-                log(f"generating the demo data set in {root}")
-            generate_demo(root, size=d.demo.size, n_train=d.demo.n_train, n_test_good=d.demo.n_test_good,
-                          n_test_per_defect=d.demo.n_test_per_defect, categories=d.demo.categories, seed=0)
+            with FileLock(lock_path(root), what=f"demo data set {root}"):  # another run may be making it
+                if not (root / "demo.json").is_file():
+                    log(f"generating the demo data set in {root}")
+                generate_demo(root, size=d.demo.size, n_train=d.demo.n_train, n_test_good=d.demo.n_test_good,
+                              n_test_per_defect=d.demo.n_test_per_defect, categories=d.demo.categories, seed=0)
         else:
             if not d.root:
                 raise DataError(f"data.root is not set: give the {d.dataset} folder (data.root=DIR) or shards (data.shards=DIR)")
@@ -94,20 +96,27 @@ def prepare_data(cfg: Config) -> PreparedData:
         tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}{opts}".encode()).hexdigest()[:10]
         location = str(cache / "shards" / f"{d.dataset}-{tag}")
         source = f"{d.dataset} at {root}"
-        if not (Path(location) / "manifest.json").is_file():
-            from decodiff.datasets.shards import shard_dataset
+        with FileLock(lock_path(Path(location)), what=f"shards {location}"):  # one run shards, the others reuse
+            if not (Path(location) / "manifest.json").is_file():
+                from decodiff.datasets.shards import shard_dataset
 
-            log(f"sharding {root} into {location}")
-            with Progress("shard", unit="img") as p:
-                shard_dataset(d.dataset, root, location, options=options or None, log=log,
-                              progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
+                log(f"sharding {root} into {location}")
+                with Progress("shard", unit="img") as p:
+                    shard_dataset(d.dataset, root, location, options=options or None, log=log,
+                                  progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
     manifest = load_manifest(location)
     cats = list(d.categories) if d.categories else sorted(manifest.categories)
     unknown = [c for c in cats if c not in manifest.categories]
     if unknown:
         raise ConfigError(f"bad config value 'data.categories': unknown {unknown}; the data set has "
                           f"{sorted(manifest.categories)}")
+    check_shards(location, manifest, ("train", "test"), cats, sha256=d.verify)  # a shorter test set never passes
     return PreparedData(location=location, manifest=manifest, categories=cats, source=source)
+
+
+def lock_path(target: Path) -> Path:
+    """The lock file beside a folder that runs build in a shared cache."""
+    return target.parent / f".{target.name}.lock"
 
 
 def source_fingerprint(root: Path) -> str:

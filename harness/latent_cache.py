@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from decodiff.datasets.locks import FileLock
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.shards import ShardSetWriter, member_key
-from decodiff.datasets.stream import ShardStream
+from decodiff.datasets.stream import ShardStream, check_shards
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, device_for, preprocess_for
+from decodiff.harness.data import PreparedData, device_for, lock_path, preprocess_for
 from decodiff.harness.progress import Progress, log
 from decodiff.models.vae import FrozenVAE
 
@@ -60,10 +61,17 @@ def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_si
     training augmentation. Training picks one variant per image per epoch.
     """
     folder = Path(cfg.run.cache_dir) / "latents" / cache_key(cfg, data, vae)
-    if (folder / "manifest.json").is_file():
-        if not quiet:
-            log(f"latent cache: reusing {folder}")
-        return str(folder), Manifest.load(folder)
+    with FileLock(lock_path(folder), what=f"latent cache {folder}"):  # one run encodes, the others reuse
+        if (folder / "manifest.json").is_file():
+            if not quiet:
+                log(f"latent cache: reusing {folder}")
+            manifest = Manifest.load(folder)
+            check_shards(folder, manifest, ("train",))
+            return str(folder), manifest
+        return _encode(cfg, data, vae, folder, batch_size)
+
+
+def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch_size: int) -> tuple[str, Manifest]:
     device = device_for(cfg)
     vae = vae.to(device)
     pre_plain, pre_aug = preprocess_for(cfg, False), preprocess_for(cfg, True)
@@ -104,7 +112,7 @@ def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_si
 
     total = data.manifest.count("train", data.categories)
     with Progress("latent cache", total=total, unit="img") as p:
-        for s in ShardStream(data.urls("train")):
+        for s in ShardStream(data.urls("train"), counts=data.counts("train")):
             pending.append((s, encodings(s)))
             if len(pending) * K >= batch_size:
                 flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,21 @@ def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator: 
     exists (and train.reuse), continued from its last checkpoint when a training with this key
     was interrupted, else trained now. None for a method without a model (vae-recon).
     `accelerator`: the one this process already made (several launched processes)."""
-    from decodiff.harness.train import train
+    from decodiff.harness.train import training_folder_lock
 
     if cfg.method not in TRAINED:  # vae-recon: the VAE alone, nothing to train
         return None, list(data.categories), {"method": cfg.method, "steps": 0, "checkpoint": None, "reused": False}, False
     folder = model_folder(cfg, data, vae)
+    main = accelerator is None or accelerator.is_main_process
+    # another run training the same key: wait for it, then reuse its model
+    with training_folder_lock(folder, wait=True) if main else nullcontext():
+        return _trained_model(cfg, data, vae, accelerator, folder)
+
+
+def _trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator: Any, folder: Path,
+                   ) -> tuple[DeviationUNet | None, list[str], dict[str, Any], bool]:
+    from decodiff.harness.train import train
+
     reused = cfg.train.reuse and (folder / "checkpoint" / "model.safetensors").is_file()
     resume = not reused and cfg.train.reuse and latest_state(folder) is not None
     # several processes: the main one decides for all, so that no rank skips a training the others enter

@@ -19,10 +19,13 @@ def _fmt_time(s: float) -> str:
 class Progress:
     """`with Progress("train", total=1000, unit="step") as p: p.update(1, loss=0.1)`."""
 
-    def __init__(self, stage: str, total: int | None = None, unit: str = "it", every: float = 5.0, stream: TextIO | None = None):
+    def __init__(self, stage: str, total: int | None = None, unit: str = "it", every: float = 5.0,
+                 stream: TextIO | None = None, initial: int = 0):
+        """`initial`: units done before (a resumed run counts on from there; the rate is of this run's)."""
         self.stage, self.total, self.unit, self.every = stage, total, unit, every
         self.stream = stream or sys.stderr
-        self.n = 0
+        self.initial = initial
+        self.n = initial
         self.start = time.monotonic()
         self._last = 0.0
         self.extra: dict[str, float | str] = {}
@@ -48,7 +51,7 @@ class Progress:
 
     def _print(self, final: bool = False) -> None:
         el = self.elapsed
-        rate = self.n / el if el > 0 else 0.0
+        rate = (self.n - self.initial) / el if el > 0 else 0.0
         parts = [f"{self.stage}:"]
         parts.append(f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}")
         parts.append(f"{rate:.1f} {self.unit}/s")

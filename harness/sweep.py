@@ -83,7 +83,7 @@ def tracking_config(plan: SweepPlan) -> Config:
 def check_data(plan: SweepPlan) -> dict[str, Any]:
     """Every trial's data set must be sharded (or be the demo set, generated on the way); the
     categories must exist. Returns manifests by shard location. Raises SweepError (one line)."""
-    from decodiff.datasets.stream import load_manifest
+    from decodiff.datasets.stream import check_shards, load_manifest
 
     from decodiff.harness.vae_fit import resolve_pretrained
     from decodiff.models.errors import VAEError
@@ -112,6 +112,10 @@ def check_data(plan: SweepPlan) -> dict[str, Any]:
                     manifests[d.shards] = load_manifest(_abs(d.shards))
                 except (DataError, OSError, ValueError) as exc:
                     raise SweepError(f"{plan.source}: data set '{t.dataset}' is not sharded at {d.shards} ({exc})") from None
+                try:  # every shard there at its manifest size: a damaged set fails now, not in every trial
+                    check_shards(_abs(d.shards), manifests[d.shards])
+                except DataError as exc:
+                    raise SweepError(f"{plan.source}: data set '{t.dataset}': {exc}") from None
             unknown = [c for c in d.categories or [] if c not in manifests[d.shards].categories]
             if unknown:
                 raise SweepError(f"{plan.source}: data set '{t.dataset}': unknown categories {unknown} "

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from decodiff.harness.config import DATASETS, Config, ConfigError, build_config, load_preset, parse_override, set_dotted
+from decodiff.harness.config import (DATASETS, Config, ConfigError, build_config, load_preset, load_yaml,
+                                     parse_override, set_dotted)
 
 # Keys that change neither the trained weights nor the metrics: left out of trial identities.
 BOOKKEEPING = ("run.name", "run.out_dir", "run.cache_dir", "run.threads", "tracking", "train.reuse", "train.log_every",
@@ -178,9 +178,9 @@ def read_spec(name_or_path: str) -> tuple[SweepSpec, str, Path | None]:
             raise SweepError(f"{name_or_path}: no such sweep preset (available: {', '.join(sweep_preset_names())})")
         text, source, folder = res.read_text(), f"configs/sweeps/{name_or_path}.yaml", None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = load_yaml(text, source)
+    except ConfigError as exc:
+        raise SweepError(str(exc)) from None
     if not isinstance(data, dict):
         raise SweepError(f"{source}: expected a mapping (name, config, grid, ...) at the top level")
     try:

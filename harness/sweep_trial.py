@@ -12,7 +12,6 @@ A folder with result.json is finished: a retry or a resumed sweep reports it wit
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -22,6 +21,8 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator
+
+from decodiff.datasets.locks import FileLock
 
 RESULT = "result.json"
 
@@ -73,14 +74,8 @@ def _logged(folder: Path, attempt: int) -> Iterator[Path]:
 @contextlib.contextmanager
 def training_lock(cache_dir: str, key: str) -> Iterator[None]:
     """One training per key at a time on this file system (a second waiter then reuses the model)."""
-    folder = Path(cache_dir) / "models"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{key}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(Path(cache_dir) / "models" / f"{key}.lock", what=f"training {key}"):
+        yield
 
 
 # ---- the work -------------------------------------------------------------------------------------
@@ -216,9 +211,7 @@ def _ensure_prepared(payload: dict[str, Any]) -> None:
     """The payload's data, validation split and VAE, made by whichever trial gets there first
     (the others wait on the lock, then find them made)."""
     folder = Path(payload["prepare"])
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(folder / ".lock", what=f"sweep preparation {folder.name}"):
         if read_result(folder) is None:
             write_result_once(folder, {**prepare(payload), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,34 @@ def check_tracking(cfg: Config) -> None:
             parent = parent.parent
         if not (parent.is_dir() and os.access(parent, os.W_OK)):
             raise ConfigError(f"tracking.uri={uri}: cannot write the database there ({parent} is not a writable folder)")
+        if db.exists():
+            problem = _sqlite_problem(db)
+            if problem:
+                raise ConfigError(f"tracking.uri={uri}: {db} {problem}")
+
+
+def _sqlite_problem(db: Path) -> str | None:
+    """Why an existing file cannot be the run's SQLite store (None when it can)."""
+    if not db.is_file():
+        return "is not a file (expected an SQLite database)"
+    if not os.access(db, os.R_OK | os.W_OK):
+        return "cannot be read and written"
+    with open(db, "rb") as f:
+        head = f.read(16)
+    if head and head != b"SQLite format 3\0":
+        return "is not an SQLite database (choose another tracking.uri, or move the file away)"
+    return None
+
+
+def _store_lock(uri: str):
+    """Runs that create a new SQLite store at once would race through MLflow's schema set-up: one at a time."""
+    db = _sqlite_path(uri)
+    if db is None:
+        return nullcontext()
+    from decodiff.datasets.locks import FileLock
+
+    db = db.resolve()
+    return FileLock(db.with_name(f".{db.name}.lock"), what=f"MLflow store {db}")
 
 
 def metric_name(rec: dict[str, Any]) -> str:
@@ -127,19 +156,35 @@ def start_run(cfg: Config, *, run_name: str, tags: dict[str, str], parent_run_id
     """Create the run (and the experiment if needed); returns its id. The run stays RUNNING
     until `end_run`, so a report written meanwhile can name it."""
     uri = tracking_uri(cfg)
-    client = _client(uri)
-    exp = client.get_experiment_by_name(cfg.tracking.experiment)
-    if exp is None:
-        artifact_root = None
-        if uri.startswith("sqlite:"):
-            artifact_root = (Path(cfg.run.out_dir).resolve() / "mlartifacts").as_uri()
-        exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root)
-    else:
-        exp_id = exp.experiment_id
-    all_tags = dict(tags)
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
-    return client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+    with _store_lock(uri):
+        client = _client(uri)
+        exp = client.get_experiment_by_name(cfg.tracking.experiment)
+        if exp is None:
+            artifact_root = None
+            if uri.startswith("sqlite:"):
+                artifact_root = (Path(cfg.run.out_dir).resolve() / "mlartifacts").as_uri()
+            exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=artifact_root)
+        else:
+            exp_id = exp.experiment_id
+        all_tags = dict(tags)
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        return client.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+
+
+def tracking_failed(cfg: Config, run_id: str | None, exc: BaseException, run_dir: Path | None = None) -> TrackingError:
+    """The one-line error for a tracking store that failed while a run was logged (a server gone
+    mid-run): the MLflow run is marked FAILED where the store still answers, and the run folder is
+    named as what holds the results (it has no summary.json, so nothing presents it as finished)."""
+    uri = tracking_uri(cfg)
+    if run_id is not None:
+        try:
+            _client(uri).set_terminated(run_id, "FAILED")
+        except Exception:  # the store is gone: the run stays as the server last saw it
+            pass
+    where = f"; the report and tables are in {run_dir}" if run_dir is not None else ""
+    return TrackingError(f"MLflow at {uri} failed while logging run {run_id or '(not created)'}: {_first_line(exc)}"
+                         f"{where}; the MLflow run is incomplete (FAILED)")
 
 
 def log_results(cfg: Config, run_id: str, records: list[dict[str, Any]],

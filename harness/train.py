@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
+from decodiff.datasets.locks import FileLock
 from decodiff.harness.checkpoint import (Position, build_from_spec, clear_training_states, latest_state, model_spec,
                                          restore_training, save_model, save_training)
 from decodiff.harness.config import Config, ConfigError
@@ -39,6 +40,8 @@ from decodiff.models.deviation import DeviationProcess
 from decodiff.models.unet import initialise
 from decodiff.models.unet_init import WeightsPlan, apply_weights
 from decodiff.models.vae import FrozenVAE
+
+TRAIN_LOCK = ".train.lock"
 
 
 @dataclass
@@ -97,15 +100,27 @@ def initial_weights(cfg: Config, spec: dict, categories: list[str], log_it: bool
     return plan
 
 
+def training_folder_lock(out: Path, wait: bool = False) -> FileLock:
+    """The lock of a training folder: one training writes there at a time (the main process holds it)."""
+    return FileLock(Path(out) / TRAIN_LOCK, what=f"training folder {out}", wait=wait,
+                    hint="wait for it to finish, or choose another --out")
+
+
 def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerator: Accelerator | None = None,
           resume: bool = False) -> TrainResult:
     """Train into `out` (final model in out/checkpoint, training states in out/train_state);
-    `resume` continues from the newest training state there (the config must match)."""
-    t, out = cfg.train, Path(out)
+    `resume` continues from the newest training state there (the config must match). A second
+    training into the same folder is refused while this one runs."""
     if cfg.method == "vae-recon":
         raise ConfigError("method=vae-recon has no model to train (it scores the VAE's own reconstruction)")
-    # ---- set-up --------------------------------------------------------------------------------
     acc = accelerator or make_accelerator(cfg)
+    with training_folder_lock(out) if acc.is_main_process else nullcontext():
+        return _train(cfg, data, vae, Path(out), acc, resume)
+
+
+def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Accelerator, resume: bool) -> TrainResult:
+    t = cfg.train
+    # ---- set-up --------------------------------------------------------------------------------
     rank, world = acc.process_index, acc.num_processes
     seed_everything(cfg.run.seed)  # the same initial weights on every rank
     gen = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank)  # masks, noise, latent draws of this rank
@@ -168,7 +183,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     start_step, prior_seconds, started = pos.step, pos.seconds, time.time()
     speed = Throughput(acc.device)
     model.train()
-    with PreemptionWatch() as watch, Progress("train", total=plan.total - pos.step, unit="step",
+    with PreemptionWatch() as watch, Progress("train", total=plan.total, unit="step", initial=pos.step,
                                               stream=None if acc.is_main_process else io.StringIO()) as prog:
         while pos.step < plan.total and pos.epoch < t.epochs:
             for step in feed.steps(pos.epoch, skip=pos.consumed, stop=lambda: watch.requested is not None):

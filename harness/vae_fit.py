@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, device_for, image_size, train_image_loader
+from decodiff.datasets.locks import FileLock
+from decodiff.harness.data import PreparedData, device_for, image_size, lock_path, train_image_loader
 from decodiff.harness.progress import Progress, log
 from decodiff.models.errors import VAEError
 from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae, save_vae
@@ -47,12 +48,13 @@ def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
         log(f"VAE: {vae.source}")
         return vae
     folder = Path(cfg.run.cache_dir) / "vae" / vae_cache_key(cfg, data)
-    if (folder / "decodiff.json").is_file():
-        vae = load_vae(folder, image_size=size, scale=cfg.vae.scale)
-        log(f"VAE: reusing {vae.source} ({folder})")
-        return vae
-    log(f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the training images")
-    fit_small_vae(cfg, data, folder)
+    with FileLock(lock_path(folder), what=f"VAE {folder}"):  # one run trains it, the others wait and reuse it
+        if (folder / "decodiff.json").is_file():
+            vae = load_vae(folder, image_size=size, scale=cfg.vae.scale)
+            log(f"VAE: reusing {vae.source} ({folder})")
+            return vae
+        log(f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the training images")
+        fit_small_vae(cfg, data, folder)
     return load_vae(folder, image_size=size, scale=cfg.vae.scale)
 
 

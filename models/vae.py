@@ -131,6 +131,9 @@ def load_vae(folder: Path, image_size: int | None = None, expect_channels: int |
     scale = float(scale or meta.get("scale", vae.config.scaling_factor))
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     fingerprint = _sha256(weights[0]) if weights else ""
+    if meta.get("weights_sha256") and meta["weights_sha256"] != fingerprint:  # recorded when it was saved
+        raise VAEError(f"{weights[0] if weights else folder}: corrupt VAE weights (sha256 differs from the one "
+                       f"recorded in {meta_path} when it was saved)")
     out = FrozenVAE(vae, scale, source=meta.get("description", f"pretrained AutoencoderKL from {folder}"),
                     fingerprint=fingerprint)
     return _checked(out, folder, image_size, expect_channels)
@@ -167,7 +170,9 @@ def save_vae(vae: AutoencoderKL, folder: Path, scale: float, description: str, e
 
         shutil.rmtree(tmp)
     vae.save_pretrained(tmp, safe_serialization=True)
-    meta = {"scale": scale, "description": description, **(extra or {})}
+    weights = sorted(tmp.glob("*.safetensors"))
+    meta = {"scale": scale, "description": description, **(extra or {}),
+            **({"weights_sha256": _sha256(weights[0])} if weights else {})}
     (tmp / "decodiff.json").write_text(json.dumps(meta, indent=2))
     if folder.exists():
         import shutil

@@ -8,9 +8,11 @@ One process, or many under `accelerate launch` (see harness/distributed.py):
 from __future__ import annotations
 
 import argparse
+from contextlib import ExitStack
 from pathlib import Path
 
 from decodiff.harness.commands.common import add_config_args, add_json_arg, config_from, print_json
+from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +33,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
+    from decodiff.harness.distributed import make_accelerator
+    from decodiff.harness.runs import check_folders
+    from decodiff.harness.train import training_folder_lock
+
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out}: is a file, expected a training folder")
+    check_folders(cfg)
+    acc = make_accelerator(cfg)
+    with ExitStack() as stack:
+        if args.out is not None and acc.is_main_process:  # before any work: a second run into --out is refused
+            stack.enter_context(training_folder_lock(args.out))
+        return _run(args, cfg, acc)
+
+
+def _run(args: argparse.Namespace, cfg, acc) -> int:
     from decodiff.harness.checkpoint import CheckpointError, latest_state
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.distributed import builders_first, make_accelerator
+    from decodiff.harness.distributed import builders_first
     from decodiff.harness.init_weights import source_files
     from decodiff.harness.model_cache import trained_model
     from decodiff.harness.progress import log
@@ -42,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
 
     if cfg.model.init_from:  # a missing initialisation fails now, not after the VAE
         source_files(cfg.model.init_from)
-    acc = make_accelerator(cfg)
     if args.out is not None and not args.resume and (state := latest_state(args.out)) is not None:
         raise CheckpointError(f"{args.out} already holds a training checkpoint ({state.name}); pass --resume to "
                               f"continue it, or choose another --out")

@@ -160,3 +160,53 @@ def test_registry(mpdd_root, realiad_root, visa_raw_root, folder_root, tmp_path)
         read_dataset("mvtec", mpdd_root, resolution=256)
     with pytest.raises(DataError, match=r"dataset 'kolektor': unknown"):
         read_dataset("kolektor", mpdd_root)
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("extra-field", r"1cls.csv:3: 6 fields, expected 5"),
+    ("short-row", r"1cls.csv:3: fewer fields than the 5 columns"),
+    ("non-utf8", r"1cls.csv: not UTF-8 text"),
+    ("dotdot", r"1cls.csv:3: image path '\.\./outside/x.JPG' leaves the data set folder"),
+    ("absolute", r"1cls.csv:3: image path '/etc/x.JPG' leaves the data set folder"),
+])
+def test_visa_split_csv_faults_name_the_file(visa_raw_root, fault, message):
+    csv = visa_raw_root / "split_csv" / "1cls.csv"
+    lines = csv.read_text().splitlines()
+    row = lines[2].split(",")
+    if fault == "extra-field":
+        lines[2] += ",surplus"
+    elif fault == "short-row":
+        lines[2] = ",".join(row[:3])
+    elif fault in ("dotdot", "absolute"):
+        row[3] = "../outside/x.JPG" if fault == "dotdot" else "/etc/x.JPG"
+        lines[2] = ",".join(row)
+    data = ("\n".join(lines) + "\n").encode()
+    csv.write_bytes(data + b"pcb1,test,normal,caf\xe9.JPG,\n" if fault == "non-utf8" else data)
+    with pytest.raises(DataError, match=message):
+        list(read_visa(visa_raw_root))
+
+
+def test_visa_split_csv_with_a_bom_reads_as_without(visa_raw_root):
+    csv = visa_raw_root / "split_csv" / "1cls.csv"
+    plain = [s.key for s in read_visa(visa_raw_root)]
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())
+    assert [s.key for s in read_visa(visa_raw_root)] == plain
+
+
+def test_realiad_null_anomaly_class_is_refused(realiad_root):
+    path = realiad_root / "realiad_jsons" / "toy.json"
+    doc = json.loads(path.read_text())
+    doc["test"][0]["anomaly_class"] = None
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"toy.json: test\[0\] must be an object with image_path and anomaly_class"):
+        list(read_realiad(realiad_root, categories=["toy"]))
+
+
+def test_an_empty_category_is_named(mpdd_root):
+    (mpdd_root / "empty" / "train" / "good").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"empty/train: no images in category 'empty'"):
+        list(read_dataset("mpdd", mpdd_root))
+    skipped = []
+    kept = list(read_dataset("mpdd", mpdd_root, on_bad=lambda p, r: skipped.append(p)))
+    assert skipped == [str(mpdd_root / "empty" / s) for s in ("train", "test")]  # empty, and missing
+    assert {s.category for s in kept} == {"bracket_black", "tubes"}

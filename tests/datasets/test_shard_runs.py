@@ -1,11 +1,11 @@
 """Shard runs: parallel = serial byte for byte, resumable after a kill, bad samples, bounds, --verify."""
-import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,33 +64,57 @@ def test_round_trip_of_each_layout(layout, request, tmp_path):
             assert s["mask"].shape == (12, 12) and s["mask"].any()
 
 
+def _children(pid):
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _kill_when_blocked(root, out, fifo, workers):
     """Shard in a child process whose last sample reads from a named pipe: the run blocks in the middle
-    of its last unit, deterministically; then SIGKILL the child's whole process group."""
+    of its last unit, deterministically; then SIGKILL the child alone (not its process group): its
+    worker processes must die with it. Returns the worker pids seen."""
     code = ("from decodiff.datasets.registry import read_dataset; from decodiff.datasets.shards import write_shards; "
             f"samples = list(read_dataset('mpdd', {str(root)!r})); samples[-1].source = {str(fifo)!r}; "
             f"write_shards(samples, {str(out)!r}, dataset='mpdd', max_count=3, workers={workers})")
     proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = []
     try:
         deadline = time.monotonic() + 60
         # 6 units: train 3+1 per category, test 3 per category; the last never finishes
         while len(list((out / STATE).glob("unit-*.json"))) < 5 or not list(out.glob("*.tar.tmp-*")):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "the shard run did not reach the blocked unit"
+            seen = sorted(set(seen) | set(_children(proc.pid)))
             time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        seen = sorted(set(seen) | set(_children(proc.pid)))
+        os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    # the worker processes die a moment later; until then they hold the run's lock
-    with open(out / STATE / "lock") as f:
-        for _ in range(200):
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(f, fcntl.LOCK_UN)
-                break
-            except OSError:
-                time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [w for w in seen if _alive(w)], "worker processes outlived the killed run"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the group is gone already: no worker outlived the run
+            pass
+        proc.wait()
+    return seen
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -98,13 +122,15 @@ def test_a_killed_run_resumes_without_rewriting_finished_shards(mpdd_root, tmp_p
     out = tmp_path / "s"
     fifo = tmp_path / "blocking.png"
     os.mkfifo(fifo)
-    _kill_when_blocked(mpdd_root, out, fifo, workers)
+    seen = _kill_when_blocked(mpdd_root, out, fifo, workers)
+    assert len(seen) >= (2 if workers == 2 else 0)
     assert not (out / "manifest.json").exists()
     finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("*.tar")}
     assert len(finished) == 5 and len(list(out.glob("*.tar.tmp-*"))) == 1  # the killed unit: a temporary file only
     logs = []
     m = shard_dataset("mpdd", mpdd_root, out, max_count=3, workers=workers, log=logs.append)
     assert any("resuming: 5 of 6 units" in line for line in logs)
+    assert any("taking over the lock of" in line for line in logs)  # the killed run's, not refused
     for name, ident in finished.items():
         p = out / name
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == ident  # not rewritten
@@ -187,3 +213,14 @@ def test_verify_finds_a_changed_shard(mpdd_root, tmp_path):
     assert Manifest.load(out).checksum == m.checksum
     img = read_rgb(next(iter((mpdd_root / "tubes" / "test" / "good").iterdir())))
     assert img.shape == (24, 24, 3) and read_mask(mpdd_root / "tubes" / "ground_truth" / "scratches" / "000.png").any()
+
+
+def test_shards_inside_the_data_set_folder_are_refused_and_skipped_samples_keep_their_keys(mpdd_root, tmp_path):
+    before = sorted(p.relative_to(mpdd_root) for p in mpdd_root.rglob("*"))
+    for out in (mpdd_root, mpdd_root / "shards"):
+        with pytest.raises(DataError, match=rf"{out}: the shard folder is inside the data set folder {mpdd_root}"):
+            shard_dataset("mpdd", mpdd_root, out)
+    assert sorted(p.relative_to(mpdd_root) for p in mpdd_root.rglob("*")) == before  # nothing written there
+    (mpdd_root / "tubes" / "ground_truth" / "scratches" / "001.png").unlink()
+    m = shard_dataset("mpdd", mpdd_root, tmp_path / "s", skip_bad=True, log=lambda _: None)
+    assert [s["key"] for s in m.skipped] == ["tubes/test/scratches/001"]

@@ -139,3 +139,39 @@ def test_remote_locations_http_pipe_and_s3(uneven, tmp_path, monkeypatch):
     assert urls == [f"pipe:{script} s3://bucket/shards/train-c-00000.tar"]
     assert [s["key"] for s in ShardStream.from_manifest("s3://bucket/shards", "train", ["c"])] == \
         ["c/train/good/000", "c/train/good/001"]
+
+
+def _cut(tar, keep_members):
+    """Truncate a tar after its first `keep_members` members (a member boundary)."""
+    import tarfile
+
+    with tarfile.open(tar) as t:
+        offsets = [m.offset for m in t.getmembers()]
+    with open(tar, "r+b") as f:
+        f.truncate(offsets[keep_members])
+
+
+@pytest.mark.parametrize("keep, message", [(4, r"2 samples, the shard manifest says 4"),  # whole samples
+                                           (5, r"sample b/train/good/002 has no meta\.json")])  # inside one
+def test_a_truncated_shard_stops_the_read_naming_it(tmp_path, keep, message):
+    import shutil
+
+    from decodiff.datasets.stream import check_shards
+
+    m = write_shards(_samples({"b": 7}), tmp_path / "s", dataset="x", max_count=4)
+    tar = tmp_path / "s" / m.shards[0].name
+    whole = tar.read_bytes()
+    _cut(tar, keep)  # a sample without masks is 2 members: image.png, meta.json
+    with pytest.raises(DataError, match=rf"{tar.name}: .*bytes, the manifest says"):
+        check_shards(tmp_path / "s", m, ("train",))
+    stream = ShardStream.from_manifest(tmp_path / "s", "train")
+    with pytest.raises(DataError, match=rf"{tar.name}: {message}"):
+        list(stream)
+    with pytest.raises(DataError, match=message):  # through a DataLoader worker too
+        list(DataLoader(stream, batch_size=None, num_workers=1))
+    tar.write_bytes(whole)
+    check_shards(tmp_path / "s", m, ("train",), sha256=True)
+    assert len(list(stream)) == 7
+    shutil.copy(tmp_path / "s" / m.shards[1].name, tar)  # the same size class, other content
+    with pytest.raises(DataError, match=rf"{tar.name}: (.*bytes, the manifest says|sha256 differs)"):
+        check_shards(tmp_path / "s", m, ("train",), sha256=True)

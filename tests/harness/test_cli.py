@@ -77,3 +77,26 @@ def test_vae_train_never_replaces_a_folder_that_is_not_a_vae(tmp_path):
     p = run(["vae", "train", "--config", "tiny", "--out", str(keep)], tmp_path)
     assert p.returncode == 2 and "is not a VAE folder" in _one_error(p)
     assert (keep / "notes.txt").read_text() == "keep"
+
+
+def test_preflight_refuses_a_tracking_store_that_is_not_a_database_and_train_out_a_file(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database\n")
+    p = run(["bench", "--config", "tiny", f"tracking.uri=sqlite:///{bad}"], tmp_path)
+    assert p.returncode == 2 and f"{bad} is not an SQLite database" in p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.db"]  # no cache, no run folder
+    p = run(["train", "--config", "tiny", "--out", str(bad)], tmp_path)
+    assert p.returncode == 2 and f"--out {bad}: is a file, expected a training folder" in p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.db"]
+
+
+def test_an_error_from_a_loader_worker_is_its_own_line():
+    from decodiff.datasets.imageio import DataError
+    from decodiff.harness.cli import _original
+
+    wrapped = DataError("Caught DataError in DataLoader worker process 0.\n"
+                        "Original Traceback (most recent call last):\n"
+                        '  File "x.py", line 1, in f\ndecodiff.datasets.imageio.DataError: /s/t.tar: 2 samples, the '
+                        "shard manifest says 4\n")
+    assert _original(wrapped) == "/s/t.tar: 2 samples, the shard manifest says 4"
+    assert _original(DataError("plain")) == "plain"

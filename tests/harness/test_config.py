@@ -52,3 +52,19 @@ def test_digest_tracks_sections():
     a, b = build_config("demo"), build_config("demo", ["infer.reverse_steps=2"])
     assert a.digest("train", "model") == b.digest("train", "model")
     assert a.digest() != b.digest()
+
+
+def test_a_key_given_twice_is_refused_naming_the_file_line_and_key(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("extends: tiny\ntrain:\n  lr: 0.001\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4: not valid YAML \(duplicate key 'lr' \(first on line 3\)\)"):
+        build_config(str(path))
+
+
+def test_extends_of_a_missing_preset_names_the_file_that_says_it(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("extends: nosuch\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\n")
+    with pytest.raises(ConfigError, match=rf"{base}: extends: nosuch: no such preset"):
+        build_config(str(child))

@@ -158,3 +158,59 @@ def test_evaluation_only_sweep_trains_once_and_resumes_after_a_stop(tmp_path, ca
     assert result["run_id"] == state["parent_run_id"]
     parent, children = mlflow_runs(out, result["run_id"])
     assert parent.info.status == "FINISHED" and len(children) == 3
+
+
+def _processes_under(folder):
+    """Live processes whose command line names `folder` (Ray's own processes name their session folder)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(folder) in text and state != "Z":
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_a_sigkilled_driver_resumes_and_a_trial_failing_every_retry_ends_it_non_zero(tmp_path, cache):
+    """The driver SIGKILLed after the first finished trial (Ray's processes die with it); --resume
+    redoes no finished trial; a trial whose training fails on every retry ends the sweep with exit
+    code 1, listed as failed (with its error) in the summary and the report."""
+    spec = {"name": "killed", "config": "tiny", "set": {"train.max_steps": 2}, "retries": 1, "max_concurrent": 1,
+            "grid": {"infer.reverse_steps": [1, 2],
+                     "patches": [{"process.patch_sizes": [1, 2, 4], "process.patch_probs": [0.4, 0.3, 0.3]},
+                                 {"process.patch_sizes": [3], "process.patch_probs": [1.0]}]},  # 3 does not divide 8
+            "exclude": [{"process.patch_sizes": [3], "infer.reverse_steps": 2}]}
+    (tmp_path / "killed.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp_path / "runs"
+    folder = out / "sweeps" / "killed"
+    proc = sweep([str(tmp_path / "killed.yaml")], out, cache)
+    first = Path(wait_for(folder / "trials" / "*" / "result.json", proc)[0])
+    proc.kill()  # a lost driver: no handler runs, no state is written
+    proc.wait()
+    kept, kept_mtime = first.read_bytes(), first.stat().st_mtime_ns
+    tried = {p.parent.name: len(lines(p)) for p in folder.glob("trials/*/attempts.jsonl")}  # before the kill
+    end = time.time() + 30  # Ray's processes share the driver's fate
+    while _processes_under(folder / "ray") and time.time() < end:
+        time.sleep(0.5)
+    assert not _processes_under(folder / "ray")
+
+    proc = sweep([str(tmp_path / "killed.yaml"), "--resume", "--json"], out, cache)
+    stdout, _ = proc.communicate(timeout=400)
+    log = out.with_suffix(".log").read_text()
+    assert proc.returncode == 1, log[-3000:]
+    result = json.loads(stdout)
+    assert first.read_bytes() == kept and first.stat().st_mtime_ns == kept_mtime
+    assert len(lines(first.parent / "attempts.jsonl")) == 1  # not redone
+    assert "1 of 3 trials already finished" in log
+    assert "1 trial(s) failed" in log and "2 finished, 1 failed, 0 not run" in log
+    failing = [t for t in result["trials"] if t["overrides"]["process.patch_sizes"] == [3]]
+    assert [t["status"] for t in result["trials"] if t not in failing] == ["finished"] * 2
+    (bad,) = failing
+    assert bad["status"] == "failed" and "do not divide" in bad["error"]
+    again = len(lines(folder / "trials" / bad["trial"] / "attempts.jsonl")) - tried.get(bad["trial"], 0)
+    assert again == 2  # in the resumed sweep: the first try and its retry
+    report = (folder / "report.md").read_text()
+    assert bad["trial"] in report and "failed" in report

@@ -188,3 +188,16 @@ def test_killed_save_leftovers_are_ignored_and_old_states_pruned(saved):
     assert [p.name for p in state_folders(out)] == ["step-00000005", "step-00000006"]
     assert not junk.exists()
     assert json.loads((out / ck.STATE_DIR / ck.LATEST).read_text())["state"] == "step-00000006"
+
+
+def test_a_final_model_with_a_changed_byte_is_refused_naming_the_file(tmp_path):
+    model = objects()[0]
+    ck.save_model(tmp_path / "checkpoint", model, SPEC, {"weights_sha256": "x"})
+    loaded, spec, info = ck.load_model(tmp_path / "checkpoint")
+    assert spec == SPEC and set(info["files_sha256"]) == {"model.safetensors", "model.json"}
+    path = tmp_path / "checkpoint" / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # a weight's byte: safetensors itself would load it
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"{path}: corrupt checkpoint file \(sha256 differs"):
+        ck.load_model(tmp_path / "checkpoint")

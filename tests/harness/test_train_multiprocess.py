@@ -297,3 +297,28 @@ def test_evaluate_refuses_another_model_size_and_keeps_the_checkpoints_vae(uneve
     assert p.returncode == 0, p.stderr[-3000:]
     assert "VAE: the checkpoint's own" in p.stderr and "training a small AutoencoderKL" not in p.stderr
     assert {r["category"] for r in json.loads(p.stdout)["metrics"]} >= {"coins", "mean"}
+
+
+@pytest.mark.slow
+def test_two_machines_train_to_the_weights_of_one_machine_with_two_processes(uneven, ranks_run, tmp_path, launched):
+    """Two `accelerate launch` processes as two machines (--num_machines 2, machine ranks 0 and 1, one
+    process each, loopback, gloo) on one shared --out: the final model is byte for byte the one of
+    one machine with two processes."""
+    _, ref = ranks_run
+    run = tmp_path / "run"
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    machines = []
+    for rank in (0, 1):
+        cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2", "--machine_rank",
+               str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(PORT + 7),
+               "--mixed_precision", "no", "--dynamo_backend", "no", *_train_cmd(uneven["overrides"], run)]
+        machines.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        launched.append(machines[-1])
+    results = [finish(p, timeout=400) for p in machines]
+    for rc, _, err in results:
+        assert rc == 0, err[-3000:]
+    assert "over 2 process(es)" in results[0][2]
+    printed = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results if out.strip()]
+    assert len(printed) == 1 and printed[0]["info"]["steps"] == 24  # the main process alone reports
+    final = "checkpoint/model.safetensors"
+    assert (run / final).read_bytes() == (ref / final).read_bytes()

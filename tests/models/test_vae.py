@@ -43,3 +43,15 @@ def test_errors_name_the_folder(tmp_path):
         load_vae(tmp_path / "v", expect_channels=8)
     with pytest.raises(VAEError, match="does not match image size 60"):
         load_vae(tmp_path / "v", image_size=60)
+
+
+def test_a_saved_vae_with_a_changed_byte_is_refused_naming_the_file(tmp_path):
+    save_vae(build_small_vae("f8-tiny"), tmp_path / "v", scale=0.5, description="test VAE")
+    (weights,) = (tmp_path / "v").glob("*.safetensors")
+    assert json.loads((tmp_path / "v" / "decodiff.json").read_text())["weights_sha256"] == \
+        load_vae(tmp_path / "v").fingerprint
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(VAEError, match=rf"{weights}: corrupt VAE weights \(sha256 differs"):
+        load_vae(tmp_path / "v")

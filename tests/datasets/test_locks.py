@@ -1,0 +1,65 @@
+"""File locks between real processes: refused or waited for, released when the owner dies (even by
+SIGKILL), a dead owner's lock taken over saying so, a timeout that names the owner."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from decodiff.datasets.locks import FileLock, LockBusy
+
+HOLD = ("import sys, time; from decodiff.datasets.locks import FileLock; "
+        "l = FileLock(sys.argv[1], what='x').acquire(); print('held', flush=True); "
+        "time.sleep(float(sys.argv[2])); l.release()")
+
+
+def _holder(path, seconds):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_held_lock_is_refused_or_waited_for_and_a_killed_owner_releases_it(tmp_path):
+    path = tmp_path / "f.lock"
+    owner = _holder(path, 60)
+    try:
+        with pytest.raises(LockBusy, match=rf"shards: another run is writing there \(\S+ pid={owner.pid} since .*; "
+                                           rf"lock {path}\); choose another"):
+            FileLock(path, what="shards", wait=False, hint="choose another").acquire()
+        with pytest.raises(LockBusy, match=rf"timed out after \d+s waiting for \S+ pid={owner.pid}"):
+            FileLock(path, what="shards", timeout=0.3).acquire()
+        logs = []
+        os.kill(owner.pid, signal.SIGKILL)  # the kernel drops its lock; its owner line stays in the file
+        owner.wait()
+        with FileLock(path, what="shards", timeout=10, log=logs.append):
+            assert f"pid={os.getpid()}" in path.read_text()
+        assert any(f"taking over the lock of" in line and f"pid={owner.pid}" in line for line in logs)
+        assert path.read_text() == ""  # released cleanly: nothing to take over next time
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_a_waiter_goes_on_once_the_owner_is_done(tmp_path):
+    path = tmp_path / "f.lock"
+    owner = _holder(path, 1.0)
+    logs = []
+    t0 = time.monotonic()
+    with FileLock(path, what="VAE", log=logs.append):
+        waited = time.monotonic() - t0
+    owner.wait()
+    assert waited > 0.3 and "VAE: waiting for" in logs[0] and "going on" in logs[-1]
+    assert not any("taking over" in line for line in logs)
+
+
+def test_nested_locks_in_one_process(tmp_path):
+    path = tmp_path / "f.lock"
+    outer = FileLock(path, what="a").acquire()
+    FileLock(path, what="a", wait=False).acquire().release()  # the same process: no self-deadlock ...
+    probe = subprocess.run([sys.executable, "-c", "import sys; from decodiff.datasets.locks import FileLock; "
+                            "FileLock(sys.argv[1], what='a', wait=False).acquire()", str(path)],
+                           capture_output=True, text=True)
+    assert probe.returncode == 1 and "another run is writing there" in probe.stderr  # ... and still held
+    outer.release()
