@@ -128,7 +128,8 @@ class TrainingState:
     folder: Path | None = None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 4 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
@@ -206,7 +207,7 @@ def save_training_state(out: Path, state: TrainingState, *, rank: int, world: in
         save_file(_cpu(state.rank_tensors), str(tmp / f"rank-{rank}.safetensors"))
         _fsync_file(tmp / f"rank-{rank}.safetensors")
         rank_meta = {**state.rank_meta, "rank": rank,
-                     "sha256": _sha256(tmp / f"rank-{rank}.safetensors")}
+                     "sha256": file_sha256(tmp / f"rank-{rank}.safetensors")}
         _fsync_write(tmp / f"rank-{rank}.json", json.dumps(rank_meta))
     except BaseException:
         if rank == 0:
@@ -221,12 +222,12 @@ def save_training_state(out: Path, state: TrainingState, *, rank: int, world: in
             path = tmp / f"{group}.safetensors"
             save_file(_cpu(tensors), str(path))
             _fsync_file(path)
-            files[path.name] = _sha256(path)
+            files[path.name] = file_sha256(path)
         for r in range(world):
             meta_path = tmp / f"rank-{r}.json"
             if not meta_path.is_file():
                 raise OSError(f"{meta_path}: rank {r} did not write its state (is {out} on a shared file system?)")
-            files[meta_path.name] = _sha256(meta_path)
+            files[meta_path.name] = file_sha256(meta_path)
         meta = {**state.meta, "format": STATE_FORMAT, "step": state.step, "epoch": state.epoch,
                 "world_size": world, "files": files}
         _fsync_write(tmp / "state.json", json.dumps(meta, indent=1, default=str))
@@ -265,7 +266,7 @@ def _check_file(folder: Path, name: str, expected: str | None) -> Path:
     path = folder / name
     if not path.is_file():
         raise CheckpointError(f"{folder}: incomplete checkpoint (missing {name})")
-    if expected is not None and _sha256(path) != expected:
+    if expected is not None and file_sha256(path) != expected:
         raise CheckpointError(f"{path}: corrupt checkpoint file (sha256 differs from the one recorded when it was saved)")
     return path
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from decodiff.harness.checkpoint import file_sha256
 from decodiff.harness.errors import CheckpointError
 from decodiff.models.ldm_unet import LDM_PREFIX, LDMParts, ldm_to_ours, split_ldm
 from decodiff.models.unet import DeviationUNet
@@ -80,21 +81,13 @@ def source_files(path: Path | str, key: str = "model.init_from") -> tuple[str | 
                      "diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors/.bin)", key)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 @lru_cache(maxsize=8)
 def _digest(files: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> str:
     if len(files) == 1:
-        return _sha256_file(Path(files[0]))
+        return file_sha256(Path(files[0]))
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{Path(f).name}:{_sha256_file(Path(f))}\n".encode())
+        h.update(f"{Path(f).name}:{file_sha256(Path(f))}\n".encode())
     return h.hexdigest()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from decodiff.harness.checkpoint import latest_state, load_model
-from decodiff.harness.config import Config
+from decodiff.harness.config import BEHAVIOUR_BEFORE_KEY, Config
 from decodiff.harness.data import PreparedData
 from decodiff.harness.distributed import broadcast_from_main
 from decodiff.harness.init_weights import init_digest
@@ -27,6 +27,13 @@ def training_spec(cfg: Config, data: PreparedData, vae: FrozenVAE) -> dict[str, 
     """Everything that changes the trained weights, as JSON (what a resume must match)."""
     train = cfg.train.model_dump(mode="json", exclude=NOT_IN_KEY)
     model = cfg.model.model_dump(mode="json", exclude={"init_from", "init_partial"})  # the file's digest instead
+    sections = {"model": model, "train": train}
+    for dotted, before in BEHAVIOUR_BEFORE_KEY.items():  # trainings that behave as before keep their keys
+        section, key = dotted.split(".", 1)
+        if sections[section].get(key) == before:
+            del sections[section][key]
+    if cfg.model.init_from and not cfg.model.init_partial:  # a full load overwrites all that model.init sets
+        model.pop("init", None)
     spec = {"data": data.manifest.checksum, "categories": data.categories, "vae": vae.fingerprint or vae.source,
             "scale": vae.scale, "model": model, "process": cfg.process.model_dump(mode="json"),
             "train": train, "resize": cfg.data.resize, "crop": cfg.data.crop, "shuffle_buffer": cfg.data.shuffle_buffer,

@@ -8,6 +8,7 @@ from the config (vae.pretrained).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,22 @@ from decodiff.models.unet_init import apply_weights
 KEY = "model import"
 
 
+def _imported(folder: Path) -> bool:
+    try:
+        return bool(json.loads((folder / "info.json").read_text()).get("imported_from"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def import_checkpoint(file: Path, categories: list[str], out: Path, *, heads: int | None = None,
                       latent: int = 32) -> dict[str, Any]:
     """Write `out` (a checkpoint folder of ours) from `file`; returns what was loaded."""
     file, out = Path(file), Path(out)
     if out.exists() and not (out / "model.json").is_file() and any(out.iterdir()):
         raise CheckpointError(f"--out {out}: a folder that is not empty and not a checkpoint; choose another")
+    if (out / "model.json").is_file() and not _imported(out):  # only an earlier import is replaced
+        raise CheckpointError(f"--out {out}: holds a checkpoint that was not imported (a trained model?); choose "
+                              f"another folder")
     if not categories or len(set(categories)) != len(categories):
         raise CheckpointError(f"--categories {','.join(categories)}: give each category once, in the order of the "
                               f"checkpoint's class table")

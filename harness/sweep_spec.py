@@ -36,8 +36,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from decodiff.harness.config import (DATASETS, Config, ConfigError, build_config, load_preset, load_yaml,
-                                     parse_override, set_dotted)
+from decodiff.harness.config import (BEHAVIOUR_BEFORE_KEY, DATASETS, Config, ConfigError, build_config, load_preset,
+                                      load_yaml, parse_override, set_dotted)
 
 # Keys that change neither the trained weights nor the metrics: left out of trial identities.
 BOOKKEEPING = ("run.name", "run.out_dir", "run.cache_dir", "run.threads", "tracking", "train.reuse", "train.log_every",
@@ -400,11 +400,6 @@ def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), s
         raise SweepError(f"{source}: no trials left ({dropped} excluded)")
     axes = list(dict.fromkeys(k for t in trials.values() for k in t.overrides))
     return SweepPlan(spec.name or Path(source).stem, source, spec, base, list(trials.values()), list(overrides), axes)
-
-
-# Keys added with a default that differs from how the code behaved before they existed: a finished
-# trial whose config lacks one was run at this value, not at today's default.
-BEHAVIOUR_BEFORE_KEY = {"model.init": "diffusers", "train.cache_augment": "variants"}
 
 
 def same_experiment(old: dict[str, Any], new: Config) -> bool:

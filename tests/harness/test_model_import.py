@@ -50,6 +50,16 @@ def test_import_refuses_what_it_cannot_make_whole(authors_file, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "626 of 627 tensors loaded" in err and "unet.conv_out.weight" in err and "out.2.weightX" in err
     assert not (tmp_path / "x").exists()
+    # an earlier import is replaced; a checkpoint that was not imported (a trained model) is not touched
+    assert main(["model", "import", str(authors_file), "--categories", "a", "--heads", "2", *args]) == 0
+    assert main(["model", "import", str(authors_file), "--categories", "a,b", "--heads", "2", *args]) == 0
+    assert load_model(tmp_path / "x")[1]["classes"] == ["a", "b"]
+    info = json.loads((tmp_path / "x" / "info.json").read_text())
+    (tmp_path / "x" / "info.json").write_text(json.dumps({**info, "imported_from": None, "steps": 4}))
+    before = (tmp_path / "x" / "model.safetensors").read_bytes()
+    assert main(["model", "import", str(authors_file), "--categories", "a", "--heads", "2", *args]) == 1
+    assert "holds a checkpoint that was not imported" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (tmp_path / "x" / "model.safetensors").read_bytes() == before
 
 
 @pytest.mark.slow

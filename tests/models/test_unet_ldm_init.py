@@ -43,9 +43,27 @@ def test_diffusers_init_keeps_the_defaults():
 
 
 def test_ldm_is_the_default_and_part_of_the_training_key():
+    from types import SimpleNamespace
+
     from decodiff.harness.config import build_config
+    from decodiff.harness.model_cache import training_key, training_spec
 
     assert build_config().model.init == "ldm"
     assert build_config(None, ["recipe=paper"]).model.init == "ldm"
-    a, b = build_config(), build_config(None, ["model.init=diffusers"])
-    assert a.model.model_dump() != b.model.model_dump()  # training_spec dumps the model section
+    # training_spec reads these fields only (real ones need a VAE training)
+    data = SimpleNamespace(manifest=SimpleNamespace(checksum="c"), categories=["a", "b"])
+    vae = SimpleNamespace(fingerprint="f", source="s", scale=0.18215)
+    ldm, diffusers = build_config(), build_config(None, ["model.init=diffusers"])
+    assert training_key(ldm, data, vae) != training_key(diffusers, data, vae)
+    # a training that behaves as before the key existed keeps its earlier key: the key holds no model.init
+    # (nor train.cache_augment) at the earlier behaviour, so the demo's cached models are reused and resume
+    assert "init" not in training_spec(diffusers, data, vae)["model"]
+    demo = training_spec(build_config("demo"), data, vae)
+    assert "init" not in demo["model"] and "cache_augment" not in demo["train"]
+    assert training_spec(ldm, data, vae)["model"]["init"] == "ldm"
+    assert training_spec(ldm, data, vae)["train"]["cache_augment"] == "exact"
+    # a full load of model.init_from overwrites every layer model.init sets: it is not in the key then
+    full = [f"model.init_from={__file__}"]
+    assert "init" not in training_spec(build_config(None, full + ["model.init=ldm"]), data, vae)["model"]
+    partial = training_spec(build_config(None, full + ["model.init_partial=true"]), data, vae)
+    assert partial["model"]["init"] == "ldm"  # what did not load keeps model.init's values
