@@ -65,7 +65,7 @@ def save_model(folder: Path, model: DeviationUNet, spec: dict[str, Any], info: d
     state = _cpu(state if state is not None else model.state_dict())
     save_file(state, str(tmp / "model.safetensors"))
     (tmp / "model.json").write_text(json.dumps(spec, indent=2))
-    files = {"model.safetensors": _sha256(tmp / "model.safetensors"), "model.json": _sha256(tmp / "model.json")}
+    files = {"model.safetensors": file_sha256(tmp / "model.safetensors"), "model.json": file_sha256(tmp / "model.json")}
     (tmp / "info.json").write_text(json.dumps({**info, "files_sha256": files}, indent=2, default=str))
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     if folder.exists():
