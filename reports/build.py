@@ -126,7 +126,8 @@ def qualitative_items(q: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]
     by_cat: dict[str, list[dict[str, Any]]] = {}
     for i in range(len(q.get("keys", []))):
         item = {"key": str(q["keys"][i]), "role": str(q["roles"][i]), "score": float(q["scores"][i]),
-                "input": q["inputs"][i], "reconstruction": q["recons"][i], "mask": q["masks"][i], "map": q["maps"][i]}
+                "input": q["inputs"][i], "reconstruction": q["recons"][i], "mask": q["masks"][i], "map": q["maps"][i],
+                "has_mask": bool(q["has_masks"][i]) if "has_masks" in q else True}
         by_cat.setdefault(str(q["categories"][i]), []).append(item)
     for items in by_cat.values():
         items.sort(key=lambda it: ROLES.index(it["role"]) if it["role"] in ROLES else 9)
@@ -168,9 +169,16 @@ def run_figures(run: RunData) -> tuple[list[Figure], list[str]]:
         notes.append("Pixel-level curves: the run has no pixel statistics (report_data/uncertainty.json).")
     if run.qualitative is not None and len(run.qualitative.get("keys", [])):
         for cat, items in sorted(qualitative_items(run.qualitative).items()):
-            figs.append(Figure(f"qualitative_{_slug(cat)}", f"{cat}: input, reconstruction, ground truth and predicted "
-                               "map for the best, typical and worst localised anomalous test images",
-                               qualitative_figure(cat, items)))
+            if any(it["has_mask"] for it in items):
+                caption = (f"{cat}: input, reconstruction, ground truth and predicted map for the best, typical and "
+                           "worst localised anomalous test images")
+            else:
+                caption = (f"{cat}: input, reconstruction and predicted map of the anomalous test images with the "
+                           "highest, median and lowest image score (no masks in this category: no ground-truth row, "
+                           "and localisation cannot be ranked)")
+                notes.append(f"{cat}: no ground-truth masks, so the examples are ranked by image score and shown "
+                             "without a mask row; its pixel metrics are not available.")
+            figs.append(Figure(f"qualitative_{_slug(cat)}", caption, qualitative_figure(cat, items)))
         traj = trajectory_entries(run.qualitative)
         if traj:
             figs.append(Figure("correction_trajectory", "Correction trajectory: the predicted normal image after each "
