@@ -155,8 +155,8 @@ def baselines_line(result: EvalResult) -> str:
 
     names = [n for n in BASELINES if n in result.baseline_seconds]
     cost = sum(result.baseline_seconds.values())
-    return (f"{', '.join(names)} in the same run on the same test images: {cost:.1f}s beside the evaluation's "
-            f"{result.seconds:.1f}s (switch off: infer.baselines=[])")
+    return (f"{', '.join(names)}, in this run on the same test images: {cost:.1f}s for them (bank building, maps, "
+            f"metrics); the whole evaluation {result.seconds:.1f}s (switch off: infer.baselines=[])")
 
 
 def write_run_report(run_dir: Path, result: EvalResult, *, title: str, dataset: str, provenance: dict[str, str],

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from decodiff.datasets.shards import decode_record
 from decodiff.datasets.stream import ShardStream, collate
+from decodiff.harness.baselines import baselines_for
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, device_for, preprocess_for
 from decodiff.harness.distributed import all_sum, broadcast_from_main, gather_to_main, rank_and_world
@@ -77,8 +78,6 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
         raise ValueError(f"the model was trained without categories {missing} (it knows {class_names})")
     suite = MetricSuite(data.manifest.dataset, aupro_protocol=cfg.metrics.aupro_protocol,
                         fpr_limit=cfg.metrics.fpr_limit, device=device.type)
-    from decodiff.harness.baselines import baselines_for
-
     bases = baselines_for(cfg, data, vae, device, settings)
     base_suites = {n: MetricSuite(data.manifest.dataset, aupro_protocol=cfg.metrics.aupro_protocol,
                                   fpr_limit=cfg.metrics.fpr_limit, device=device.type)
