@@ -120,10 +120,11 @@ def _content_checks(ins: Inspection) -> None:
             ins.warn(cat, "no normal test images (image AUROC is undefined)")
         if test and test.get("no_mask"):
             n, of = test["no_mask"], test["anomalous"]
-            what = "none of its" if n == of else f"{n} of its"
+            what = f"none of its {of} anomalous test images has a mask" if n == of else \
+                f"{n} of its {of} anomalous test images have no mask"
             hint = (" Shard it (or run bench/train/evaluate) with --masks-optional / data.masks_optional=true to "
                     "keep them; without it sharding stops at the first." if ins.kind == "native" else "")
-            ins.warn(cat, f"masks missing: {what} {of} anomalous test images have a mask, so this category's pixel "
+            ins.warn(cat, f"masks missing: {what}, so this category's pixel "
                           f"metrics will be null (not available) and its figures show no mask row; image metrics "
                           f"are unaffected.{hint}")
 
