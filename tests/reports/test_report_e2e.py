@@ -40,8 +40,11 @@ def test_run_writes_report_tables_figures_and_logs_them(tracked_bench):
     assert {f"figures/qualitative_{c}.png" for c in cats} <= set(files)
     md = files["report.md"].decode()
     assert "MLflow run" in md and tracked_bench.run_id in md
-    # every mean value carries a 95% bootstrap interval around it
+    # every mean value of the run carries a 95% bootstrap interval around it; the baselines' rows (none) follow
     summary = pd.read_csv(run_dir / "tables" / "summary.csv")
+    assert summary["Method / run"].tolist()[1:] == ["vae-recon (baseline)", "latent-nn (baseline)"]
+    assert summary.iloc[1:]["Image AUROC low"].isna().all()
+    summary = summary.iloc[:1]
     for col in ("Image AUROC", "Pixel AUPRO"):
         assert (summary[f"{col} low"] <= summary[col] + 1e-9).all() and (summary[col] <= summary[f"{col} high"] + 1e-9).all()
     # the server holds the run: stable metric names, reason tags, artifacts
