@@ -58,11 +58,12 @@ class LatentNearestNeighbour:
             raise ValueError(f"latent-nn: no training latents for categories {missing}")
         patches = latent_patches(z)
         out = torch.empty(patches.shape[:2], dtype=torch.float32, device=z.device)
-        for i, c in enumerate(cats):
+        for c in dict.fromkeys(cats):  # one distance computation per category in the batch
+            rows = [i for i, ci in enumerate(cats) if ci == c]
             bank = self.banks[c].to(z.device)
-            q = patches[i]
+            q = patches[rows].reshape(-1, patches.shape[-1])
             best = torch.full((q.shape[0],), float("inf"), device=z.device)
             for j in range(0, bank.shape[0], self.chunk):
                 best = torch.minimum(best, torch.cdist(q, bank[j:j + self.chunk]).amin(dim=1))
-            out[i] = best
+            out[rows] = best.view(len(rows), -1)
         return out.view(z.shape[0], z.shape[-2], z.shape[-1])
