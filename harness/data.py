@@ -101,7 +101,8 @@ def prepare_data(cfg: Config) -> PreparedData:
 
             log(f"sharding {root} into {location}")
             with Progress("shard", unit="img") as p:
-                shard_dataset(d.dataset, root, location, options=options or None, log=log, masks_optional=d.masks_optional,
+                shard_dataset(d.dataset, root, location, options=options or None, log=log,
+                              masks_optional=d.masks_optional,
                               progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
     manifest = load_manifest(location)
     cats = list(d.categories) if d.categories else sorted(manifest.categories)

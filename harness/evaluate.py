@@ -140,7 +140,8 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                 for n, bsuite in base_suites.items():
                     bsuite.update(run[0]["category"], np.array([it["base"][n][0] for it in run]),
                                   np.array([it["label"] for it in run]), np.stack([it["base"][n][1] for it in run]),
-                                  np.stack([it["mask"] for it in run]) if ok else None, keys=[it["key"] for it in run])
+                                  np.stack([it["mask"] for it in run]) if ok else None,
+                                  keys=[it["key"] for it in run])
                 if bases is not None:
                     bases.seconds["metrics"] = bases.seconds.get("metrics", 0.0) + time.perf_counter() - t0
                 if stats is not None:

@@ -32,7 +32,7 @@ from decodiff.harness.checkpoint import CheckpointError, load_model
 from decodiff.harness.config import Config, ConfigError, build_config
 from decodiff.harness.data import device_for
 from decodiff.harness.evaluate import conditioned, map_settings, reconstruction_settings
-from decodiff.harness.progress import Progress, log
+from decodiff.harness.progress import Progress
 from decodiff.harness.train import make_process
 from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.reconstruction import reconstruct
@@ -175,7 +175,8 @@ def _batches(files: Sequence[Path], scorer: Scorer, batch_size: int) -> Iterator
         yield batch
 
 
-def score_files(scorer: Scorer, files: Sequence[Path], stage: str = "predict") -> Iterator[tuple[_Loaded, np.ndarray | None, float | None]]:
+def score_files(scorer: Scorer, files: Sequence[Path],
+                stage: str = "predict") -> Iterator[tuple[_Loaded, np.ndarray | None, float | None]]:
     """(loaded image, map, score) per file, in order; unreadable files come with None."""
     with Progress(stage, total=len(files), unit="img") as prog:
         for batch in _batches(files, scorer, scorer.cfg.infer.batch_size):
@@ -329,8 +330,8 @@ def _notes(scorer: Scorer, resized: int, converted: dict[str, int], skipped: lis
     d = scorer.cfg.data
     notes = []
     if resized:
-        how = (f"resized to {d.resize}x{d.resize} (aspect not kept)" + (f" and center-cropped to {d.crop}" if d.crop else "")
-               + ", as the training images were" if d.resize else
+        crop = f" and center-cropped to {d.crop}" if d.crop else ""
+        how = (f"resized to {d.resize}x{d.resize} (aspect not kept){crop}, as the training images were" if d.resize else
                (f"center-cropped to {d.crop}, as the training images were" if d.crop else
                 f"resized to {scorer.size}x{scorer.size} (bilinear, aspect not kept), the model's input size: the "
                 f"training images were used at that size as they were"))

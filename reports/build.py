@@ -287,7 +287,8 @@ def build_run_report(run: RunData, published_dataset: str | None = None) -> Repo
         sections.append(Section("Beside simple baselines (per category)", [
             category_comparison([entry] + base, run.dataset, level, f"{level}_categories_baselines",
                                 f"{'Image' if level == 'image' else 'Pixel'} level: this run and the baselines "
-                                "on the same test images; each cell: " + " / ".join(LABELS[m] for m in LEVEL_METRICS[level]))
+                                "on the same test images; each cell: "
+                                + " / ".join(LABELS[m] for m in LEVEL_METRICS[level]))
             for level in ("image", "pixel")]))
     for level in ("image", "pixel"):
         title = "Image level (per category)" if level == "image" else "Pixel level (per category)"

@@ -58,7 +58,8 @@ def test_bench_tiny_end_to_end(tmp_path):
     assert csv[0].startswith("method,") and len(csv) == 1 + len(records) + len(base)
     assert run.data.metrics["baseline_seconds/latent-nn"] >= 0
     # a second run reuses the data, the VAE and the trained model
-    p2 = subprocess.run([DECODIFF, "bench", "--config", "tiny", "infer.baselines=[]"], cwd=tmp_path, capture_output=True, text=True,
+    p2 = subprocess.run([DECODIFF, "bench", "--config", "tiny", "infer.baselines=[]"], cwd=tmp_path,
+                        capture_output=True, text=True,
                         env=env, timeout=600)
     assert p2.returncode == 0, p2.stderr[-3000:]
     assert "train: reusing" in p2.stderr and "VAE: reusing" in p2.stderr

@@ -23,7 +23,8 @@ CATS = ["brick", "coffee", "coins", "grass"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
-    cfg = build_config("tiny", ["vae.pretrained=builtin:demo-vae", "vae.small=f8-small", f"run.cache_dir={root / 'cache'}"])
+    cfg = build_config("tiny", ["vae.pretrained=builtin:demo-vae", "vae.small=f8-small",
+                                f"run.cache_dir={root / 'cache'}"])
     torch.manual_seed(0)
     spec = model_spec("tiny", len(CATS), True, 4, 8, None, CATS)
     model = build_unet("tiny", num_classes=len(CATS), conditional=True, latent_channels=4, sample_size=8)
