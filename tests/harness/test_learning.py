@@ -2,6 +2,7 @@
 both a UNet that outputs zeros (no correction: the map is empty) and the same UNet untrained. A
 training loop that does nothing, a loss that does not reach the weights, or a sampler that ignores
 the model fails this test."""
+import pytest
 import torch
 
 from decodiff.harness.checkpoint import build_from_spec, load_model
@@ -23,6 +24,7 @@ def _means(records):
     return {(r["level"], r["metric"]): r["value"] for r in records if r["category"] == "mean"}
 
 
+@pytest.mark.slow  # 12 s on a quiet 2-core machine, 28 s under load
 def test_trained_deco_diff_beats_no_correction_and_an_untrained_unet(tmp_path):
     cfg = build_config("tiny", [f"run.cache_dir={tmp_path / 'cache'}", "vae.pretrained=builtin:demo-vae",
                                 "vae.small=f8-small", "data.categories=[coins,brick]", "train.max_steps=25",
