@@ -22,7 +22,7 @@ from pathlib import Path
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.mvtec import find_mask, images_in, select_categories
-from decodiff.datasets.records import NORMAL, OnBad, Sample, bad_sample
+from decodiff.datasets.records import MASKS_HINT, NORMAL, OnBad, Sample, bad_sample
 
 NORMAL_NAMES = ("normal", "good", "ok", "OK")
 ANOMALOUS_NAMES = ("anomalous", "abnormal", "anomaly", "bad", "defect", "defects", "ng", "NG")
@@ -118,7 +118,7 @@ def read_folder(
                         mask = find_mask(d, img, ("", "_mask"))
                 if mask is None and needs_masks:
                     bad_sample(on_bad, img, f"anomalous image without a mask (expected {(defect_masks or mask_dir)}/"
-                               f"{img.stem}.png or {img.stem}_mask.png)")
+                               f"{img.stem}.png or {img.stem}_mask.png; {MASKS_HINT})")
                     continue
                 yield Sample(key=img.relative_to(root).with_suffix("").as_posix(), dataset=dataset, category=cat,
                              split="test", label=1, defect=defect, source=str(img),

@@ -119,8 +119,14 @@ def _content_checks(ins: Inspection) -> None:
         elif not test["normal"]:
             ins.warn(cat, "no normal test images (image AUROC is undefined)")
         if test and test.get("no_mask"):
-            ins.warn(cat, f"{test['no_mask']} anomalous test images without masks: their pixel metrics are "
-                          "reported as not available")
+            n, of = test["no_mask"], test["anomalous"]
+            what = f"none of its {of} anomalous test images has a mask" if n == of else \
+                f"{n} of its {of} anomalous test images have no mask"
+            hint = (" Shard it (or run bench/train/evaluate) with --masks-optional / data.masks_optional=true to "
+                    "keep them; without it sharding stops at the first." if ins.kind == "native" else "")
+            ins.warn(cat, f"masks missing: {what}, so this category's pixel "
+                          f"metrics will be null (not available) and its figures show no mask row; image metrics "
+                          f"are unaffected.{hint}")
 
 
 def _inspect_shards(path: Path, verify: bool, deep: bool, progress: Progress | None) -> Inspection:
@@ -227,7 +233,8 @@ def _inspect_native(root: Path, dataset: str | None, options: dict[str, Any], de
     bad: list[tuple[str, str]] = []
     samples: list[Sample] = []
     try:
-        for s in read_dataset(name, root, on_bad=lambda p, r: bad.append((p, r)), **options):
+        # masks optional: an anomalous image without a mask is counted, and reported once per category
+        for s in read_dataset(name, root, on_bad=lambda p, r: bad.append((p, r)), masks_optional=True, **options):
             samples.append(s)
     except DataError as exc:
         ins.error(root, str(exc))

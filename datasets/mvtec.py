@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.records import NORMAL, OnBad, Sample, bad_sample
+from decodiff.datasets.records import MASKS_HINT, NORMAL, OnBad, Sample, bad_sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG", ".BMP")
 
@@ -91,7 +91,7 @@ def read_mvtec(
                         mask = find_mask(gt_dir, img, mask_suffixes)
                         if mask is None and require_masks:
                             bad_sample(on_bad, img, "anomalous test image without a mask (expected "
-                                       f"{gt_dir / (img.stem + mask_suffixes[0] + '.png')})")
+                                       f"{gt_dir / (img.stem + mask_suffixes[0] + '.png')}; {MASKS_HINT})")
                             continue
                     yield Sample(
                         key=img.relative_to(root).with_suffix("").as_posix(),

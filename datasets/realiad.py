@@ -25,7 +25,7 @@ from typing import Any
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.mvtec import select_categories
-from decodiff.datasets.records import NORMAL, OnBad, Sample, bad_sample
+from decodiff.datasets.records import MASKS_HINT, NORMAL, OnBad, Sample, bad_sample
 
 CATEGORIES = (
     "audiojack", "bottle_cap", "button_battery", "end_cap", "eraser", "fire_hood", "mint", "mounts", "pcb",
@@ -152,7 +152,7 @@ def read_realiad(
                     if mask is None or not mask.is_file():
                         if require_masks:
                             bad_sample(on_bad, img, f"anomalous test image without a mask ({path.name} {split}[{i}] "
-                                       f"mask_path {mp!r})")
+                                       f"mask_path {mp!r}; {MASKS_HINT})")
                             continue
                         mask = None
                 view = _VIEW.search(img.stem)

@@ -10,6 +10,8 @@ import numpy as np
 from decodiff.datasets.imageio import DataError
 
 NORMAL = "good"  # defect type of normal samples, as in MVTec-AD
+# how to keep anomalous images that have no mask (their pixel metrics are then null with a reason)
+MASKS_HINT = "to keep it without one: --masks-optional, or data.masks_optional=true"
 
 
 @dataclass

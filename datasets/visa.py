@@ -21,7 +21,7 @@ from pathlib import Path
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.mvtec import list_categories, read_mvtec, select_categories
-from decodiff.datasets.records import NORMAL, OnBad, Sample, bad_sample
+from decodiff.datasets.records import MASKS_HINT, NORMAL, OnBad, Sample, bad_sample
 
 CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
               "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")
@@ -168,7 +168,7 @@ def read_visa_raw(
                     if mask is None or not mask.is_file():
                         if require_masks:
                             bad_sample(on_bad, img, "anomalous test image without a mask (expected "
-                                       f"{mask or cat_dir / 'Data/Masks/Anomaly' / (img.stem + '.png')})")
+                                       f"{mask or cat_dir / 'Data/Masks/Anomaly' / (img.stem + '.png')}; {MASKS_HINT})")
                             continue
                         mask = None
                 defect = NORMAL if not label else (defects.get(row["image"]) or ANOMALOUS)

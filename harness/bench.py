@@ -25,8 +25,8 @@ from decodiff.harness.vae_fit import get_vae
 from decodiff.models.deviation import reverse_timesteps
 from decodiff.models.vae import FrozenVAE
 from decodiff.reports.build import build_run_report
-from decodiff.reports.rundata import (FOLDER, RunData, load_run_data, save_qualitative, save_run_json, save_samples,
-                                      save_uncertainty)
+from decodiff.reports.rundata import (FOLDER, RunData, load_run_data, save_baselines, save_qualitative, save_run_json,
+                                      save_samples, save_uncertainty)
 from decodiff.reports.write import write_report_files, write_run_tables
 
 
@@ -132,6 +132,7 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
                      f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score {cfg.infer.image_score}",
         "AUPRO": f"protocol {cfg.metrics.aupro_protocol}, FPR limit {cfg.metrics.fpr_limit}",
         "recipe": cfg.recipe_text(),
+        "baselines": baselines_line(result),
         "code version": prov["code_version"],
         "config": f"{run_dir / 'config.yaml'} (digest {prov['config_digest']})",
     }
@@ -150,13 +151,16 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
             uncertainty = run_uncertainty(cfg, result)
         report = write_run_report(run_dir, result, title=f"DeCo-Diff {kind}: {cfg.run.name}", dataset=data.manifest.dataset,
                                   provenance=provenance, params=flatten_config(cfg.to_dict()), run_id=run_id,
-                                  uncertainty=uncertainty, qualitative=qualitative)
+                                  uncertainty=uncertainty, qualitative=qualitative, method=cfg.method)
         if run_id is not None:
             tracking_step = True
-            log_results(cfg, run_id, result.records, {"eval_images_per_second": result.images_per_second},
-                        params=init_params(train_info))
+            extra = {"eval_images_per_second": result.images_per_second, "eval_seconds": result.seconds}
+            extra.update({f"baseline_seconds/{k}": v for k, v in result.baseline_seconds.items()})
+            log_results(cfg, run_id, result.records, extra, params=init_params(train_info),
+                        baseline_records=result.baseline_records)
             files = [run_dir / n for n in ("config.yaml", "provenance.json", "report.md", "report.html", "tables.tex",
-                                           "metrics.csv", "image_table.csv", "pixel_table.csv", "defect_table.csv")]
+                                           "metrics.csv", "image_table.csv", "pixel_table.csv", "defect_table.csv",
+                                           "baselines.csv")]
             log_artifacts(cfg, run_id, files, {d: run_dir / d for d in ("tables", "figures", FOLDER)})
             end_run(cfg, run_id, "FINISHED")
             log(f"MLflow run {run_id} at {tracking_uri(cfg)}")
@@ -171,25 +175,39 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
             tracking_failed(cfg, run_id, RuntimeError("interrupted"))
         raise
     summary = {"run_id": run_id, "report": str(report.resolve()), "metrics": result.records,
+               "baselines": result.baseline_records,
                "run_dir": str(run_dir.resolve()), "seconds": round(time.time() - started, 1)}
     write_summary(run_dir, summary)
     return BenchResult(run_dir.resolve(), report.resolve(), run_id, result.records, summary)
 
 
+def baselines_line(result: EvalResult) -> str:
+    """What the baselines were and what they cost, for the report's header."""
+    if not result.baseline_seconds:
+        return "none (infer.baselines=[])"
+    from decodiff.harness.baselines import BASELINES
+
+    names = [n for n in BASELINES if n in result.baseline_seconds]
+    cost = sum(result.baseline_seconds.values())
+    return (f"{', '.join(names)}, in this run on the same test images: {cost:.1f}s for them (bank building, maps, "
+            f"metrics); the whole evaluation {result.seconds:.1f}s (switch off: infer.baselines=[])")
+
+
 def write_run_report(run_dir: Path, result: EvalResult, *, title: str, dataset: str, provenance: dict[str, str],
                      params: dict[str, str], run_id: str | None, uncertainty: Uncertainty | None,
-                     qualitative: dict[str, Any] | None) -> Path:
+                     qualitative: dict[str, Any] | None, method: str = "deco-diff") -> Path:
     """report_data/ first, then the report made from it as read back, so that a report rebuilt
     later from the folder or from MLflow is the same file."""
     folder = run_dir / FOLDER
     meta = RunData(name=run_dir.name, title=title, dataset=dataset, records=result.records, run_id=run_id,
                    provenance=[(k, str(v)) for k, v in provenance.items()])
     save_run_json(folder, meta)
+    save_baselines(folder, result.baseline_records)
     save_samples(folder, result.samples)
     if uncertainty is not None:
         save_uncertainty(folder, uncertainty.bootstrap, uncertainty.intervals, uncertainty.pixel_curves)
     if qualitative is not None:
         save_qualitative(folder, qualitative)
     run = load_run_data(folder, result.records, params, run_id=run_id)
-    write_run_tables(run_dir, result.records, result.samples)
+    write_run_tables(run_dir, result.records, result.samples, result.baseline_records, method=method)
     return write_report_files(build_run_report(run), run_dir)

@@ -8,7 +8,8 @@ import os
 import sys
 
 # Order is the order of `decodiff --help`.
-COMMANDS = ("bench", "data", "train", "evaluate", "score", "report", "model", "vae", "sweep", "plan", "submit", "jobs")
+COMMANDS = ("bench", "data", "train", "evaluate", "predict", "score", "report", "model", "vae", "sweep", "plan", "submit",
+            "jobs")
 
 EPILOG = """Config: --config PRESET (a name from configs/ or a YAML file) and key.sub=value overrides,
 e.g. `decodiff bench --config demo train.max_steps=500 infer.reverse_steps=2`.

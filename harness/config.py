@@ -63,6 +63,9 @@ class DataSection(Section):
     # the reader's layout options at shard time, as `decodiff data shard` takes them: visa split_csv;
     # realiad resolution, json_dir; folder normal, anomalous, masks, normal_test, test_fraction
     options: dict[str, str | int | float | bool] = {}
+    # keep anomalous test images without masks (`data shard --masks-optional`): their category's
+    # pixel metrics are null with a reason; without it a missing mask stops the sharding
+    masks_optional: bool = False
     demo: DemoSection = DemoSection()
 
     @model_validator(mode="after")
@@ -184,6 +187,11 @@ class InferSection(Section):
     topk: int = Field(default=100, ge=1)
     pool: int = Field(default=16, ge=1)
     batch_size: int = Field(default=16, ge=1)
+    # simple methods scored in the same run on the same test images (harness/baselines.py):
+    # vae-recon |Decoder(Encoder(x)) - x|, latent-nn the distance of each latent 3x3 patch to its
+    # nearest training patch of the category (PatchCore's idea on VAE latents); [] for none
+    baselines: list[Literal["vae-recon", "latent-nn"]] = ["vae-recon", "latent-nn"]
+    nn_bank: int = Field(default=16384, ge=1)  # latent-nn: training patches kept per category (random subset)
     save_maps: bool = True  # anomaly maps (float32 .npz: scoring them again gives the same numbers) in the run folder, for `score` and figures
 
 

@@ -89,6 +89,8 @@ def prepare_data(cfg: Config) -> PreparedData:
             options["split_csv"] = str(Path(str(options["split_csv"])).expanduser().resolve())
         # another layout option, other shards (512 and "512" are one option)
         opts = f":{sorted((k, str(v)) for k, v in options.items())}" if options else ""
+        if d.masks_optional:  # other shards: anomalous images without masks kept
+            opts += ":masks_optional"
         if d.dataset == "demo":  # a demo folder regenerated with other settings is another data set
             opts += f":{tag}"
         else:  # files added, removed or changed in the folder: other shards, never stale ones
@@ -103,6 +105,7 @@ def prepare_data(cfg: Config) -> PreparedData:
                 log(f"sharding {root} into {location}")
                 with Progress("shard", unit="img") as p:
                     shard_dataset(d.dataset, root, location, options=options or None, log=log,
+                                  masks_optional=d.masks_optional,
                                   progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
     manifest = load_manifest(location)
     cats = list(d.categories) if d.categories else sorted(manifest.categories)

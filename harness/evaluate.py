@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from decodiff.datasets.shards import decode_record
 from decodiff.datasets.stream import ShardStream, collate
+from decodiff.harness.baselines import baselines_for
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, device_for, preprocess_for
 from decodiff.harness.distributed import all_sum, broadcast_from_main, gather_to_main, rank_and_world
@@ -38,6 +39,9 @@ class EvalResult:
     maps_file: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     pixel_stats: Any = None  # uncertainty.PixelStats: per-image pixel histograms for the bootstrap (main process)
+    # infer.baselines scored on the same images: records as `records`, each with "method" (harness/baselines.py)
+    baseline_records: list[dict[str, Any]] = field(default_factory=list)
+    baseline_seconds: dict[str, float] = field(default_factory=dict)  # per baseline, bank building included
 
 
 def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
@@ -76,6 +80,10 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
         raise ValueError(f"the model was trained without categories {missing} (it knows {class_names})")
     suite = MetricSuite(data.manifest.dataset, aupro_protocol=cfg.metrics.aupro_protocol,
                         fpr_limit=cfg.metrics.fpr_limit, device=device.type)
+    bases = baselines_for(cfg, data, vae, device, settings)
+    base_suites = {n: MetricSuite(data.manifest.dataset, aupro_protocol=cfg.metrics.aupro_protocol,
+                                  fpr_limit=cfg.metrics.fpr_limit, device=device.type)
+                   for n in (bases.names if bases else [])}
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
     from decodiff.harness.uncertainty import PixelStats
@@ -100,6 +108,9 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                 maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
                 scores = image_score(maps, settings)
                 maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()
+                base = {n: (m.float().cpu().numpy(), sc.float().cpu().numpy())
+                        for n, (m, sc) in (bases.maps(x, rec, list(batch["category"]), recon.pixel_reference).items()
+                                           if bases else [])}
                 for i, key in enumerate(batch["key"]):
                     url = batch["url"][i]
                     index = positions[url] = positions.get(url, -1) + 1
@@ -107,7 +118,9 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                     items.append({"url": url, "index": index, "key": key, "category": batch["category"][i],
                                   "defect": batch["defect"][i],
                                   "label": image_label(cfg.metrics.image_label, int(batch["label"][i]), mask),
-                                  "score": scores_np[i], "map": maps_np[i], "mask": mask})
+                                  "score": scores_np[i], "map": maps_np[i],
+                                  "base": {n: (sc[i], m[i]) for n, (m, sc) in base.items()},
+                                  "mask": mask})
             if world > 1:
                 if all_sum([int(batch is not None)])[0] == 0:
                     break
@@ -127,6 +140,14 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                 suite.update(run[0]["category"], np.array([it["score"] for it in run]),
                              np.array([it["label"] for it in run]), np.stack([it["map"] for it in run]),
                              np.stack([it["mask"] for it in run]) if ok else None, keys=[it["key"] for it in run])
+                t0 = time.perf_counter()
+                for n, bsuite in base_suites.items():
+                    bsuite.update(run[0]["category"], np.array([it["base"][n][0] for it in run]),
+                                  np.array([it["label"] for it in run]), np.stack([it["base"][n][1] for it in run]),
+                                  np.stack([it["mask"] for it in run]) if ok else None,
+                                  keys=[it["key"] for it in run])
+                if bases is not None:
+                    bases.seconds["metrics"] = bases.seconds.get("metrics", 0.0) + time.perf_counter() - t0
                 if stats is not None:
                     stats.update(run[0]["category"], [it["key"] for it in run], np.array([it["label"] for it in run]),
                                  np.stack([it["map"] for it in run]), np.stack([it["mask"] for it in run]) if ok else None)
@@ -141,6 +162,11 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
         raise RuntimeError(f"evaluation: {order.missing()} test images did not come back from the ranks "
                            f"(a shard shorter than its manifest count?)")
     records = suite.compute() if main else None
+    base_records = []
+    if main and bases is not None:
+        t0 = time.perf_counter()
+        base_records = [{**r, "method": n} for n, bsuite in base_suites.items() for r in bsuite.compute()]
+        bases.seconds["metrics"] = bases.seconds.get("metrics", 0.0) + time.perf_counter() - t0
     maps_file = None
     if main and saved and out is not None:
         maps_file = out / "maps.npz"
@@ -149,10 +175,15 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
         tmp.rename(maps_file)
     if stats is not None:
         stats.save(out / "pixel_stats.npz")
-    records, samples = broadcast_from_main((records, samples) if main else None)
+    records, samples, base_records = broadcast_from_main((records, samples, base_records) if main else None)
+    base_seconds = {k: round(v, 3) for k, v in (bases.seconds if bases else {}).items()}
     if main:
         log(f"evaluate: {len(samples)} images in {seconds:.1f}s" + (f" on {world} processes" if world > 1 else ""))
-    return EvalResult(records, samples, seconds, len(samples) / max(seconds, 1e-9), maps_file, pixel_stats=stats)
+        if base_seconds:
+            log(f"baselines: {sum(base_seconds.values()):.1f}s in all (" + ", ".join(
+                f"{k} {v:.1f}s" for k, v in base_seconds.items()) + "; bank building and metrics included)")
+    return EvalResult(records, samples, seconds, len(samples) / max(seconds, 1e-9), maps_file, pixel_stats=stats,
+                      baseline_records=base_records, baseline_seconds=base_seconds)
 
 
 def conditioned(model: DeviationUNet | None, cls: torch.Tensor) -> EtaModel | None:

@@ -80,6 +80,7 @@ def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet |
             found[key] = {"category": batch["category"][i], "input": _uint8(x[j]), "recon": _uint8(x_rec[j]),
                           "mask": batch["mask"][i].numpy().astype(np.uint8) if bool(batch["has_mask"][i])
                           else np.zeros(maps[j].shape, dtype=np.uint8),
+                          "has_mask": bool(batch["has_mask"][i]),
                           "map": maps[j].astype(np.float16),
                           "frames": np.stack([_uint8(f[j]) for f in frames]) if key in best and frames else None}
         if len(found) == len(chosen):
@@ -97,6 +98,7 @@ def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet |
         "quality": np.array([quality.get(k, np.nan) for k in keys]),
         "inputs": np.stack([found[k]["input"] for k in keys]), "recons": np.stack([found[k]["recon"] for k in keys]),
         "masks": np.stack([found[k]["mask"] for k in keys]), "maps": np.stack([found[k]["map"] for k in keys]),
+        "has_masks": np.array([found[k]["has_mask"] for k in keys], dtype=bool),  # False: no ground truth to show
         "traj_keys": np.array(traj),
         "traj_timesteps": np.array(process.timesteps(cfg.infer.reverse_steps, cfg.infer.start_step,
                                                      cfg.infer.step_mapping)

@@ -124,7 +124,8 @@ def check_data(plan: SweepPlan) -> dict[str, Any]:
             where = f" (data.root={d.root})" if d.root else ""
             raise SweepError(
                 f"{plan.source}: data set '{t.dataset}'{where} is not sharded: shard it once with `decodiff data shard "
-                f"--dataset {d.dataset} --root DIR --out SHARDS` and pass --shards {t.dataset}=SHARDS "
+                f"--dataset {d.dataset} --root DIR --out SHARDS{' --masks-optional' if d.masks_optional else ''}` "
+                f"and pass --shards {t.dataset}=SHARDS "
                 f"(or data.shards=SHARDS, or shards_root in the sweep file); trials read shards, never raw folders")
     return manifests
 

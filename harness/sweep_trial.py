@@ -158,7 +158,7 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     result = evaluate(cfg, data, model, vae, classes, out=run_dir)
     val_records = None
     if val is not None:
-        quiet = cfg.model_copy(update={"infer": cfg.infer.model_copy(update={"save_maps": False})})
+        quiet = cfg.model_copy(update={"infer": cfg.infer.model_copy(update={"save_maps": False, "baselines": []})})
         val_records = evaluate(quiet, val, model, vae, classes, out=None).records
         from decodiff.reports.tables import long_table
 

@@ -188,9 +188,12 @@ def tracking_failed(cfg: Config, run_id: str | None, exc: BaseException, run_dir
 
 
 def log_results(cfg: Config, run_id: str, records: list[dict[str, Any]],
-                extra_metrics: dict[str, float] | None = None, params: dict[str, str] | None = None) -> None:
+                extra_metrics: dict[str, float] | None = None, params: dict[str, str] | None = None,
+                baseline_records: list[dict[str, Any]] = ()) -> None:
     """The flattened config (and `params`, e.g. the model's initialisation) as params, each
-    defined record as a metric under its stable name, each undefined one as a `reason/<name>` tag."""
+    defined record as a metric under its stable name, each undefined one as a `reason/<name>` tag;
+    baselines' records (with "method") under `<method>/<stable name>`, which the reading side does
+    not take for the run's own metrics."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(tracking_uri(cfg))
@@ -198,9 +201,11 @@ def log_results(cfg: Config, run_id: str, records: list[dict[str, Any]],
     for i in range(0, len(items), 100):
         client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
     now = int(time.time() * 1000)
-    metrics = [Metric(metric_name(r), float(r["value"]), now, 0) for r in records if r.get("value") is not None]
+    records = list(records) + [{**r, "prefix": f"{r['method']}/"} for r in baseline_records]
+    metrics = [Metric(r.get("prefix", "") + metric_name(r), float(r["value"]), now, 0)
+               for r in records if r.get("value") is not None]
     metrics += [Metric(k, float(v), now, 0) for k, v in (extra_metrics or {}).items()]
-    tags = [RunTag(REASON_TAG + metric_name(r), str(r.get("reason") or "not available")[:4000])
+    tags = [RunTag(REASON_TAG + r.get("prefix", "") + metric_name(r), str(r.get("reason") or "not available")[:4000])
             for r in records if r.get("value") is None]
     for i in range(0, max(len(metrics), len(tags)), 500):
         client.log_batch(run_id, metrics=metrics[i:i + 500], tags=tags[i:i + 500])

@@ -232,7 +232,8 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
                 "code_version": code_version(), "data_checksum": data.manifest.checksum, "vae": vae.source,
                 "vae_fingerprint": vae.fingerprint, "vae_location": vae.location, "vae_scale": vae.scale,
                 "config_digest": cfg.digest(), "processes": world, "ema": t.ema, "weights_sha256": digest,
-                "resumed_from": resumed_from}
+                "resumed_from": resumed_from,
+                "config": cfg.to_dict()}  # the resolved config: `decodiff predict` preprocesses and scores as trained
         if init is not None:
             info["init"] = init_record(cfg.model.init_from, init)
         save_model(ckpt, net, spec, info, state=ema.averaged_state(net) if ema is not None else None)

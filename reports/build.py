@@ -35,6 +35,13 @@ LEGEND = (f"{COPIED} copied from the paper (main Tables 1, 2, appendix Tables 3-
           "— : not available.")
 
 
+BASELINE_NOTE = ("Baselines (rows marked baseline), scored in the same run on the same test images with the same "
+                 "VAE: vae-recon = the VAE's own reconstruction error |Decoder(Encoder(x)) - x|; latent-nn = the "
+                 "distance of each test latent 3x3 patch to its nearest normal training patch of the category "
+                 "(PatchCore's idea on the VAE's latents), image score the map's maximum. No bootstrap intervals "
+                 "for them. A method that does not clear them adds nothing on this data.")
+
+
 def dataset_title(dataset: str) -> str:
     return published.DATASETS.get(dataset, dataset)
 
@@ -119,7 +126,8 @@ def qualitative_items(q: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]
     by_cat: dict[str, list[dict[str, Any]]] = {}
     for i in range(len(q.get("keys", []))):
         item = {"key": str(q["keys"][i]), "role": str(q["roles"][i]), "score": float(q["scores"][i]),
-                "input": q["inputs"][i], "reconstruction": q["recons"][i], "mask": q["masks"][i], "map": q["maps"][i]}
+                "input": q["inputs"][i], "reconstruction": q["recons"][i], "mask": q["masks"][i], "map": q["maps"][i],
+                "has_mask": bool(q["has_masks"][i]) if "has_masks" in q else True}
         by_cat.setdefault(str(q["categories"][i]), []).append(item)
     for items in by_cat.values():
         items.sort(key=lambda it: ROLES.index(it["role"]) if it["role"] in ROLES else 9)
@@ -161,9 +169,16 @@ def run_figures(run: RunData) -> tuple[list[Figure], list[str]]:
         notes.append("Pixel-level curves: the run has no pixel statistics (report_data/uncertainty.json).")
     if run.qualitative is not None and len(run.qualitative.get("keys", [])):
         for cat, items in sorted(qualitative_items(run.qualitative).items()):
-            figs.append(Figure(f"qualitative_{_slug(cat)}", f"{cat}: input, reconstruction, ground truth and predicted "
-                               "map for the best, typical and worst localised anomalous test images",
-                               qualitative_figure(cat, items)))
+            if any(it["has_mask"] for it in items):
+                caption = (f"{cat}: input, reconstruction, ground truth and predicted map for the best, typical and "
+                           "worst localised anomalous test images")
+            else:
+                caption = (f"{cat}: input, reconstruction and predicted map of the anomalous test images with the "
+                           "highest, median and lowest image score (no masks in this category: no ground-truth row, "
+                           "and localisation cannot be ranked)")
+                notes.append(f"{cat}: no ground-truth masks, so the examples are ranked by image score and shown "
+                             "without a mask row; its pixel metrics are not available.")
+            figs.append(Figure(f"qualitative_{_slug(cat)}", caption, qualitative_figure(cat, items)))
         traj = trajectory_entries(run.qualitative)
         if traj:
             figs.append(Figure("correction_trajectory", "Correction trajectory: the predicted normal image after each "
@@ -281,7 +296,8 @@ def build_run_report(run: RunData, published_dataset: str | None = None) -> Repo
     if run.run_id:
         meta.append(("MLflow run", run.run_id))
     sections: list[Section] = []
-    summary_rows = [entry]
+    base = [entry_from_runs(f"{m} (baseline)", [RunData(m, m, run.dataset, recs)]) for m, recs in run.baselines.items()]
+    summary_rows = [entry] + base
     pub: list[Entry] = []
     if published_dataset and published.has_published(published_dataset):
         pub = published_entries(published_dataset)
@@ -293,7 +309,16 @@ def build_run_report(run: RunData, published_dataset: str | None = None) -> Repo
     if pub:
         summ.blocks.append(Text(LEGEND))
         summ.blocks += [Text(n) for n in protocol_notes([run], published.methods_for(published_dataset))]
+    if base:
+        summ.blocks.append(Text(BASELINE_NOTE))
     sections.append(summ)
+    if base:
+        sections.append(Section("Beside simple baselines (per category)", [
+            category_comparison([entry] + base, run.dataset, level, f"{level}_categories_baselines",
+                                f"{'Image' if level == 'image' else 'Pixel'} level: this run and the baselines "
+                                "on the same test images; each cell: "
+                                + " / ".join(LABELS[m] for m in LEVEL_METRICS[level]))
+            for level in ("image", "pixel")]))
     for level in ("image", "pixel"):
         title = "Image level (per category)" if level == "image" else "Pixel level (per category)"
         sec = Section(title, [run_category_table(entry, run.dataset, level, f"{level}_categories",

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 DPI = 100
 ROLES = ("best", "typical", "worst")
+BY_SCORE = {"best": "highest score", "typical": "median score", "worst": "lowest score"}  # roles without masks
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -86,22 +87,36 @@ def _show(ax, img: np.ndarray, cmap: str | None = None, vmin: float | None = Non
 
 def qualitative_figure(category: str, items: list[dict[str, Any]]) -> bytes:
     """Fig. 3's grid for one category: columns are samples (best, typical, worst), rows the input
-    image, DeCo-Diff's reconstruction, the ground-truth mask and the predicted anomaly map."""
-    rows = ("input", "reconstruction", "ground truth", "predicted map")
+    image, DeCo-Diff's reconstruction, the ground-truth mask and the predicted anomaly map. Items
+    without a mask (`has_mask` False) get no ground-truth panel; where none has one, there is no
+    ground-truth row and the title says the examples are ranked by image score."""
+    masked = [it.get("has_mask", True) for it in items]
+    rows = ("input", "reconstruction", "ground truth", "predicted map") if any(masked) else \
+        ("input", "reconstruction", "predicted map")
     n = max(len(items), 1)
-    fig = Figure(figsize=(2.3 * n + 0.9, 9.4))
-    axes = np.asarray(fig.subplots(4, n, squeeze=False))
+    fig = Figure(figsize=(2.3 * n + 0.9, 2.35 * len(rows)))
+    axes = np.asarray(fig.subplots(len(rows), n, squeeze=False))
     vmax = max((float(np.max(it["map"])) for it in items), default=1.0) or 1.0
     for j, it in enumerate(items):
         _show(axes[0, j], it["input"])
         _show(axes[1, j], it["reconstruction"])
-        _show(axes[2, j], it["mask"], cmap="gray", vmin=0, vmax=1)
-        _show(axes[3, j], it["map"].astype(np.float32), cmap="jet", vmin=0, vmax=vmax)
-        axes[0, j].set_title(f"{it['role']}\n{it['key'].split('/')[-2] if '/' in it['key'] else it['key']}"
+        if any(masked):
+            if masked[j]:
+                _show(axes[2, j], it["mask"], cmap="gray", vmin=0, vmax=1)
+            else:
+                axes[2, j].axis("off")
+                axes[2, j].text(0.5, 0.5, "no mask", ha="center", va="center", fontsize=9)
+        _show(axes[-1, j], it["map"].astype(np.float32), cmap="jet", vmin=0, vmax=vmax)
+        role = it["role"] if any(masked) else BY_SCORE.get(it["role"], it["role"])
+        axes[0, j].set_title(f"{role}\n{it['key'].split('/')[-2] if '/' in it['key'] else it['key']}"
                              f"\nscore {it['score']:.3f}", fontsize=8)
     for i, name in enumerate(rows):
         axes[i, 0].set_ylabel(name, fontsize=9)
-    fig.suptitle(f"{category}: best, typical and worst localisation (pixel AP per image)", fontsize=10)
+    if any(masked):
+        fig.suptitle(f"{category}: best, typical and worst localisation (pixel AP per image)", fontsize=10)
+    else:
+        fig.suptitle(f"{category}: highest, median and lowest image score (no masks: nothing to rank "
+                     "localisation by)", fontsize=10)
     fig.tight_layout()
     return png_bytes(fig)
 

@@ -6,6 +6,7 @@ server (the harness reads both; this module never touches MLflow).
 report_data/
   run.json          name, run id, title, dataset, provenance, notes, bootstrap settings
   samples.csv       per test image: key, category, defect, label, image score
+  baselines.json    records of the simple methods scored in the same run (each with "method")
   uncertainty.json  bootstrap intervals per (category, level, metric) and the pixel ROC/PR curves
   qualitative.npz   best / typical / worst images per category (input, reconstruction, mask, map)
                     and correction trajectories
@@ -72,6 +73,7 @@ class RunData:
     intervals: list[dict[str, Any]] | None = None  # dataset, category, level, metric, low, high, std
     pixel_curves: dict[str, dict[str, list[float]]] | None = None  # category -> fpr, tpr, recall, precision
     qualitative: dict[str, np.ndarray] | None = None
+    baselines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # method -> its records
 
     def __post_init__(self) -> None:
         self.records = normalise_records(self.records)
@@ -109,6 +111,20 @@ def save_run_json(folder: Path, run: RunData) -> None:
     meta = {"name": run.name, "run_id": run.run_id, "title": run.title, "dataset": run.dataset,
             "provenance": [list(p) for p in run.provenance], "notes": list(run.notes)}
     _write(folder / "run.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+
+def save_baselines(folder: Path, records: list[dict[str, Any]]) -> None:
+    """The baselines' records (each with "method"); nothing when there are none."""
+    if records:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write(folder / "baselines.json", json.dumps(records, sort_keys=True) + "\n")
+
+
+def baselines_by_method(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault(str(r["method"]), []).append(r)
+    return {m: normalise_records(rs) for m, rs in out.items()}
 
 
 def save_samples(folder: Path, samples: list[dict[str, Any]]) -> None:
@@ -154,6 +170,8 @@ def load_run_data(folder: Path, records: list[dict[str, Any]], params: dict[str,
         run.bootstrap = doc.get("bootstrap")
         run.intervals = doc.get("intervals")
         run.pixel_curves = doc.get("pixel_curves")
+    if (folder / "baselines.json").is_file():
+        run.baselines = baselines_by_method(json.loads((folder / "baselines.json").read_text(encoding="utf-8")))
     if (folder / "qualitative.npz").is_file():
         with np.load(folder / "qualitative.npz", allow_pickle=False) as z:
             run.qualitative = {k: z[k] for k in z.files}

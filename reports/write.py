@@ -46,9 +46,11 @@ def table_frame(table: Table) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_run_tables(out: Path, records: list[dict], samples: list[dict] | None) -> None:
+def write_run_tables(out: Path, records: list[dict], samples: list[dict] | None,
+                     baseline_records: list[dict] | None = None, method: str = "deco-diff") -> None:
     """The run folder's plain tables (fractions, as the metrics give them): metrics.csv (the long
-    table), image_table.csv and pixel_table.csv (categories x metrics), defect_table.csv."""
+    table), image_table.csv and pixel_table.csv (categories x metrics), defect_table.csv, and
+    baselines.csv (the long table of every method of the run, with a `method` column)."""
     from decodiff.reports.build import defect_rows
     from decodiff.reports.tables import category_table, long_table
 
@@ -56,6 +58,11 @@ def write_run_tables(out: Path, records: list[dict], samples: list[dict] | None)
     write_atomic(out / "metrics.csv", df.to_csv(index=False))
     for level in ("image", "pixel"):
         write_atomic(out / f"{level}_table.csv", category_table(df, level).to_csv())
+    if baseline_records:
+        own = [{"method": method, **r} for r in records]
+        both = long_table(own + [{"method": r["method"], **{k: v for k, v in r.items() if k != "method"}}
+                                 for r in baseline_records])
+        write_atomic(out / "baselines.csv", both.to_csv(index=False))
     if samples:
         rows = pd.DataFrame(defect_rows(samples)).rename(columns={"value": "image AUROC"})
         write_atomic(out / "defect_table.csv", rows.to_csv(index=False))

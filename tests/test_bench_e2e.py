@@ -43,9 +43,25 @@ def test_bench_tiny_end_to_end(tmp_path):
     mean_auroc = next(r["value"] for r in records if r["category"] == "mean" and r["level"] == "pixel" and r["metric"] == "auroc")
     assert run.data.metrics["demo/mean/pixel_auroc"] == pytest.approx(mean_auroc)
     assert run.data.tags["data_checksum"] == prov["data"]["checksum"]
+    # the baselines, in the same run: JSON (with "method"), MLflow (method prefix), CSV, report
+    base = out["baselines"]
+    assert {r["method"] for r in base} == {"vae-recon", "latent-nn"}
+    for method in ("vae-recon", "latent-nn"):
+        assert {(r["category"], r["level"], r["metric"]) for r in base if r["method"] == method} == \
+            {(r["category"], r["level"], r["metric"]) for r in records}
+        b = next(r for r in base if r["method"] == method and r["category"] == "mean" and r["level"] == "image"
+                 and r["metric"] == "auroc")
+        assert run.data.metrics[f"{method}/demo/mean/image_auroc"] == pytest.approx(b["value"])
+    assert all("method" not in r for r in records)  # DeCo-Diff's own records keep their shape
+    assert "| vae-recon (baseline) |" in text and "| latent-nn (baseline) |" in text
+    csv = (run_dir / "baselines.csv").read_text().splitlines()
+    assert csv[0].startswith("method,") and len(csv) == 1 + len(records) + len(base)
+    assert run.data.metrics["baseline_seconds/latent-nn"] >= 0
     # a second run reuses the data, the VAE and the trained model
-    p2 = subprocess.run([DECODIFF, "bench", "--config", "tiny"], cwd=tmp_path, capture_output=True, text=True,
+    p2 = subprocess.run([DECODIFF, "bench", "--config", "tiny", "infer.baselines=[]"], cwd=tmp_path,
+                        capture_output=True, text=True,
                         env=env, timeout=600)
     assert p2.returncode == 0, p2.stderr[-3000:]
     assert "train: reusing" in p2.stderr and "VAE: reusing" in p2.stderr
     assert Path(p2.stdout.strip()).is_file()
+    assert "(baseline)" not in Path(p2.stdout.strip()).read_text()  # switched off

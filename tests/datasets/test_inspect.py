@@ -50,15 +50,17 @@ def test_inspect_a_native_folder_lists_what_is_wrong(mpdd_root, capsys):
     ins = inspect_location(mpdd_root)
     assert ins.kind == "native" and ins.dataset == "mpdd" and not ins.ok
     errors = {Path(p.where).relative_to(mpdd_root).as_posix(): p.what for p in ins.problems if p.severity == "error"}
-    assert errors.keys() == {"tubes/ground_truth/scratches/000.png", "tubes/train/good/002.png",
-                             "bracket_black/test/scratches/001.png"}
+    assert errors.keys() == {"tubes/ground_truth/scratches/000.png", "tubes/train/good/002.png"}
     assert errors["tubes/ground_truth/scratches/000.png"].startswith("mask size 12x10 differs from its image 24x24")
-    assert "without a mask" in errors["bracket_black/test/scratches/001.png"]
-    assert ins.counts["test"]["bracket_black"] == {"normal": 1, "anomalous": 1, "defects": {"good": 1, "scratches": 1},
-                                                  "no_mask": 0}
+    # a missing mask is counted (the image is anomalous) and said once for its category, not as an error per image
+    assert ins.counts["test"]["bracket_black"] == {"normal": 1, "anomalous": 2, "defects": {"good": 1, "scratches": 2},
+                                                  "no_mask": 1}
+    notes = [p for p in ins.problems if "masks missing" in p.what]
+    assert [(p.severity, p.where) for p in notes] == [("warning", "bracket_black")]
+    assert "1 of its 2 anomalous test images" in notes[0].what and "--masks-optional" in notes[0].what
     assert any("4 of the 6 official mpdd categories" in p.what for p in ins.problems)
     text = format_inspection(ins)
-    assert "train  tubes" in text and "NOT OK: 3 errors" in text
+    assert "train  tubes" in text and "NOT OK: 2 errors" in text
     assert main(["data", "inspect", str(mpdd_root), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["ok"] is False
 
@@ -87,3 +89,17 @@ def test_inspect_a_shard_set_finds_missing_changed_and_stray_files(folder_root, 
     (out / "manifest.json").unlink()
     unfinished = inspect_location(out)
     assert not unfinished.ok and "unfinished or killed shard run" in unfinished.problems[0].what
+
+
+def test_inspect_of_a_mask_less_folder_counts_anomalies_and_says_once_per_category(mpdd_root, capsys):
+    """Every mask removed: no error per image, the anomalous images counted, one note per category."""
+    for m in list(mpdd_root.rglob("ground_truth/*/*.png")):
+        m.unlink()
+    ins = inspect_location(mpdd_root)
+    assert ins.ok, [p.what for p in ins.problems if p.severity == "error"]
+    for cat, c in ins.counts["test"].items():
+        assert c["anomalous"] == c["no_mask"] > 0, cat
+    notes = [p for p in ins.problems if "masks missing" in p.what]
+    assert sorted(p.where for p in notes) == sorted(ins.counts["test"])
+    assert all("none of its" in p.what and "pixel metrics will be null" in p.what for p in notes)
+    assert "no anomalous test images" not in format_inspection(ins)
