@@ -27,7 +27,9 @@ from decodiff.datasets.imageio import DataError
 
 TIMEOUT_ENV = "DECODIFF_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT = 12 * 3600.0
-_held: dict[str, tuple[int, int]] = {}  # path -> (fd, depth): POSIX locks are per process, so nest here
+# path -> (fd, depth, pid): POSIX locks are per process, so a process nests here; the pid keeps a forked
+# child (a copy of this dict, none of the locks) from taking its parent's entry for a lock of its own
+_held: dict[str, tuple[int, int, int]] = {}
 
 
 class LockBusy(DataError):
@@ -65,9 +67,9 @@ class FileLock:
         self._key = str(self.path.absolute())
 
     def acquire(self) -> "FileLock":
-        if self._key in _held:  # this process holds it already (a nested caller)
-            fd, depth = _held[self._key]
-            _held[self._key] = (fd, depth + 1)
+        fd, depth, pid = _held.get(self._key, (-1, 0, -1))
+        if depth and pid == os.getpid():  # this process holds it already (a nested caller)
+            _held[self._key] = (fd, depth + 1, pid)
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
@@ -104,13 +106,15 @@ class FileLock:
             raise
         if told:
             self.log(f"{self.what}: the other run is done; going on")
-        _held[self._key] = (fd, 1)
+        _held[self._key] = (fd, 1, os.getpid())
         return self
 
     def release(self) -> None:
-        fd, depth = _held.get(self._key, (-1, 0))
+        fd, depth, pid = _held.get(self._key, (-1, 0, -1))
+        if pid != os.getpid():  # not this process's (a forked child's copy of its parent's entry)
+            return
         if depth > 1:
-            _held[self._key] = (fd, depth - 1)
+            _held[self._key] = (fd, depth - 1, pid)
             return
         if depth == 1:
             del _held[self._key]
