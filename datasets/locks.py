@@ -5,7 +5,9 @@ A lock is a POSIX record lock (fcntl.lockf) on a small lock file, which holds it
 machines; they belong to the process, so the kernel drops them when it dies (SIGKILL
 included) and forked children never inherit them: a lock is never left behind by a dead
 run or its orphaned workers. An owner line still in the file when the lock is free is a
-run that died holding it: it is taken over, saying so.
+run that died holding it: it is taken over, saying so. The price of POSIX locks: a process that
+opens and closes the lock file by any other means (read_text, copytree, hashing a folder) drops
+its lock on the spot, so lock files sit beside what they guard or are left alone by the holder.
 
 `wait=True` is for shared caches (one run builds, the others wait, then reuse); `wait=False`
 for a run's own output folder (a second run there is refused). Waiting ends after
