@@ -523,9 +523,11 @@ def mlflow_server_gone(lab: Lab) -> Outcome:
         proc = lab.start("evaluate", "--checkpoint", str(lab.checkpoint), "--config", str(lab.config),
                          f"tracking.uri={uri}", log=log)
         end = time.monotonic() + 300
-        while time.monotonic() < end and proc.poll() is None and "evaluate:" not in log.read_text():
+        # the server goes away once the run is past its pre-flight check (the first VAE line comes after it):
+        # the whole evaluation lies between the kill and the run's first call to MLflow, not a fraction of a second
+        while time.monotonic() < end and proc.poll() is None and "VAE:" not in log.read_text():
             time.sleep(0.1)
-        os.killpg(server.pid, signal.SIGKILL)  # the server goes away after the run's pre-flight check
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait()
         proc.communicate(timeout=600)
         out = one_line_error((proc.returncode, log.read_text()), 1, uri, "the MLflow run is incomplete")

@@ -5,7 +5,9 @@ A lock is a POSIX record lock (fcntl.lockf) on a small lock file, which holds it
 machines; they belong to the process, so the kernel drops them when it dies (SIGKILL
 included) and forked children never inherit them: a lock is never left behind by a dead
 run or its orphaned workers. An owner line still in the file when the lock is free is a
-run that died holding it: it is taken over, saying so.
+run that died holding it: it is taken over, saying so. The price of POSIX locks: a process that
+opens and closes the lock file by any other means (read_text, copytree, hashing a folder) drops
+its lock on the spot, so lock files sit beside what they guard or are left alone by the holder.
 
 `wait=True` is for shared caches (one run builds, the others wait, then reuse); `wait=False`
 for a run's own output folder (a second run there is refused). Waiting ends after
@@ -27,7 +29,9 @@ from decodiff.datasets.imageio import DataError
 
 TIMEOUT_ENV = "DECODIFF_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT = 12 * 3600.0
-_held: dict[str, tuple[int, int]] = {}  # path -> (fd, depth): POSIX locks are per process, so nest here
+# path -> (fd, depth, pid): POSIX locks are per process, so a process nests here; the pid keeps a forked
+# child (a copy of this dict, none of the locks) from taking its parent's entry for a lock of its own
+_held: dict[str, tuple[int, int, int]] = {}
 
 
 class LockBusy(DataError):
@@ -65,9 +69,9 @@ class FileLock:
         self._key = str(self.path.absolute())
 
     def acquire(self) -> "FileLock":
-        if self._key in _held:  # this process holds it already (a nested caller)
-            fd, depth = _held[self._key]
-            _held[self._key] = (fd, depth + 1)
+        fd, depth, pid = _held.get(self._key, (-1, 0, -1))
+        if depth and pid == os.getpid():  # this process holds it already (a nested caller)
+            _held[self._key] = (fd, depth + 1, pid)
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
@@ -104,13 +108,15 @@ class FileLock:
             raise
         if told:
             self.log(f"{self.what}: the other run is done; going on")
-        _held[self._key] = (fd, 1)
+        _held[self._key] = (fd, 1, os.getpid())
         return self
 
     def release(self) -> None:
-        fd, depth = _held.get(self._key, (-1, 0))
+        fd, depth, pid = _held.get(self._key, (-1, 0, -1))
+        if pid != os.getpid():  # not this process's (a forked child's copy of its parent's entry)
+            return
         if depth > 1:
-            _held[self._key] = (fd, depth - 1)
+            _held[self._key] = (fd, depth - 1, pid)
             return
         if depth == 1:
             del _held[self._key]

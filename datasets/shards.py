@@ -525,14 +525,12 @@ def write_shards(
     fingerprint = hashlib.sha256("".join(fingerprints).encode()).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).is_file():
-        existing = Manifest.load(out)
-        if existing.args.get("fingerprint") == fingerprint:
-            log(f"{out}: already complete ({len(existing.shards)} shards); nothing to do")
-            return existing
-        raise DataError(f"{out}: already holds a finished shard set made from other data or arguments "
-                        "(choose another --out, or delete it)")
+        return _complete(out, fingerprint, log)
     lock = _lock(out, log)
     try:
+        if (out / MANIFEST).is_file():  # another run finished it (and deleted its lock file) since the look above
+            shutil.rmtree(out / STATE, ignore_errors=True)
+            return _complete(out, fingerprint, log)
         _clean_stale(out, units, fingerprints, log)
         records: dict[int, dict[str, Any]] = {}
         for u in units:
@@ -557,6 +555,16 @@ def write_shards(
     finally:
         lock.release()
     return manifest
+
+
+def _complete(out: Path, fingerprint: str, log: Log) -> Manifest:
+    """The finished shard set in `out`, if made from these samples and settings."""
+    existing = Manifest.load(out)
+    if existing.args.get("fingerprint") == fingerprint:
+        log(f"{out}: already complete ({len(existing.shards)} shards); nothing to do")
+        return existing
+    raise DataError(f"{out}: already holds a finished shard set made from other data or arguments "
+                    "(choose another --out, or delete it)")
 
 
 def _picklable(units: Sequence[Unit]) -> bool:

@@ -98,15 +98,16 @@ def prepare_data(cfg: Config) -> PreparedData:
         tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}{opts}".encode()).hexdigest()[:10]
         location = str(cache / "shards" / f"{d.dataset}-{tag}")
         source = f"{d.dataset} at {root}"
-        with FileLock(lock_path(Path(location)), what=f"shards {location}"):  # one run shards, the others reuse
-            if not (Path(location) / "manifest.json").is_file():
-                from decodiff.datasets.shards import shard_dataset
+        if not (Path(location) / "manifest.json").is_file():  # finished shards are reused without the lock
+            with FileLock(lock_path(Path(location)), what=f"shards {location}"):  # one run shards, the others reuse
+                if not (Path(location) / "manifest.json").is_file():
+                    from decodiff.datasets.shards import shard_dataset
 
-                log(f"sharding {root} into {location}")
-                with Progress("shard", unit="img") as p:
-                    shard_dataset(d.dataset, root, location, options=options or None, log=log,
-                                  masks_optional=d.masks_optional,
-                                  progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
+                    log(f"sharding {root} into {location}")
+                    with Progress("shard", unit="img") as p:
+                        shard_dataset(d.dataset, root, location, options=options or None, log=log,
+                                      masks_optional=d.masks_optional,
+                                      progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
     manifest = load_manifest(location)
     cats = list(d.categories) if d.categories else sorted(manifest.categories)
     unknown = [c for c in cats if c not in manifest.categories]

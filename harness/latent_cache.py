@@ -61,14 +61,15 @@ def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_si
     training augmentation. Training picks one variant per image per epoch.
     """
     folder = Path(cfg.run.cache_dir) / "latents" / cache_key(cfg, data, vae)
-    with FileLock(lock_path(folder), what=f"latent cache {folder}"):  # one run encodes, the others reuse
-        if (folder / "manifest.json").is_file():
-            if not quiet:
-                log(f"latent cache: reusing {folder}")
-            manifest = Manifest.load(folder)
-            check_shards(folder, manifest, ("train",))
-            return str(folder), manifest
-        return _encode(cfg, data, vae, folder, batch_size)
+    if not (folder / "manifest.json").is_file():  # a finished cache (renamed into place) is reused without the lock
+        with FileLock(lock_path(folder), what=f"latent cache {folder}"):  # one run encodes, the others reuse
+            if not (folder / "manifest.json").is_file():
+                return _encode(cfg, data, vae, folder, batch_size)
+    if not quiet:
+        log(f"latent cache: reusing {folder}")
+    manifest = Manifest.load(folder)
+    check_shards(folder, manifest, ("train",))
+    return str(folder), manifest
 
 
 def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch_size: int) -> tuple[str, Manifest]:

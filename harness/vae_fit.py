@@ -48,14 +48,16 @@ def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
         log(f"VAE: {vae.source}")
         return vae
     folder = Path(cfg.run.cache_dir) / "vae" / vae_cache_key(cfg, data)
-    with FileLock(lock_path(folder), what=f"VAE {folder}"):  # one run trains it, the others wait and reuse it
-        if (folder / "decodiff.json").is_file():
-            vae = load_vae(folder, image_size=size, scale=cfg.vae.scale)
-            log(f"VAE: reusing {vae.source} ({folder})")
-            return vae
-        log(f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the training images")
-        fit_small_vae(cfg, data, folder)
-    return load_vae(folder, image_size=size, scale=cfg.vae.scale)
+    if not (folder / "decodiff.json").is_file():  # a finished VAE (renamed into place) is reused without the lock
+        with FileLock(lock_path(folder), what=f"VAE {folder}"):  # one run trains it, the others wait and reuse it
+            if not (folder / "decodiff.json").is_file():
+                log(f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the "
+                    "training images")
+                fit_small_vae(cfg, data, folder)
+                return load_vae(folder, image_size=size, scale=cfg.vae.scale)
+    vae = load_vae(folder, image_size=size, scale=cfg.vae.scale)
+    log(f"VAE: reusing {vae.source} ({folder})")
+    return vae
 
 
 def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:

@@ -17,6 +17,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)  # validated before anything is written
+    from decodiff.harness.runs import check_folders
+    from decodiff.harness.tracking import check_tracking
+
+    check_folders(cfg)  # bench() checks these too; here they come before the seconds of torch imports below
+    check_tracking(cfg)
     from decodiff.harness.bench import bench
     from decodiff.harness.progress import log
 

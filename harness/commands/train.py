@@ -33,13 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    from decodiff.harness.distributed import make_accelerator
+    if args.out is not None and args.out.exists() and not args.out.is_dir():  # before the torch imports below
+        raise UsageError(f"--out {args.out}: is a file, expected a training folder")
     from decodiff.harness.runs import check_folders
+
+    check_folders(cfg)
+    from decodiff.harness.distributed import make_accelerator
     from decodiff.harness.train import training_folder_lock
 
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out}: is a file, expected a training folder")
-    check_folders(cfg)
     acc = make_accelerator(cfg)
     with ExitStack() as stack:
         if args.out is not None and acc.is_main_process:  # before any work: a second run into --out is refused

@@ -4,26 +4,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from decodiff.datasets.locks import FileLock, LockBusy
 
-HOLD = ("import sys, time; from decodiff.datasets.locks import FileLock; "
+HOLD = ("import sys; from decodiff.datasets.locks import FileLock; "
         "l = FileLock(sys.argv[1], what='x').acquire(); print('held', flush=True); "
-        "time.sleep(float(sys.argv[2])); l.release()")
+        "sys.stdin.readline(); l.release()")  # held until told (a line on stdin), never for a guessed time
 
 
-def _holder(path, seconds):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+def _holder(path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
 
 def test_a_held_lock_is_refused_or_waited_for_and_a_killed_owner_releases_it(tmp_path):
     path = tmp_path / "f.lock"
-    owner = _holder(path, 60)
+    owner = _holder(path)
     try:
         with pytest.raises(LockBusy, match=rf"shards: another run is writing there \(\S+ pid={owner.pid} since .*; "
                                            rf"lock {path}\); choose another"):
@@ -34,7 +34,8 @@ def test_a_held_lock_is_refused_or_waited_for_and_a_killed_owner_releases_it(tmp
         os.kill(owner.pid, signal.SIGKILL)  # the kernel drops its lock; its owner line stays in the file
         owner.wait()
         with FileLock(path, what="shards", timeout=10, log=logs.append):
-            assert f"pid={os.getpid()}" in path.read_text()
+            seen = subprocess.run(["cat", str(path)], capture_output=True, text=True).stdout  # not read_text():
+            assert f"pid={os.getpid()}" in seen  # closing any file of the lock in this process drops it
         assert any(f"taking over the lock of" in line and f"pid={owner.pid}" in line for line in logs)
         assert path.read_text() == ""  # released cleanly: nothing to take over next time
     finally:
@@ -44,14 +45,41 @@ def test_a_held_lock_is_refused_or_waited_for_and_a_killed_owner_releases_it(tmp
 
 def test_a_waiter_goes_on_once_the_owner_is_done(tmp_path):
     path = tmp_path / "f.lock"
-    owner = _holder(path, 1.0)
+    owner = _holder(path)
     logs = []
-    t0 = time.monotonic()
-    with FileLock(path, what="VAE", log=logs.append):
-        waited = time.monotonic() - t0
-    owner.wait()
-    assert waited > 0.3 and "VAE: waiting for" in logs[0] and "going on" in logs[-1]
-    assert not any("taking over" in line for line in logs)
+
+    def log(line):  # the owner lets go only once this run says it waits: no race with a timed hold
+        logs.append(line)
+        if "waiting for" in line:
+            owner.stdin.write("done\n")
+            owner.stdin.flush()
+
+    try:
+        with FileLock(path, what="VAE", timeout=60, log=log):
+            assert owner.wait(timeout=30) == 0  # the owner released and exited while this one waited
+        assert "VAE: waiting for" in logs[0] and f"pid={owner.pid}" in logs[0] and "going on" in logs[-1]
+        assert not any("taking over" in line for line in logs)
+    finally:
+        owner.kill()
+        owner.wait()
+
+
+def test_a_forked_child_does_not_share_its_parents_lock(tmp_path):
+    """POSIX locks are not inherited by fork; the nesting count must not be either (a forked worker
+    taking the lock its parent holds would otherwise be told it has it)."""
+    path = tmp_path / "f.lock"
+    with FileLock(path, what="a"):
+        child = os.fork()
+        if child == 0:  # the child: refused, as any other process would be
+            try:
+                FileLock(path, what="a", wait=False).acquire()
+                os._exit(3)
+            except LockBusy:
+                os._exit(0)
+            except BaseException:
+                os._exit(4)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_nested_locks_in_one_process(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from decodiff.datasets.imageio import DataError, read_mask, read_rgb
-from decodiff.datasets.manifest import Manifest
+from decodiff.datasets.manifest import MANIFEST, Manifest
 from decodiff.datasets.records import Sample
 from decodiff.datasets.registry import read_dataset
 from decodiff.datasets.shards import (STATE, _Job, plan_units, shard_dataset, verify_shards, write_shards,
@@ -224,3 +224,26 @@ def test_shards_inside_the_data_set_folder_are_refused_and_skipped_samples_keep_
     (mpdd_root / "tubes" / "ground_truth" / "scratches" / "001.png").unlink()
     m = shard_dataset("mpdd", mpdd_root, tmp_path / "s", skip_bad=True, log=lambda _: None)
     assert [s["key"] for s in m.skipped] == ["tubes/test/scratches/001"]
+
+
+def test_a_run_that_finds_the_set_finished_once_it_has_the_lock_writes_nothing(mpdd_root, tmp_path, monkeypatch):
+    """Between this run's look for a manifest and its lock, another run finishes the set (and deletes its
+    lock file with its state): this run then reuses the set instead of rewriting every shard."""
+    import decodiff.datasets.shards as shards
+
+    out = tmp_path / "s"
+    other = ("from decodiff.datasets.registry import read_dataset; from decodiff.datasets.shards import write_shards; "
+             f"write_shards(read_dataset('mpdd', {str(mpdd_root)!r}), {str(out)!r}, dataset='mpdd', max_count=3)")
+    lock, finished = shards._lock, {}
+
+    def late_lock(where, log):  # the other run (a real process) finishes while this one gets to its lock
+        subprocess.run([sys.executable, "-c", other], check=True)
+        finished.update({p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()})
+        return lock(where, log)
+
+    monkeypatch.setattr(shards, "_lock", late_lock)
+    logs = []
+    m = write_shards(read_dataset("mpdd", mpdd_root), out, dataset="mpdd", max_count=3, log=logs.append)
+    assert any("already complete" in line for line in logs) and MANIFEST in finished
+    assert m.checksum == Manifest.load(out).checksum
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()} == finished  # no .shard-run
