@@ -145,6 +145,9 @@ class TrainSection(Section):
     log_every: int = Field(default=50, ge=1)
     compile: bool = False
     allow_tf32: bool = True
+    # UNet weights and activations channels-last (NHWC); None: on CPU, and on CUDA with bf16/fp16
+    # (models/layout.py). Same maths, other rounding: a trained model is not bitwise the same.
+    channels_last: bool | None = False
 
 
 class InferSection(Section):
@@ -161,6 +164,12 @@ class InferSection(Section):
     topk: int = Field(default=100, ge=1)
     pool: int = Field(default=16, ge=1)
     batch_size: int = Field(default=16, ge=1)
+    # UNet and VAE channels-last (NHWC); None: on CPU, and on CUDA with bf16 (models/layout.py).
+    # Same maths, other rounding (maps agree to ~1e-5, not bit for bit).
+    channels_last: bool | None = None
+    # "bf16": UNet and VAE under bfloat16 autocast (maps and latent arithmetic stay float32): a
+    # labelled speed switch that changes the numbers; "fp32" (default) is the faithful path
+    precision: Literal["fp32", "bf16"] = "fp32"
     save_maps: bool = True  # anomaly maps (float32 .npz: scoring them again gives the same numbers) in the run folder, for `score` and figures
 
 

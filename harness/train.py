@@ -98,7 +98,9 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     if bad:  # the published code crashes mid-training here; say so before any work
         raise ConfigError(f"process.patch_sizes {bad} do not divide the {latent}x{latent} latent "
                          f"(image size {image_size(cfg, data.manifest)} / VAE factor {vae.factor})")
+    cache_wall, cache_cpu = time.perf_counter(), time.process_time()
     cache = latent_cache_for(acc, cfg, data, vae) if t.latent_cache else None  # no VAE in the loop
+    cache_wall, cache_cpu = time.perf_counter() - cache_wall, time.process_time() - cache_cpu
     feed = TrainFeed(cfg, data, vae if cache else vae.to(acc.device), rank=rank, world=world, device=acc.device,
                      latent_cache=cache)
     plan = plan_steps(feed, t)
@@ -193,7 +195,9 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
                 "code_version": code_version(), "data_checksum": data.manifest.checksum, "vae": vae.source,
                 "vae_fingerprint": vae.fingerprint, "vae_location": vae.location, "vae_scale": vae.scale,
                 "config_digest": cfg.digest(), "processes": world, "ema": t.ema, "weights_sha256": digest,
-                "resumed_from": resumed_from}
+                "resumed_from": resumed_from, "latent_cache_seconds": round(cache_wall, 2),
+                "latent_cache_cpu_seconds": round(cache_cpu, 2), "samples_per_second": round(rate, 3),
+                "steps_per_second": round(rate / t.batch_size, 4), "timed_cpu_seconds": round(cpu, 2)}
         save_model(ckpt, net, spec, info, state=ema.averaged_state(net) if ema is not None else None)
     barrier()
     return TrainResult(ckpt, pos.step, pos.epoch, seconds, float(pos.loss if pos.loss is not None else float("nan")),
