@@ -145,9 +145,9 @@ class TrainSection(Section):
     log_every: int = Field(default=50, ge=1)
     compile: bool = False
     allow_tf32: bool = True
-    # UNet weights and activations channels-last (NHWC); None: on CPU, and on CUDA with bf16/fp16
-    # (models/layout.py). Same maths, other rounding: a trained model is not bitwise the same.
-    channels_last: bool | None = False
+    # train the UNet channels-last (NHWC; models/layout.py): same maths, other rounding. Off by default:
+    # on CPU it made the XS training step 2x slower (benchmarks/unet_vs_reference.py --train-channels-last)
+    channels_last: bool = False
 
 
 class InferSection(Section):

@@ -19,11 +19,16 @@ from decodiff.models.vae import FrozenVAE
 
 # Settings that do not change the trained weights: left out of the key (and may change on resume).
 NOT_IN_KEY = {"reuse", "log_every", "checkpoint_every", "keep_checkpoints"}
+# Settings added later that change the weights only when set: in the key only when not at their default.
+KEYED_UNLESS_DEFAULT = {"channels_last": False}
 
 
 def training_spec(cfg: Config, data: PreparedData, vae: FrozenVAE) -> dict[str, Any]:
     """Everything that changes the trained weights, as JSON (what a resume must match)."""
     train = cfg.train.model_dump(mode="json", exclude=NOT_IN_KEY)
+    for key, default in KEYED_UNLESS_DEFAULT.items():  # newer keys: earlier models stay valid at their default
+        if train.get(key) == default:
+            train.pop(key)
     spec = {"data": data.manifest.checksum, "categories": data.categories, "vae": vae.fingerprint or vae.source,
             "scale": vae.scale, "model": cfg.model.model_dump(mode="json"), "process": cfg.process.model_dump(mode="json"),
             "train": train, "resize": cfg.data.resize, "crop": cfg.data.crop, "shuffle_buffer": cfg.data.shuffle_buffer,

@@ -35,6 +35,7 @@ from decodiff.harness.schedules import make_scheduler, plan_steps
 from decodiff.harness.train_feed import Throughput, TrainFeed
 from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
+from decodiff.models.layout import to_layout
 from decodiff.models.vae import FrozenVAE
 
 
@@ -108,7 +109,7 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     # ---- model, optimizer, schedule, EMA; or all of them from a checkpoint -------------------------
     spec = model_spec(cfg.model.size, len(data.categories), cfg.model.conditional, vae.latent_channels, latent,
                       cfg.model.dropout, data.categories)
-    net = build_from_spec(spec).to(acc.device)  # the plain module (weights, EMA, checkpoints)
+    net = to_layout(build_from_spec(spec).to(acc.device), t.channels_last)  # the plain module (weights, EMA, checkpoints)
     optimizer = make_optimizer(net, t, acc.device)
     scheduler = make_scheduler(optimizer, t, plan)
     ema = EMA(net, t.ema) if t.ema and acc.is_main_process else None
