@@ -22,6 +22,7 @@ their own processes) on the same cores while measuring: the "second training job
     python benchmarks/unet_vs_reference.py --reference ~/DeCo-Diff          # beside the authors'
     python benchmarks/unet_vs_reference.py --reference ~/DeCo-Diff --load 1 --json out.json
     python benchmarks/unet_vs_reference.py --reference ~/DeCo-Diff --size L --batch 4 --rounds 3
+    python benchmarks/unet_vs_reference.py --device cuda --size L --batch 64 --bf16 --compile   # a GPU
 """
 from __future__ import annotations
 
@@ -81,14 +82,14 @@ class Contestant:
 
     def __init__(self, name: str, net: torch.nn.Module, call: Callable[..., torch.Tensor],
                  infer_net: torch.nn.Module | None = None, infer_call: Callable[..., torch.Tensor] | None = None,
-                 bf16: bool = False, optimizer: dict[str, Any] | None = None) -> None:
-        self.name, self.net, self.call, self.bf16 = name, net, call, bf16
+                 bf16: bool = False, optimizer: dict[str, Any] | None = None, device: str = "cpu") -> None:
+        self.name, self.net, self.call, self.bf16, self.device = name, net, call, bf16, device
         self.infer_net, self.infer_call = infer_net or net, infer_call or call
         self.opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4,
                                      **(optimizer or {}))
 
     def _amp(self) -> Any:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        return torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16)
 
     def train_step(self, z: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, target: torch.Tensor) -> None:
         self.net.train()
@@ -103,7 +104,7 @@ class Contestant:
     def infer(self, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         self.infer_net.eval()
         for i, step in enumerate(STEPS):  # deviation correction, z_{t-1} strategy (its arithmetic is negligible)
-            tt = torch.full((z.shape[0],), step, dtype=torch.long)
+            tt = torch.full((z.shape[0],), step, dtype=torch.long, device=z.device)
             with self._amp():
                 eta = self.infer_call(z, tt, ids).float()
             z = z - 0.1 * eta if i + 1 < len(STEPS) else z
@@ -117,14 +118,15 @@ def ours_contestant(args: argparse.Namespace, name: str, compile_: bool = False,
     from decodiff.models.layout import to_layout
 
     torch.manual_seed(0)
-    net = build_ours(args)
+    net = build_ours(args).to(args.device)
     infer_net = to_layout(copy.deepcopy(net), args.infer_channels_last)
     to_layout(net, args.train_channels_last)
     call, infer_call = net, infer_net
     if compile_:
         call, infer_call = torch.compile(net), torch.compile(infer_net)
     return Contestant(name, net, lambda z, t, ids: call(z, t, ids), infer_net, lambda z, t, ids: infer_call(z, t, ids),
-                      bf16=bf16, optimizer={"foreach": True})
+                      bf16=bf16, optimizer={"fused": True} if args.device == "cuda" else {"foreach": True},
+                      device=args.device)
 
 
 def contestants(args: argparse.Namespace) -> list[Contestant]:
@@ -135,14 +137,17 @@ def contestants(args: argparse.Namespace) -> list[Contestant]:
         out.append(ours_contestant(args, "ours+bf16", bf16=True))
     if args.reference:
         torch.manual_seed(0)
-        ref = build_reference(args)
-        out.append(Contestant("reference", ref, lambda z, t, ids: ref(z, t, context=ids[:, None])))
+        ref = build_reference(args).to(args.device)
+        out.append(Contestant("reference", ref, lambda z, t, ids: ref(z, t, context=ids[:, None]), device=args.device))
     return out
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
+    sync()
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
+    sync()  # on a GPU: the queued work is done before the clock is read
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -150,7 +155,7 @@ def background(args: argparse.Namespace) -> None:
     """A training job of our UNet until terminated (the --load case)."""
     torch.set_num_threads(args.threads)
     c = ours_contestant(args, "load")
-    z, t, ids, target = inputs(args)
+    z, t, ids, target = (x.to(args.device) for x in inputs(args))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         c.train_step(z, t, ids, target)
@@ -167,7 +172,8 @@ def inputs(args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
 
 def start_load(args: argparse.Namespace) -> list[subprocess.Popen]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--background", "--size", args.size, "--batch",
-           str(args.batch), "--latent", str(args.latent), "--threads", str(args.threads), "--classes", str(args.classes)]
+           str(args.batch), "--latent", str(args.latent), "--threads", str(args.threads), "--classes", str(args.classes),
+           "--device", args.device]
     if args.train_channels_last:
         cmd.append("--train-channels-last")
     procs = [subprocess.Popen(cmd) for _ in range(args.load)]
@@ -184,21 +190,27 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=15)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--load", type=int, default=0, help="extra training jobs of our UNet on the same cores")
     ap.add_argument("--load-warmup", type=float, default=20.0, help="seconds the load runs before timing")
     ap.add_argument("--compile", action="store_true", help="also ours under torch.compile (compile time reported)")
     ap.add_argument("--bf16", action="store_true", help="also ours under bfloat16 autocast (changes the numbers)")
     ap.add_argument("--train-channels-last", action="store_true",
                     help="train ours channels-last (default: contiguous, as train.channels_last=false)")
-    ap.add_argument("--no-infer-channels-last", dest="infer_channels_last", action="store_false",
-                    help="infer with contiguous weights (default: channels-last, as infer.channels_last auto on CPU)")
+    ap.add_argument("--infer-channels-last", dest="infer_channels_last", action="store_true", default=None,
+                    help="infer ours channels-last (default: as infer.channels_last auto: on CPU, or with --bf16)")
+    ap.add_argument("--no-infer-channels-last", dest="infer_channels_last", action="store_false")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.infer_channels_last is None:
+        args.infer_channels_last = args.device == "cpu"
     if args.background:
         return background(args)
     torch.set_num_threads(args.threads)
-    z, t, ids, target = inputs(args)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.allow_tf32
+    z, t, ids, target = (x.to(args.device) for x in inputs(args))
     players = contestants(args)
     first: dict[str, dict[str, float]] = {}
     for c in players:  # first step and first inference: start-up (and compile) apart from the timings
