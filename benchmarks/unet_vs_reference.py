@@ -229,33 +229,44 @@ def main() -> None:
             for c in order[::-1]:
                 times.setdefault((c.name, "infer"), []).append(timed(lambda: c.infer(z, ids)))
             print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
+            summary(args, players, first, times, final=False)
     finally:
         for p in procs:
             p.terminate()
             p.wait()
-    rows = {}
+    summary(args, players, first, times, final=True)
+
+
+def summary(args: argparse.Namespace, players: list[Contestant], first: dict[str, dict[str, float]],
+            times: dict[tuple[str, str], list[tuple[float, float]]], final: bool) -> None:
+    """Best-of-rounds table and speed-ups; printed at the end, written to --json after every round
+    (a long run on a loaded machine leaves its partial result)."""
+    rows: dict[str, dict[str, Any]] = {}
     for (name, kind), vals in times.items():
         wall, cpu = min(v[0] for v in vals), min(v[1] for v in vals)
         rows.setdefault(name, {})[kind] = {"best_seconds": round(wall, 4), "best_cpu_seconds": round(cpu, 4),
                                            "samples_per_second": round(args.batch / wall, 3),
-                                           "cpu_seconds_per_sample": round(cpu / args.batch, 4)}
+                                           "cpu_seconds_per_sample": round(cpu / args.batch, 4), "rounds": len(vals)}
     ratios = {}
     if "reference" in rows:
         for name in rows:
             if name == "reference":
                 continue
-            for kind in ("train", "infer"):
+            for kind in rows[name]:
+                if kind not in rows["reference"]:
+                    continue
                 ref, own = rows["reference"][kind], rows[name][kind]
                 ratios[f"{name}_{kind}_speedup"] = round(ref["best_seconds"] / own["best_seconds"], 2)
                 ratios[f"{name}_{kind}_cpu_speedup"] = round(ref["best_cpu_seconds"] / own["best_cpu_seconds"], 2)
     params = {c.name: sum(p.numel() for p in c.net.parameters()) for c in players}
     result = {"size": args.size, "batch": args.batch, "latent": args.latent, "threads": args.threads,
-              "rounds": args.rounds, "load_jobs": args.load,
+              "rounds": args.rounds, "load_jobs": args.load, "device": args.device,
               "train_channels_last": args.train_channels_last, "infer_channels_last": args.infer_channels_last,
               "reference": args.reference, "parameters": params, "first": first, "timings": rows, "ratios": ratios,
-              "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+              "complete": final, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "cpus": os.cpu_count(), "loadavg": os.getloadavg()}
-    print(json.dumps(result))
+    if final:
+        print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
