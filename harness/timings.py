@@ -12,8 +12,6 @@ from typing import Any
 
 from decodiff.datasets.manifest import write_json_atomic
 
-PHASES = ("data", "vae", "cache", "training", "evaluation", "report")
-
 
 class Timings:
     """Phases in the order they ran; `rates` holds throughputs (steps/s, images/s)."""
