@@ -2,10 +2,10 @@
 
 Same operations, same weights: only the order of the elements in memory changes, so results
 agree with the contiguous (NCHW) layout up to float rounding (convolutions sum in another
-order), not bit for bit. On CPU, oneDNN's channels-last convolutions ran the demo UNet's
-5-step inference 1.3x and the demo VAE decoder 1.4x faster (benchmarks/layout_speed.py); on
-CUDA it pays with bf16/fp16 tensor cores, so `None` (auto) picks it on CPU and on CUDA only
-with reduced precision.
+order), not bit for bit. On CPU, oneDNN's channels-last convolutions ran the demo VAE decoder
+1.66x faster and the UNets about as fast (demo 1.02x, XS 1.03x; benchmarks/layout_speed.py),
+while training channels-last was slower (train.channels_last stays off). On CUDA it pays with
+bf16/fp16 tensor cores, so `None` (auto) picks it on CPU, and on CUDA only with reduced precision.
 """
 from __future__ import annotations
 
