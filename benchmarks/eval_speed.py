@@ -60,14 +60,17 @@ def main() -> None:
                 row["walls"].append(wall)
                 row["cpus"].append(cpu)
                 row["images"] = len(res.samples)
-                row["means"] = {f"{m['level']}_{m['metric']}": m["value"] for m in res.records if m["category"] == "mean"}
-                print(f"round {r + 1}: {v or '(defaults)'}: {wall:.1f}s wall, {cpu:.1f}s CPU", file=sys.stderr, flush=True)
+                row["means"] = {f"{m['level']}_{m['metric']}": m["value"] for m in res.records
+                                if m["category"] == "mean"}
+                print(f"round {r + 1}: {v or '(defaults)'}: {wall:.1f}s wall, {cpu:.1f}s CPU", file=sys.stderr,
+                      flush=True)
     first = next(iter(results.values()))["means"]
     for row in results.values():
         n = row["images"]
         row["images_per_second"] = round(n / min(row["walls"]), 3)
         row["cpu_seconds_per_image"] = round(min(row["cpus"]) / n, 4)
-        diffs = [abs(row["means"][k] - first[k]) for k in first if row["means"].get(k) is not None and first[k] is not None]
+        diffs = [abs(row["means"][k] - first[k]) for k in first
+                 if row["means"].get(k) is not None and first[k] is not None]
         row["max_metric_difference"] = max(diffs) if diffs else None
         row["same_to_report_digits"] = all(round(100 * row["means"][k], 1) == round(100 * first[k], 1) for k in first
                                            if first[k] is not None)

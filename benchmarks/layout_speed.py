@@ -62,9 +62,10 @@ def main() -> None:
                 wall, cpu = time.perf_counter(), time.process_time()
                 fn()
                 times.setdefault(f"{name}/{part}", []).append((time.perf_counter() - wall, time.process_time() - cpu))
-    best = {k: {"wall": round(min(t[0] for t in v), 4), "cpu": round(min(t[1] for t in v), 4)} for k, v in times.items()}
-    ratios = {part: {m: round(best[f"contiguous/{part}"][m] / best[f"channels_last/{part}"][m], 2) for m in ("wall", "cpu")}
-              for part in ("unet_5_steps", "vae_decode")}
+    best = {k: {"wall": round(min(t[0] for t in v), 4), "cpu": round(min(t[1] for t in v), 4)}
+            for k, v in times.items()}
+    ratios = {part: {m: round(best[f"contiguous/{part}"][m] / best[f"channels_last/{part}"][m], 2)
+                     for m in ("wall", "cpu")} for part in ("unet_5_steps", "vae_decode")}
     diff = {"unet_5_steps": (outputs["channels_last"][0] - outputs["contiguous"][0]).abs().max().item(),
             "vae_decode": (outputs["channels_last"][1] - outputs["contiguous"][1]).abs().max().item()}
     print(json.dumps({"size": args.size, "batch": args.batch, "latent": args.latent, "threads": args.threads,

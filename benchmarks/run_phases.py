@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 
-def run_phases(run_dir: str | Path, wall: float | None = None, before: dict[str, float] | None = None) -> dict[str, Any]:
+def run_phases(run_dir: str | Path, wall: float | None = None,
+               before: dict[str, float] | None = None) -> dict[str, Any]:
     """Phases of the run folder, after `before` (e.g. the set-up); with `wall` (the command's wall
     seconds) the part no phase covers is reported as "other" (interpreter start-up, imports...)."""
     path = Path(run_dir) / "timings.json"

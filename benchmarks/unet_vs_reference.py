@@ -172,7 +172,8 @@ def inputs(args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
 
 def start_load(args: argparse.Namespace) -> list[subprocess.Popen]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--background", "--size", args.size, "--batch",
-           str(args.batch), "--latent", str(args.latent), "--threads", str(args.threads), "--classes", str(args.classes),
+           str(args.batch), "--latent", str(args.latent), "--threads", str(args.threads),
+           "--classes", str(args.classes),
            "--device", args.device]
     if args.train_channels_last:
         cmd.append("--train-channels-last")

@@ -109,7 +109,8 @@ def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerato
     # ---- model, optimizer, schedule, EMA; or all of them from a checkpoint -------------------------
     spec = model_spec(cfg.model.size, len(data.categories), cfg.model.conditional, vae.latent_channels, latent,
                       cfg.model.dropout, data.categories)
-    net = to_layout(build_from_spec(spec).to(acc.device), t.channels_last)  # the plain module (weights, EMA, checkpoints)
+    # the plain module (weights, EMA, checkpoints), in the training memory layout
+    net = to_layout(build_from_spec(spec).to(acc.device), t.channels_last)
     optimizer = make_optimizer(net, t, acc.device)
     scheduler = make_scheduler(optimizer, t, plan)
     ema = EMA(net, t.ema) if t.ema and acc.is_main_process else None
