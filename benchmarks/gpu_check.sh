@@ -37,6 +37,12 @@ $PY benchmarks/train_speed.py --device cuda --size L --precision bf16 --vae sd -
     --work "$OUT/work" --json "$OUT/train_speed_L_bf16.json" 2>"$OUT/train_speed_L_bf16.log" \
     | tee "$OUT/train_speed_L_bf16.txt"
 
+echo "== UNet L training step and 5-step inference: fp32 (TF32), bf16, torch.compile; beside the authors'"
+echo "   UNet_L when REFERENCE=path/to/their/code is set (issue 16)"
+$PY benchmarks/unet_vs_reference.py --device cuda --size L --batch 64 --rounds 5 --bf16 --compile \
+    ${REFERENCE:+--reference "$REFERENCE"} --json "$OUT/unet_vs_reference_L.json" \
+    2>"$OUT/unet_vs_reference_L.log" | tee "$OUT/unet_vs_reference_L.txt"
+
 echo "== metrics on the GPU"
 $PY benchmarks/metrics_speed.py --only fast --device cuda --backend torch --repeat 2 \
     --json "$OUT/metrics_gpu.json" 2>"$OUT/metrics_gpu.log" | tee "$OUT/metrics_gpu.txt"

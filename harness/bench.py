@@ -18,6 +18,7 @@ from decodiff.harness.evaluate import EvalResult, evaluate
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.runs import check_folders, new_run_dir, write_run_files, write_summary
+from decodiff.harness.timings import Timings
 from decodiff.harness.tracking import (check_tracking, end_run, flatten_config, log_artifacts, log_results, start_run,
                                       tracking_failed, tracking_uri)
 from decodiff.harness.uncertainty import Uncertainty, bootstrap
@@ -52,21 +53,38 @@ def bench(cfg: Config) -> BenchResult | None:
         torch.set_num_threads(cfg.run.threads)
     acc = accelerator_if_launched(cfg)
     main = acc is None or acc.is_main_process
+    timings = Timings()
     with builders_first(acc):
-        data = prepare_data(cfg)
-        vae = get_vae(cfg, data)
-    model, classes, train_info, _ = trained_model(cfg, data, vae, accelerator=acc)
+        with timings.phase("data"):
+            data = prepare_data(cfg)
+        with timings.phase("vae"):
+            vae = get_vae(cfg, data)
+    with timings.phase("training"):
+        model, classes, train_info, reused = trained_model(cfg, data, vae, accelerator=acc)
+    if not reused:  # the latent cache is built inside the training call: its own phase
+        timings.split("training", "cache", train_info.get("latent_cache_seconds") or 0.0,
+                      train_info.get("latent_cache_cpu_seconds") or 0.0)
+        for key in ("steps_per_second", "samples_per_second"):
+            if train_info.get(key):
+                timings.rates[f"train_{key}"] = train_info[key]
+    timings.notes["model_reused"] = reused
     if acc is not None:
         acc.free_memory()  # the DDP wrapper and optimizer state of the training: not needed to evaluate
     run_dir = new_run_dir(cfg, "bench") if main else None  # made once there is a model: a failed training leaves none
     if run_dir is not None:
         log(f"run folder {run_dir}")
-    result = evaluate(cfg, data, model, vae, classes, out=run_dir)
+    with timings.phase("evaluation"):
+        result = evaluate(cfg, data, model, vae, classes, out=run_dir)
     if run_dir is None:
         return None
-    unc, qual = report_extras(cfg, data, model, vae, classes, result)
-    return finish_run(cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc,
-                      qualitative=qual)
+    timings.rates["eval_images_per_second"] = round(result.images_per_second, 3)
+    with timings.phase("report"):
+        unc, qual = report_extras(cfg, data, model, vae, classes, result)
+        out = finish_run(cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc,
+                         qualitative=qual)
+    timings.write(run_dir)
+    log(f"timings: {timings.line()} ({run_dir / 'timings.json'})")
+    return out
 
 
 def report_extras(cfg: Config, data: PreparedData, model: Any, vae: FrozenVAE, classes: list[str],

@@ -22,7 +22,7 @@ DATASETS = ("demo", "mvtec", "visa", "mpdd", "realiad", "folder")
 # (or a finished trial, a cached training) that lacks one ran at this value, not at today's default.
 # Sweeps match finished trials with it (sweep_spec.same_experiment); training keys leave such a key
 # out at this value, so trainings that behave as before keep their keys (model_cache.training_spec).
-BEHAVIOUR_BEFORE_KEY = {"model.init": "diffusers", "train.cache_augment": "variants"}
+BEHAVIOUR_BEFORE_KEY = {"model.init": "diffusers", "train.cache_augment": "variants", "train.channels_last": False}
 
 
 class ConfigError(ValueError):
@@ -168,6 +168,9 @@ class TrainSection(Section):
     log_every: int = Field(default=50, ge=1)
     compile: bool = False
     allow_tf32: bool = True
+    # train the UNet channels-last (NHWC; models/layout.py): same maths, other rounding. Off by default:
+    # on CPU it made the XS training step 2x slower (benchmarks/unet_vs_reference.py --train-channels-last)
+    channels_last: bool = False
 
 
 class InferSection(Section):
@@ -192,6 +195,12 @@ class InferSection(Section):
     # nearest training patch of the category (PatchCore's idea on VAE latents); [] for none
     baselines: list[Literal["vae-recon", "latent-nn"]] = ["vae-recon", "latent-nn"]
     nn_bank: int = Field(default=16384, ge=1)  # latent-nn: training patches kept per category (random subset)
+    # UNet and VAE channels-last (NHWC); None: on CPU, and on CUDA with bf16 (models/layout.py).
+    # Same maths, other rounding (maps agree to ~1e-5, not bit for bit).
+    channels_last: bool | None = None
+    # "bf16": UNet and VAE under bfloat16 autocast (maps and latent arithmetic stay float32): a
+    # labelled speed switch that changes the numbers; "fp32" (default) is the faithful path
+    precision: Literal["fp32", "bf16"] = "fp32"
     save_maps: bool = True  # anomaly maps (float32 .npz: scoring them again gives the same numbers) in the run folder, for `score` and figures
 
 

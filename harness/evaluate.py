@@ -24,6 +24,7 @@ from decodiff.harness.metrics.labels import image_label
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.train import make_process
 from decodiff.models.anomaly_map import MapSettings, anomaly_map, image_score
+from decodiff.models.layout import to_layout, use_channels_last
 from decodiff.models.reconstruction import ReconstructionSettings, reconstruct
 from decodiff.models.sampler import EtaModel
 from decodiff.models.unet import DeviationUNet
@@ -48,7 +49,16 @@ def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
     i = cfg.infer
     return ReconstructionSettings(method=cfg.method, reverse_steps=i.reverse_steps, start_step=i.start_step,
                                   step_mapping=i.step_mapping, strategy=i.strategy, pixel_reference=i.pixel_reference,
-                                  noise_seed=cfg.run.seed)
+                                  noise_seed=cfg.run.seed, precision=i.precision)
+
+
+def inference_layout(cfg: Config, model: DeviationUNet | None, vae: FrozenVAE, device: torch.device) -> bool:
+    """Put the UNet and the VAE in the inference memory layout (infer.channels_last; in place)."""
+    channels_last = use_channels_last(cfg.infer.channels_last, device, cfg.infer.precision != "fp32")
+    for net in (model, vae):
+        if net is not None:
+            to_layout(net, channels_last)
+    return channels_last
 
 
 def map_settings(cfg: Config) -> MapSettings:
@@ -71,6 +81,7 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
     device = device_for(cfg)
     model = model.to(device).eval() if model is not None else None
     vae = vae.to(device)
+    inference_layout(cfg, model, vae, device)
     process = make_process(cfg)
     settings = map_settings(cfg)
     recon = reconstruction_settings(cfg)

@@ -37,6 +37,7 @@ from decodiff.harness.schedules import make_scheduler, plan_steps
 from decodiff.harness.train_feed import Throughput, TrainFeed
 from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
+from decodiff.models.layout import to_layout
 from decodiff.models.unet import initialise
 from decodiff.models.unet_init import WeightsPlan, apply_weights
 from decodiff.models.vae import FrozenVAE
@@ -134,7 +135,9 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
     spec = model_spec(cfg.model.size, len(data.categories), cfg.model.conditional, vae.latent_channels, latent,
                       cfg.model.dropout, data.categories)
     init = initial_weights(cfg, spec, data.categories, log_it=acc.is_main_process)  # checked before any work
+    cache_wall, cache_cpu = time.perf_counter(), time.process_time()
     cache = latent_cache_for(acc, cfg, data, vae) if t.latent_cache else None  # no VAE in the loop
+    cache_wall, cache_cpu = time.perf_counter() - cache_wall, time.process_time() - cache_cpu
     feed = TrainFeed(cfg, data, vae if cache else vae.to(acc.device), rank=rank, world=world, device=acc.device,
                      latent_cache=cache)
     plan = plan_steps(feed, t)
@@ -145,7 +148,7 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
     if init is not None:  # a resumed run then restores its own weights over these
         apply_weights(net, init)
         init.tensors, init.class_table = {}, None  # the report stays; the file's tensors need not
-    net = net.to(acc.device)
+    net = to_layout(net.to(acc.device), t.channels_last)  # in the training memory layout
     optimizer = make_optimizer(net, t, acc.device)
     scheduler = make_scheduler(optimizer, t, plan)
     ema = EMA(net, t.ema) if t.ema and acc.is_main_process else None
@@ -232,7 +235,9 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
                 "code_version": code_version(), "data_checksum": data.manifest.checksum, "vae": vae.source,
                 "vae_fingerprint": vae.fingerprint, "vae_location": vae.location, "vae_scale": vae.scale,
                 "config_digest": cfg.digest(), "processes": world, "ema": t.ema, "weights_sha256": digest,
-                "resumed_from": resumed_from,
+                "resumed_from": resumed_from, "latent_cache_seconds": round(cache_wall, 2),
+                "latent_cache_cpu_seconds": round(cache_cpu, 2), "samples_per_second": round(rate, 3),
+                "steps_per_second": round(rate / t.batch_size, 4), "timed_cpu_seconds": round(cpu, 2),
                 "config": cfg.to_dict()}  # the resolved config: `decodiff predict` preprocesses and scores as trained
         if init is not None:
             info["init"] = init_record(cfg.model.init_from, init)

@@ -10,7 +10,8 @@ only in how they reconstruct.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,7 @@ from decodiff.models.vae import FrozenVAE
 
 METHODS = ("deco-diff", "ddim-recon", "vae-recon")
 TRAINED = ("deco-diff", "ddim-recon")  # methods with a UNet to train
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ReconstructionSettings:
     strategy: str = "zt-1"  # deco-diff only
     pixel_reference: str = "vae"  # "vae": Decoder(z) (published); "input": the image itself
     noise_seed: int = 0  # ddim-recon: noise per image from (seed, key)
+    precision: str = "fp32"  # "bf16": the networks under bfloat16 autocast, their outputs back in float32
 
 
 @dataclass
@@ -51,6 +54,21 @@ def check_settings(s: ReconstructionSettings) -> None:
         raise ValueError("method vae-recon compares Decoder(Encoder(x)) with the input: pixel_reference must be 'input'")
     if s.method == "ddim-recon" and s.strategy != "zt-1":
         raise ValueError("method ddim-recon takes DDIM steps: the correction strategy applies to deco-diff only")
+    if s.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {s.precision!r}")
+
+
+def _in_precision(fn: Callable[..., torch.Tensor], precision: str, device: torch.device) -> Callable[..., torch.Tensor]:
+    """`fn` (a network) run under bfloat16 autocast with a float32 result, so that the latent
+    arithmetic of the sampler and the maps stay in float32; fp32 returns `fn` itself."""
+    if precision == "fp32":
+        return fn
+
+    def run(*args: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext():
+            return fn(*args).float()
+
+    return run
 
 
 @torch.no_grad()
@@ -66,11 +84,13 @@ def reconstruct(
     """x in [-1, 1], [B, 3, H, W]; `model(z_t, t)` predicts eta (deco-diff) or eps (ddim-recon);
     `keys` name the images (ddim-recon draws each image's noise from its key)."""
     check_settings(s)
-    z = vae.encode(x)  # the mean of the latent distribution (published)
+    encode, decode = _in_precision(vae.encode, s.precision, x.device), _in_precision(vae.decode, s.precision, x.device)
+    z = encode(x)  # the mean of the latent distribution (published)
     if s.method == "vae-recon":
-        return Reconstruction(z=z, z0_hat=z, x_rec=vae.decode(z), x_ref=x)
+        return Reconstruction(z=z, z0_hat=z, x_rec=decode(z), x_ref=x)
     if model is None or process is None:
         raise ValueError(f"method {s.method} needs a trained model and its process")
+    model = _in_precision(model, s.precision, x.device)
     if s.method == "deco-diff":
         if not isinstance(process, DeviationProcess):
             raise TypeError("method deco-diff needs a DeviationProcess")
@@ -84,6 +104,6 @@ def reconstruct(
         noise = keyed_noise(keys, tuple(z.shape[1:]), s.noise_seed, z.dtype, z.device)
         fix = ddim_reconstruct(model, z, process, noise, s.reverse_steps, s.start_step, keep_trajectory=keep_trajectory,
                                mapping=s.step_mapping)
-    x_rec = vae.decode(fix.z0_hat)
-    x_ref = vae.decode(z) if s.pixel_reference == "vae" else x
+    x_rec = decode(fix.z0_hat)
+    x_ref = decode(z) if s.pixel_reference == "vae" else x
     return Reconstruction(z=z, z0_hat=fix.z0_hat, x_rec=x_rec, x_ref=x_ref, trajectory=fix.trajectory)
