@@ -43,7 +43,7 @@ def sd_vae():
 
 
 def demo_vae():
-    from decodiff.harness.vae_fit import resolve_pretrained
+    from decodiff.harness.training.vae_fit import resolve_pretrained
     from decodiff.models.vae import load_vae
 
     return load_vae(resolve_pretrained("builtin:demo-vae"))

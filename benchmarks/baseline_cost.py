@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from decodiff.harness.baselines import baselines_for
+from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.config import build_config
 from decodiff.harness.data import device_for, prepare_data, test_loader
-from decodiff.harness.evaluate import conditioned, map_settings, reconstruction_settings
-from decodiff.harness.model_cache import trained_model
-from decodiff.harness.train import make_process
-from decodiff.harness.vae_fit import get_vae
+from decodiff.harness.evaluation.evaluate import conditioned, map_settings, reconstruction_settings
+from decodiff.harness.training.model_cache import trained_model
+from decodiff.harness.training.loop import make_process
+from decodiff.harness.training.vae_fit import get_vae
 from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.reconstruction import reconstruct
 

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from decodiff.harness.metrics import MetricSuite
-from decodiff.harness.uncertainty import PixelStats, binned_pixel_metrics, bootstrap
+from decodiff.harness.evaluation.uncertainty import PixelStats, binned_pixel_metrics, bootstrap
 
 
 def synthetic(n: int, size: int, seed: int = 0):

@@ -2,7 +2,7 @@
 in one process, and whether the numbers change (issue 16).
 
 Trains (or reuses from the cache) the model of the preset with the given overrides, then runs
-the real evaluation (`harness.evaluate.evaluate`: data, deviation correction, decodes, maps,
+the real evaluation (`harness.evaluation.evaluate.evaluate`: data, deviation correction, decodes, maps,
 metrics) once per variant per round, rounds interleaved, the fastest round counting. Reports
 images/s and CPU seconds per image (CPU time of this process, which other load on a shared
 machine inflates less), and each variant's mean metrics beside the first variant's: equal to
@@ -39,9 +39,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from decodiff.harness.config import build_config
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.evaluate import evaluate
-    from decodiff.harness.model_cache import trained_model
-    from decodiff.harness.vae_fit import get_vae
+    from decodiff.harness.evaluation.evaluate import evaluate
+    from decodiff.harness.training.model_cache import trained_model
+    from decodiff.harness.training.vae_fit import get_vae
 
     base = build_config(args.config, args.set)
     data = prepare_data(base)

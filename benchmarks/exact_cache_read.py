@@ -2,7 +2,7 @@
 
 An exact-cache record holds every shift of one image (81 variants of [2, 4, 32, 32] for the SD VAE at
 256 px: 2.65 MB in float32); a training sample reads the whole record through the tar stream and keeps
-the one variant it draws (harness/latent_cache.py `ExactPick`). This script writes one shard of such
+the one variant it draws (harness/training/latent_cache.py `ExactPick`). This script writes one shard of such
 records (float32, as the cache stores them, and float16, the layout considered instead) and reads it
 back the way training does (datasets/tar_records.py, then `ExactPick`), in interleaved rounds (the
 fastest round counts). The file is read from the page cache: the CPU cost per sample; a cache that does
@@ -25,7 +25,7 @@ import numpy as np
 
 from decodiff.datasets.tar_records import tar_records
 from decodiff.datasets.transforms import Preprocess
-from decodiff.harness.latent_cache import ExactPick
+from decodiff.harness.training.latent_cache import ExactPick
 
 
 def write_shard(path: Path, records: int, dtype: type, variants: int = 81) -> int:

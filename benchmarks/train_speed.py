@@ -8,7 +8,7 @@ side in one run:
 Then evaluation images/s: deviation correction with 5 reverse steps, decoding (the
 reconstruction and the VAE reference), anomaly maps and image scores.
 
-Every measurement is the real code path (`harness.train.train`, `harness.evaluate.evaluate`)
+Every measurement is the real code path (`harness.training.loop.train`, `harness.evaluation.evaluate.evaluate`)
 in a fresh process on the embedded demo set generated at 256 px. Weights are untrained: only
 speed is measured. Training rates exclude the first optimizer step (start-up); the latent cache
 is built once beforehand and its build rate reported apart. The VAE is the project's CPU one
@@ -56,8 +56,8 @@ def worker(args: argparse.Namespace) -> None:
 
     from decodiff.harness.config import build_config
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.distributed import gather_to_main, make_accelerator, shutdown
-    from decodiff.harness.vae_fit import get_vae
+    from decodiff.harness.training.distributed import gather_to_main, make_accelerator, shutdown
+    from decodiff.harness.training.vae_fit import get_vae
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,7 +65,7 @@ def worker(args: argparse.Namespace) -> None:
     cfg = build_config("demo", [*overrides(args, work), f"train.latent_cache={args.cache == 'on'}"])
     result: dict = {}
     if args.worker == "train":
-        from decodiff.harness.train import train
+        from decodiff.harness.training.loop import train
 
         acc = make_accelerator(cfg)
         with acc.main_process_first():
@@ -77,7 +77,7 @@ def worker(args: argparse.Namespace) -> None:
                   "samples_per_cpu_second": res.timed_samples / sum(cpu) if cpu and sum(cpu) else 0.0}
         is_main = acc.is_main_process
     else:
-        from decodiff.harness.evaluate import evaluate
+        from decodiff.harness.evaluation.evaluate import evaluate
         from decodiff.models.unet import build_unet
 
         data = prepare_data(cfg)
@@ -101,8 +101,8 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
 
     from decodiff.harness.config import build_config
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.latent_cache import build_latent_cache, cache_key
-    from decodiff.harness.vae_fit import get_vae
+    from decodiff.harness.training.latent_cache import build_latent_cache, cache_key
+    from decodiff.harness.training.vae_fit import get_vae
     from diffusers import AutoencoderKL
 
     from decodiff.models.vae import build_small_vae, save_vae

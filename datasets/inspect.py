@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from decodiff.datasets.imageio import DataError, image_size, read_mask, read_rgb
-from decodiff.datasets.manifest import MANIFEST, Manifest, sha256_file
+from decodiff.datasets.files import sha256_file
+from decodiff.datasets.manifest import MANIFEST, Manifest
 from decodiff.datasets.records import Sample
 
 Progress = Callable[[int, int | None], None]

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decodiff.datasets.files import write_json_atomic
 from decodiff.datasets.imageio import DataError
 
 FORMAT = "decodiff-shards/1"
@@ -88,18 +88,3 @@ class Manifest:
             raise DataError(f"{where}: not a valid shard manifest ({exc})") from None
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temporary name and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)

@@ -42,7 +42,8 @@ from PIL import Image
 
 from decodiff.datasets.imageio import DataError, encode_png, read_mask, read_rgb
 from decodiff.datasets.locks import FileLock
-from decodiff.datasets.manifest import FORMAT, MANIFEST, Manifest, ShardInfo, sha256_file, write_json_atomic
+from decodiff.datasets.files import sha256_file, write_json_atomic
+from decodiff.datasets.manifest import FORMAT, MANIFEST, Manifest, ShardInfo
 from decodiff.datasets.records import Sample
 
 Progress = Callable[[int, int | None], None]  # (samples done, total)

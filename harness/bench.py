@@ -11,18 +11,18 @@ import torch
 
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, prepare_data
-from decodiff.harness.distributed import accelerator_if_launched, builders_first
-from decodiff.harness.init_weights import init_params, source_files
-from decodiff.harness.model_cache import trained_model
-from decodiff.harness.evaluate import EvalResult, evaluate
+from decodiff.harness.training.distributed import accelerator_if_launched, builders_first
+from decodiff.harness.training.init_weights import init_params, source_files
+from decodiff.harness.training.model_cache import trained_model
+from decodiff.harness.evaluation.evaluate import EvalResult, evaluate
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.runs import check_folders, new_run_dir, write_run_files, write_summary
 from decodiff.harness.timings import Timings
 from decodiff.harness.tracking import (check_tracking, end_run, flatten_config, log_artifacts, log_results, start_run,
                                       tracking_failed, tracking_uri)
-from decodiff.harness.uncertainty import Uncertainty, bootstrap
-from decodiff.harness.vae_fit import get_vae
+from decodiff.harness.evaluation.uncertainty import Uncertainty, bootstrap
+from decodiff.harness.training.vae_fit import get_vae
 from decodiff.models.deviation import reverse_timesteps
 from decodiff.models.vae import FrozenVAE
 from decodiff.reports.build import build_run_report
@@ -94,7 +94,7 @@ def report_extras(cfg: Config, data: PreparedData, model: Any, vae: FrozenVAE, c
     unc = run_uncertainty(cfg, result)
     qual = None
     if result.samples:
-        from decodiff.harness.qualitative import qualitative_examples
+        from decodiff.harness.evaluation.qualitative import qualitative_examples
 
         qual = qualitative_examples(cfg, data, model, vae, classes, result.samples, unc.image_quality if unc else {})
     return unc, qual
@@ -203,7 +203,7 @@ def baselines_line(result: EvalResult) -> str:
     """What the baselines were and what they cost, for the report's header."""
     if not result.baseline_seconds:
         return "none (infer.baselines=[])"
-    from decodiff.harness.baselines import BASELINES
+    from decodiff.harness.evaluation.baselines import BASELINES
 
     names = [n for n in BASELINES if n in result.baseline_seconds]
     cost = sum(result.baseline_seconds.values())

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from decodiff.datasets.imageio import DataError
     from decodiff.harness.errors import CheckpointError
     from decodiff.harness.config import ConfigError
-    from decodiff.harness.preemption import PREEMPTED_EXIT, Preempted
+    from decodiff.harness.training.preemption import PREEMPTED_EXIT, Preempted
     from decodiff.harness.tracking import TrackingError
     from decodiff.models.errors import VAEError, WeightsError
 

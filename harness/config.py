@@ -190,7 +190,7 @@ class InferSection(Section):
     topk: int = Field(default=100, ge=1)
     pool: int = Field(default=16, ge=1)
     batch_size: int = Field(default=16, ge=1)
-    # simple methods scored in the same run on the same test images (harness/baselines.py):
+    # simple methods scored in the same run on the same test images (harness/evaluation/baselines.py):
     # vae-recon |Decoder(Encoder(x)) - x|, latent-nn the distance of each latent 3x3 patch to its
     # nearest training patch of the category (PatchCore's idea on VAE latents); [] for none
     baselines: list[Literal["vae-recon", "latent-nn"]] = ["vae-recon", "latent-nn"]

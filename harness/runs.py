@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.manifest import write_json_atomic
+from decodiff.datasets.files import write_json_atomic
 from decodiff.harness.config import Config, ConfigError, to_yaml
 from decodiff.harness.provenance import code_version, environment
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.manifest import write_json_atomic
+from decodiff.datasets.files import write_json_atomic
 
 
 class Timings:

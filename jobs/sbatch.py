@@ -18,7 +18,7 @@ Preemption
 - `#SBATCH --signal=B:USR1@GRACE` warns the batch shell GRACE seconds before the time limit.
   The trap sends SIGTERM to the running step's tasks (`scancel --signal=TERM`; torchrun forwards
   it to its workers); the training saves a checkpoint at the next step and exits with 75
-  (harness/preemption.py). The script then requeues the job (`scontrol requeue`; the job has
+  (harness/training/preemption.py). The script then requeues the job (`scontrol requeue`; the job has
   `--requeue`, logs are appended). The requeued job reruns the same command, and the training
   continues from its checkpoint (the model cache resumes an unfinished training of the same key).
 - A step that exits 75 without a warning (its tasks were signalled, e.g. `scancel --signal=TERM

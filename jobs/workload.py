@@ -127,7 +127,7 @@ def image_side(cfg: dict[str, Any], size: DataSize) -> int:
 
 
 def train_steps(cfg: dict[str, Any], n_train: int) -> int:
-    """Optimizer steps, as harness/train.py counts them: epochs over the data, capped by max_steps."""
+    """Optimizer steps, as harness/training/loop.py counts them: epochs over the data, capped by max_steps."""
     t = cfg["train"]
     per_epoch = max(1, math.ceil(n_train / t["batch_size"]))
     return min(t.get("max_steps") or per_epoch * t["epochs"], per_epoch * t["epochs"])

@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from decodiff.datasets.files import write_atomic
 from decodiff.reports.document import Report, Table
 from decodiff.reports.html import render_html
 from decodiff.reports.latex import render_latex, table_latex
 from decodiff.reports.markdown import render_markdown
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
 
 
 def table_frame(table: Table) -> pd.DataFrame:

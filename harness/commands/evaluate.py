@@ -21,14 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     from decodiff.harness.bench import finish_run, report_extras
-    from decodiff.harness.checkpoint import CheckpointError, load_model
+    from decodiff.harness.training.checkpoint import CheckpointError, load_model
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.distributed import accelerator_if_launched, builders_first
-    from decodiff.harness.evaluate import evaluate
+    from decodiff.harness.training.distributed import accelerator_if_launched, builders_first
+    from decodiff.harness.evaluation.evaluate import evaluate
     from decodiff.harness.progress import log
     from decodiff.harness.runs import check_folders, new_run_dir
     from decodiff.harness.tracking import check_tracking
-    from decodiff.harness.vae_fit import get_vae
+    from decodiff.harness.training.vae_fit import get_vae
 
     t0 = time.time()
     check_folders(cfg)

@@ -83,7 +83,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     from decodiff.harness.cli import UsageError
-    from decodiff.harness.model_import import import_checkpoint
+    from decodiff.harness.training.model_import import import_checkpoint
 
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if (args.heads is not None and args.heads < 1) or args.latent < 1:

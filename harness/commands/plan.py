@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def is_sweep(target: str) -> bool:
     """A sweep preset name, or a YAML file whose top level is not config sections."""
     from decodiff.harness.config import preset_names
-    from decodiff.harness.sweep_spec import sweep_preset_names
+    from decodiff.harness.sweep.spec import sweep_preset_names
 
     path = Path(target)
     if path.suffix in (".yaml", ".yml") or "/" in target:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--nodes must be >= 1 and --gpus-per-node >= 0")
     try:
         if is_sweep(args.target):
-            from decodiff.harness.sweep_spec import plan_sweep as expand
+            from decodiff.harness.sweep.spec import plan_sweep as expand
 
             sweep = expand(args.target, args.overrides, _shards(args.shards))
             allow_tf32 = all(t.config.train.allow_tf32 for t in sweep.trials)

@@ -1,4 +1,4 @@
-"""`decodiff predict`: score new images with a trained checkpoint (harness/predict.py)."""
+"""`decodiff predict`: score new images with a trained checkpoint (harness/evaluation/predict.py)."""
 from __future__ import annotations
 
 import argparse
@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from decodiff.harness.predict import choose_threshold, load_scorer, predict
+    from decodiff.harness.evaluation.predict import choose_threshold, load_scorer, predict
     from decodiff.harness.progress import log
 
     # the positional words: images and folders, and key=value overrides (a file whose name has "=" is an input)

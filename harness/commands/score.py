@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.progress import log
     from decodiff.harness.provenance import code_version
     from decodiff.harness.runs import write_run_files, write_summary
-    from decodiff.harness.score import score_maps, truth_from_batches
+    from decodiff.harness.evaluation.score import score_maps, truth_from_batches
     from decodiff.harness.tracking import check_tracking, log_run
     from decodiff.reports.markdown import write_report
 

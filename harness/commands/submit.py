@@ -274,7 +274,7 @@ def _write_config(cfg, path: Path, base: Path) -> None:
 
 
 def _sweep_plan(grid: str, overrides: list[str], shards: list[str]):
-    from decodiff.harness.sweep_spec import plan_sweep
+    from decodiff.harness.sweep.spec import plan_sweep
 
     return plan_sweep(grid, overrides, _shards(shards))
 

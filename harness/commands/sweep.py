@@ -72,7 +72,7 @@ def _terminate_as_interrupt(signum, frame):  # SIGTERM (preemption, scancel) sto
 
 def run(args: argparse.Namespace) -> int:
     from decodiff.harness.cli import UsageError
-    from decodiff.harness.sweep_spec import plan_sweep, sweep_preset_names
+    from decodiff.harness.sweep.spec import plan_sweep, sweep_preset_names
 
     if args.list:
         for name in sweep_preset_names():
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     plan = plan_sweep(args.sweep, args.overrides, shards)  # every trial's config is validated here
 
     from decodiff.harness.progress import log
-    from decodiff.harness.sweep import SweepOptions, dry_run, run_sweep
+    from decodiff.harness.sweep.run import SweepOptions, dry_run, run_sweep
 
     if args.dry_run:
         info = dry_run(plan, args.out)

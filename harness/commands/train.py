@@ -1,6 +1,6 @@
 """`decodiff train`: train (or reuse, or continue) the model for a config; prints the checkpoint.
 
-One process, or many under `accelerate launch` (see harness/distributed.py):
+One process, or many under `accelerate launch` (see harness/training/distributed.py):
     decodiff train --config demo model.size=XS
     accelerate launch --multi_gpu --num_processes 8 -m decodiff.harness.cli train --config demo \\
         --out /scratch/run1 --resume
@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.runs import check_folders
 
     check_folders(cfg)
-    from decodiff.harness.distributed import make_accelerator
-    from decodiff.harness.train import training_folder_lock
+    from decodiff.harness.training.distributed import make_accelerator
+    from decodiff.harness.training.loop import training_folder_lock
 
     acc = make_accelerator(cfg)
     with ExitStack() as stack:
@@ -49,14 +49,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, cfg, acc) -> int:
-    from decodiff.harness.checkpoint import CheckpointError, latest_state
+    from decodiff.harness.training.checkpoint import CheckpointError, latest_state
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.distributed import builders_first
-    from decodiff.harness.init_weights import source_files
-    from decodiff.harness.model_cache import trained_model
+    from decodiff.harness.training.distributed import builders_first
+    from decodiff.harness.training.init_weights import source_files
+    from decodiff.harness.training.model_cache import trained_model
     from decodiff.harness.progress import log
-    from decodiff.harness.train import train
-    from decodiff.harness.vae_fit import get_vae
+    from decodiff.harness.training.loop import train
+    from decodiff.harness.training.vae_fit import get_vae
 
     if cfg.model.init_from:  # a missing initialisation fails now, not after the VAE
         source_files(cfg.model.init_from)

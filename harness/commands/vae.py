@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from decodiff.harness.config import build_config
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.vae_fit import fit_small_vae
+    from decodiff.harness.training.vae_fit import fit_small_vae
 
     cfg = build_config(args.config, list(args.overrides) + ["vae.pretrained=null"])
     out = args.out

@@ -144,7 +144,7 @@ def test_bad_throughput_files(tmp_path, content, match):
 
 def test_paper_sweep_plan_real_iad_dominates():
     from decodiff.harness.commands.plan import sweep_allocation, sweep_workloads
-    from decodiff.harness.sweep_spec import plan_sweep as expand
+    from decodiff.harness.sweep.spec import plan_sweep as expand
 
     sweep = expand("paper-main")
     trials = sweep_workloads(sweep)
@@ -161,7 +161,7 @@ def test_paper_sweep_plan_real_iad_dominates():
 
 def test_inference_only_sweep_trains_once():
     from decodiff.harness.commands.plan import sweep_allocation, sweep_workloads
-    from decodiff.harness.sweep_spec import plan_sweep as expand
+    from decodiff.harness.sweep.spec import plan_sweep as expand
 
     sweep = expand("table3-strategy-steps")
     result = plan_sweep("t3", sweep_workloads(sweep), builtin_profile("a100"), sweep_allocation(sweep, 1, 1))

@@ -1,0 +1,38 @@
+"""Files written so that a reader never sees half of one, and file checksums: the one home of both,
+used by every package (datasets is the floor the others stand on)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_atomic(path: Path | str, data: str | bytes) -> None:
+    """Write to a temporary name beside `path`, then rename: a crash leaves the old file or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path | str, obj: Any) -> None:
+    """`obj` as indented JSON, written atomically (values JSON does not know become strings)."""
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str))
+
+
+def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
+    """sha256 of a file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

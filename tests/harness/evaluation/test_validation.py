@@ -1,0 +1,74 @@
+"""The validation split: held-out normal training images, never trained on, plus synthetic defects
+with exact masks; deterministic, reused, and read by `evaluate` like any test set."""
+import json
+
+import pytest
+import webdataset as wds
+
+from decodiff.datasets.imageio import DataError, read_mask, read_rgb
+from decodiff.harness.config import build_config
+from decodiff.harness import data as data_mod
+from decodiff.harness.data import prepare_data
+from decodiff.harness.evaluation.validation import ValidationSettings, held_out, validation_split
+
+
+def records(prepared, split):
+    urls = prepared.urls(split)
+    return list(wds.tarfile_to_samples()(iter([{"url": u} for u in urls])))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("val-cache")
+    cfg = build_config("tiny", [f"run.cache_dir={cache}", "data.demo.categories=[grass,coins]"])
+    return cfg, prepare_data(cfg)
+
+
+def test_held_out_images_leave_training_and_come_back_with_defects(demo):
+    cfg, data = demo
+    settings = ValidationSettings(holdout=0.25, defects=2, seed=3)
+    train, val = validation_split(cfg, data, settings)
+    orig = {json.loads(r["meta.json"])["key"] for r in records(data, "train")}
+    kept = {json.loads(r["meta.json"])["key"] for r in records(train, "train")}
+    assert kept < orig and len(orig - kept) == 2 * 2  # 25% of 8 per category, 2 categories
+    assert train.manifest.checksum != data.manifest.checksum  # so the training key differs too
+    val_recs = records(val, "test")
+    metas = [json.loads(r["meta.json"]) for r in val_recs]
+    assert len(metas) == 4 * (1 + 2)
+    sources = {m["source"].split(" ")[0] for m in metas}
+    assert sources == orig - kept  # every validation image is a held-out training image
+    for rec, meta in zip(val_recs, metas):
+        img = read_rgb(rec["image.png"])
+        if meta["label"]:
+            mask = read_mask(rec["mask.png"])
+            assert meta["defect"].startswith("synthetic_") and 0.004 < mask.mean() < 0.11
+            assert mask.shape == img.shape[:2]
+        else:
+            assert meta["defect"] == "good" and "mask.png" not in rec
+    batch = next(iter(data_mod.test_loader(cfg, val)))  # evaluate reads it like a test set
+    assert batch["has_mask"].all() and set(batch["label"].tolist()) == {0, 1}
+
+
+def test_split_is_deterministic_and_reused(demo, tmp_path):
+    cfg, data = demo
+    settings = ValidationSettings(holdout=0.25, defects=1, seed=0)
+    a_train, a_val = validation_split(cfg, data, settings)
+    stamp = (a_val.manifest.checksum, a_train.manifest.checksum)
+    again = validation_split(cfg, data, settings)  # found in the cache, not rebuilt
+    assert (again[1].manifest.checksum, again[0].manifest.checksum) == stamp
+    other = build_config("tiny", [f"run.cache_dir={tmp_path}", "data.demo.categories=[grass,coins]"])
+    b_train, b_val = validation_split(other, prepare_data(other), settings)
+    assert b_val.manifest.checksum == stamp[0]  # byte-identical elsewhere (training records keep their source paths)
+    assert {json.loads(r["meta.json"])["key"] for r in records(b_train, "train")} == \
+        {json.loads(r["meta.json"])["key"] for r in records(a_train, "train")}
+    c_train, _ = validation_split(cfg, data, ValidationSettings(holdout=0.25, defects=1, seed=1))
+    assert c_train.manifest.checksum != a_train.manifest.checksum
+
+
+def test_held_out_rule():
+    keys = [f"k{i}" for i in range(10)]
+    s = ValidationSettings(holdout=0.2, seed=0)
+    assert held_out(keys, s) == held_out(list(reversed(keys)), s) and len(held_out(keys, s)) == 2
+    assert len(held_out(keys[:2], ValidationSettings(holdout=0.9))) == 1  # never all
+    with pytest.raises(DataError, match="cannot give some up"):
+        held_out(keys[:1], s)
