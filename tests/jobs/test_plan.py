@@ -143,7 +143,7 @@ def test_bad_throughput_files(tmp_path, content, match):
 
 
 def test_paper_sweep_plan_real_iad_dominates():
-    from decodiff.harness.commands.plan import sweep_allocation, sweep_workloads
+    from decodiff.harness.planning import sweep_allocation, sweep_workloads
     from decodiff.harness.sweep.spec import plan_sweep as expand
 
     sweep = expand("paper-main")
@@ -160,7 +160,7 @@ def test_paper_sweep_plan_real_iad_dominates():
 
 
 def test_inference_only_sweep_trains_once():
-    from decodiff.harness.commands.plan import sweep_allocation, sweep_workloads
+    from decodiff.harness.planning import sweep_allocation, sweep_workloads
     from decodiff.harness.sweep.spec import plan_sweep as expand
 
     sweep = expand("table3-strategy-steps")
