@@ -170,13 +170,13 @@ def _aupro_line(cfg: Config) -> str:
     return f"protocol {cfg.metrics.aupro_protocol}, FPR limit {cfg.metrics.fpr_limit}"
 
 
-def _summary(run_dir: Path, run_id: str | None, report: Path, records: list[dict[str, Any]], started: float,
+def _summary(folder: Path, run_id: str | None, report: Path, records: list[dict[str, Any]], started: float,
              **extra: Any) -> RunResult:
     """summary.json (what `--json` prints) and the result a caller gets."""
     summary = {"run_id": run_id, "report": str(report.resolve()), "metrics": records, **extra,
                "seconds": round(time.time() - started, 1)}
-    write_summary(run_dir, summary)
-    return RunResult(run_dir.resolve(), report.resolve(), run_id, records, summary)
+    write_summary(folder, summary)
+    return RunResult(folder.resolve(), report.resolve(), run_id, records, summary)
 
 
 def baselines_line(result: EvalResult) -> str:

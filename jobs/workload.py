@@ -16,8 +16,6 @@ from typing import Any
 
 from decodiff.jobs.datasizes import DataSize, data_size, image_side
 from decodiff.jobs.errors import JobError
-from decodiff.models.flops import TRAINING_FLOPS_FACTOR as TRAIN_FACTOR
-from decodiff.models.flops import unet_gflops
 
 # The Stable-Diffusion KL-f8 autoencoder (sd-vae-ft-ema/-mse), used when a pretrained folder is
 # named but not readable here (planning on a laptop for a cluster's files).
@@ -58,6 +56,8 @@ class Workload:
 
 def unet_forward_gflops(size: str, num_classes: int, latent: int, channels: int = 4, conditional: bool = True) -> float:
     """Forward GFLOPs per sample (models/flops.py; `num_classes` and `conditional` do not change it)."""
+    from decodiff.models.flops import unet_gflops  # torch: loaded to count, so that importing jobs/ stays light
+
     return unet_gflops(size, latent, channels)
 
 
@@ -137,6 +137,8 @@ def workload(cfg: dict[str, Any], label: str = "", group: str = "") -> Workload:
     if size is None:
         raise JobError(f"data.dataset={cfg['data']['dataset']}: size unknown; shard it first and give "
                        "data.shards=DIR (its manifest has the counts)")
+    from decodiff.models.flops import TRAINING_FLOPS_FACTOR as TRAIN_FACTOR  # torch: as above
+
     image = image_side(cfg["data"], size)
     vae_desc, enc, dec, factor = vae_gflops(cfg["vae"], image)
     latent = max(1, image // factor)
@@ -172,6 +174,8 @@ def measurement_gflops(model: str, latent: int, channels: int, num_classes: int,
     """(training GFLOPs per sample, evaluation GFLOPs per image) for a throughput measurement:
     how measured rates become achieved TFLOP/s. Evaluation needs the measurement's reverse steps
     (None without them: jobs/throughput.py asks for them with an evaluation rate)."""
+    from decodiff.models.flops import TRAINING_FLOPS_FACTOR as TRAIN_FACTOR  # torch: as above
+
     unet = unet_forward_gflops(model, num_classes, latent, channels)
     _, enc, dec, factor = vae_gflops(vae or {"pretrained": "sd"}, latent * 8)
     return TRAIN_FACTOR * unet, None if reverse_steps is None else enc + reverse_steps * unet + 2 * dec

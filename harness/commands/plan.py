@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from decodiff.harness.planning import plan  # torch, for the FLOP count: deferred (--help)
+    from decodiff.harness.planning import plan  # the library: deferred (--help)
     from decodiff.jobs.plan import format_table
 
     result = plan(args.target, args.overrides, gpu=args.gpu, throughput=args.throughput, nodes=args.nodes,
