@@ -78,7 +78,8 @@ def _check_vae(checkpoint: Path, spec: dict[str, Any], info: dict[str, Any], vae
     where = info.get("vae_location")
     if trained_with and vae.fingerprint and trained_with != vae.fingerprint:
         raise CheckpointError(f"--checkpoint {checkpoint}: trained with another VAE ({info.get('vae')}; weights "
-                              f"{trained_with[:12]}) than this config gives ({vae.source}; weights {vae.fingerprint[:12]})"
+                              f"{trained_with[:12]}) than this config gives ({vae.source}; "
+                              f"weights {vae.fingerprint[:12]})"
                               + (f": pass vae.pretrained={where}" if where else ": pass the VAE it was trained with"))
     if spec.get("latent_channels") != vae.latent_channels:
         raise CheckpointError(f"--checkpoint {checkpoint}: a UNet for {spec.get('latent_channels')}-channel "

@@ -32,7 +32,8 @@ from decodiff.reports.write import write_report_files, write_run_tables
 
 @dataclass
 class RunResult:
-    """A finished run (bench, evaluate, score, sweep trial): its folder, report and MLflow run id, the long table, and summary.json's content."""
+    """A finished run (bench, evaluate, score, sweep trial): its folder, report and MLflow run id,
+    the long table, and summary.json's content."""
 
     run_dir: Path
     report: Path
@@ -108,9 +109,10 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
     }
     run_id = None
     if cfg.tracking.enabled:  # started first, so that the report names the run
-        tags = {"code_version": code_version(), "data_checksum": data.manifest.checksum, "dataset": data.manifest.dataset,
-                "kind": kind, "vae": vae.source[:250], "model_reused": str(train_info.get("reused")),
-                "recipe": cfg.recipe, "recipe_departures": ",".join(d["key"] for d in cfg.departures())[:4000] or "none"}
+        tags = {"code_version": code_version(), "data_checksum": data.manifest.checksum,
+                "dataset": data.manifest.dataset, "kind": kind, "vae": vae.source[:250], "model_reused": str(train_info.get("reused")),
+                "recipe": cfg.recipe,
+                "recipe_departures": ",".join(d["key"] for d in cfg.departures())[:4000] or "none"}
         try:
             run_id = start_run(cfg, run_name=run_dir.name, tags=tags)
         except Exception as exc:  # the store went away since the pre-flight check
@@ -119,8 +121,8 @@ def finish_run(cfg: Config, run_dir: Path, data: PreparedData, vae: FrozenVAE, t
     try:
         if uncertainty is None:
             uncertainty = run_uncertainty(cfg, result)
-        report = write_run_report(run_dir, result, title=f"DeCo-Diff {kind}: {cfg.run.name}", dataset=data.manifest.dataset,
-                                  provenance=provenance, params=flatten_config(cfg.to_dict()), run_id=run_id,
+        report = write_run_report(run_dir, result, title=f"DeCo-Diff {kind}: {cfg.run.name}",
+                                  dataset=data.manifest.dataset, provenance=provenance, params=flatten_config(cfg.to_dict()), run_id=run_id,
                                   uncertainty=uncertainty, qualitative=qualitative, method=cfg.method)
         if run_id is not None:
             tracking_step = True

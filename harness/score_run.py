@@ -51,13 +51,17 @@ def score_config(truth: str | Path, out: Path, *, dataset: str = "mvtec", config
     text = str(truth)
     truth = Path(truth)
     if "://" not in text and not text.startswith("pipe:") and not truth.exists():
-        raise DataError(f"--truth {truth}: not found (expected a shard folder with manifest.json, or a data set folder)")
+        raise DataError(f"--truth {truth}: not found (expected a shard folder with manifest.json, "
+                        "or a data set folder)")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, expected a folder")
     if out.is_dir() and any(out.iterdir()) and "maps" not in _provenance(out):
-        raise UsageError(f"--out {out}: holds something else than an earlier `decodiff score` result; choose a new folder")
-    where = [f"data.shards={text if '://' in text else truth}"] if (truth / "manifest.json").is_file() or "://" in text else \
-        [f"data.root={truth}", f"data.dataset={dataset}"]
+        raise UsageError(f"--out {out}: holds something else than an earlier `decodiff score` result; "
+                         "choose a new folder")
+    if "://" in text or (truth / "manifest.json").is_file():
+        where = [f"data.shards={text if '://' in text else truth}"]
+    else:
+        where = [f"data.root={truth}", f"data.dataset={dataset}"]
     return build_config(config, ["data.resize=null", "data.crop=null", *where, "run.name=score", *overrides])
 
 

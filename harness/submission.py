@@ -74,7 +74,8 @@ class Submission:
     exit_code: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": self.backend, "kind": self.kind, "name": self.name, "job_dir": str(self.job_dir)}
+        out: dict[str, Any] = {"backend": self.backend, "kind": self.kind, "name": self.name,
+                               "job_dir": str(self.job_dir)}
         if self.backend == "slurm":
             out.update(script=str(self.script), tasks=self.tasks, submitted=self.submitted, warnings=self.warnings,
                        plan=[p.to_json() for p in self.plans] if self.plans else None)
@@ -419,7 +420,8 @@ def _check_processes(tasks: list[Task], processes: int) -> None:
         need = t.cfg.train.grad_accum * processes
         if t.cfg.train.batch_size < need:
             raise ConfigError(f"train.batch_size {t.cfg.train.batch_size} ({t.label}) is smaller than grad_accum x "
-                              f"processes = {t.cfg.train.grad_accum} x {processes}; raise train.batch_size or use fewer GPUs")
+                              f"processes = {t.cfg.train.grad_accum} x {processes}; raise train.batch_size or use "
+                              "fewer GPUs")
 
 
 def _env_bin() -> Path | None:

@@ -74,7 +74,8 @@ def demo_size(demo: dict, categories: list[str] | None = None) -> DataSize:
     from decodiff.datasets.demo import CATEGORIES, DEMO_CATEGORIES
 
     cats = list(categories or demo.get("categories") or DEMO_CATEGORIES)
-    test = sum(demo["n_test_good"] + demo["n_test_per_defect"] * len(CATEGORIES[c].defects) for c in cats if c in CATEGORIES)
+    test = sum(demo["n_test_good"] + demo["n_test_per_defect"] * len(CATEGORIES[c].defects)
+               for c in cats if c in CATEGORIES)
     return DataSize("demo", cats, demo["n_train"] * len(cats), test, "demo settings", demo["size"])
 
 

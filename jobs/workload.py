@@ -152,7 +152,8 @@ def workload(cfg: dict[str, Any], label: str = "", group: str = "") -> Workload:
         crop = min(image, v["crop"] or image)
         _, e2, d2, _ = vae_gflops(v, crop)
         phases.append(Phase("vae fit", v["steps"] * v["batch_size"] * TRAIN_FACTOR * (e2 + d2), "train",
-                            detail=f"{vae_desc}, {v['steps']} steps of {v['batch_size']} crops of {crop} px (once per data set)"))
+                            detail=f"{vae_desc}, {v['steps']} steps of {v['batch_size']} crops of {crop} px "
+                                   "(once per data set)"))
     per_sample = TRAIN_FACTOR * unet
     if t["latent_cache"]:
         k = cache_variants(t)

@@ -42,7 +42,8 @@ def estimate(plan: SweepPlan, manifests: dict[str, Any], trained: set[str] = fro
         if t.group not in trainings and t.group not in trained:
             steps = train_steps(cfg.to_dict(), n_train)
             samples = steps * cfg.train.batch_size
-            trainings[t.group] = {"steps": steps, "samples": samples, "tflop": TRAINING_FLOPS_FACTOR * g * samples / 1e3}
+            tflop = TRAINING_FLOPS_FACTOR * g * samples / 1e3
+            trainings[t.group] = {"steps": steps, "samples": samples, "tflop": tflop}
         calls = n_test * cfg.infer.reverse_steps
         evals["images"] += n_test
         evals["unet_calls"] += calls
