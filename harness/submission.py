@@ -39,7 +39,6 @@ from decodiff.jobs.plan import Allocation, PlanResult, format_table, plan_run, p
 from decodiff.jobs.records import JobRecord, add_record
 
 PATH_KEYS = (("run", "out_dir"), ("run", "cache_dir"), ("data", "root"), ("data", "shards"), ("vae", "pretrained"))
-KINDS = ("train", "bench", "sweep")
 
 
 @dataclass
@@ -313,8 +312,8 @@ def submit_ray(kind: str, configs: Sequence[str], overrides: Sequence[str] = (),
 
 # ---- shared --------------------------------------------------------------------------------------
 def _check_configs(kind: str, configs: Sequence[str]) -> None:
-    if kind not in KINDS:
-        raise UsageError(f"submit: kind {kind!r}, expected one of {', '.join(KINDS)}")
+    if kind not in sbatch.KINDS:
+        raise UsageError(f"submit: kind {kind!r}, expected one of {', '.join(sbatch.KINDS)}")
     if not configs:
         raise UsageError(f"submit {kind}: give a config (preset name or YAML file) before the overrides")
     if kind == "sweep" and len(configs) > 1:

@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from decodiff.harness.progress import log
-    from decodiff.harness.score_run import score_run  # torch and the metrics: deferred (--help)
+    from decodiff.harness.score_run import score_run  # the library: deferred (--help)
 
     res = score_run(args.maps, args.truth, args.out, dataset=args.dataset, resize=args.resize, config=args.config,
                     overrides=args.overrides)
