@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from decodiff.datasets.manifest import Manifest
 
 MVTEC = {  # category: (train, test)
     "bottle": (209, 83), "cable": (224, 150), "capsule": (219, 132), "carpet": (280, 117), "grid": (264, 78),
@@ -53,7 +57,8 @@ def published_size(dataset: str, categories: list[str] | None = None) -> DataSiz
     return DataSize(dataset, cats, round(train * share), round(test * share), note)
 
 
-def manifest_size(location: str | Path, categories: list[str] | None = None, manifest=None) -> DataSize | None:
+def manifest_size(location: str | Path, categories: list[str] | None = None,
+                  manifest: Manifest | None = None) -> DataSize | None:
     """Counts from a shard manifest: `manifest` when the caller has read it already, else the local
     file at `location` (None when there is none)."""
     from decodiff.datasets.manifest import MANIFEST, Manifest
@@ -79,7 +84,7 @@ def demo_size(demo: dict, categories: list[str] | None = None) -> DataSize:
     return DataSize("demo", cats, demo["n_train"] * len(cats), test, "demo settings", demo["size"])
 
 
-def data_size(data: dict, manifest=None) -> DataSize | None:
+def data_size(data: dict, manifest: Manifest | None = None) -> DataSize | None:
     """The sizes for a config's `data` section (a resolved config's, as a dict): its shards'
     manifest (`manifest`, when already read), the demo settings, or the published sizes of its data
     set; None for a folder data set without shards. The one count plans and sweep estimates use."""

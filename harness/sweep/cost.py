@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from decodiff.datasets.manifest import Manifest
 from decodiff.harness.config import Config
 from decodiff.harness.sweep.spec import SweepPlan
 from decodiff.jobs.datasizes import data_size, image_side
@@ -11,7 +12,7 @@ from decodiff.jobs.workload import train_steps, vae_factor
 from decodiff.models.flops import TRAINING_FLOPS_FACTOR, unet_gflops
 
 
-def data_counts(cfg: Config, manifest=None) -> tuple[int, int, int, int]:
+def data_counts(cfg: Config, manifest: Manifest | None = None) -> tuple[int, int, int, int]:
     """(categories, training images, test images, image side) of a trial's data: the counts and
     image side `decodiff plan` uses (jobs/datasizes.py), from the manifest already read."""
     data = cfg.to_dict()["data"]
