@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from decodiff.datasets.manifest import Manifest
 
 MVTEC = {  # category: (train, test)
     "bottle": (209, 83), "cable": (224, 150), "capsule": (219, 132), "carpet": (280, 117), "grid": (264, 78),
@@ -29,6 +33,7 @@ class DataSize:
     train: int
     test: int
     source: str  # "manifest PATH", "published sizes", "demo settings"
+    image_size: int | None = None  # the stored images' side where known (square images only)
 
 
 def published_categories(dataset: str) -> list[str] | None:
@@ -52,16 +57,21 @@ def published_size(dataset: str, categories: list[str] | None = None) -> DataSiz
     return DataSize(dataset, cats, round(train * share), round(test * share), note)
 
 
-def manifest_size(location: str | Path, categories: list[str] | None = None) -> DataSize | None:
-    """Counts from a local shard manifest (None when there is none)."""
+def manifest_size(location: str | Path, categories: list[str] | None = None,
+                  manifest: Manifest | None = None) -> DataSize | None:
+    """Counts from a shard manifest: `manifest` when the caller has read it already, else the local
+    file at `location` (None when there is none)."""
     from decodiff.datasets.manifest import MANIFEST, Manifest
 
     folder = Path(location)
-    if not (folder / MANIFEST).is_file():
-        return None
-    man = Manifest.load(folder)
-    cats = list(categories) if categories else sorted(man.categories)
-    return DataSize(man.dataset, cats, man.count("train", cats), man.count("test", cats), f"manifest {folder / MANIFEST}")
+    if manifest is None:
+        if not (folder / MANIFEST).is_file():
+            return None
+        manifest = Manifest.load(folder)
+    cats = list(categories) if categories else sorted(manifest.categories)
+    side = manifest.image_size
+    return DataSize(manifest.dataset, cats, manifest.count("train", cats), manifest.count("test", cats),
+                    f"manifest {folder / MANIFEST}", side[0] if side and side[0] == side[1] else None)
 
 
 def demo_size(demo: dict, categories: list[str] | None = None) -> DataSize:
@@ -69,18 +79,26 @@ def demo_size(demo: dict, categories: list[str] | None = None) -> DataSize:
     from decodiff.datasets.demo import CATEGORIES, DEMO_CATEGORIES
 
     cats = list(categories or demo.get("categories") or DEMO_CATEGORIES)
-    test = sum(demo["n_test_good"] + demo["n_test_per_defect"] * len(CATEGORIES[c].defects) for c in cats if c in CATEGORIES)
-    return DataSize("demo", cats, demo["n_train"] * len(cats), test, "demo settings")
+    test = sum(demo["n_test_good"] + demo["n_test_per_defect"] * len(CATEGORIES[c].defects)
+               for c in cats if c in CATEGORIES)
+    return DataSize("demo", cats, demo["n_train"] * len(cats), test, "demo settings", demo["size"])
 
 
-def data_size(data: dict) -> DataSize | None:
-    """The sizes for a config's `data` section: its shards' manifest, the demo settings, or the
-    published sizes of its data set; None for a folder data set without shards."""
-    cats = data.get("categories")
-    if data.get("shards"):
-        found = manifest_size(data["shards"], cats)
+def data_size(data: dict, manifest: Manifest | None = None) -> DataSize | None:
+    """The sizes for a config's `data` section (a resolved config's, as a dict): its shards'
+    manifest (`manifest`, when already read), the demo settings, or the published sizes of its data
+    set; None for a folder data set without shards. The one count plans and sweep estimates use."""
+    cats = data["categories"]
+    if data["shards"] or manifest is not None:
+        found = manifest_size(data["shards"] or "", cats, manifest)
         if found:
             return found
-    if data.get("dataset") == "demo":
+    if data["dataset"] == "demo":
         return demo_size(data["demo"], cats)
-    return published_size(data.get("dataset", ""), cats)
+    return published_size(data["dataset"], cats)
+
+
+def image_side(data: dict, size: DataSize) -> int:
+    """The side of the images the model sees: the crop, else the resize, else the data's own size
+    (256 where it is not known)."""
+    return int(data["crop"] or data["resize"] or size.image_size or 256)

@@ -14,10 +14,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from decodiff.jobs.datasizes import DataSize, data_size
+from decodiff.jobs.datasizes import DataSize, data_size, image_side
 from decodiff.jobs.errors import JobError
 
-TRAIN_FACTOR = 3.0  # forward + backward ~ 3 forward passes (models/flops.py)
 # The Stable-Diffusion KL-f8 autoencoder (sd-vae-ft-ema/-mse), used when a pretrained folder is
 # named but not readable here (planning on a laptop for a cluster's files).
 SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, norm_num_groups=32,
@@ -56,16 +55,10 @@ class Workload:
 
 
 def unet_forward_gflops(size: str, num_classes: int, latent: int, channels: int = 4, conditional: bool = True) -> float:
-    """Forward GFLOPs per sample. The category is one context token whatever the number of
-    categories, so the count does not depend on it (counted once per preset and latent size)."""
-    return _unet_gflops(size, latent, channels)
+    """Forward GFLOPs per sample (models/flops.py; `num_classes` and `conditional` do not change it)."""
+    from decodiff.models.flops import unet_gflops  # torch: loaded to count, so that importing jobs/ stays light
 
-
-@lru_cache(maxsize=64)
-def _unet_gflops(size: str, latent: int, channels: int) -> float:
-    from decodiff.models.flops import preset_cost
-
-    return float(preset_cost(size, num_classes=1, latent=latent, channels=channels)["gflops_forward"])
+    return unet_gflops(size, latent, channels)
 
 
 def _vae_spec(vae: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -79,7 +72,7 @@ def _vae_spec(vae: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return "Stable-Diffusion KL-f8 (pretrained folder not readable here)", dict(SD_VAE)
     from decodiff.models.vae import SMALL_VAE_PRESETS
 
-    preset = vae.get("small", "f8-small")
+    preset = vae["small"]
     if preset not in SMALL_VAE_PRESETS:
         raise JobError(f"vae.small={preset}: unknown preset")
     p = dict(SMALL_VAE_PRESETS[preset])
@@ -115,63 +108,75 @@ def vae_gflops(vae: dict[str, Any], image: int) -> tuple[str, float, float, int]
     return desc, enc, dec, 2 ** (len(spec["block_out_channels"]) - 1)
 
 
-def image_side(cfg: dict[str, Any], size: DataSize) -> int:
-    d = cfg["data"]
-    if d.get("crop"):
-        return int(d["crop"])
-    if d.get("resize"):
-        return int(d["resize"])
-    if d.get("dataset") == "demo":
-        return int(d["demo"]["size"])
-    return 256
+def vae_factor(vae: dict[str, Any]) -> int:
+    """How much the VAE shrinks each side of the image (8 for an f8 VAE)."""
+    return 2 ** (len(_vae_spec(vae)[1]["block_out_channels"]) - 1)
 
 
 def train_steps(cfg: dict[str, Any], n_train: int) -> int:
     """Optimizer steps, as harness/training/loop.py counts them: epochs over the data, capped by max_steps."""
     t = cfg["train"]
     per_epoch = max(1, math.ceil(n_train / t["batch_size"]))
-    return min(t.get("max_steps") or per_epoch * t["epochs"], per_epoch * t["epochs"])
+    return min(t["max_steps"] or per_epoch * t["epochs"], per_epoch * t["epochs"])
+
+
+def cache_variants(train: dict[str, Any]) -> int:
+    """Encodings per training image in the latent cache, as harness/training/latent_cache.py makes
+    them: every distinct augmentation (cache_augment=exact) or `cache_variants` draws."""
+    if train["cache_augment"] != "exact":
+        return int(train["cache_variants"])
+    from decodiff.datasets.transforms import Preprocess
+
+    return len(Preprocess(translate=train["translate"], rotate180=train["rotate180"]).variants())
 
 
 def workload(cfg: dict[str, Any], label: str = "", group: str = "") -> Workload:
-    """The phases of one run of this config (a dict from Config.to_dict())."""
+    """The phases of one run of this config: a resolved config as a dict (Config.to_dict()), so
+    every value, defaults included, is the config model's."""
     size = data_size(cfg["data"])
     if size is None:
-        raise JobError(f"data.dataset={cfg['data'].get('dataset')}: size unknown; shard it first and give "
+        raise JobError(f"data.dataset={cfg['data']['dataset']}: size unknown; shard it first and give "
                        "data.shards=DIR (its manifest has the counts)")
-    image = image_side(cfg, size)
+    from decodiff.models.flops import TRAINING_FLOPS_FACTOR as TRAIN_FACTOR  # torch: as above
+
+    image = image_side(cfg["data"], size)
     vae_desc, enc, dec, factor = vae_gflops(cfg["vae"], image)
     latent = max(1, image // factor)
     m, t, inf = cfg["model"], cfg["train"], cfg["infer"]
-    unet = unet_forward_gflops(m["size"], len(size.categories), latent, 4, bool(m.get("conditional", True)))
+    unet = unet_forward_gflops(m["size"], len(size.categories), latent, 4, m["conditional"])
     steps = train_steps(cfg, size.train)
     samples = steps * t["batch_size"]
     phases = []
-    if not cfg["vae"].get("pretrained"):
+    if not cfg["vae"]["pretrained"]:
         v = cfg["vae"]
-        crop = min(image, v.get("crop") or image)
+        crop = min(image, v["crop"] or image)
         _, e2, d2, _ = vae_gflops(v, crop)
         phases.append(Phase("vae fit", v["steps"] * v["batch_size"] * TRAIN_FACTOR * (e2 + d2), "train",
-                            detail=f"{vae_desc}, {v['steps']} steps of {v['batch_size']} crops of {crop} px (once per data set)"))
+                            detail=f"{vae_desc}, {v['steps']} steps of {v['batch_size']} crops of {crop} px "
+                                   "(once per data set)"))
     per_sample = TRAIN_FACTOR * unet
-    if t.get("latent_cache", True):
-        phases.append(Phase("latent cache", size.train * t.get("cache_variants", 1) * enc, "infer",
-                            detail=f"{size.train} images x {t.get('cache_variants', 1)} variants encoded"))
+    if t["latent_cache"]:
+        k = cache_variants(t)
+        phases.append(Phase("latent cache", size.train * k * enc, "infer",
+                            detail=f"{size.train} images x {k} variants encoded"))
     else:
         per_sample += enc
-    phases.append(Phase("train", samples * per_sample, "train", t.get("mixed_precision", "no"), True,
+    phases.append(Phase("train", samples * per_sample, "train", t["mixed_precision"], True,
                         detail=f"UNet {m['size']}, {steps} steps x batch {t['batch_size']} on {latent}x{latent} latents"))
     per_image = enc + inf["reverse_steps"] * unet + 2 * dec
     phases.append(Phase("evaluate", size.test * per_image, "infer",
                         detail=f"{size.test} test images x ({inf['reverse_steps']} UNet calls + encode + 2 decodes)"))
-    return Workload(label or cfg["run"].get("name", "run"), size, m["size"], image, latent, steps, t["batch_size"],
+    return Workload(label or cfg["run"]["name"], size, m["size"], image, latent, steps, t["batch_size"],
                     phases, group or label)
 
 
 def measurement_gflops(model: str, latent: int, channels: int, num_classes: int, reverse_steps: int | None = None,
-                       vae: dict[str, Any] | None = None) -> tuple[float, float]:
+                       vae: dict[str, Any] | None = None) -> tuple[float, float | None]:
     """(training GFLOPs per sample, evaluation GFLOPs per image) for a throughput measurement:
-    how measured rates become achieved TFLOP/s."""
+    how measured rates become achieved TFLOP/s. Evaluation needs the measurement's reverse steps
+    (None without them: jobs/throughput.py asks for them with an evaluation rate)."""
+    from decodiff.models.flops import TRAINING_FLOPS_FACTOR as TRAIN_FACTOR  # torch: as above
+
     unet = unet_forward_gflops(model, num_classes, latent, channels)
     _, enc, dec, factor = vae_gflops(vae or {"pretrained": "sd"}, latent * 8)
-    return TRAIN_FACTOR * unet, enc + (reverse_steps or 5) * unet + 2 * dec
+    return TRAIN_FACTOR * unet, None if reverse_steps is None else enc + reverse_steps * unet + 2 * dec

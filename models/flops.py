@@ -5,6 +5,7 @@ and nothing is computed, so even XL is counted in about a second.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -40,3 +41,11 @@ def preset_cost(size: str | dict[str, Any], num_classes: int = 15, latent: int =
         fwd = forward_gflops(model, latent, channels)
     return {"parameters": count_parameters(model), "gflops_forward": fwd,
             "gflops_train_step": fwd * TRAINING_FLOPS_FACTOR}
+
+
+@lru_cache(maxsize=64)
+def unet_gflops(size: str, latent: int, channels: int = 4) -> float:
+    """Forward GFLOPs per sample of a preset: the one count that plans and sweep estimates use.
+    The category is one context token whatever the number of categories, so the count does not
+    depend on it (counted once per preset, latent size and channels)."""
+    return float(preset_cost(size, num_classes=1, latent=latent, channels=channels)["gflops_forward"])

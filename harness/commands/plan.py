@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
 from decodiff.harness.commands.common import print_json
-
-CONFIG_SECTIONS = {"extends", "run", "data", "vae", "model", "process", "train", "infer", "metrics", "tracking"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,75 +28,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def is_sweep(target: str) -> bool:
-    """A sweep preset name, or a YAML file whose top level is not config sections."""
-    from decodiff.harness.config import preset_names
-    from decodiff.harness.sweep.spec import sweep_preset_names
-
-    path = Path(target)
-    if path.suffix in (".yaml", ".yml") or "/" in target:
-        if not path.is_file():
-            return False  # build_config names the missing file
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            return False
-        return isinstance(data, dict) and bool(data) and not set(data) <= CONFIG_SECTIONS
-    return target in sweep_preset_names() and target not in preset_names()
-
-
-def sweep_workloads(plan) -> list:
-    """One workload per trial, grouped by the training the trials share."""
-    from decodiff.jobs.workload import workload
-
-    return [workload(t.config.to_dict(), t.label, t.group) for t in plan.trials]
-
-
-def sweep_allocation(plan, nodes: int, gpus_per_node: int):
-    from decodiff.jobs.plan import Allocation
-
-    r = plan.spec.resources
-    return Allocation(nodes=nodes, gpus_per_node=gpus_per_node, trial_gpus=r.gpus if gpus_per_node else 0,
-                      trial_processes=r.training_processes if gpus_per_node else 1,
-                      max_concurrent=plan.spec.max_concurrent)
-
-
 def run(args: argparse.Namespace) -> int:
-    from decodiff.harness.cli import UsageError
-    from decodiff.harness.commands.submit import _shards, device_profile
-    from decodiff.jobs.errors import JobError
-    from decodiff.jobs.plan import Allocation, format_table, plan_run, plan_sweep, time_limit_warning
-    from decodiff.jobs.workload import workload
+    from decodiff.harness.planning import plan  # the library: deferred (--help)
+    from decodiff.jobs.plan import format_table
 
-    if args.nodes < 1 or args.gpus_per_node < 0:
-        raise UsageError("--nodes must be >= 1 and --gpus-per-node >= 0")
-    try:
-        if is_sweep(args.target):
-            from decodiff.harness.sweep.spec import plan_sweep as expand
-
-            sweep = expand(args.target, args.overrides, _shards(args.shards))
-            allow_tf32 = all(t.config.train.allow_tf32 for t in sweep.trials)
-            profile = device_profile(args.gpu, args.throughput, args.gpus_per_node, allow_tf32)
-            result = plan_sweep(f"sweep {sweep.name}", sweep_workloads(sweep), profile,
-                                sweep_allocation(sweep, args.nodes, args.gpus_per_node))
-        else:
-            from decodiff.harness.config import build_config
-
-            if args.shards:
-                raise UsageError("--shards is for sweeps; give a config's shards as data.shards=DIR")
-            cfg = build_config(args.target, args.overrides)
-            profile = device_profile(args.gpu, args.throughput, args.gpus_per_node, cfg.train.allow_tf32)
-            result = plan_run(workload(cfg.to_dict(), cfg.run.name),
-                              profile, Allocation(nodes=args.nodes, gpus_per_node=args.gpus_per_node))
-        warning = time_limit_warning(result, args.time)
-    except JobError as exc:
-        raise UsageError(str(exc)) from None
+    result = plan(args.target, args.overrides, gpu=args.gpu, throughput=args.throughput, nodes=args.nodes,
+                  gpus_per_node=args.gpus_per_node, time=args.time, shards=args.shards)
     if args.json:
-        out = result.to_json()
-        out["time_limit_warning"] = warning
-        print_json(out)
+        print_json(result.to_json())
     else:
-        print(format_table(result))
-        if warning:
-            print(f"WARNING: {warning}")
+        print(format_table(result.result))
+        if result.time_limit_warning:
+            print(f"WARNING: {result.time_limit_warning}")
     return 0

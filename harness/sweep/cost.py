@@ -2,44 +2,22 @@
 sampler, and UNet FLOPs (counted on the meta device, so no weights are built)."""
 from __future__ import annotations
 
-import math
-from functools import lru_cache
 from typing import Any
 
+from decodiff.datasets.manifest import Manifest
 from decodiff.harness.config import Config
 from decodiff.harness.sweep.spec import SweepPlan
+from decodiff.jobs.datasizes import data_size, image_side
+from decodiff.jobs.workload import train_steps, vae_factor
+from decodiff.models.flops import TRAINING_FLOPS_FACTOR, unet_gflops
 
 
-@lru_cache(maxsize=64)
-def unet_gflops(size: str, classes: int, latent: int, channels: int = 4) -> float:
-    """Forward GFLOPs of one sample through a UNet preset."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from decodiff.models.unet import build_unet
-
-    with torch.device("meta"):
-        model = build_unet(size, num_classes=max(1, classes), conditional=True, latent_channels=channels,
-                           sample_size=latent, dropout=None).eval()
-        z = torch.zeros(1, channels, latent, latent)
-        t = torch.zeros(1, dtype=torch.long)
-        with FlopCounterMode(display=False) as counter:
-            model(z, t, t)
-    return counter.get_total_flops() / 1e9
-
-
-def data_counts(cfg: Config, manifest=None) -> tuple[int, int, int, int]:
-    """(categories, training images, test images, image size) of a trial's data."""
-    if manifest is not None:
-        cats = cfg.data.categories or manifest.categories
-        size = cfg.data.crop or cfg.data.resize or (manifest.image_size or [256])[0]
-        return len(cats), manifest.count("train", cats), manifest.count("test", cats), size
-    from decodiff.datasets.demo import CATEGORIES, DEMO_CATEGORIES
-
-    d = cfg.data.demo
-    cats = cfg.data.categories or d.categories or list(DEMO_CATEGORIES)
-    test = sum(d.n_test_good + d.n_test_per_defect * len(CATEGORIES[c].defects) for c in cats if c in CATEGORIES)
-    return len(cats), d.n_train * len(cats), test, cfg.data.crop or cfg.data.resize or d.size
+def data_counts(cfg: Config, manifest: Manifest | None = None) -> tuple[int, int, int, int]:
+    """(categories, training images, test images, image side) of a trial's data: the counts and
+    image side `decodiff plan` uses (jobs/datasizes.py), from the manifest already read."""
+    data = cfg.to_dict()["data"]
+    size = data_size(data, manifest)
+    return len(size.categories), size.train, size.test, image_side(data, size)
 
 
 def estimate(plan: SweepPlan, manifests: dict[str, Any], trained: set[str] = frozenset(),
@@ -53,8 +31,8 @@ def estimate(plan: SweepPlan, manifests: dict[str, Any], trained: set[str] = fro
             continue
         cfg = t.config
         n_cat, n_train, n_test, size = data_counts(cfg, manifests.get(cfg.data.shards or ""))
-        latent = max(1, size // 8)
-        g = unet_gflops(cfg.model.size, n_cat, latent)
+        latent = max(1, size // vae_factor(cfg.vae.model_dump()))
+        g = unet_gflops(cfg.model.size, latent)
         if val is not None:
             held = max(n_cat, round(val.holdout * n_train))
             n_train -= held
@@ -63,10 +41,10 @@ def estimate(plan: SweepPlan, manifests: dict[str, Any], trained: set[str] = fro
             evals["images"] += n_test
             continue
         if t.group not in trainings and t.group not in trained:
-            steps_per_epoch = max(1, math.ceil(n_train / cfg.train.batch_size))
-            steps = min(cfg.train.max_steps or steps_per_epoch * cfg.train.epochs, steps_per_epoch * cfg.train.epochs)
+            steps = train_steps(cfg.to_dict(), n_train)
             samples = steps * cfg.train.batch_size
-            trainings[t.group] = {"steps": steps, "samples": samples, "tflop": 3 * g * samples / 1e3}
+            tflop = TRAINING_FLOPS_FACTOR * g * samples / 1e3
+            trainings[t.group] = {"steps": steps, "samples": samples, "tflop": tflop}
         calls = n_test * cfg.infer.reverse_steps
         evals["images"] += n_test
         evals["unet_calls"] += calls

@@ -143,7 +143,7 @@ def test_bad_throughput_files(tmp_path, content, match):
 
 
 def test_paper_sweep_plan_real_iad_dominates():
-    from decodiff.harness.commands.plan import sweep_allocation, sweep_workloads
+    from decodiff.harness.planning import sweep_allocation, sweep_workloads
     from decodiff.harness.sweep.spec import plan_sweep as expand
 
     sweep = expand("paper-main")
@@ -160,7 +160,7 @@ def test_paper_sweep_plan_real_iad_dominates():
 
 
 def test_inference_only_sweep_trains_once():
-    from decodiff.harness.commands.plan import sweep_allocation, sweep_workloads
+    from decodiff.harness.planning import sweep_allocation, sweep_workloads
     from decodiff.harness.sweep.spec import plan_sweep as expand
 
     sweep = expand("table3-strategy-steps")
@@ -179,3 +179,55 @@ def test_time_limit_warning():
     short = time_limit_warning(plan, "30")
     assert short and "shorter than" in short and "requeued" in short
     assert "within 20%" in time_limit_warning(plan, str(int(need * 1.1 / 60) + 1))
+
+
+def test_sweep_estimates_and_plans_count_the_same_flops_steps_and_images():
+    """One cost model: a sweep's dry-run estimate and `decodiff plan` of the same trials agree on
+    training steps, test images and UNet FLOPs per call (models/flops.unet_gflops)."""
+    from decodiff.harness.planning import sweep_workloads
+    from decodiff.harness.sweep.cost import estimate
+    from decodiff.harness.sweep.spec import plan_sweep as expand
+    from decodiff.models.flops import TRAINING_FLOPS_FACTOR, unet_gflops
+
+    sweep = expand("tiny-grid")
+    cost = estimate(sweep, {})
+    loads = sweep_workloads(sweep)
+    first = {}
+    for w in loads:
+        first.setdefault(w.group, w)
+    assert cost["train_steps"] == sum(w.train_steps for w in first.values())
+    assert cost["eval_images"] == sum(w.data.test for w in loads)
+    unet = {w.label: unet_gflops(w.model, w.latent_size) for w in loads}
+    assert cost["train_tflop"] == round(sum(TRAINING_FLOPS_FACTOR * unet[w.label] * w.train_steps * w.batch_size
+                                            for w in first.values()) / 1e3, 3)
+    steps = {t.label: t.config.infer.reverse_steps for t in sweep.trials}
+    assert cost["eval_unet_calls"] == sum(w.data.test * steps[w.label] for w in loads)
+    assert unet_forward_gflops("L", 15, 32) == unet_gflops("L", 32) == unet_forward_gflops("L", 1, 32)
+
+
+def test_latent_cache_phase_counts_the_encodings_the_cache_makes():
+    from decodiff.jobs.workload import cache_variants
+
+    base = ["data.dataset=mvtec", "data.root=/x", "vae.pretrained=/none"]
+    exact = workload(build_config(None, base).to_dict())  # cache_augment=exact, +-4 px: 9 x 9 shifts
+    phase = next(p for p in exact.phases if p.name == "latent cache")
+    assert "3629 images x 81 variants" in phase.detail
+    rot = build_config(None, base + ["train.rotate180=true"]).to_dict()
+    assert cache_variants(rot["train"]) == 162
+    drawn = build_config(None, base + ["train.cache_augment=variants", "train.cache_variants=3"]).to_dict()
+    assert cache_variants(drawn["train"]) == 3
+    cache = next(p for p in workload(drawn).phases if p.name == "latent cache")
+    assert cache.gflops == pytest.approx(phase.gflops * 3 / 81)
+
+
+def test_a_manifest_already_read_gives_counts_and_image_side(tmp_path):
+    from decodiff.datasets.manifest import Manifest, ShardInfo
+    from decodiff.jobs.datasizes import image_side
+
+    shards = [ShardInfo("a-train-0.tar", "train", "a", 12, 1, "0" * 64), ShardInfo("a-test-0.tar", "test", "a", 5, 1, "1" * 64)]
+    man = Manifest("mvtec", ["a"], shards, {}, [320, 320])
+    data = build_config(None, ["data.dataset=mvtec", "data.shards=https://host/set", "data.resize=null",
+                               "data.crop=null"]).to_dict()["data"]
+    size = data_size(data, man)
+    assert (size.train, size.test, size.image_size) == (12, 5, 320) and image_side(data, size) == 320
+    assert image_side({**data, "resize": 288, "crop": 256}, size) == 256
