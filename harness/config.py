@@ -20,8 +20,8 @@ DATASETS = ("demo", "mvtec", "visa", "mpdd", "realiad", "folder")
 
 # Keys added with a default that differs from how the code behaved before they existed: a config
 # (or a finished trial, a cached training) that lacks one ran at this value, not at today's default.
-# Sweeps match finished trials with it (sweep_spec.same_experiment); training keys leave such a key
-# out at this value, so trainings that behave as before keep their keys (model_cache.training_spec).
+# Sweeps match finished trials with it (sweep/spec.same_experiment); training keys leave such a key
+# out at this value, so trainings that behave as before keep their keys (training/spec.training_spec).
 BEHAVIOUR_BEFORE_KEY = {"model.init": "diffusers", "train.cache_augment": "variants", "train.channels_last": False}
 
 

@@ -28,12 +28,12 @@ from decodiff.harness.training.distributed import barrier, make_accelerator, sam
 from decodiff.harness.training.ema import EMA
 from decodiff.harness.training.init_weights import init_plan, init_record, row_labels
 from decodiff.harness.training.latent_cache import latent_cache_for
-from decodiff.harness.training.model_cache import training_spec
 from decodiff.harness.training.preemption import Preempted, PreemptionWatch, mark_preempted
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.training.optimizer import make_optimizer
 from decodiff.harness.training.schedules import make_scheduler, plan_steps
+from decodiff.harness.training.spec import training_spec
 from decodiff.harness.training.feed import Throughput, TrainFeed
 from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
