@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
 from decodiff.datasets.imageio import DataError
@@ -161,10 +160,3 @@ def train_image_loader(cfg: Config, data: PreparedData, batch_size: int, seed: i
     loader = DataLoader(stream, batch_size=batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
     return stream, loader
 
-
-def device_for(cfg: Config) -> torch.device:
-    if cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("run.device=cuda but CUDA is not available")
-        return torch.device("cuda")
-    return torch.device("cpu")

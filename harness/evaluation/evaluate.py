@@ -17,15 +17,16 @@ from decodiff.datasets.shards import decode_record
 from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, device_for, preprocess_for
-from decodiff.harness.training.distributed import all_sum, broadcast_from_main, gather_to_main, rank_and_world
+from decodiff.harness.data import PreparedData, preprocess_for
+from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
+from decodiff.harness.training.distributed import (all_sum, broadcast_from_main, device_for, gather_to_main,
+                                                   rank_and_world)
 from decodiff.harness.metrics import MetricSuite
 from decodiff.harness.metrics.labels import image_label
 from decodiff.harness.progress import Progress, log
-from decodiff.harness.training.loop import make_process
-from decodiff.models.anomaly_map import MapSettings, anomaly_map, image_score
+from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.layout import to_layout, use_channels_last
-from decodiff.models.reconstruction import ReconstructionSettings, reconstruct
+from decodiff.models.reconstruction import reconstruct
 from decodiff.models.sampler import EtaModel
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.vae import FrozenVAE
@@ -45,13 +46,6 @@ class EvalResult:
     baseline_seconds: dict[str, float] = field(default_factory=dict)  # per baseline, bank building included
 
 
-def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
-    i = cfg.infer
-    return ReconstructionSettings(method=cfg.method, reverse_steps=i.reverse_steps, start_step=i.start_step,
-                                  step_mapping=i.step_mapping, strategy=i.strategy, pixel_reference=i.pixel_reference,
-                                  noise_seed=cfg.run.seed, precision=i.precision)
-
-
 def inference_layout(cfg: Config, model: DeviationUNet | None, vae: FrozenVAE, device: torch.device) -> bool:
     """Put the UNet and the VAE in the inference memory layout (infer.channels_last; in place)."""
     channels_last = use_channels_last(cfg.infer.channels_last, device, cfg.infer.precision != "fp32")
@@ -59,12 +53,6 @@ def inference_layout(cfg: Config, model: DeviationUNet | None, vae: FrozenVAE, d
         if net is not None:
             to_layout(net, channels_last)
     return channels_last
-
-
-def map_settings(cfg: Config) -> MapSettings:
-    i = cfg.infer
-    return MapSettings(combination=i.combination, gamma_p=i.gamma_p, gamma_l=i.gamma_l, sigma_pixel=i.sigma_pixel,
-                       sigma_latent=i.sigma_latent, image_score=i.image_score, topk=i.topk, pool=i.pool)
 
 
 @torch.no_grad()

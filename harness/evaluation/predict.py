@@ -30,10 +30,10 @@ from decodiff.datasets.imageio import DataError
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.training.checkpoint import CheckpointError, load_model
 from decodiff.harness.config import Config, ConfigError, build_config
-from decodiff.harness.data import device_for
-from decodiff.harness.evaluation.evaluate import conditioned, map_settings, reconstruction_settings
+from decodiff.harness.evaluation.evaluate import conditioned
+from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.progress import Progress
-from decodiff.harness.training.loop import make_process
+from decodiff.harness.training.distributed import device_for
 from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.reconstruction import reconstruct
 from decodiff.models.unet import DeviationUNet

@@ -30,8 +30,9 @@ from decodiff.datasets.shards import ShardSetWriter, member_key
 from decodiff.datasets.stream import ShardStream, check_shards
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, device_for, lock_path, preprocess_for
+from decodiff.harness.data import PreparedData, lock_path, preprocess_for
 from decodiff.harness.progress import Progress, log
+from decodiff.harness.training.distributed import device_for
 from decodiff.models.vae import FrozenVAE
 
 

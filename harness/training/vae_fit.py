@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from decodiff.harness.config import Config
 from decodiff.datasets.locks import FileLock
-from decodiff.harness.data import PreparedData, device_for, image_size, lock_path, train_image_loader
+from decodiff.harness.data import PreparedData, image_size, lock_path, train_image_loader
 from decodiff.harness.progress import Progress, log
+from decodiff.harness.training.distributed import device_for
 from decodiff.models.errors import VAEError
 from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae, save_vae
 
