@@ -18,6 +18,8 @@ from decodiff.datasets.imageio import DataError, image_size, read_mask, read_rgb
 from decodiff.datasets.files import sha256_file
 from decodiff.datasets.manifest import MANIFEST, Manifest
 from decodiff.datasets.records import Sample
+from decodiff.datasets.shard_record import decode_record
+from decodiff.datasets.tar_records import open_records
 
 Progress = Callable[[int, int | None], None]
 
@@ -169,9 +171,6 @@ def _inspect_shards(path: Path, verify: bool, deep: bool, progress: Progress | N
 
 
 def _deep_shard(ins: Inspection, path: Path, expected: int) -> None:
-    from decodiff.datasets.shards import decode_record
-    from decodiff.datasets.tar_records import open_records
-
     n = 0
     try:
         for rec in open_records(str(path)):

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from decodiff.datasets.shards import decode_record
+from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream, shard_urls
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, preprocess_for

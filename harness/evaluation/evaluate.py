@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from decodiff.datasets.shards import decode_record
+from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.config import Config

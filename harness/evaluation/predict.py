@@ -27,9 +27,12 @@ import torch
 from PIL import Image
 
 from decodiff.datasets.imageio import DataError
+from decodiff.datasets.shard_record import decode_record
+from decodiff.datasets.stream import ShardStream
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.training.checkpoint import CheckpointError, load_model
 from decodiff.harness.config import Config, ConfigError, build_config
+from decodiff.harness.data import prepare_data
 from decodiff.harness.evaluation.evaluate import conditioned
 from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.progress import Progress
@@ -214,10 +217,6 @@ def choose_threshold(scorer: Scorer, *, threshold: float | None = None, normal: 
 
 
 def _training_scores(scorer: Scorer, limit: int) -> list[float]:
-    from decodiff.datasets.shards import decode_record
-    from decodiff.datasets.stream import ShardStream
-    from decodiff.harness.data import prepare_data
-
     try:
         data = prepare_data(scorer.cfg)
     except (DataError, ConfigError, OSError) as exc:

@@ -29,7 +29,8 @@ from decodiff.datasets.defects import DEFECT_KINDS, synthesize_defect
 from decodiff.datasets.imageio import DataError, encode_png, read_rgb
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.records import NORMAL
-from decodiff.datasets.shards import ShardSetWriter, member_key
+from decodiff.datasets.shard_record import member_key
+from decodiff.datasets.shards import ShardSetWriter
 from decodiff.datasets.stream import shard_urls
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData

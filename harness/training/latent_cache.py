@@ -26,7 +26,8 @@ import torch
 
 from decodiff.datasets.locks import FileLock
 from decodiff.datasets.manifest import Manifest
-from decodiff.datasets.shards import ShardSetWriter, member_key
+from decodiff.datasets.shard_record import member_key
+from decodiff.datasets.shards import ShardSetWriter
 from decodiff.datasets.stream import ShardStream, check_shards
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config
