@@ -21,6 +21,7 @@ names the file, or, with `skip_bad`, are left out with a warning and listed in t
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
@@ -28,6 +29,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
 import sys
 import tarfile
 import time
@@ -45,6 +47,7 @@ from decodiff.datasets.locks import FileLock
 from decodiff.datasets.files import sha256_file, write_json_atomic
 from decodiff.datasets.manifest import FORMAT, MANIFEST, Manifest, ShardInfo, verify_shards
 from decodiff.datasets.records import Sample
+from decodiff.datasets.registry import read_dataset
 from decodiff.datasets.shard_record import member_key
 
 Progress = Callable[[int, int | None], None]  # (samples done, total)
@@ -375,8 +378,6 @@ def die_with_parent(parent: int) -> None:
     run leaves no orphaned workers behind; elsewhere a no-op."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-    import signal
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
@@ -647,8 +648,6 @@ def shard_dataset(
     log: Log | None = None,
 ) -> Manifest:
     """Read data set `dataset` at `root` with its registered reader and shard it into `out`."""
-    from decodiff.datasets.registry import read_dataset
-
     log = log or _stderr
     if Path(out).resolve() == Path(root).resolve() or Path(root).resolve() in Path(out).resolve().parents:
         raise DataError(f"{out}: the shard folder is inside the data set folder {root} (--out, or run.cache_dir); "

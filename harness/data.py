@@ -11,9 +11,11 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from decodiff.datasets.demo import generate_demo
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.locks import FileLock
+from decodiff.datasets.shards import shard_dataset
 from decodiff.datasets.stream import ShardStream, check_shards, collate, load_manifest, shard_counts, shard_urls
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config, ConfigError
@@ -67,8 +69,6 @@ def prepare_data(cfg: Config) -> PreparedData:
         source = f"shards {location}"
     else:
         if d.dataset == "demo":
-            from decodiff.datasets.demo import generate_demo
-
             params = d.demo.model_dump()
             tag = hashlib.sha256(repr(sorted(params.items())).encode()).hexdigest()[:10]
             root = Path(d.root) if d.root else cache / f"demo-{tag}"
@@ -100,8 +100,6 @@ def prepare_data(cfg: Config) -> PreparedData:
         if not (Path(location) / "manifest.json").is_file():  # finished shards are reused without the lock
             with FileLock(lock_path(Path(location)), what=f"shards {location}"):  # one run shards, the others reuse
                 if not (Path(location) / "manifest.json").is_file():
-                    from decodiff.datasets.shards import shard_dataset
-
                     log(f"sharding {root} into {location}")
                     with Progress("shard", unit="img") as p:
                         shard_dataset(d.dataset, root, location, options=options or None, log=log,

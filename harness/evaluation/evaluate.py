@@ -18,6 +18,7 @@ from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, preprocess_for
+from decodiff.harness.evaluation.uncertainty import PixelStats
 from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.training.distributed import (all_sum, broadcast_from_main, device_for, gather_to_main,
                                                    rank_and_world)
@@ -85,7 +86,6 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                    for n in (bases.names if bases else [])}
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
-    from decodiff.harness.evaluation.uncertainty import PixelStats
 
     stats = PixelStats() if main and out is not None else None
     urls = data.urls("test")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from matplotlib import colormaps
 
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.shard_record import decode_record
@@ -37,6 +38,7 @@ from decodiff.harness.evaluation.evaluate import conditioned
 from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.progress import Progress
 from decodiff.harness.training.distributed import device_for
+from decodiff.harness.training.vae_fit import resolve_pretrained
 from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.reconstruction import reconstruct
 from decodiff.models.unet import DeviationUNet
@@ -117,8 +119,6 @@ def load_scorer(checkpoint: Path, overrides: Sequence[str] = (), preset: str | N
     if where and Path(where).exists():
         vae = load_vae(Path(where), image_size=size, scale=info.get("vae_scale"))
     elif cfg.vae.pretrained:
-        from decodiff.harness.training.vae_fit import resolve_pretrained
-
         vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale)
     else:
         raise CheckpointError(f"--checkpoint {checkpoint}: its VAE ({info.get('vae')}) is not at {where}; pass "
@@ -251,8 +251,6 @@ def _training_scores(scorer: Scorer, limit: int) -> list[float]:
 def overlay(image: torch.Tensor, amap: np.ndarray, threshold: float) -> np.ndarray:
     """HxWx3 uint8: the image with the map in the 'jet' colours over it, scaled so that the
     threshold sits mid-scale (blue: far below, red: twice the threshold or more)."""
-    from matplotlib import colormaps
-
     rgb = ((image.float().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
     level = np.clip(amap / (2 * threshold if threshold > 0 else max(float(amap.max()), 1e-12)), 0, 1)
     heat = colormaps["jet"](level)[..., :3] * 255

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
 from decodiff.harness.metrics import label_regions
 
@@ -168,8 +169,6 @@ def _weights(labels: np.ndarray, resamples: int, rng: np.random.Generator) -> np
 def _image_resamples(scores: np.ndarray, labels: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     """Exact image AUROC / AP / F1max of every resample at once: the distinct scores are the
     bins, so the binned formulas are exact (ties included)."""
-    from scipy import sparse
-
     values, inverse = np.unique(scores, return_inverse=True)
     n = scores.size
     normal = sparse.csr_matrix((np.where(labels == 0, 1.0, 0.0), (np.arange(n), inverse)), shape=(n, values.size))

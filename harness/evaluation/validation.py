@@ -26,6 +26,7 @@ import webdataset as wds
 from PIL import Image
 
 from decodiff.datasets.defects import DEFECT_KINDS, synthesize_defect
+from decodiff.datasets.demo import CATEGORIES, foreign_textures
 from decodiff.datasets.imageio import DataError, encode_png, read_rgb
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.records import NORMAL
@@ -90,8 +91,6 @@ def _raw_records(urls: list[str]):
 
 
 def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder: Path) -> None:
-    from decodiff.datasets.demo import CATEGORIES, foreign_textures
-
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

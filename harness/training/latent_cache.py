@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +126,6 @@ def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch
                                                      "augment": "exact" if exact else "variants",
                                                      "table": [list(v) for v in table] if exact else None})
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     tmp.rename(folder)
     log(f"latent cache: {total} images x {K} variants in {folder}")
