@@ -1,7 +1,6 @@
 """Run folders: where a run's config, provenance, tables and report live."""
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
@@ -40,7 +39,3 @@ def write_run_files(run_dir: Path, cfg: Config, extra: dict[str, Any]) -> dict[s
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json_atomic(run_dir / "summary.json", summary)
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -11,5 +11,5 @@
 - `distributed`, `preemption`, `optimizer`, `schedules`, `ema`, `rng_state`: the loop's parts.
 
 May import: `decodiff.models`, `decodiff.datasets`, the run-level modules of `decodiff.harness`
-(config, data, progress, provenance, errors); never `evaluation`, `sweep`, `commands` or `bench`.
+(config, data, methods, progress, provenance, errors); never `evaluation`, `sweep`, `commands` or `bench`.
 """
