@@ -1,13 +1,12 @@
 """Run folders: where a run's config, provenance, tables and report live."""
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.files import write_json_atomic
+from decodiff.datasets.files import write_atomic, write_json_atomic
 from decodiff.harness.config import Config, ConfigError, to_yaml
 from decodiff.harness.provenance import code_version, environment
 
@@ -29,9 +28,7 @@ def new_run_dir(cfg: Config, kind: str) -> Path:
 
 def write_run_files(run_dir: Path, cfg: Config, extra: dict[str, Any]) -> dict[str, Any]:
     """config.yaml (resolved) and provenance.json: code version, environment, data checksums."""
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, run_dir / "config.yaml")
+    write_atomic(run_dir / "config.yaml", to_yaml(cfg))
     prov = {"code_version": code_version(), "config_digest": cfg.digest(), "environment": environment(), **extra}
     write_json_atomic(run_dir / "provenance.json", prov)
     return prov

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from decodiff.datasets.files import write_atomic
 from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.evaluation.baselines import baselines_for
@@ -169,9 +170,8 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
     maps_file = None
     if main and saved and out is not None:
         maps_file = out / "maps.npz"
-        tmp = out / "maps.tmp.npz"
-        np.savez_compressed(tmp, keys=np.array(list(saved)), maps=np.stack(list(saved.values())))
-        tmp.rename(maps_file)
+        write_atomic(maps_file, lambda p: np.savez_compressed(p, keys=np.array(list(saved)),
+                                                              maps=np.stack(list(saved.values()))))
     if stats is not None:
         stats.save(out / "pixel_stats.npz")
     records, samples, base_records = broadcast_from_main((records, samples, base_records) if main else None)

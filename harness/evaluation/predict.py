@@ -15,8 +15,8 @@ unreadable file is skipped and listed; with no readable image at all, one DataEr
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from matplotlib import colormaps
 
+from decodiff.datasets.files import write_atomic
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream
@@ -277,40 +278,38 @@ def predict(scorer: Scorer, inputs: Sequence[Path], out: Path, threshold: Thresh
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     roots = [Path(p) for p in inputs]
-    tmp_csv = out / ".scores.csv.tmp"
     skipped: list[dict[str, str]] = []
     converted: dict[str, int] = {}
     resized = scored = anomalous = 0
     names: set[str] = set()
-    with tmp_csv.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "name", "category", "score", "anomalous", "threshold", "width", "height", "converted"])
-        for b, amap, score in score_files(scorer, files):
-            if amap is None:
-                skipped.append({"path": str(b.path), "reason": b.error or "unreadable"})
-                continue
-            name = _relative(b.path, roots)
-            if name in names:  # two inputs with one name (e.g. a.png and a.jpg): keep both
-                name = f"{name}{b.path.suffix}"
-            names.add(name)
-            if b.converted:
-                converted[b.converted] = converted.get(b.converted, 0) + 1
-            if b.size != (scorer.size, scorer.size):
-                resized += 1
-            flag = int(score >= threshold.value)
-            scored, anomalous = scored + 1, anomalous + flag
-            if save_maps:
-                _save(out / "maps" / f"{name}.npy", lambda p: np.save(p, amap.astype(np.float32)))
-            if save_overlays:
-                _save(out / "overlays" / f"{name}.png",
-                      lambda p: Image.fromarray(overlay(b.image, amap, threshold.value)).save(p, format="PNG"))
-            w.writerow([str(b.path), name, scorer.category, f"{score:.9g}", flag, f"{threshold.value:.9g}",
-                        b.size[0], b.size[1], b.converted or ""])
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["path", "name", "category", "score", "anomalous", "threshold", "width", "height", "converted"])
+    for b, amap, score in score_files(scorer, files):
+        if amap is None:
+            skipped.append({"path": str(b.path), "reason": b.error or "unreadable"})
+            continue
+        name = _relative(b.path, roots)
+        if name in names:  # two inputs with one name (e.g. a.png and a.jpg): keep both
+            name = f"{name}{b.path.suffix}"
+        names.add(name)
+        if b.converted:
+            converted[b.converted] = converted.get(b.converted, 0) + 1
+        if b.size != (scorer.size, scorer.size):
+            resized += 1
+        flag = int(score >= threshold.value)
+        scored, anomalous = scored + 1, anomalous + flag
+        if save_maps:
+            write_atomic(out / "maps" / f"{name}.npy", lambda p: np.save(p, amap.astype(np.float32)))
+        if save_overlays:
+            write_atomic(out / "overlays" / f"{name}.png",
+                         lambda p: Image.fromarray(overlay(b.image, amap, threshold.value)).save(p, format="PNG"))
+        w.writerow([str(b.path), name, scorer.category, f"{score:.9g}", flag, f"{threshold.value:.9g}",
+                    b.size[0], b.size[1], b.converted or ""])
     if not scored:
-        tmp_csv.unlink()
         raise DataError(f"no readable image among the {len(files)} file(s) given (first: {skipped[0]['path']}: "
                         f"{skipped[0]['reason']})")
-    os.replace(tmp_csv, out / "scores.csv")
+    write_atomic(out / "scores.csv", rows.getvalue())
     notes = _notes(scorer, resized, converted, skipped)
     summary = {"checkpoint": str(scorer.checkpoint), "category": scorer.category, "images": scored,
                "anomalous": anomalous, "normal": scored - anomalous,
@@ -319,7 +318,7 @@ def predict(scorer: Scorer, inputs: Sequence[Path], out: Path, threshold: Thresh
                "maps": str((out / "maps").resolve()) if save_maps else None,
                "overlays": str((out / "overlays").resolve()) if save_overlays else None,
                "skipped": skipped, "notes": notes}
-    _save(out / "predict.json", lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
+    write_atomic(out / "predict.json", json.dumps(summary, indent=1) + "\n")
     return PredictResult(out, threshold, scored, anomalous, skipped, notes, summary)
 
 
@@ -340,10 +339,3 @@ def _notes(scorer: Scorer, resized: int, converted: dict[str, int], skipped: lis
         notes.append(f"{len(skipped)} unreadable file(s) skipped (listed under 'skipped')")
     return notes
 
-
-def _save(path: Path, write) -> None:
-    """Write through a temporary name, then rename: a killed run leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)

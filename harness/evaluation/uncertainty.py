@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from decodiff.datasets.files import write_atomic
 from decodiff.harness.metrics import label_regions
 
 THRESHOLDS = np.concatenate([np.linspace(0.0, 1.0, 2049)[:-1], np.geomspace(1.0, 1000.0, 256)])
@@ -106,9 +107,7 @@ class PixelStats:
                 continue
             for k, v in a.items():
                 out[f"c{i}_{k}"] = v.astype(np.uint32) if k in ("h_norm", "h_anom") else v
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez_compressed(tmp, **out)
-        tmp.replace(path)
+        write_atomic(path, lambda p: np.savez_compressed(p, **out))
 
 
 # ---- metrics from binned counts ------------------------------------------------------------------

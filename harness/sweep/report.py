@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from decodiff.datasets.files import write_json_atomic
+from decodiff.datasets.files import write_atomic, write_json_atomic
 from decodiff.harness.config import Config
 from decodiff.harness.provenance import code_version
 from decodiff.harness.sweep.spec import SweepPlan, TrialPlan
@@ -122,9 +122,7 @@ def write_sweep_report(folder: Path, plan: SweepPlan, results: dict[str, dict[st
               "category and metric) and in each trial's report; comparison/report.html compares the settings "
               "with bootstrap intervals (and the paper's numbers, for its data sets).", ""]
     path = folder / "report.md"
-    tmp = folder / ".report.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    write_atomic(path, "\n".join(lines))
     return path
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.files import write_json_atomic
+from decodiff.datasets.files import write_atomic, write_json_atomic
 from decodiff.datasets.stream import check_shards, load_manifest
 from decodiff.harness.config import Config
 from decodiff.harness.progress import log
@@ -376,8 +376,7 @@ def _collect(plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[
                 except Exception as exc:
                     log(f"sweep: MLflow child run for {t.id} failed ({exc}); a later --resume retries it")
     records = [r for t in plan.trials if t.id in results for r in trial_records(t, results[t.id])]
-    combined_table(records, plan.axes).to_csv(folder / ".metrics.csv.tmp", index=False)
-    (folder / ".metrics.csv.tmp").replace(folder / "metrics.csv")
+    write_atomic(folder / "metrics.csv", combined_table(records, plan.axes).to_csv(index=False))
     best = best_trial(plan, results)
     not_run = [t.id for t in plan.trials if t.id not in results and t.id not in failed]
     prov = {
