@@ -1,6 +1,6 @@
 """Writing a report folder: report.md, report.html (self-contained), tables/<name>.csv and
-.tex, tables.tex (all tables), figures/<name>.png. Every file is written under a temporary
-name and renamed, so a killed run leaves no half-written file."""
+.tex, tables.tex (all tables), figures/<name>.png; and a run's plain tables. Every file is
+written under a temporary name and renamed, so a killed run leaves no half-written file."""
 from __future__ import annotations
 
 from pathlib import Path

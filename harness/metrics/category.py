@@ -3,7 +3,8 @@
 Image level: AUROC, AUPRC, F1max of the image scores. Pixel level: the same three over all
 pixels plus AUPRO, all four from one sort of the normal pixels and one search of the anomalous
 pixels in it (and of the 200 thresholds, for the deco-diff-code AUPRO). A value that does not
-exist is returned as an UndefinedMetric carrying the reason, never as a number.
+exist is returned as an UndefinedMetric carrying the reason, never as a number. `aupro()` gives
+the pixel AUPRO alone from a category's maps and masks, by the same path.
 """
 from __future__ import annotations
 
