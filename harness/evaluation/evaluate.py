@@ -87,7 +87,6 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                    for n in (bases.names if bases else [])}
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
-
     stats = PixelStats() if main and out is not None else None
     urls = data.urls("test")
     order = _InOrder(urls, _counts(data, urls)) if main else None  # releases results in one-process order
