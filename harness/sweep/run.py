@@ -33,20 +33,14 @@ from decodiff.datasets.stream import check_shards, load_manifest
 from decodiff.harness.config import Config
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
-from decodiff.harness.report_inputs import resolve_sweep
 from decodiff.harness.sweep.cost import estimate
 from decodiff.harness.sweep.ray_tune import ray_session, run_phase
-from decodiff.harness.sweep.report import (best_trial, combined_table, finish_parent_run, log_child_run,
-                                           start_parent_run, trial_records, write_results, write_sweep_report)
 from decodiff.harness.sweep.spec import SweepError, SweepPlan, TrialPlan, digest, same_experiment
 from decodiff.harness.sweep.trial import attempts, read_result, tune_entry, write_result_once
 from decodiff.harness.tracking import tracking_uri
 from decodiff.harness.training.vae_fit import resolve_pretrained
 from decodiff.models.errors import VAEError
 from decodiff.models.vae import EXPECTED_VAE, vae_source_problem
-from decodiff.reports import published
-from decodiff.reports.build import build_comparison_report, sweep_missing
-from decodiff.reports.write import write_report_files
 
 STATE = "sweep.json"
 
@@ -281,6 +275,12 @@ def run_sweep(plan: SweepPlan, options: SweepOptions) -> SweepResult:
 def _comparison_report(plan: SweepPlan, folder: Path) -> str | None:
     """The report stage (as `decodiff report --sweep`): settings compared with bootstrap intervals,
     per-category tables, figures, HTML and LaTeX, beside the paper's numbers where it has some."""
+    # the report stage pulls matplotlib and the paper's tables (0.3 s): `--dry-run` starts without them
+    from decodiff.harness.report_inputs import resolve_sweep
+    from decodiff.reports import published
+    from decodiff.reports.build import build_comparison_report, sweep_missing
+    from decodiff.reports.write import write_report_files
+
     try:
         inputs = resolve_sweep(folder)  # reads sweep.json and results.json
         datasets = {t.config.data.dataset for t in plan.trials}
@@ -348,6 +348,8 @@ def _adopt_earlier(plan: SweepPlan, folder: Path) -> None:
 
 
 def _start_parent(tcfg: Config, plan: SweepPlan, folder: Path, existing: str | None) -> str | None:
+    from decodiff.harness.sweep.report import start_parent_run  # pandas (0.2 s): not for --dry-run
+
     try:
         return start_parent_run(tcfg, plan, folder, existing)
     except Exception as exc:  # tracking must not cost the sweep
@@ -359,6 +361,10 @@ def _collect(plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[
              status: str) -> SweepResult:
     """Gather every finished trial (this run's and earlier ones), log new ones to MLflow, and write
     metrics.csv, results.json and report.md."""
+    # the sweep's tables need pandas (0.2 s): `--dry-run` starts without it
+    from decodiff.harness.sweep.report import (best_trial, combined_table, finish_parent_run, log_child_run,
+                                               trial_records, write_results, write_sweep_report)
+
     results: dict[str, dict[str, Any]] = {}
     for t in plan.trials:
         r = read_result(folder / "trials" / t.id)
