@@ -80,8 +80,9 @@ def write_report(out: Path | str, records: list[dict], samples: list[dict] | Non
     """A run report from records and per-image samples alone (no intervals or figures beyond the
     image curves): for `decodiff score` and other callers without a run's report data."""
     out = Path(out)
+    kept = [{k: s[k] for k in ("key", "category", "defect", "label", "score")} for s in samples or []]
     run = RunData(name=out.name, title=title, dataset=str(records[0]["dataset"]) if records else "unknown",
                   records=records, provenance=[(k, str(v)) for k, v in provenance.items()], notes=list(notes or []),
-                  samples=[{k: s[k] for k in ("key", "category", "defect", "label", "score")} for s in samples or []] or None)
+                  samples=kept or None)
     write_run_tables(out, records, samples)
     return write_report_files(build_run_report(run), out)
