@@ -20,10 +20,11 @@ import torch
 
 from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.config import build_config
-from decodiff.harness.data import device_for, prepare_data, test_loader
-from decodiff.harness.evaluation.evaluate import conditioned, map_settings, reconstruction_settings
+from decodiff.harness.data import prepare_data, test_loader
+from decodiff.harness.evaluation.evaluate import conditioned
+from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
+from decodiff.harness.training.distributed import device_for
 from decodiff.harness.training.model_cache import trained_model
-from decodiff.harness.training.loop import make_process
 from decodiff.harness.training.vae_fit import get_vae
 from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.reconstruction import reconstruct

@@ -17,10 +17,12 @@ import shutil
 import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import skimage.data
 from PIL import Image
 
 from decodiff.datasets.defects import (
@@ -104,8 +106,6 @@ class DemoInfo:
 
 @lru_cache(maxsize=None)
 def _source(name: str) -> np.ndarray:
-    import skimage.data
-
     image = np.asarray(getattr(skimage.data, name)())
     image.setflags(write=False)
     return image
@@ -358,8 +358,6 @@ def _install(tmp: Path, root: Path, params: dict, manifest: dict) -> DemoInfo:
 
 
 def _library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for name in ("numpy", "pillow", "scikit-image", "scipy"):
         try:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path | str, data: str | bytes) -> None:
-    """Write to a temporary name beside `path`, then rename: a crash leaves the old file or none."""
+def write_atomic(path: Path | str, data: str | bytes | Callable[[Path], object]) -> None:
+    """Write to a temporary name beside `path`, then rename: a crash leaves the old file or none.
+    `data` may be a function that writes the file at the path it is given (numpy, PIL, a stream of
+    rows), for contents too large to hold twice in memory; the temporary name keeps `path`'s suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         if isinstance(data, bytes):
             tmp.write_bytes(data)
-        else:
+        elif isinstance(data, str):
             tmp.write_text(data, encoding="utf-8")
+        else:
+            data(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

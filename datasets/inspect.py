@@ -9,6 +9,7 @@ image's and mask's header read (with `deep`, every file decoded).
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from decodiff.datasets.imageio import DataError, image_size, read_mask, read_rgb
 from decodiff.datasets.files import sha256_file
 from decodiff.datasets.manifest import MANIFEST, Manifest
 from decodiff.datasets.records import Sample
+from decodiff.datasets.registry import detect_layout, read_dataset, spec
+from decodiff.datasets.shard_record import decode_record
+from decodiff.datasets.tar_records import open_records
 
 Progress = Callable[[int, int | None], None]
 
@@ -67,7 +71,7 @@ class Inspection:
 def inspect_location(location: str | Path, *, dataset: str | None = None, options: dict[str, Any] | None = None,
                      verify: bool = False, deep: bool = False, progress: Progress | None = None) -> Inspection:
     """Inspect a shard set (folder with manifest.json or tars, or a remote location) or a native folder."""
-    from decodiff.datasets.stream import is_url
+    from decodiff.datasets.stream import is_url  # stream pulls torch (0.7 s): a local inspection does without
 
     loc = str(location)
     if is_url(loc):
@@ -169,9 +173,6 @@ def _inspect_shards(path: Path, verify: bool, deep: bool, progress: Progress | N
 
 
 def _deep_shard(ins: Inspection, path: Path, expected: int) -> None:
-    from decodiff.datasets.shards import decode_record
-    from decodiff.datasets.tar_records import open_records
-
     n = 0
     try:
         for rec in open_records(str(path)):
@@ -188,8 +189,7 @@ def _deep_shard(ins: Inspection, path: Path, expected: int) -> None:
 
 
 def _inspect_remote(loc: str, verify: bool) -> Inspection:
-    import hashlib
-
+    # webdataset and stream pull torch (0.7 s): only a remote inspection needs them
     import webdataset as wds
 
     from decodiff.datasets.stream import load_manifest, resolve
@@ -221,8 +221,6 @@ def _inspect_remote(loc: str, verify: bool) -> Inspection:
 
 def _inspect_native(root: Path, dataset: str | None, options: dict[str, Any], deep: bool,
                     progress: Progress | None) -> Inspection:
-    from decodiff.datasets.registry import detect_layout, read_dataset, spec
-
     ins = Inspection(str(root), "native")
     name = dataset or detect_layout(root)
     if name is None:

@@ -1,13 +1,15 @@
-"""manifest.json of a shard set: what it holds and the checksums that make runs traceable."""
+"""manifest.json of a shard set: what it holds and the checksums that make runs traceable, and
+the check of the shards on disk against it."""
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.files import write_json_atomic
+from decodiff.datasets.files import sha256_file, write_json_atomic
 from decodiff.datasets.imageio import DataError
 
 FORMAT = "decodiff-shards/1"
@@ -88,3 +90,22 @@ class Manifest:
             raise DataError(f"{where}: not a valid shard manifest ({exc})") from None
 
 
+def verify_shards(folder: Path, manifest: Manifest | None = None, *, sha256: bool = True,
+                  names: Sequence[str] | None = None) -> list[str]:
+    """Problems with the shards on disk against the manifest: missing, wrong size, wrong sha256
+    (`sha256=False`: sizes only, a stat per shard; `names`: these shards only)."""
+    folder = Path(folder)
+    manifest = manifest or Manifest.load(folder)
+    wanted = set(names) if names is not None else None
+    problems = []
+    for s in manifest.shards:
+        if wanted is not None and s.name not in wanted:
+            continue
+        p = folder / s.name
+        if not p.is_file():
+            problems.append(f"{p}: missing (listed in {MANIFEST})")
+        elif p.stat().st_size != s.bytes:
+            problems.append(f"{p}: {p.stat().st_size} bytes, the manifest says {s.bytes} (truncated or replaced)")
+        elif sha256 and sha256_file(p) != s.sha256:
+            problems.append(f"{p}: sha256 differs from the manifest's")
+    return problems

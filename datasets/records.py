@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from decodiff.datasets.imageio import DataError
+from decodiff.datasets.imageio import read_mask, read_rgb
 
 NORMAL = "good"  # defect type of normal samples, as in MVTec-AD
 # how to keep anomalous images that have no mask (their pixel metrics are then null with a reason)
@@ -56,8 +57,6 @@ class Sample:
     def image(self) -> np.ndarray:
         """HxWx3 uint8 RGB (grey-scale images are served as 3 channels)."""
         if self.load_image is None:
-            from decodiff.datasets.imageio import read_rgb
-
             return read_rgb(Path(self.source))
         return self.load_image()
 
@@ -67,7 +66,6 @@ class Sample:
             return self.load_mask()
         if self.mask_source is None:
             return None
-        from decodiff.datasets.imageio import read_mask
 
         return read_mask(Path(self.mask_source))
 

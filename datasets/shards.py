@@ -21,6 +21,7 @@ names the file, or, with `skip_bad`, are left out with a warning and listed in t
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
@@ -28,6 +29,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import signal
 import sys
 import tarfile
 import time
@@ -40,22 +42,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from decodiff.datasets.imageio import DataError, encode_png, read_mask, read_rgb
+from decodiff.datasets.imageio import DataError, encode_png, read_rgb
 from decodiff.datasets.locks import FileLock
 from decodiff.datasets.files import sha256_file, write_json_atomic
-from decodiff.datasets.manifest import FORMAT, MANIFEST, Manifest, ShardInfo
+from decodiff.datasets.manifest import FORMAT, MANIFEST, Manifest, ShardInfo, verify_shards
 from decodiff.datasets.records import Sample
+from decodiff.datasets.registry import read_dataset
+from decodiff.datasets.shard_record import member_key
 
 Progress = Callable[[int, int | None], None]  # (samples done, total)
 Log = Callable[[str], None]
 STATE = ".shard-run"  # unfinished-run state: a lock and one record per finished unit
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
-
-
-def member_key(key: str) -> str:
-    """Tar member stem for a sample key: WebDataset splits a member name at the first dot of
-    its base name, so dots (and '%') are escaped; the true key travels in meta.json."""
-    return key.replace("%", "%25").replace(".", "%2E")
 
 
 def _safe(name: str) -> str:
@@ -380,8 +378,6 @@ def die_with_parent(parent: int) -> None:
     run leaves no orphaned workers behind; elsewhere a no-op."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-    import signal
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
@@ -652,8 +648,6 @@ def shard_dataset(
     log: Log | None = None,
 ) -> Manifest:
     """Read data set `dataset` at `root` with its registered reader and shard it into `out`."""
-    from decodiff.datasets.registry import read_dataset
-
     log = log or _stderr
     if Path(out).resolve() == Path(root).resolve() or Path(root).resolve() in Path(out).resolve().parents:
         raise DataError(f"{out}: the shard folder is inside the data set folder {root} (--out, or run.cache_dir); "
@@ -682,44 +676,3 @@ def shard_dataset(
             raise DataError(f"{out}: verification failed: " + "; ".join(problems))
         log(f"{out}: verified {len(manifest.shards)} shards (sizes and sha256)")
     return manifest
-
-
-def verify_shards(folder: Path, manifest: Manifest | None = None, *, sha256: bool = True,
-                  names: Sequence[str] | None = None) -> list[str]:
-    """Problems with the shards on disk against the manifest: missing, wrong size, wrong sha256
-    (`sha256=False`: sizes only, a stat per shard; `names`: these shards only)."""
-    folder = Path(folder)
-    manifest = manifest or Manifest.load(folder)
-    wanted = set(names) if names is not None else None
-    problems = []
-    for s in manifest.shards:
-        if wanted is not None and s.name not in wanted:
-            continue
-        p = folder / s.name
-        if not p.is_file():
-            problems.append(f"{p}: missing (listed in {MANIFEST})")
-        elif p.stat().st_size != s.bytes:
-            problems.append(f"{p}: {p.stat().st_size} bytes, the manifest says {s.bytes} (truncated or replaced)")
-        elif sha256 and sha256_file(p) != s.sha256:
-            problems.append(f"{p}: sha256 differs from the manifest's")
-    return problems
-
-
-def decode_record(rec: dict[str, Any]) -> dict[str, Any]:
-    """A raw tar record -> {"key", "image" (HxWx3 uint8), "mask" (HxW bool or None), "meta"}."""
-    where = f"{rec.get('__url__', '?')}: sample {rec.get('__key__', '?')}"
-    if "meta.json" not in rec:
-        raise DataError(f"{where} has no meta.json (a truncated or damaged shard)")
-    try:
-        meta = json.loads(rec["meta.json"])
-        name = f"{rec.get('__url__', '?')}:{meta['key']}"
-    except (ValueError, KeyError, TypeError):
-        raise DataError(f"{where}: unreadable meta.json (a damaged shard)") from None
-    img_bytes = rec.get("image.png", rec.get("image.jpg"))
-    if img_bytes is None:
-        raise DataError(f"{name}: shard sample without image.png/image.jpg")
-    image = read_rgb(img_bytes, name=name)
-    mask = read_mask(rec["mask.png"], name=name + " (mask)") if "mask.png" in rec else None
-    if mask is None and meta.get("has_mask") and meta.get("label") == 0:
-        mask = np.zeros(image.shape[:2], dtype=bool)
-    return {"key": meta["key"], "image": image, "mask": mask, "meta": meta}

@@ -49,8 +49,8 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.manifest import MANIFEST, Manifest
-from decodiff.datasets.shards import decode_record, verify_shards
+from decodiff.datasets.manifest import MANIFEST, Manifest, verify_shards
+from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.tar_records import open_records
 
 SplitBy = Literal["shards", "samples"]

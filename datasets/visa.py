@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.mvtec import list_categories, read_mvtec, select_categories
+from decodiff.datasets.mvtec import read_mvtec, select_categories
 from decodiff.datasets.records import MASKS_HINT, NORMAL, OnBad, Sample, bad_sample
 
 CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
@@ -177,11 +177,3 @@ def read_visa_raw(
                     dataset=dataset, category=cat, split=split, label=label, defect=defect,
                     source=str(img), mask_source=str(mask) if mask is not None else None,
                 )
-
-
-def list_visa_categories(root: Path) -> list[str]:
-    root = Path(root)
-    if is_raw(root):
-        csv_path = root / "split_csv" / "1cls.csv"
-        return list(dict.fromkeys(r["object"] for r in _read_split_csv(csv_path)))
-    return list_categories(converted_root(root))

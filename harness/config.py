@@ -14,14 +14,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from decodiff.datasets.registry import spec as dataset_spec
 from decodiff.harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES, departures, departures_text, recipe_tree
+from decodiff.models.unet_presets import UNET_PRESETS
 
 DATASETS = ("demo", "mvtec", "visa", "mpdd", "realiad", "folder")
 
 # Keys added with a default that differs from how the code behaved before they existed: a config
 # (or a finished trial, a cached training) that lacks one ran at this value, not at today's default.
-# Sweeps match finished trials with it (sweep_spec.same_experiment); training keys leave such a key
-# out at this value, so trainings that behave as before keep their keys (model_cache.training_spec).
+# Sweeps match finished trials with it (sweep/spec.same_experiment); training keys leave such a key
+# out at this value, so trainings that behave as before keep their keys (training/spec.training_spec).
 BEHAVIOUR_BEFORE_KEY = {"model.init": "diffusers", "train.cache_augment": "variants", "train.channels_last": False}
 
 
@@ -78,9 +80,7 @@ class DataSection(Section):
     @model_validator(mode="after")
     def _options(self) -> "DataSection":
         if self.options:
-            from decodiff.datasets.registry import spec
-
-            allowed = spec(self.dataset).options
+            allowed = dataset_spec(self.dataset).options
             wrong = sorted(k for k in self.options if k not in allowed)
             if wrong:
                 raise ValueError(f"data.options {wrong}: not options of the {self.dataset} reader "
@@ -117,8 +117,6 @@ class ModelSection(Section):
     @field_validator("size")
     @classmethod
     def _known(cls, v: str) -> str:
-        from decodiff.models.unet_presets import UNET_PRESETS
-
         if v not in UNET_PRESETS:
             raise ValueError(f"must be one of {sorted(UNET_PRESETS)}")
         return v

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
+from decodiff.datasets.demo import generate_demo
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.locks import FileLock
+from decodiff.datasets.shards import shard_dataset
 from decodiff.datasets.stream import ShardStream, check_shards, collate, load_manifest, shard_counts, shard_urls
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config, ConfigError
@@ -68,8 +69,6 @@ def prepare_data(cfg: Config) -> PreparedData:
         source = f"shards {location}"
     else:
         if d.dataset == "demo":
-            from decodiff.datasets.demo import generate_demo
-
             params = d.demo.model_dump()
             tag = hashlib.sha256(repr(sorted(params.items())).encode()).hexdigest()[:10]
             root = Path(d.root) if d.root else cache / f"demo-{tag}"
@@ -101,8 +100,6 @@ def prepare_data(cfg: Config) -> PreparedData:
         if not (Path(location) / "manifest.json").is_file():  # finished shards are reused without the lock
             with FileLock(lock_path(Path(location)), what=f"shards {location}"):  # one run shards, the others reuse
                 if not (Path(location) / "manifest.json").is_file():
-                    from decodiff.datasets.shards import shard_dataset
-
                     log(f"sharding {root} into {location}")
                     with Progress("shard", unit="img") as p:
                         shard_dataset(d.dataset, root, location, options=options or None, log=log,
@@ -161,10 +158,3 @@ def train_image_loader(cfg: Config, data: PreparedData, batch_size: int, seed: i
     loader = DataLoader(stream, batch_size=batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
     return stream, loader
 
-
-def device_for(cfg: Config) -> torch.device:
-    if cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("run.device=cuda but CUDA is not available")
-        return torch.device("cuda")
-    return torch.device("cpu")

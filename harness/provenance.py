@@ -33,7 +33,7 @@ def code_version() -> str:
 
 
 def environment() -> dict[str, Any]:
-    import torch
+    import torch  # 0.7 s: code_version() callers (reports, scores) start without it
 
     env = {
         "python": platform.python_version(),

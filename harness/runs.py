@@ -1,14 +1,12 @@
 """Run folders: where a run's config, provenance, tables and report live."""
 from __future__ import annotations
 
-import json
-import os
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.files import write_json_atomic
+from decodiff.datasets.files import write_atomic, write_json_atomic
 from decodiff.harness.config import Config, ConfigError, to_yaml
 from decodiff.harness.provenance import code_version, environment
 
@@ -30,9 +28,7 @@ def new_run_dir(cfg: Config, kind: str) -> Path:
 
 def write_run_files(run_dir: Path, cfg: Config, extra: dict[str, Any]) -> dict[str, Any]:
     """config.yaml (resolved) and provenance.json: code version, environment, data checksums."""
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, run_dir / "config.yaml")
+    write_atomic(run_dir / "config.yaml", to_yaml(cfg))
     prov = {"code_version": code_version(), "config_digest": cfg.digest(), "environment": environment(), **extra}
     write_json_atomic(run_dir / "provenance.json", prov)
     return prov
@@ -40,7 +36,3 @@ def write_run_files(run_dir: Path, cfg: Config, extra: dict[str, Any]) -> dict[s
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_json_atomic(run_dir / "summary.json", summary)
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "summary.json").read_text())

@@ -39,7 +39,3 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return x[0] if squeeze else x
 
 
-def blur_radius(sigma: float) -> int:
-    return int(4.0 * sigma + 0.5) if sigma > 0 else 0
-
-

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
 from decodiff.models.errors import WeightsError
 from decodiff.models.unet_presets import UNET_PRESETS
@@ -51,8 +52,6 @@ def ldm_to_ours(unet: dict[str, torch.Tensor], unet_config: dict[str, Any],
                 prefix: str = "unet.") -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
     """The UNet tensors under our names (`prefix` + diffusers name), where each came from
     (our name -> LDM name), and the LDM tensors that became none of ours (sorted)."""
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-
     name_of = {id(v): k for k, v in unet.items()}
     converted = convert_ldm_unet_checkpoint({LDM_PREFIX + k: v for k, v in unet.items()}, dict(unet_config))
     ours, origin = {}, {}

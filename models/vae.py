@@ -7,7 +7,9 @@ does for Stable Diffusion's VAE).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +154,6 @@ def _checked(out: FrozenVAE, folder: Path, image_size: int | None, expect_channe
 
 
 def _sha256(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
@@ -166,8 +166,6 @@ def save_vae(vae: AutoencoderKL, folder: Path, scale: float, description: str, e
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     vae.save_pretrained(tmp, safe_serialization=True)
     weights = sorted(tmp.glob("*.safetensors"))
@@ -175,7 +173,5 @@ def save_vae(vae: AutoencoderKL, folder: Path, scale: float, description: str, e
             **({"weights_sha256": _sha256(weights[0])} if weights else {})}
     (tmp / "decodiff.json").write_text(json.dumps(meta, indent=2))
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     tmp.rename(folder)

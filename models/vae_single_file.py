@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+from safetensors.torch import load_file
 
 from decodiff.models.errors import VAEError
 
@@ -32,8 +34,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise VAEError(f"vae.pretrained={path}: file not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             state: Any = load_file(str(path))
         except Exception as exc:  # safetensors' own error types for corrupt headers
@@ -101,8 +101,6 @@ def config_from_shapes(state: dict[str, torch.Tensor], name: str = "") -> dict[s
 def load_single_file_vae(path: Path, config: Path | dict[str, Any] | None = None) -> AutoencoderKL:
     """An AutoencoderKL from one LDM-layout weights file; `config` (a diffusers config.json, a
     folder holding one, or a dict) overrides the architecture read from the shapes."""
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
     path = Path(path)
     state = vae_part(read_state_dict(path))
     if config is None:

@@ -11,6 +11,7 @@ what is missing and why.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -443,14 +444,10 @@ def _trial_label(overrides: dict[str, Any], axes: list[str]) -> str:
 
 
 def _short(v: Any) -> str:
-    import json
-
     return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
 
 def _setting(overrides: dict[str, Any]) -> str:
-    import json
-
     return json.dumps({k: v for k, v in overrides.items() if k != "run.seed"}, sort_keys=True)
 
 

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 DPI = 100
@@ -72,8 +73,6 @@ def roc_pr_figure(curves: dict[str, dict[str, Any]], title: str) -> bytes:
 
 
 def _colors(n: int) -> list[tuple[float, float, float, float]]:
-    from matplotlib import colormaps
-
     cmap = colormaps["tab20" if n > 10 else "tab10"]
     return [cmap(i % cmap.N) for i in range(n)]
 

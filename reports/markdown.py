@@ -58,19 +58,3 @@ def render_markdown(report: Report, figure_dir: str = "figures") -> str:
                 lines += [f"- {item}" for item in block.items] + [""]
     return "\n".join(lines)
 
-
-def write_report(out, records, samples, *, title: str, provenance: dict, notes: list[str] | None = None):
-    """A run report from records and per-image samples alone (no intervals or figures beyond the
-    image curves): for `decodiff score` and other callers without a run's report data."""
-    from pathlib import Path
-
-    from decodiff.reports.build import build_run_report
-    from decodiff.reports.rundata import RunData
-    from decodiff.reports.write import write_report_files, write_run_tables
-
-    out = Path(out)
-    run = RunData(name=out.name, title=title, dataset=str(records[0]["dataset"]) if records else "unknown",
-                  records=records, provenance=[(k, str(v)) for k, v in provenance.items()], notes=list(notes or []),
-                  samples=[{k: s[k] for k in ("key", "category", "defect", "label", "score")} for s in samples or []] or None)
-    write_run_tables(out, records, samples)
-    return write_report_files(build_run_report(run), out)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from decodiff.datasets.files import write_atomic
+
 LEVELS = ("image", "pixel")
 METRIC_ORDER = {"auroc": 0, "auprc": 1, "f1max": 2, "aupro": 3}
 AGGREGATES = ("mean", "pooled")
@@ -100,24 +102,18 @@ class RunData:
 
 
 # ---- the report_data folder ---------------------------------------------------------------------
-def _write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data) if isinstance(data, bytes) else tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
-
-
 def save_run_json(folder: Path, run: RunData) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"name": run.name, "run_id": run.run_id, "title": run.title, "dataset": run.dataset,
             "provenance": [list(p) for p in run.provenance], "notes": list(run.notes)}
-    _write(folder / "run.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    write_atomic(folder / "run.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
 def save_baselines(folder: Path, records: list[dict[str, Any]]) -> None:
     """The baselines' records (each with "method"); nothing when there are none."""
     if records:
         folder.mkdir(parents=True, exist_ok=True)
-        _write(folder / "baselines.json", json.dumps(records, sort_keys=True) + "\n")
+        write_atomic(folder / "baselines.json", json.dumps(records, sort_keys=True) + "\n")
 
 
 def baselines_by_method(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -131,21 +127,21 @@ def save_samples(folder: Path, samples: list[dict[str, Any]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     cols = ["key", "category", "defect", "label", "score"]
     df = pd.DataFrame(samples, columns=cols)
-    _write(folder / "samples.csv", df.to_csv(index=False, float_format="%.9g"))
+    write_atomic(folder / "samples.csv", df.to_csv(index=False, float_format="%.9g"))
 
 
 def save_uncertainty(folder: Path, bootstrap: dict[str, Any], intervals: list[dict[str, Any]],
                      pixel_curves: dict[str, dict[str, list[float]]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"bootstrap": bootstrap, "intervals": intervals, "pixel_curves": pixel_curves}
-    _write(folder / "uncertainty.json", json.dumps(doc, sort_keys=True) + "\n")
+    write_atomic(folder / "uncertainty.json", json.dumps(doc, sort_keys=True) + "\n")
 
 
 def save_qualitative(folder: Path, arrays: dict[str, np.ndarray]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
-    _write(folder / "qualitative.npz", buf.getvalue())
+    write_atomic(folder / "qualitative.npz", buf.getvalue())
 
 
 def load_run_data(folder: Path, records: list[dict[str, Any]], params: dict[str, str] | None = None,

@@ -1,6 +1,6 @@
 """Writing a report folder: report.md, report.html (self-contained), tables/<name>.csv and
-.tex, tables.tex (all tables), figures/<name>.png. Every file is written under a temporary
-name and renamed, so a killed run leaves no half-written file."""
+.tex, tables.tex (all tables), figures/<name>.png; and a run's plain tables. Every file is
+written under a temporary name and renamed, so a killed run leaves no half-written file."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from decodiff.datasets.files import write_atomic
+from decodiff.reports.build import build_run_report, defect_rows
 from decodiff.reports.document import Report, Table
 from decodiff.reports.html import render_html
 from decodiff.reports.latex import render_latex, table_latex
 from decodiff.reports.markdown import render_markdown
+from decodiff.reports.rundata import RunData
+from decodiff.reports.tables import category_table, long_table
 
 
 def table_frame(table: Table) -> pd.DataFrame:
@@ -42,9 +45,6 @@ def write_run_tables(out: Path, records: list[dict], samples: list[dict] | None,
     """The run folder's plain tables (fractions, as the metrics give them): metrics.csv (the long
     table), image_table.csv and pixel_table.csv (categories x metrics), defect_table.csv, and
     baselines.csv (the long table of every method of the run, with a `method` column)."""
-    from decodiff.reports.build import defect_rows
-    from decodiff.reports.tables import category_table, long_table
-
     df = long_table(records)
     write_atomic(out / "metrics.csv", df.to_csv(index=False))
     for level in ("image", "pixel"):
@@ -73,3 +73,16 @@ def write_report_files(report: Report, out: Path) -> Path:
     path = out / "report.md"
     write_atomic(path, render_markdown(report))
     return path
+
+
+def write_report(out: Path | str, records: list[dict], samples: list[dict] | None, *, title: str, provenance: dict,
+                 notes: list[str] | None = None) -> Path:
+    """A run report from records and per-image samples alone (no intervals or figures beyond the
+    image curves): for `decodiff score` and other callers without a run's report data."""
+    out = Path(out)
+    kept = [{k: s[k] for k in ("key", "category", "defect", "label", "score")} for s in samples or []]
+    run = RunData(name=out.name, title=title, dataset=str(records[0]["dataset"]) if records else "unknown",
+                  records=records, provenance=[(k, str(v)) for k, v in provenance.items()], notes=list(notes or []),
+                  samples=kept or None)
+    write_run_tables(out, records, samples)
+    return write_report_files(build_run_report(run), out)

@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
-from decodiff.datasets.shards import decode_record
+from decodiff.datasets.manifest import Manifest
+from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream, shard_urls
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, preprocess_for
 from decodiff.harness.progress import log
+from decodiff.harness.training.latent_cache import cache_key, decode_latent
 from decodiff.models.anomaly_map import MapSettings, bilinear_resize, image_score, pixel_discrepancy
 from decodiff.models.blur import gaussian_blur
 from decodiff.models.latent_nn import LatentNearestNeighbour
@@ -90,12 +92,8 @@ def _fill_bank(nn: LatentNearestNeighbour, cfg: Config, data: PreparedData, vae:
                device: torch.device) -> str:
     """Normal training latents (the latent distribution's mean, un-augmented): from the training's
     latent cache where there is one (variant 0), else encoded here."""
-    from decodiff.harness.training.latent_cache import cache_key, decode_latent
-
     folder = Path(cfg.run.cache_dir) / "latents" / cache_key(cfg, data, vae)
     if (folder / "manifest.json").is_file():
-        from decodiff.datasets.manifest import Manifest
-
         manifest = Manifest.load(folder)
         for rec in ShardStream(shard_urls(str(folder), manifest, "train", data.categories), decode=decode_latent):
             nn.add(rec["latent"][0, 0][None], [rec["category"]])

@@ -13,19 +13,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from decodiff.datasets.shards import decode_record
+from decodiff.datasets.files import write_atomic
+from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, device_for, preprocess_for
-from decodiff.harness.training.distributed import all_sum, broadcast_from_main, gather_to_main, rank_and_world
+from decodiff.harness.data import PreparedData, preprocess_for
+from decodiff.harness.evaluation.uncertainty import PixelStats
+from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
+from decodiff.harness.training.distributed import (all_sum, broadcast_from_main, device_for, gather_to_main,
+                                                   rank_and_world)
 from decodiff.harness.metrics import MetricSuite
 from decodiff.harness.metrics.labels import image_label
 from decodiff.harness.progress import Progress, log
-from decodiff.harness.training.loop import make_process
-from decodiff.models.anomaly_map import MapSettings, anomaly_map, image_score
+from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.layout import to_layout, use_channels_last
-from decodiff.models.reconstruction import ReconstructionSettings, reconstruct
+from decodiff.models.reconstruction import reconstruct
 from decodiff.models.sampler import EtaModel
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.vae import FrozenVAE
@@ -45,13 +48,6 @@ class EvalResult:
     baseline_seconds: dict[str, float] = field(default_factory=dict)  # per baseline, bank building included
 
 
-def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
-    i = cfg.infer
-    return ReconstructionSettings(method=cfg.method, reverse_steps=i.reverse_steps, start_step=i.start_step,
-                                  step_mapping=i.step_mapping, strategy=i.strategy, pixel_reference=i.pixel_reference,
-                                  noise_seed=cfg.run.seed, precision=i.precision)
-
-
 def inference_layout(cfg: Config, model: DeviationUNet | None, vae: FrozenVAE, device: torch.device) -> bool:
     """Put the UNet and the VAE in the inference memory layout (infer.channels_last; in place)."""
     channels_last = use_channels_last(cfg.infer.channels_last, device, cfg.infer.precision != "fp32")
@@ -59,12 +55,6 @@ def inference_layout(cfg: Config, model: DeviationUNet | None, vae: FrozenVAE, d
         if net is not None:
             to_layout(net, channels_last)
     return channels_last
-
-
-def map_settings(cfg: Config) -> MapSettings:
-    i = cfg.infer
-    return MapSettings(combination=i.combination, gamma_p=i.gamma_p, gamma_l=i.gamma_l, sigma_pixel=i.sigma_pixel,
-                       sigma_latent=i.sigma_latent, image_score=i.image_score, topk=i.topk, pool=i.pool)
 
 
 @torch.no_grad()
@@ -97,8 +87,6 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                    for n in (bases.names if bases else [])}
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
-    from decodiff.harness.evaluation.uncertainty import PixelStats
-
     stats = PixelStats() if main and out is not None else None
     urls = data.urls("test")
     order = _InOrder(urls, _counts(data, urls)) if main else None  # releases results in one-process order
@@ -181,9 +169,8 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
     maps_file = None
     if main and saved and out is not None:
         maps_file = out / "maps.npz"
-        tmp = out / "maps.tmp.npz"
-        np.savez_compressed(tmp, keys=np.array(list(saved)), maps=np.stack(list(saved.values())))
-        tmp.rename(maps_file)
+        write_atomic(maps_file, lambda p: np.savez_compressed(p, keys=np.array(list(saved)),
+                                                              maps=np.stack(list(saved.values()))))
     if stats is not None:
         stats.save(out / "pixel_stats.npz")
     records, samples, base_records = broadcast_from_main((records, samples, base_records) if main else None)

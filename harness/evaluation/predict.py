@@ -15,8 +15,8 @@ unreadable file is skipped and listed; with no readable image at all, one DataEr
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +25,21 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from matplotlib import colormaps
 
+from decodiff.datasets.files import write_atomic
 from decodiff.datasets.imageio import DataError
+from decodiff.datasets.shard_record import decode_record
+from decodiff.datasets.stream import ShardStream
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.training.checkpoint import CheckpointError, load_model
 from decodiff.harness.config import Config, ConfigError, build_config
-from decodiff.harness.data import device_for
-from decodiff.harness.evaluation.evaluate import conditioned, map_settings, reconstruction_settings
+from decodiff.harness.data import prepare_data
+from decodiff.harness.evaluation.evaluate import conditioned
+from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.progress import Progress
-from decodiff.harness.training.loop import make_process
+from decodiff.harness.training.distributed import device_for
+from decodiff.harness.training.vae_fit import resolve_pretrained
 from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.reconstruction import reconstruct
 from decodiff.models.unet import DeviationUNet
@@ -114,8 +120,6 @@ def load_scorer(checkpoint: Path, overrides: Sequence[str] = (), preset: str | N
     if where and Path(where).exists():
         vae = load_vae(Path(where), image_size=size, scale=info.get("vae_scale"))
     elif cfg.vae.pretrained:
-        from decodiff.harness.training.vae_fit import resolve_pretrained
-
         vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale)
     else:
         raise CheckpointError(f"--checkpoint {checkpoint}: its VAE ({info.get('vae')}) is not at {where}; pass "
@@ -214,10 +218,6 @@ def choose_threshold(scorer: Scorer, *, threshold: float | None = None, normal: 
 
 
 def _training_scores(scorer: Scorer, limit: int) -> list[float]:
-    from decodiff.datasets.shards import decode_record
-    from decodiff.datasets.stream import ShardStream
-    from decodiff.harness.data import prepare_data
-
     try:
         data = prepare_data(scorer.cfg)
     except (DataError, ConfigError, OSError) as exc:
@@ -252,8 +252,6 @@ def _training_scores(scorer: Scorer, limit: int) -> list[float]:
 def overlay(image: torch.Tensor, amap: np.ndarray, threshold: float) -> np.ndarray:
     """HxWx3 uint8: the image with the map in the 'jet' colours over it, scaled so that the
     threshold sits mid-scale (blue: far below, red: twice the threshold or more)."""
-    from matplotlib import colormaps
-
     rgb = ((image.float().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
     level = np.clip(amap / (2 * threshold if threshold > 0 else max(float(amap.max()), 1e-12)), 0, 1)
     heat = colormaps["jet"](level)[..., :3] * 255
@@ -280,40 +278,38 @@ def predict(scorer: Scorer, inputs: Sequence[Path], out: Path, threshold: Thresh
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     roots = [Path(p) for p in inputs]
-    tmp_csv = out / ".scores.csv.tmp"
     skipped: list[dict[str, str]] = []
     converted: dict[str, int] = {}
     resized = scored = anomalous = 0
     names: set[str] = set()
-    with tmp_csv.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "name", "category", "score", "anomalous", "threshold", "width", "height", "converted"])
-        for b, amap, score in score_files(scorer, files):
-            if amap is None:
-                skipped.append({"path": str(b.path), "reason": b.error or "unreadable"})
-                continue
-            name = _relative(b.path, roots)
-            if name in names:  # two inputs with one name (e.g. a.png and a.jpg): keep both
-                name = f"{name}{b.path.suffix}"
-            names.add(name)
-            if b.converted:
-                converted[b.converted] = converted.get(b.converted, 0) + 1
-            if b.size != (scorer.size, scorer.size):
-                resized += 1
-            flag = int(score >= threshold.value)
-            scored, anomalous = scored + 1, anomalous + flag
-            if save_maps:
-                _save(out / "maps" / f"{name}.npy", lambda p: np.save(p, amap.astype(np.float32)))
-            if save_overlays:
-                _save(out / "overlays" / f"{name}.png",
-                      lambda p: Image.fromarray(overlay(b.image, amap, threshold.value)).save(p, format="PNG"))
-            w.writerow([str(b.path), name, scorer.category, f"{score:.9g}", flag, f"{threshold.value:.9g}",
-                        b.size[0], b.size[1], b.converted or ""])
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["path", "name", "category", "score", "anomalous", "threshold", "width", "height", "converted"])
+    for b, amap, score in score_files(scorer, files):
+        if amap is None:
+            skipped.append({"path": str(b.path), "reason": b.error or "unreadable"})
+            continue
+        name = _relative(b.path, roots)
+        if name in names:  # two inputs with one name (e.g. a.png and a.jpg): keep both
+            name = f"{name}{b.path.suffix}"
+        names.add(name)
+        if b.converted:
+            converted[b.converted] = converted.get(b.converted, 0) + 1
+        if b.size != (scorer.size, scorer.size):
+            resized += 1
+        flag = int(score >= threshold.value)
+        scored, anomalous = scored + 1, anomalous + flag
+        if save_maps:
+            write_atomic(out / "maps" / f"{name}.npy", lambda p: np.save(p, amap.astype(np.float32)))
+        if save_overlays:
+            write_atomic(out / "overlays" / f"{name}.png",
+                         lambda p: Image.fromarray(overlay(b.image, amap, threshold.value)).save(p, format="PNG"))
+        w.writerow([str(b.path), name, scorer.category, f"{score:.9g}", flag, f"{threshold.value:.9g}",
+                    b.size[0], b.size[1], b.converted or ""])
     if not scored:
-        tmp_csv.unlink()
         raise DataError(f"no readable image among the {len(files)} file(s) given (first: {skipped[0]['path']}: "
                         f"{skipped[0]['reason']})")
-    os.replace(tmp_csv, out / "scores.csv")
+    write_atomic(out / "scores.csv", rows.getvalue())
     notes = _notes(scorer, resized, converted, skipped)
     summary = {"checkpoint": str(scorer.checkpoint), "category": scorer.category, "images": scored,
                "anomalous": anomalous, "normal": scored - anomalous,
@@ -322,7 +318,7 @@ def predict(scorer: Scorer, inputs: Sequence[Path], out: Path, threshold: Thresh
                "maps": str((out / "maps").resolve()) if save_maps else None,
                "overlays": str((out / "overlays").resolve()) if save_overlays else None,
                "skipped": skipped, "notes": notes}
-    _save(out / "predict.json", lambda p: p.write_text(json.dumps(summary, indent=1) + "\n"))
+    write_atomic(out / "predict.json", json.dumps(summary, indent=1) + "\n")
     return PredictResult(out, threshold, scored, anomalous, skipped, notes, summary)
 
 
@@ -343,10 +339,3 @@ def _notes(scorer: Scorer, resized: int, converted: dict[str, int], skipped: lis
         notes.append(f"{len(skipped)} unreadable file(s) skipped (listed under 'skipped')")
     return notes
 
-
-def _save(path: Path, write) -> None:
-    """Write through a temporary name, then rename: a killed run leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)

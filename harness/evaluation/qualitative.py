@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, device_for, test_loader
-from decodiff.harness.evaluation.evaluate import conditioned, map_settings, reconstruction_settings
+from decodiff.harness.data import PreparedData, test_loader
+from decodiff.harness.evaluation.evaluate import conditioned
+from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.progress import log
-from decodiff.harness.training.loop import make_process
+from decodiff.harness.training.distributed import device_for
 from decodiff.models.anomaly_map import anomaly_map
 from decodiff.models.reconstruction import reconstruct
 from decodiff.models.unet import DeviationUNet

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 
+from decodiff.datasets.files import write_atomic
 from decodiff.harness.metrics import label_regions
 
 THRESHOLDS = np.concatenate([np.linspace(0.0, 1.0, 2049)[:-1], np.geomspace(1.0, 1000.0, 256)])
@@ -105,9 +107,7 @@ class PixelStats:
                 continue
             for k, v in a.items():
                 out[f"c{i}_{k}"] = v.astype(np.uint32) if k in ("h_norm", "h_anom") else v
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez_compressed(tmp, **out)
-        tmp.replace(path)
+        write_atomic(path, lambda p: np.savez_compressed(p, **out))
 
 
 # ---- metrics from binned counts ------------------------------------------------------------------
@@ -168,8 +168,6 @@ def _weights(labels: np.ndarray, resamples: int, rng: np.random.Generator) -> np
 def _image_resamples(scores: np.ndarray, labels: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     """Exact image AUROC / AP / F1max of every resample at once: the distinct scores are the
     bins, so the binned formulas are exact (ties included)."""
-    from scipy import sparse
-
     values, inverse = np.unique(scores, return_inverse=True)
     n = scores.size
     normal = sparse.csr_matrix((np.where(labels == 0, 1.0, 0.0), (np.arange(n), inverse)), shape=(n, values.size))

@@ -26,10 +26,12 @@ import webdataset as wds
 from PIL import Image
 
 from decodiff.datasets.defects import DEFECT_KINDS, synthesize_defect
+from decodiff.datasets.demo import CATEGORIES, foreign_textures
 from decodiff.datasets.imageio import DataError, encode_png, read_rgb
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.records import NORMAL
-from decodiff.datasets.shards import ShardSetWriter, member_key
+from decodiff.datasets.shard_record import member_key
+from decodiff.datasets.shards import ShardSetWriter
 from decodiff.datasets.stream import shard_urls
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData
@@ -89,8 +91,6 @@ def _raw_records(urls: list[str]):
 
 
 def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder: Path) -> None:
-    from decodiff.datasets.demo import CATEGORIES, foreign_textures
-
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

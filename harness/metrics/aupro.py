@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from decodiff.harness.metrics.curves import UndefinedMetric, split_scores
+from decodiff.harness.metrics.curves import UndefinedMetric
 from decodiff.harness.metrics.ranks import Counts
 
 Protocol = Literal["mvtec", "deco-diff-code"]
@@ -121,19 +121,3 @@ def aupro_deco_diff_code(anomalous: np.ndarray, region: np.ndarray, n_regions: i
     # thresholds ascend, so x descends: the area is sum (x_i - x_{i+1}) * (y_i + y_{i+1}) / 2
     return float(np.sum((x[:-1] - x[1:]) * (y[:-1] + y[1:])) / 2.0)
 
-
-def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, protocol: Protocol = "mvtec") -> float:
-    """AUPRO of a category's anomaly maps [B, H, W] against its ground-truth masks [B, H, W]."""
-    maps = np.asarray(maps)
-    masks = np.asarray(masks, dtype=bool)
-    if maps.shape != masks.shape:
-        raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
-    from decodiff.harness.metrics.category import pixel_values  # the suite's own path (a cycle at import time)
-
-    labels, n_regions = label_regions(masks)
-    normal, anomalous = split_scores(maps, masks)
-    value = pixel_values(normal, anomalous, labels[masks] - 1, n_regions, protocol=protocol,
-                         fpr_limit=fpr_limit)["aupro"]
-    if isinstance(value, UndefinedMetric):
-        raise value
-    return value

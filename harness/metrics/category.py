@@ -3,15 +3,17 @@
 Image level: AUROC, AUPRC, F1max of the image scores. Pixel level: the same three over all
 pixels plus AUPRO, all four from one sort of the normal pixels and one search of the anomalous
 pixels in it (and of the 200 thresholds, for the deco-diff-code AUPRO). A value that does not
-exist is returned as an UndefinedMetric carrying the reason, never as a number.
+exist is returned as an UndefinedMetric carrying the reason, never as a number. `aupro()` gives
+the pixel AUPRO alone from a category's maps and masks, by the same path.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from decodiff.harness.metrics.aupro import (Protocol, aupro_deco_diff_code, aupro_mvtec, check_fpr_limit,
-                                            check_protocol, deco_diff_code_thresholds)
-from decodiff.harness.metrics.curves import UndefinedMetric, binary_metrics, check_defined, ranking_metrics
+                                            check_protocol, deco_diff_code_thresholds, label_regions)
+from decodiff.harness.metrics.curves import (UndefinedMetric, binary_metrics, check_defined, ranking_metrics,
+                                             split_scores)
 from decodiff.harness.metrics.ranks import Backend, Counts, count_normals, round_down_to, sort_and_count
 
 IMAGE_METRICS: tuple[str, ...] = ("auroc", "auprc", "f1max")
@@ -76,3 +78,18 @@ def pixel_values(normal: np.ndarray, anomalous: np.ndarray, region: np.ndarray, 
     except UndefinedMetric as e:
         out["aupro"] = e
     return out
+
+
+def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, protocol: Protocol = "mvtec") -> float:
+    """AUPRO of a category's anomaly maps [B, H, W] against its ground-truth masks [B, H, W]."""
+    maps = np.asarray(maps)
+    masks = np.asarray(masks, dtype=bool)
+    if maps.shape != masks.shape:
+        raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
+    labels, n_regions = label_regions(masks)
+    normal, anomalous = split_scores(maps, masks)
+    value = pixel_values(normal, anomalous, labels[masks] - 1, n_regions, protocol=protocol,
+                         fpr_limit=fpr_limit)["aupro"]
+    if isinstance(value, UndefinedMetric):
+        raise value
+    return value

@@ -22,6 +22,9 @@ from typing import Any, Callable, Iterator
 
 from decodiff.harness.progress import log
 
+# Ray is imported inside the functions that use it (0.2 s, 670 modules): `decodiff sweep --dry-run`
+# and the sweep report import the sweep modules without it.
+
 # AF_UNIX socket paths are limited to 107 bytes; Ray puts its sockets at
 # <temp>/session_<date>_<pid>/sockets/<name> (about 70 bytes below <temp>).
 _MAX_TEMP_LEN = 36

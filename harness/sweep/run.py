@@ -25,12 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.files import write_json_atomic
+from decodiff.datasets.files import write_atomic, write_json_atomic
+from decodiff.datasets.stream import check_shards, load_manifest
 from decodiff.harness.config import Config
 from decodiff.harness.progress import log
-from decodiff.harness.sweep.spec import SweepError, SweepPlan, TrialPlan, digest
-from decodiff.harness.sweep.trial import attempts, read_result
+from decodiff.harness.provenance import code_version
+from decodiff.harness.sweep.cost import estimate
+from decodiff.harness.sweep.ray_tune import ray_session, run_phase
+from decodiff.harness.sweep.spec import SweepError, SweepPlan, TrialPlan, digest, same_experiment
+from decodiff.harness.sweep.trial import attempts, read_result, tune_entry, write_result_once
+from decodiff.harness.tracking import tracking_uri
+from decodiff.harness.training.vae_fit import resolve_pretrained
+from decodiff.models.errors import VAEError
+from decodiff.models.vae import EXPECTED_VAE, vae_source_problem
 
 STATE = "sweep.json"
 
@@ -74,8 +84,6 @@ def sweep_folder(plan: SweepPlan, out: Path | None) -> Path:
 
 
 def tracking_config(plan: SweepPlan) -> Config:
-    from decodiff.harness.tracking import tracking_uri
-
     cfg = base_config(plan)
     return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": tracking_uri(cfg)})})
 
@@ -83,12 +91,6 @@ def tracking_config(plan: SweepPlan) -> Config:
 def check_data(plan: SweepPlan) -> dict[str, Any]:
     """Every trial's data set must be sharded (or be the demo set, generated on the way); the
     categories must exist. Returns manifests by shard location. Raises SweepError (one line)."""
-    from decodiff.datasets.stream import check_shards, load_manifest
-
-    from decodiff.harness.training.vae_fit import resolve_pretrained
-    from decodiff.models.errors import VAEError
-    from decodiff.models.vae import EXPECTED_VAE, vae_source_problem
-
     manifests: dict[str, Any] = {}
     seen: set[str] = set()
     for t in plan.trials:
@@ -132,8 +134,6 @@ def check_data(plan: SweepPlan) -> dict[str, Any]:
 
 def dry_run(plan: SweepPlan, out: Path | None = None) -> dict[str, Any]:
     """The trials and their estimated cost, without running anything."""
-    from decodiff.harness.sweep.cost import estimate
-
     manifests = check_data(plan)
     folder = sweep_folder(plan, out)
     finished = {t.id for t in plan.trials if read_result(folder / "trials" / t.id)}
@@ -209,9 +209,6 @@ def _prepare_key(t: TrialPlan, plan: SweepPlan) -> str:
 
 # ---- running ---------------------------------------------------------------------------------------------------
 def run_sweep(plan: SweepPlan, options: SweepOptions) -> SweepResult:
-    from decodiff.harness.sweep.ray_tune import ray_session, run_phase
-    from decodiff.harness.sweep.trial import tune_entry
-
     check_data(plan)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing leaves the machine
     folder = sweep_folder(plan, options.out).resolve()
@@ -278,6 +275,7 @@ def run_sweep(plan: SweepPlan, options: SweepOptions) -> SweepResult:
 def _comparison_report(plan: SweepPlan, folder: Path) -> str | None:
     """The report stage (as `decodiff report --sweep`): settings compared with bootstrap intervals,
     per-category tables, figures, HTML and LaTeX, beside the paper's numbers where it has some."""
+    # the report stage pulls matplotlib and the paper's tables (0.3 s): `--dry-run` starts without them
     from decodiff.harness.report_inputs import resolve_sweep
     from decodiff.reports import published
     from decodiff.reports.build import build_comparison_report, sweep_missing
@@ -319,11 +317,6 @@ def _trial_rows(plan: SweepPlan, folder: Path, failed: dict[str, str] | None = N
 def _adopt_earlier(plan: SweepPlan, folder: Path) -> None:
     """Finished trials whose ids changed (a config field added by a code update) are recognised by
     their resolved config and kept under the new id; their folders stay where they are."""
-    import yaml
-
-    from decodiff.harness.sweep.spec import same_experiment
-    from decodiff.harness.sweep.trial import write_result_once
-
     trials_dir = folder / "trials"
     known = {t.id for t in plan.trials}
     earlier = {}
@@ -355,7 +348,7 @@ def _adopt_earlier(plan: SweepPlan, folder: Path) -> None:
 
 
 def _start_parent(tcfg: Config, plan: SweepPlan, folder: Path, existing: str | None) -> str | None:
-    from decodiff.harness.sweep.report import start_parent_run
+    from decodiff.harness.sweep.report import start_parent_run  # pandas (0.2 s): not for --dry-run
 
     try:
         return start_parent_run(tcfg, plan, folder, existing)
@@ -368,7 +361,7 @@ def _collect(plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[
              status: str) -> SweepResult:
     """Gather every finished trial (this run's and earlier ones), log new ones to MLflow, and write
     metrics.csv, results.json and report.md."""
-    from decodiff.harness.provenance import code_version
+    # the sweep's tables need pandas (0.2 s): `--dry-run` starts without it
     from decodiff.harness.sweep.report import (best_trial, combined_table, finish_parent_run, log_child_run,
                                                trial_records, write_results, write_sweep_report)
 
@@ -389,8 +382,7 @@ def _collect(plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[
                 except Exception as exc:
                     log(f"sweep: MLflow child run for {t.id} failed ({exc}); a later --resume retries it")
     records = [r for t in plan.trials if t.id in results for r in trial_records(t, results[t.id])]
-    combined_table(records, plan.axes).to_csv(folder / ".metrics.csv.tmp", index=False)
-    (folder / ".metrics.csv.tmp").replace(folder / "metrics.csv")
+    write_atomic(folder / "metrics.csv", combined_table(records, plan.axes).to_csv(index=False))
     best = best_trial(plan, results)
     not_run = [t.id for t in plan.trials if t.id not in results and t.id not in failed]
     prov = {

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from decodiff.datasets.files import sha256_file
 from decodiff.harness.errors import CheckpointError  # noqa: F401 (re-exported)
+from decodiff.harness.training import rng_state
 from decodiff.models.unet import DeviationUNet, build_unet
 
 STATE_DIR = "train_state"
@@ -354,8 +355,6 @@ def save_training(out: Path, pos: Position, *, model: torch.nn.Module, optimizer
                   barrier: Callable[[], None], reason: str = "periodic") -> Path:
     """Every rank calls this at the same step; `model` is the unwrapped model, `ema` may be None
     (and is only kept by rank 0)."""
-    from decodiff.harness.training import rng_state
-
     rng_tensors, rng_meta = rng_state.capture(generator)
     state = TrainingState(step=pos.step, epoch=pos.epoch, rank_tensors=rng_tensors,
                           rank_meta={"consumed": pos.consumed, "rng": rng_meta, "loss_sum": pos.loss_sum,
@@ -376,8 +375,6 @@ def restore_training(folder: Path, *, model: torch.nn.Module, optimizer: Any, sc
                      generator: torch.Generator, expect: dict[str, Any], rank: int, world: int) -> Position:
     """Load a training state into freshly built objects, after checking it was written for the
     same model and training settings (`expect`: the JSON a save puts into its meta)."""
-    from decodiff.harness.training import rng_state
-
     st = load_training_state(folder, rank=rank, world=world)
     saved_model, want_model = st.meta.get("model_spec", {}), expect.get("model_spec", {})
     if saved_model.get("size") != want_model.get("size"):

@@ -1,5 +1,6 @@
-"""Processes for training and evaluation: the Accelerator for a config, seeds, a CPU control
-channel between ranks, gathering results on the main process, and a clean shutdown.
+"""Devices and processes for training and evaluation: the device and the Accelerator for a
+config, seeds, a CPU control channel between ranks, gathering results on the main process, and
+a clean shutdown.
 
 Launch one process per GPU (`--num_processes` is the total over all machines):
     # one machine, G GPUs
@@ -34,6 +35,15 @@ from accelerate.utils import InitProcessGroupKwargs, set_seed
 from decodiff.harness.config import Config, ConfigError
 
 _control: Any = None
+
+
+def device_for(cfg: Config) -> torch.device:
+    """The device `run.device` names (auto: CUDA where there is one), for evaluation, encoding and the VAE."""
+    if cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("run.device=cuda but CUDA is not available")
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def use_cpu(cfg: Config) -> bool:

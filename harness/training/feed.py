@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.shards import decode_record
+from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, preprocess_for

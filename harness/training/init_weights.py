@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from decodiff.datasets.files import sha256_file
 from decodiff.harness.errors import CheckpointError
@@ -104,8 +105,6 @@ def init_digest(path: Path | str, key: str = "model.init_from") -> str:
 
 def _load(path: Path, key: str) -> Any:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as exc:  # safetensors' own error types for corrupt headers

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,14 @@ import torch
 
 from decodiff.datasets.locks import FileLock
 from decodiff.datasets.manifest import Manifest
-from decodiff.datasets.shards import ShardSetWriter, member_key
+from decodiff.datasets.shard_record import member_key
+from decodiff.datasets.shards import ShardSetWriter
 from decodiff.datasets.stream import ShardStream, check_shards
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config
-from decodiff.harness.data import PreparedData, device_for, lock_path, preprocess_for
+from decodiff.harness.data import PreparedData, lock_path, preprocess_for
 from decodiff.harness.progress import Progress, log
+from decodiff.harness.training.distributed import device_for
 from decodiff.models.vae import FrozenVAE
 
 
@@ -123,8 +126,6 @@ def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch
                                                      "augment": "exact" if exact else "variants",
                                                      "table": [list(v) for v in table] if exact else None})
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     tmp.rename(folder)
     log(f"latent cache: {total} images x {K} variants in {folder}")

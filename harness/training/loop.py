@@ -24,16 +24,17 @@ from decodiff.harness.training.checkpoint import (Position, build_from_spec, cle
                                          restore_training, save_model, save_training)
 from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.data import PreparedData, image_size
+from decodiff.harness.methods import make_process
 from decodiff.harness.training.distributed import barrier, make_accelerator, same_weights_on_all_ranks, seed_everything
 from decodiff.harness.training.ema import EMA
 from decodiff.harness.training.init_weights import init_plan, init_record, row_labels
 from decodiff.harness.training.latent_cache import latent_cache_for
-from decodiff.harness.training.model_cache import training_spec
 from decodiff.harness.training.preemption import Preempted, PreemptionWatch, mark_preempted
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.training.optimizer import make_optimizer
 from decodiff.harness.training.schedules import make_scheduler, plan_steps
+from decodiff.harness.training.spec import training_spec
 from decodiff.harness.training.feed import Throughput, TrainFeed
 from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
@@ -57,15 +58,6 @@ class TrainResult:
     weights_sha256: str = ""  # of the trained weights, the same on every rank (checked)
     timed_samples: int = 0  # samples (all ranks) behind samples_per_second
     timed_cpu_seconds: float = 0.0  # CPU time of this rank over those steps
-
-
-def make_process(cfg: Config) -> DeviationProcess | NoiseProcess:
-    """The method's process: DeCo-Diff's masked deviation process, or the standard forward
-    process with the epsilon objective for the ddim-recon baseline (same T and schedule)."""
-    p = cfg.process
-    if cfg.method == "ddim-recon":
-        return NoiseProcess(p.steps, p.schedule)
-    return DeviationProcess(p.steps, p.schedule, p.patch_sizes, p.patch_probs, p.r_mask, p.r_shuffle)
 
 
 def backward(acc: Accelerator, model: torch.nn.Module, process: DeviationProcess | NoiseProcess,

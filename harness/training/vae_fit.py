@@ -12,10 +12,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from decodiff.datasets.demo import foreign_textures
 from decodiff.harness.config import Config
 from decodiff.datasets.locks import FileLock
-from decodiff.harness.data import PreparedData, device_for, image_size, lock_path, train_image_loader
+from decodiff.harness.data import PreparedData, image_size, lock_path, train_image_loader
 from decodiff.harness.progress import Progress, log
+from decodiff.harness.training.distributed import device_for
 from decodiff.models.errors import VAEError
 from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae, save_vae
 
@@ -121,8 +123,6 @@ def _random_crops(x: torch.Tensor, size: int | None, gen: torch.Generator) -> to
 def _mix_generic(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
     """Replace a share of the batch by crops of scikit-image's bundled photographs, so that the
     decoder also learns content the training images lack (as a general-purpose VAE has)."""
-    from decodiff.datasets.demo import foreign_textures
-
     pool = foreign_textures()
     n = int(round(share * x.shape[0]))
     size = x.shape[-1]

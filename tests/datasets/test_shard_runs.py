@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from decodiff.datasets.imageio import DataError, read_mask, read_rgb
-from decodiff.datasets.manifest import MANIFEST, Manifest
+from decodiff.datasets.manifest import MANIFEST, Manifest, verify_shards
 from decodiff.datasets.records import Sample
 from decodiff.datasets.registry import read_dataset
-from decodiff.datasets.shards import (STATE, _Job, plan_units, shard_dataset, verify_shards, write_shards,
-                                      write_unit)
+from decodiff.datasets.shards import STATE, _Job, plan_units, shard_dataset, write_shards, write_unit
 from decodiff.datasets.stream import ShardStream
 
 

@@ -164,7 +164,7 @@ def test_paper_mapping_starts_the_correction_at_T(n):
 
 def test_recipes_choose_the_mapping_and_evaluation_uses_it():
     from decodiff.harness.config import build_config
-    from decodiff.harness.evaluation.evaluate import reconstruction_settings
+    from decodiff.harness.methods import reconstruction_settings
 
     paper = build_config(None, ["recipe=paper", "infer.reverse_steps=1"])
     assert reconstruction_settings(paper).step_mapping == "from-top"

@@ -46,7 +46,8 @@ def test_ldm_is_the_default_and_part_of_the_training_key():
     from types import SimpleNamespace
 
     from decodiff.harness.config import build_config
-    from decodiff.harness.training.model_cache import training_key, training_spec
+    from decodiff.harness.training.model_cache import training_key
+    from decodiff.harness.training.spec import training_spec
 
     assert build_config().model.init == "ldm"
     assert build_config(None, ["recipe=paper"]).model.init == "ldm"

@@ -42,8 +42,9 @@ def test_demo_baselines_sweep_trains_each_method_once():
 def test_each_method_runs_on_the_same_data_and_vae(tmp_path, capsys):
     from decodiff.harness.bench import bench
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.training.model_cache import training_key, training_spec
-    from decodiff.harness.training.loop import make_process
+    from decodiff.harness.training.model_cache import training_key
+    from decodiff.harness.training.spec import training_spec
+    from decodiff.harness.methods import make_process
     from decodiff.harness.training.vae_fit import get_vae
     from decodiff.models.ddim_recon import NoiseProcess
     from decodiff.models.deviation import DeviationProcess

@@ -125,7 +125,8 @@ def test_training_from_an_initialisation_resumes_bitwise_and_keys_by_the_files_d
 
     from decodiff.harness.config import build_config
     from decodiff.harness.data import prepare_data
-    from decodiff.harness.training.model_cache import training_key, training_spec
+    from decodiff.harness.training.model_cache import training_key
+    from decodiff.harness.training.spec import training_spec
     from decodiff.harness.training.vae_fit import get_vae
 
     cfg = build_config("tiny", ov)

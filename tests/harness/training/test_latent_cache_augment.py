@@ -67,7 +67,7 @@ def _raw(rec):
 
 @pytest.mark.slow  # trains a small VAE for 2 steps and encodes 8 images x 25 shifts: ~20-30 s on 2 shared cores
 def test_exact_cache_holds_the_encoding_of_every_shift_and_training_reads_the_drawn_one(tmp_path):
-    from decodiff.datasets.shards import decode_record
+    from decodiff.datasets.shard_record import decode_record
     from decodiff.datasets.stream import ShardStream
     from decodiff.harness.config import build_config
     from decodiff.harness.data import prepare_data, preprocess_for

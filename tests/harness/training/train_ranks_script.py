@@ -17,7 +17,8 @@ from decodiff.harness.data import prepare_data
 from decodiff.harness.training.distributed import gather_to_main, make_accelerator, shutdown
 from decodiff.harness.evaluation.evaluate import evaluate
 from decodiff.harness.training.latent_cache import latent_cache_for
-from decodiff.harness.training.loop import backward, make_process, train
+from decodiff.harness.methods import make_process
+from decodiff.harness.training.loop import backward, train
 from decodiff.harness.training.feed import TrainFeed
 from decodiff.harness.training.vae_fit import get_vae
 from decodiff.models.unet import build_unet
