@@ -9,7 +9,7 @@ VENV_FLAGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bench test test-fast venv clean-runs
+.PHONY: bench test test-fast lint format venv clean-runs
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -27,6 +27,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow" $(ARGS)
+
+# ruff's lint and format check (settings in pyproject.toml); CI runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean-runs:
 	rm -rf runs .cache

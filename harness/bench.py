@@ -19,7 +19,6 @@ from decodiff.harness.training.init_weights import source_files
 from decodiff.harness.training.model_cache import trained_model
 from decodiff.harness.training.vae_fit import get_vae
 
-__all__ = ["RunResult", "bench", "finish_run"]  # finish_run: sweep trials import it from here
 
 
 def bench(cfg: Config) -> RunResult | None:

@@ -24,10 +24,9 @@ from decodiff.harness.training.init_weights import init_params
 from decodiff.models.deviation import reverse_timesteps
 from decodiff.models.vae import FrozenVAE
 from decodiff.reports.build import build_run_report
-from decodiff.reports.markdown import write_report
 from decodiff.reports.rundata import (FOLDER, RunData, load_run_data, save_baselines, save_qualitative, save_run_json,
                                       save_samples, save_uncertainty)
-from decodiff.reports.write import write_report_files, write_run_tables
+from decodiff.reports.write import write_report, write_report_files, write_run_tables
 
 
 @dataclass

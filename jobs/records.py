@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decodiff.jobs.errors import JobError
 
 
 @dataclass
@@ -83,12 +82,3 @@ def find_record(job_id: str) -> JobRecord | None:
             return rec
     return None
 
-
-def record_from_folder(folder: Path) -> JobRecord:
-    path = Path(folder) / "job.json"
-    if not path.is_file():
-        raise JobError(f"{folder}: not a job folder (no job.json)")
-    try:
-        return JobRecord(**json.loads(path.read_text()))
-    except (ValueError, TypeError) as exc:
-        raise JobError(f"{path}: not a valid job record ({exc})") from None

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from decodiff.harness.commands.common import print_json
+from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +57,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _resolve(args: argparse.Namespace):
-    from decodiff.harness.cli import UsageError
     from decodiff.jobs.ray_jobs import address_from_env
     from decodiff.jobs.records import find_record
 
@@ -72,7 +72,6 @@ def _resolve(args: argparse.Namespace):
 
 
 def run_action(args: argparse.Namespace) -> int:
-    from decodiff.harness.cli import UsageError
     from decodiff.jobs.errors import JobError
 
     backend, address, job_dir, tasks = _resolve(args)
@@ -115,7 +114,6 @@ def _slurm(args: argparse.Namespace, job_dir: Path | None, tasks: int) -> int:
 
     if args.action == "logs":
         if job_dir is None:
-            from decodiff.harness.cli import UsageError
 
             raise UsageError(f"job {args.id}: no record of its folder; give --job-dir DIR")
         if args.follow:

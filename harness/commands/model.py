@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from decodiff.harness.commands.common import add_json_arg, print_json
+from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +59,6 @@ def preset_info(size: str, classes: int, latent: int, conditional: bool) -> dict
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from decodiff.harness.cli import UsageError
     from decodiff.models.unet import UNET_PRESETS
 
     sizes = list(UNET_PRESETS) if args.size == "all" else [args.size]
@@ -82,7 +82,6 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from decodiff.harness.cli import UsageError
     from decodiff.harness.training.model_import import import_checkpoint
 
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from decodiff.harness.commands.common import add_json_arg, headline, print_json
+from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +72,6 @@ def _terminate_as_interrupt(signum, frame):  # SIGTERM (preemption, scancel) sto
 
 
 def run(args: argparse.Namespace) -> int:
-    from decodiff.harness.cli import UsageError
     from decodiff.harness.sweep.spec import plan_sweep, sweep_preset_names
 
     if args.list:

@@ -150,7 +150,7 @@ def train_group(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
-    from decodiff.harness.bench import finish_run
+    from decodiff.harness.finishing import finish_run
     from decodiff.harness.evaluation.evaluate import evaluate
 
     started = time.time()
