@@ -20,6 +20,7 @@ Two settings: the demo (its shipped f8-small VAE at 128 px, UNet `demo`, E = 110
 
     python benchmarks/augment_cache_cost.py --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,13 @@ def sd_vae():
 
     torch.manual_seed(0)
     n = 4  # the sd-vae-ft-ema architecture (diffusers' AutoencoderKL with SD's block widths)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * n,
-                        up_block_types=("UpDecoderBlock2D",) * n, layers_per_block=2, latent_channels=4)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=2,
+        latent_channels=4,
+    )
     return FrozenVAE(vae, 0.18215, "SD KL-f8 architecture, random weights")
 
 
@@ -64,8 +70,9 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, vae, size: int, unet_size: str, epochs: int, images: int, batch: int, rounds: int,
-            variants: int) -> dict:
+def measure(
+    name: str, vae, size: int, unet_size: str, epochs: int, images: int, batch: int, rounds: int, variants: int
+) -> dict:
     from decodiff.models.unet import build_unet
 
     latent = vae.latent_size(size)
@@ -85,20 +92,31 @@ def measure(name: str, vae, size: int, unet_size: str, epochs: int, images: int,
     shifts = 81
     per_variant = 2 * vae.latent_channels * latent * latent * 4  # mean and std, float32
     return {
-        "setting": name, "image_size": size, "latent": [vae.latent_channels, latent, latent], "unet": unet_size,
-        "epochs": epochs, "train_images": images,
-        "encode_seconds_per_image": round(e, 5), "unet_train_seconds_per_sample": round(u, 5),
+        "setting": name,
+        "image_size": size,
+        "latent": [vae.latent_channels, latent, latent],
+        "unet": unet_size,
+        "epochs": epochs,
+        "train_images": images,
+        "encode_seconds_per_image": round(e, 5),
+        "unet_train_seconds_per_sample": round(u, 5),
         "encode_over_unet": round(e / u, 4),
         # encoder time as a share of the UNet's training compute over the whole training
         "share_no_cache": round(epochs * e / (epochs * u), 4),
         "share_exact_cache": round(shifts * e / (epochs * u), 4),
         "share_exact_cache_rot180": round(2 * shifts * e / (epochs * u), 4),
         "share_variants_cache": round(variants * e / (epochs * u), 4),
-        "cache_bytes_per_image": {"exact": shifts * per_variant, "exact_rot180": 2 * shifts * per_variant,
-                                  "variants": variants * per_variant},
-        "cache_gb_for_train_set": {"exact": round(images * shifts * per_variant / 1e9, 3),
-                                   "variants": round(images * variants * per_variant / 1e9, 3)},
-        "rounds": rounds, "batch": batch,
+        "cache_bytes_per_image": {
+            "exact": shifts * per_variant,
+            "exact_rot180": 2 * shifts * per_variant,
+            "variants": variants * per_variant,
+        },
+        "cache_gb_for_train_set": {
+            "exact": round(images * shifts * per_variant / 1e9, 3),
+            "variants": round(images * variants * per_variant / 1e9, 3),
+        },
+        "rounds": rounds,
+        "batch": batch,
     }
 
 
@@ -114,10 +132,16 @@ def main() -> None:
     torch.manual_seed(0)
     rows = [measure("demo", demo_vae(), 128, "demo", 110, 320, args.batch, args.rounds, 4)]
     if not args.skip_sd:  # MVTec-AD: 3,629 training images, 800 epochs
-        rows.append(measure("sd-vae L (MVTec-AD)", sd_vae(), 256, "L", 800, 3629, max(1, args.batch // 2),
-                            args.rounds, 4))
-    out = {"benchmark": "augment_cache_cost", "torch": torch.__version__, "threads": args.threads,
-           "machine": platform.machine(), "rows": rows}
+        rows.append(
+            measure("sd-vae L (MVTec-AD)", sd_vae(), 256, "L", 800, 3629, max(1, args.batch // 2), args.rounds, 4)
+        )
+    out = {
+        "benchmark": "augment_cache_cost",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "machine": platform.machine(),
+        "rows": rows,
+    }
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

@@ -9,6 +9,7 @@ short training (train.max_steps=40) measures the same cost.
 
     .venv/bin/python benchmarks/baseline_cost.py [--config demo] [--batches 2] [--rounds 3] [key=value ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,9 @@ import time
 
 import torch
 
-from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data, test_loader
+from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.evaluation.evaluate import conditioned
 from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.training.distributed import device_for
@@ -69,13 +70,24 @@ def main() -> None:
             extra.append(time.perf_counter() - t)
     images = sum(len(b["key"]) for b in batches)
     own_s, extra_s = statistics.median(own), statistics.median(extra)
-    print(json.dumps({
-        "config": args.config, "overrides": args.overrides, "batch_size": cfg.infer.batch_size, "batches": len(batches),
-        "rounds": args.rounds, "images_per_round": images, "test_images": data.manifest.count("test", data.categories),
-        "deco_diff_seconds_per_batch_median": round(own_s, 3), "baselines_seconds_per_batch_median": round(extra_s, 3),
-        "ratio_baselines_to_deco_diff": round(extra_s / own_s, 3), "bank_seconds": round(bank_seconds, 2),
-        "per_baseline_seconds_all_rounds": {k: round(v, 2) for k, v in bases.seconds.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "overrides": args.overrides,
+                "batch_size": cfg.infer.batch_size,
+                "batches": len(batches),
+                "rounds": args.rounds,
+                "images_per_round": images,
+                "test_images": data.manifest.count("test", data.categories),
+                "deco_diff_seconds_per_batch_median": round(own_s, 3),
+                "baselines_seconds_per_batch_median": round(extra_s, 3),
+                "ratio_baselines_to_deco_diff": round(extra_s / own_s, 3),
+                "bank_seconds": round(bank_seconds, 2),
+                "per_baseline_seconds_all_rounds": {k: round(v, 2) for k, v in bases.seconds.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

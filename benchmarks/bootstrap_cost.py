@@ -7,6 +7,7 @@ Also: the binned pixel metrics against the exact ones (absolute difference).
 
     .venv/bin/python benchmarks/bootstrap_cost.py [--images 150] [--size 256] [--resamples 1000] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import time
 
 import numpy as np
 
-from decodiff.harness.metrics import MetricSuite
 from decodiff.harness.evaluation.uncertainty import PixelStats, binned_pixel_metrics, bootstrap
+from decodiff.harness.metrics import MetricSuite
 
 
 def synthetic(n: int, size: int, seed: int = 0):
@@ -48,14 +49,16 @@ def main() -> None:
     t = time.perf_counter()
     suite = MetricSuite("bench")
     for i in range(0, len(maps), 16):
-        suite.update("c", scores[i:i + 16], labels[i:i + 16], maps[i:i + 16], masks[i:i + 16], keys=keys[i:i + 16])
+        suite.update(
+            "c", scores[i : i + 16], labels[i : i + 16], maps[i : i + 16], masks[i : i + 16], keys=keys[i : i + 16]
+        )
     records = suite.compute()
     exact_s = time.perf_counter() - t
 
     t = time.perf_counter()
     stats = PixelStats()
     for i in range(0, len(maps), 16):
-        stats.update("c", keys[i:i + 16], labels[i:i + 16], maps[i:i + 16], masks[i:i + 16])
+        stats.update("c", keys[i : i + 16], labels[i : i + 16], maps[i : i + 16], masks[i : i + 16])
     stats_s = time.perf_counter() - t
 
     samples = [{"key": k, "category": "c", "label": int(y), "score": float(s)} for k, y, s in zip(keys, labels, scores)]
@@ -69,10 +72,16 @@ def main() -> None:
     exact = {r["metric"]: r["value"] for r in records if r["category"] == "c" and r["level"] == "pixel"}
     diff = {m: abs(float(binned[m][0]) - exact[m]) for m in exact}
     width = {i["metric"]: i["high"] - i["low"] for i in unc.intervals if i["category"] == "c" and i["level"] == "pixel"}
-    out = {"images": args.images, "size": args.size, "resamples": args.resamples,
-           "exact_metrics_s": round(exact_s, 3), "pixel_stats_s": round(stats_s, 3), "bootstrap_s": round(boot_s, 3),
-           "binned_minus_exact": {m: round(v, 5) for m, v in diff.items()},
-           "interval_width": {m: round(v, 4) for m, v in width.items()}}
+    out = {
+        "images": args.images,
+        "size": args.size,
+        "resamples": args.resamples,
+        "exact_metrics_s": round(exact_s, 3),
+        "pixel_stats_s": round(stats_s, 3),
+        "bootstrap_s": round(boot_s, 3),
+        "binned_minus_exact": {m: round(v, 5) for m, v in diff.items()},
+        "interval_width": {m: round(v, 4) for m, v in width.items()},
+    }
     print(json.dumps(out, indent=1))
     if args.json:
         with open(args.json, "w") as fh:

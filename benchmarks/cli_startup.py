@@ -7,6 +7,7 @@ optionally, another one (e.g. a clone of an older commit with its own .venv), in
 
 Module counts are exact; times are the best of the rounds (the machine's load only adds time).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-COUNT = ("import sys; n0 = len(sys.modules); import decodiff.harness.cli as c; n1 = len(sys.modules); "
-         "c.build_parser(); print(n1 - n0, len(sys.modules) - n0)")
+COUNT = (
+    "import sys; n0 = len(sys.modules); import decodiff.harness.cli as c; n1 = len(sys.modules); "
+    "c.build_parser(); print(n1 - n0, len(sys.modules) - n0)"
+)
 
 
 def _python(repo: Path) -> str:
@@ -33,8 +36,7 @@ def _counts(repo: Path) -> tuple[int, int]:
 
 def _help_seconds(repo: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([_python(repo), "-m", "decodiff.harness.cli", "--help"], cwd=repo, capture_output=True,
-                   check=True)
+    subprocess.run([_python(repo), "-m", "decodiff.harness.cli", "--help"], cwd=repo, capture_output=True, check=True)
     return time.perf_counter() - start
 
 
@@ -53,8 +55,12 @@ def main() -> None:
     out: dict[str, object] = {"benchmark": "cli_startup", "rounds": args.rounds}
     for name, repo in repos.items():
         cli, parser = _counts(repo)
-        out[name] = {"repo": str(repo), "modules_import_cli": cli, "modules_help": parser,
-                     "help_seconds_best": round(min(times[name]), 3)}
+        out[name] = {
+            "repo": str(repo),
+            "modules_import_cli": cli,
+            "modules_help": parser,
+            "help_seconds_best": round(min(times[name]), 3),
+        }
     if args.other:
         out["help_this_over_other"] = round(min(times["this"]) / min(times["other"]), 3)
     print(json.dumps(out))

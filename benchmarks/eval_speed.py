@@ -12,6 +12,7 @@ the last digit of the report (0.1 %), and the largest difference of any metric.
     python benchmarks/eval_speed.py --variants "infer.channels_last=false" "" "infer.precision=bf16"
     python benchmarks/eval_speed.py --set train.max_steps=60 --set run.cache_dir=/tmp/cache --rounds 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="demo")
     ap.add_argument("--set", action="append", default=[], help="override for every variant (key=value)")
-    ap.add_argument("--variants", nargs="+", default=["infer.channels_last=false", ""],
-                    help="space-separated override lists, one per variant ('' = the defaults)")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["infer.channels_last=false", ""],
+        help="space-separated override lists, one per variant ('' = the defaults)",
+    )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--json", help="also write the results here")
@@ -60,26 +65,40 @@ def main() -> None:
                 row["walls"].append(wall)
                 row["cpus"].append(cpu)
                 row["images"] = len(res.samples)
-                row["means"] = {f"{m['level']}_{m['metric']}": m["value"] for m in res.records
-                                if m["category"] == "mean"}
-                print(f"round {r + 1}: {v or '(defaults)'}: {wall:.1f}s wall, {cpu:.1f}s CPU", file=sys.stderr,
-                      flush=True)
+                row["means"] = {
+                    f"{m['level']}_{m['metric']}": m["value"] for m in res.records if m["category"] == "mean"
+                }
+                print(
+                    f"round {r + 1}: {v or '(defaults)'}: {wall:.1f}s wall, {cpu:.1f}s CPU", file=sys.stderr, flush=True
+                )
     first = next(iter(results.values()))["means"]
     for row in results.values():
         n = row["images"]
         row["images_per_second"] = round(n / min(row["walls"]), 3)
         row["cpu_seconds_per_image"] = round(min(row["cpus"]) / n, 4)
-        diffs = [abs(row["means"][k] - first[k]) for k in first
-                 if row["means"].get(k) is not None and first[k] is not None]
+        diffs = [
+            abs(row["means"][k] - first[k]) for k in first if row["means"].get(k) is not None and first[k] is not None
+        ]
         row["max_metric_difference"] = max(diffs) if diffs else None
-        row["same_to_report_digits"] = all(round(100 * row["means"][k], 1) == round(100 * first[k], 1) for k in first
-                                           if first[k] is not None)
+        row["same_to_report_digits"] = all(
+            round(100 * row["means"][k], 1) == round(100 * first[k], 1) for k in first if first[k] is not None
+        )
         row["bitwise_same_metrics"] = row["means"] == first
     names = list(results)
-    speed = {f"{n} vs {names[0]}": round(results[n]["images_per_second"] / results[names[0]]["images_per_second"], 2)
-             for n in names[1:]}
-    out = {"config": args.config, "overrides": args.set, "model_steps": info.get("steps"), "threads": args.threads,
-           "rounds": args.rounds, "variants": results, "speedup": speed, "loadavg": os.getloadavg()}
+    speed = {
+        f"{n} vs {names[0]}": round(results[n]["images_per_second"] / results[names[0]]["images_per_second"], 2)
+        for n in names[1:]
+    }
+    out = {
+        "config": args.config,
+        "overrides": args.set,
+        "model_steps": info.get("steps"),
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "variants": results,
+        "speedup": speed,
+        "loadavg": os.getloadavg(),
+    }
     print(json.dumps(out))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -10,6 +10,7 @@ not fit in memory, or lies on a network file system, adds the bytes per record a
 
     python benchmarks/exact_cache_read.py [--records 32] [--rounds 5] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,12 +71,23 @@ def main() -> None:
                 start = time.perf_counter()
                 n = read_all(p, pick)
                 best[name] = min(best[name], (time.perf_counter() - start) / n)
-    rows = [{"layout": name, "mb_per_record": round(sizes[name] / args.records / 1e6, 3),
-             "ms_per_sample": round(best[name] * 1e3, 3), "samples_per_second_per_reader": round(1 / best[name])}
-            for name in shards]
-    out = {"benchmark": "exact_cache_read", "machine": platform.machine(), "records": args.records,
-           "rounds": args.rounds, "rows": rows,
-           "float16_over_float32_time": round(best["float16"] / best["float32"], 3)}
+    rows = [
+        {
+            "layout": name,
+            "mb_per_record": round(sizes[name] / args.records / 1e6, 3),
+            "ms_per_sample": round(best[name] * 1e3, 3),
+            "samples_per_second_per_reader": round(1 / best[name]),
+        }
+        for name in shards
+    ]
+    out = {
+        "benchmark": "exact_cache_read",
+        "machine": platform.machine(),
+        "records": args.records,
+        "rounds": args.rounds,
+        "rows": rows,
+        "float16_over_float32_time": round(best["float16"] / best["float32"], 3),
+    }
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

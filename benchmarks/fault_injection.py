@@ -12,6 +12,7 @@ result presented as complete (no summary.json in a run folder, no manifest.json 
 
 Exit code 0 when every case passes, 1 otherwise (CI runs it: tests/test_fault_injection.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,7 @@ class Outcome:
 class Case:
     name: str
     expected: str
-    run: Callable[["Lab"], Outcome]
+    run: Callable[[Lab], Outcome]
 
 
 class Lab:
@@ -64,18 +65,32 @@ class Lab:
         self.work = work
         self.config = work / "base.yaml"
         self.config.write_text(BASE.format(work=work))
-        self.env = dict(os.environ, HF_HUB_OFFLINE="1", DECODIFF_LOCK_TIMEOUT="600", OMP_NUM_THREADS="1",
-                        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PYTHONUNBUFFERED="1")
+        self.env = dict(
+            os.environ,
+            HF_HUB_OFFLINE="1",
+            DECODIFF_LOCK_TIMEOUT="600",
+            OMP_NUM_THREADS="1",
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            PYTHONUNBUFFERED="1",
+        )
         self.env.pop("DECODIFF_DEBUG", None)
         self._checkpoint: Path | None = None
 
     def cmd(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([DECODIFF, *args], cwd=self.work, env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [DECODIFF, *args], cwd=self.work, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def start(self, *args: str, log: Path) -> subprocess.Popen:
-        return subprocess.Popen([DECODIFF, *args], cwd=self.work, env=self.env, stdout=subprocess.PIPE,
-                                stderr=log.open("w"), text=True, start_new_session=True)
+        return subprocess.Popen(
+            [DECODIFF, *args],
+            cwd=self.work,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=log.open("w"),
+            text=True,
+            start_new_session=True,
+        )
 
     @property
     def checkpoint(self) -> Path:
@@ -89,13 +104,13 @@ class Lab:
 
     @property
     def shards(self) -> Path:
-        self.checkpoint
+        _ = self.checkpoint
         (found,) = (self.work / "cache" / "shards").glob("demo-*[!k]")  # not the .lock file
         return found
 
     @property
     def demo_root(self) -> Path:
-        self.checkpoint
+        _ = self.checkpoint
         (found,) = [p for p in (self.work / "cache").glob("demo-*") if p.is_dir()]
         return found
 
@@ -108,15 +123,18 @@ class Lab:
 
 
 # ---- checks -----------------------------------------------------------------------------------
-def one_line_error(p: subprocess.CompletedProcess | tuple[int, str], code: int | None = None,
-                   *needles: str) -> Outcome:
+def one_line_error(p: subprocess.CompletedProcess | tuple[int, str], code: int | None = None, *needles: str) -> Outcome:
     """A clear error: exit code (non-zero, or `code`), a `decodiff: error:` line holding every needle,
     no traceback."""
     rc, err = (p.returncode, p.stderr) if isinstance(p, subprocess.CompletedProcess) else p
     lines = [line for line in err.splitlines() if line.startswith("decodiff: ")]
     last = lines[-1] if lines else (err.strip().splitlines() or ["(no output)"])[-1]
-    ok = (rc == code if code is not None else rc != 0) and "Traceback" not in err and bool(lines) \
+    ok = (
+        (rc == code if code is not None else rc != 0)
+        and "Traceback" not in err
+        and bool(lines)
         and all(n in last for n in needles)
+    )
     return Outcome(ok, f"exit {rc}: {last[:150]}")
 
 
@@ -167,9 +185,11 @@ def truncated(lab: Lab, how: str, via_pipe: bool) -> Outcome:
     location = f"pipe:cat {shards}/{{name}}" if via_pipe else str(shards)
     before = run_folders(lab, "evaluate")
     p = lab.cmd("evaluate", "--checkpoint", str(lab.checkpoint), "--config", str(lab.config), f"data.shards={location}")
-    needle = {"boundary": "the shard manifest says" if via_pipe else "the manifest says",
-              "between-members": "no meta.json" if via_pipe else "the manifest says",
-              "mid-member": "truncated tar" if via_pipe else "the manifest says"}[how]
+    needle = {
+        "boundary": "the shard manifest says" if via_pipe else "the manifest says",
+        "between-members": "no meta.json" if via_pipe else "the manifest says",
+        "mid-member": "truncated tar" if via_pipe else "the manifest says",
+    }[how]
     out = one_line_error(p, 1, tar.name, needle)
     return Outcome(out.ok and no_complete_run(lab, before, "evaluate"), out.got)
 
@@ -240,8 +260,22 @@ def killed_shard_workers(lab: Lab) -> Outcome:
     root = _slow_folder(lab)
     out = lab.work / "shards-killed"
     shutil.rmtree(out, ignore_errors=True)
-    args = ("data", "shard", "--dataset", "mvtec", "--root", str(root), "--out", str(out), "--workers", "2",
-            "--max-count", "4", "--resize", "256")
+    args = (
+        "data",
+        "shard",
+        "--dataset",
+        "mvtec",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--max-count",
+        "4",
+        "--resize",
+        "256",
+    )
     proc = lab.start(*args, log=lab.work / "shard-killed.log")
     workers: list[int] = []
     deadline = time.monotonic() + 120
@@ -261,11 +295,20 @@ def killed_shard_workers(lab: Lab) -> Outcome:
     for w in left:  # do not leave them to the machine
         os.kill(w, signal.SIGKILL)
     p = lab.cmd(*args)
-    ok = len(workers) >= 2 and not left and p.returncode == 0 and "taking over the lock" in p.stderr \
-        and "resuming" in p.stderr and (out / "manifest.json").is_file()
-    return Outcome(ok, f"{len(workers)} workers, {len(left)} alive after the kill; rerun exit {p.returncode}"
-                       f"{', took over the lock' if 'taking over the lock' in p.stderr else ''}"
-                       f"{', resumed' if 'resuming' in p.stderr else ''}")
+    ok = (
+        len(workers) >= 2
+        and not left
+        and p.returncode == 0
+        and "taking over the lock" in p.stderr
+        and "resuming" in p.stderr
+        and (out / "manifest.json").is_file()
+    )
+    return Outcome(
+        ok,
+        f"{len(workers)} workers, {len(left)} alive after the kill; rerun exit {p.returncode}"
+        f"{', took over the lock' if 'taking over the lock' in p.stderr else ''}"
+        f"{', resumed' if 'resuming' in p.stderr else ''}",
+    )
 
 
 # ---- 4. runs at once --------------------------------------------------------------------------------
@@ -282,18 +325,32 @@ def two_benches_cold_cache(lab: Lab) -> Outcome:
     reports = [json.loads(o)["report"] if c == 0 else None for o, c in zip(outs, codes)]
     waited = sum("waiting for" in log for log in logs)
     trained = sum("train: UNet" in log for log in logs)
-    ok = codes == [0, 0] and len({*reports}) == 2 and all(r and Path(r).is_file() for r in reports) \
-        and trained == 1 and waited >= 1 and not any("Traceback" in log for log in logs)
-    return Outcome(ok, f"exits {codes}, {len({*reports} - {None})} reports, {trained} training(s), "
-                       f"{waited} run(s) waited")
+    ok = (
+        codes == [0, 0]
+        and len({*reports}) == 2
+        and all(r and Path(r).is_file() for r in reports)
+        and trained == 1
+        and waited >= 1
+        and not any("Traceback" in log for log in logs)
+    )
+    return Outcome(
+        ok, f"exits {codes}, {len({*reports} - {None})} reports, {trained} training(s), {waited} run(s) waited"
+    )
 
 
 def two_trainings_one_out(lab: Lab) -> Outcome:
-    lab.checkpoint  # warm cache: both go straight for the training folder
+    _ = lab.checkpoint  # warm cache: both go straight for the training folder
     out = lab.work / "train-together"
     shutil.rmtree(out, ignore_errors=True)
-    first = lab.start("train", "--config", str(lab.config), "--out", str(out), "train.max_steps=100000",
-                      log=lab.work / "train-first.log")
+    first = lab.start(
+        "train",
+        "--config",
+        str(lab.config),
+        "--out",
+        str(out),
+        "train.max_steps=100000",
+        log=lab.work / "train-first.log",
+    )
     deadline = time.monotonic() + 120
     lock = out / ".train.lock"
     while time.monotonic() < deadline and first.poll() is None and not (lock.is_file() and lock.stat().st_size):
@@ -324,8 +381,12 @@ def bad_tracking_store(lab: Lab) -> Outcome:
 def train_out_is_file(lab: Lab) -> Outcome:
     target = lab.work / "a-file"
     target.write_text("x")
-    return one_line_error(lab.cmd("train", "--config", str(lab.config), "--out", str(target)), 2, str(target),
-                          "expected a training folder")
+    return one_line_error(
+        lab.cmd("train", "--config", str(lab.config), "--out", str(target)),
+        2,
+        str(target),
+        "expected a training folder",
+    )
 
 
 # ---- 6. VisA split CSV -----------------------------------------------------------------------------------
@@ -351,8 +412,9 @@ def _visa_root(lab: Lab, name: str) -> Path:
                 m = np.zeros((16, 16), np.uint8)
                 m[4:8, 4:8] = 255
                 Image.fromarray(m).save(masks / f"{i:03d}.png")
-                rows.append(f"candle,test,anomaly,candle/Data/Images/Anomaly/{i:03d}.JPG,"
-                            f"candle/Data/Masks/Anomaly/{i:03d}.png")
+                rows.append(
+                    f"candle,test,anomaly,candle/Data/Images/Anomaly/{i:03d}.JPG,candle/Data/Masks/Anomaly/{i:03d}.png"
+                )
     (root / "split_csv").mkdir()
     (root / "split_csv" / "1cls.csv").write_text("\n".join(rows) + "\n")
     return root
@@ -376,15 +438,16 @@ def visa_csv(lab: Lab, fault: str) -> Outcome:
     if fault == "bom":
         ok = p.returncode == 0 and (out / "manifest.json").is_file()
         return Outcome(ok, f"exit {p.returncode}, {'a manifest' if ok else p.stderr.strip()[-150:]}")
-    needle = {"extra-field": "fields, expected 5", "non-utf8": "not UTF-8",
-              "dotdot": "leaves the data set folder"}[fault]
+    needle = {"extra-field": "fields, expected 5", "non-utf8": "not UTF-8", "dotdot": "leaves the data set folder"}[
+        fault
+    ]
     out_ = one_line_error(p, 1, str(csv), needle)
     return Outcome(out_.ok and not (out / "manifest.json").exists(), out_.got)
 
 
 # ---- 7. SIGTERM ---------------------------------------------------------------------------------------------
 def sigterm_training(lab: Lab) -> Outcome:
-    lab.checkpoint
+    _ = lab.checkpoint
     out = lab.work / "train-sigterm"
     shutil.rmtree(out, ignore_errors=True)
     log = lab.work / "train-sigterm.log"
@@ -433,14 +496,25 @@ def realiad_null_class(lab: Lab) -> Outcome:
     img.parent.mkdir(parents=True)
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(img)
     (root / "realiad_jsons").mkdir(parents=True)
-    doc = {"meta": {"normal_class": "OK"},
-           "train": [{"category": "toy", "anomaly_class": None, "image_path": "OK/S0001/" + img.name,
-                      "mask_path": None}],
-           "test": []}
+    doc = {
+        "meta": {"normal_class": "OK"},
+        "train": [{"category": "toy", "anomaly_class": None, "image_path": "OK/S0001/" + img.name, "mask_path": None}],
+        "test": [],
+    }
     json_path = root / "realiad_jsons" / "toy.json"
     json_path.write_text(json.dumps(doc))
-    p = lab.cmd("data", "shard", "--dataset", "realiad", "--root", str(root), "--out",
-                str(lab.work / "realiad-null-out"), "--resolution", "256")
+    p = lab.cmd(
+        "data",
+        "shard",
+        "--dataset",
+        "realiad",
+        "--root",
+        str(root),
+        "--out",
+        str(lab.work / "realiad-null-out"),
+        "--resolution",
+        "256",
+    )
     return one_line_error(p, 1, str(json_path), "train[0]", "anomaly_class")
 
 
@@ -473,8 +547,9 @@ def resumed_progress(lab: Lab) -> Outcome:
     step = json.loads(latest.read_text())["step"]
     # a resume keeps the stopped run's config (100000 steps): resume it, and stop it again at its first step
     log = lab.work / "train-resume.log"
-    proc = lab.start("train", "--config", str(lab.config), "--out", str(out), "--resume", "train.max_steps=100000",
-                     log=log)
+    proc = lab.start(
+        "train", "--config", str(lab.config), "--out", str(out), "--resume", "train.max_steps=100000", log=log
+    )
     deadline = time.monotonic() + 180
     bar = re.compile(r"\[decodiff\] train: (\d+)/(\d+) step")
     while time.monotonic() < deadline and proc.poll() is None and not bar.search(log.read_text()):
@@ -484,8 +559,11 @@ def resumed_progress(lab: Lab) -> Outcome:
     proc.communicate(timeout=300)
     first = bar.search(log.read_text())
     ok = proc.returncode == 75 and first is not None and int(first.group(1)) == step + 1
-    return Outcome(ok, f"saved at step {step}; the resumed run's first progress line: "
-                       f"{first.group(0).replace('[decodiff] ', '') if first else '(none)'}")
+    return Outcome(
+        ok,
+        f"saved at step {step}; the resumed run's first progress line: "
+        f"{first.group(0).replace('[decodiff] ', '') if first else '(none)'}",
+    )
 
 
 # ---- 9. an MLflow server that goes away mid-run -------------------------------------------------------------
@@ -496,17 +574,33 @@ def _free_port() -> int:
 
 
 def mlflow_server_gone(lab: Lab) -> Outcome:
-    lab.checkpoint
+    _ = lab.checkpoint
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     folder = lab.work / "mlflow-server"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"], cwd=folder, stdout=(folder / "server.log").open("w"), stderr=subprocess.STDOUT,
-        env=lab.env, start_new_session=True)
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=folder,
+        stdout=(folder / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        env=lab.env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while True:
@@ -520,8 +614,9 @@ def mlflow_server_gone(lab: Lab) -> Outcome:
                 time.sleep(0.5)
         before = run_folders(lab, "evaluate")
         log = lab.work / "evaluate-mlflow.log"
-        proc = lab.start("evaluate", "--checkpoint", str(lab.checkpoint), "--config", str(lab.config),
-                         f"tracking.uri={uri}", log=log)
+        proc = lab.start(
+            "evaluate", "--checkpoint", str(lab.checkpoint), "--config", str(lab.config), f"tracking.uri={uri}", log=log
+        )
         end = time.monotonic() + 300
         # the server goes away once the run is past its pre-flight check (the first VAE line comes after it):
         # the whole evaluation lies between the kill and the run's first call to MLflow, not a fraction of a second
@@ -539,26 +634,47 @@ def mlflow_server_gone(lab: Lab) -> Outcome:
 
 
 CASES = [
-    Case("1a test tar cut at a sample boundary", "exit 1, names the tar (size vs manifest)",
-         lambda lab: truncated(lab, "boundary", False)),
-    Case("1b test tar cut inside a sample", "exit 1, names the tar (size vs manifest)",
-         lambda lab: truncated(lab, "mid-member", False)),
-    Case("1c cut at a sample boundary, read through pipe:", "exit 1, names the tar (count vs manifest)",
-         lambda lab: truncated(lab, "boundary", True)),
-    Case("1d cut between a sample's members, pipe:", "exit 1, names the tar (no meta.json)",
-         lambda lab: truncated(lab, "between-members", True)),
-    Case("1e cut inside a member, pipe:", "exit 1, names the tar (truncated tar)",
-         lambda lab: truncated(lab, "mid-member", True)),
+    Case(
+        "1a test tar cut at a sample boundary",
+        "exit 1, names the tar (size vs manifest)",
+        lambda lab: truncated(lab, "boundary", False),
+    ),
+    Case(
+        "1b test tar cut inside a sample",
+        "exit 1, names the tar (size vs manifest)",
+        lambda lab: truncated(lab, "mid-member", False),
+    ),
+    Case(
+        "1c cut at a sample boundary, read through pipe:",
+        "exit 1, names the tar (count vs manifest)",
+        lambda lab: truncated(lab, "boundary", True),
+    ),
+    Case(
+        "1d cut between a sample's members, pipe:",
+        "exit 1, names the tar (no meta.json)",
+        lambda lab: truncated(lab, "between-members", True),
+    ),
+    Case(
+        "1e cut inside a member, pipe:",
+        "exit 1, names the tar (truncated tar)",
+        lambda lab: truncated(lab, "mid-member", True),
+    ),
     Case("2a final model with a flipped byte", "exit 1, names model.safetensors (sha256)", flipped_model),
     Case("2b cached VAE with a flipped byte", "exit 1, names the weights file (sha256)", flipped_vae),
     Case("3 kill -9 of data shard --workers 2", "workers gone, lock taken over, rerun resumes", killed_shard_workers),
-    Case("4a two bench at once, one folder, cold cache", "both exit 0, one trains, the other waits",
-         two_benches_cold_cache),
+    Case(
+        "4a two bench at once, one folder, cold cache",
+        "both exit 0, one trains, the other waits",
+        two_benches_cold_cache,
+    ),
     Case("4b two train --out DIR at once", "the second refused: exit 1, names DIR", two_trainings_one_out),
     Case("5a tracking store not a database", "exit 2 before any work, names the file", bad_tracking_store),
     Case("5b train --out FILE", "exit 2 before any work, names the file", train_out_is_file),
-    Case("6a VisA CSV row with an extra field", "exit 1, names the file and line",
-         lambda lab: visa_csv(lab, "extra-field")),
+    Case(
+        "6a VisA CSV row with an extra field",
+        "exit 1, names the file and line",
+        lambda lab: visa_csv(lab, "extra-field"),
+    ),
     Case("6b VisA CSV not UTF-8", "exit 1, names the file", lambda lab: visa_csv(lab, "non-utf8")),
     Case("6c VisA CSV with a UTF-8 BOM", "exit 0, shards written", lambda lab: visa_csv(lab, "bom")),
     Case("6d VisA CSV path with ../", "exit 1, names the file and line", lambda lab: visa_csv(lab, "dotdot")),
@@ -593,15 +709,25 @@ def main(argv: list[str] | None = None) -> int:
             res = case.run(lab)
         except Exception as exc:  # the harness itself failed: the case fails, the table goes on
             res = Outcome(False, f"{type(exc).__name__}: {str(exc)[-200:]}")
-        rows.append({"case": case.name, "expected": case.expected, "got": res.got, "pass": res.ok,
-                     "seconds": round(time.monotonic() - t0, 1)})
+        rows.append(
+            {
+                "case": case.name,
+                "expected": case.expected,
+                "got": res.got,
+                "pass": res.ok,
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+        )
         print(f"[fault-injection] {'PASS' if res.ok else 'FAIL'} {case.name}: {res.got}", file=sys.stderr, flush=True)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     passed = sum(r["pass"] for r in rows)
     if args.json:
-        print(json.dumps({"rows": rows, "passed": passed, "total": len(rows),
-                          "seconds": round(time.monotonic() - started, 1)}))
+        print(
+            json.dumps(
+                {"rows": rows, "passed": passed, "total": len(rows), "seconds": round(time.monotonic() - started, 1)}
+            )
+        )
     else:
         print("| case | expected | got | pass |\n|---|---|---|---|")
         for r in rows:

@@ -6,6 +6,7 @@ outputs (same maths, other rounding).
     python benchmarks/layout_speed.py                       # demo UNet (batch 32, 16x16) + demo VAE
     python benchmarks/layout_speed.py --size XS --latent 32 --batch 8 --rounds 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ def main() -> None:
     torch.manual_seed(0)
     unet = build_unet(args.size, num_classes=4, sample_size=args.latent).eval()
     vae = load_vae(ROOT / "models" / "weights" / "demo-vae")
-    nets = {"contiguous": (unet, vae), "channels_last": (to_layout(copy.deepcopy(unet), True),
-                                                          to_layout(copy.deepcopy(vae), True))}
+    nets = {
+        "contiguous": (unet, vae),
+        "channels_last": (to_layout(copy.deepcopy(unet), True), to_layout(copy.deepcopy(vae), True)),
+    }
     g = torch.Generator().manual_seed(0)
     z = torch.randn(args.batch, 4, args.latent, args.latent, generator=g)
     ids = torch.randint(0, 4, (args.batch,), generator=g)
@@ -56,21 +59,38 @@ def main() -> None:
     outputs = {name: (unet5(u), decode(v)) for name, (u, v) in nets.items()}  # also the warm-up
     times: dict[str, list[tuple[float, float]]] = {}
     for r in range(args.rounds):
-        for name in (list(nets) if r % 2 == 0 else list(nets)[::-1]):
+        for name in list(nets) if r % 2 == 0 else list(nets)[::-1]:
             u, v = nets[name]
-            for part, fn in (("unet_5_steps", lambda: unet5(u)), ("vae_decode", lambda: decode(v))):
+            for part, fn in (("unet_5_steps", lambda u=u: unet5(u)), ("vae_decode", lambda v=v: decode(v))):
                 wall, cpu = time.perf_counter(), time.process_time()
                 fn()
                 times.setdefault(f"{name}/{part}", []).append((time.perf_counter() - wall, time.process_time() - cpu))
-    best = {k: {"wall": round(min(t[0] for t in v), 4), "cpu": round(min(t[1] for t in v), 4)}
-            for k, v in times.items()}
-    ratios = {part: {m: round(best[f"contiguous/{part}"][m] / best[f"channels_last/{part}"][m], 2)
-                     for m in ("wall", "cpu")} for part in ("unet_5_steps", "vae_decode")}
-    diff = {"unet_5_steps": (outputs["channels_last"][0] - outputs["contiguous"][0]).abs().max().item(),
-            "vae_decode": (outputs["channels_last"][1] - outputs["contiguous"][1]).abs().max().item()}
-    print(json.dumps({"size": args.size, "batch": args.batch, "latent": args.latent, "threads": args.threads,
-                      "rounds": args.rounds, "best_seconds": best, "channels_last_speedup": ratios,
-                      "max_abs_difference": diff, "loadavg": os.getloadavg()}))
+    best = {
+        k: {"wall": round(min(t[0] for t in v), 4), "cpu": round(min(t[1] for t in v), 4)} for k, v in times.items()
+    }
+    ratios = {
+        part: {m: round(best[f"contiguous/{part}"][m] / best[f"channels_last/{part}"][m], 2) for m in ("wall", "cpu")}
+        for part in ("unet_5_steps", "vae_decode")
+    }
+    diff = {
+        "unet_5_steps": (outputs["channels_last"][0] - outputs["contiguous"][0]).abs().max().item(),
+        "vae_decode": (outputs["channels_last"][1] - outputs["contiguous"][1]).abs().max().item(),
+    }
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "batch": args.batch,
+                "latent": args.latent,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "best_seconds": best,
+                "channels_last_speedup": ratios,
+                "max_abs_difference": diff,
+                "loadavg": os.getloadavg(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Used by fresh_clone_bench.sh; on its own:
 
     python benchmarks/run_phases.py runs/demo-bench-20261201-130624-de35   # one JSON line
 """
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 
-def run_phases(run_dir: str | Path, wall: float | None = None,
-               before: dict[str, float] | None = None) -> dict[str, Any]:
+def run_phases(
+    run_dir: str | Path, wall: float | None = None, before: dict[str, float] | None = None
+) -> dict[str, Any]:
     """Phases of the run folder, after `before` (e.g. the set-up); with `wall` (the command's wall
     seconds) the part no phase covers is reported as "other" (interpreter start-up, imports...)."""
     path = Path(run_dir) / "timings.json"
@@ -23,9 +25,13 @@ def run_phases(run_dir: str | Path, wall: float | None = None,
     phases = {**(before or {}), **{k: round(v["seconds"], 1) for k, v in t["phases"].items()}}
     if wall is not None:
         phases["other"] = round(wall - sum(v for k, v in phases.items() if k not in (before or {})), 1)
-    return {"run_dir": str(Path(run_dir).resolve()), "phases": phases, "rates": t.get("rates", {}),
-            "cpu_seconds": {k: v["cpu_seconds"] for k, v in t["phases"].items()},
-            "model_reused": t.get("model_reused")}
+    return {
+        "run_dir": str(Path(run_dir).resolve()),
+        "phases": phases,
+        "rates": t.get("rates", {}),
+        "cpu_seconds": {k: v["cpu_seconds"] for k, v in t["phases"].items()},
+        "model_reused": t.get("model_reused"),
+    }
 
 
 def run_dir_of_output(stdout_file: str | Path) -> Path | None:

@@ -28,6 +28,7 @@ It is written once into --work (default: a temporary folder) and reused.
 
     python benchmarks/shard_speed.py [--work DIR] [--repeat 5] [--tflops 300] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +75,7 @@ def _crop(rng: np.random.Generator, photo: np.ndarray, side: int) -> np.ndarray:
     h, w = photo.shape[:2]
     s = rng.integers(min(side // 2, min(h, w) // 2), min(h, w) + 1)
     top, left = rng.integers(0, h - s + 1), rng.integers(0, w - s + 1)
-    img = Image.fromarray(photo[top:top + s, left:left + s]).resize((side, side), Image.BILINEAR)
+    img = Image.fromarray(photo[top : top + s, left : left + s]).resize((side, side), Image.BILINEAR)
     arr = np.asarray(img).astype(np.int16) + rng.integers(-3, 4, (side, side, 3))
     return np.clip(arr, 0, 255).astype(np.uint8)
 
@@ -89,8 +90,11 @@ def make_set(root: Path, seed: int = 0) -> int:
     rng = np.random.default_rng(seed)
     photos = _photos()
     for ci, cat in enumerate(CATEGORIES):
-        for folder, count in (("train/good", PER_CATEGORY["train"]), ("test/good", PER_CATEGORY["good"]),
-                              ("test/defect", PER_CATEGORY["defect"])):
+        for folder, count in (
+            ("train/good", PER_CATEGORY["train"]),
+            ("test/good", PER_CATEGORY["good"]),
+            ("test/defect", PER_CATEGORY["defect"]),
+        ):
             d = root / cat / folder
             d.mkdir(parents=True, exist_ok=True)
             for i in range(count):
@@ -99,7 +103,7 @@ def make_set(root: Path, seed: int = 0) -> int:
                 if folder == "test/defect":
                     m = np.zeros((SIDE, SIDE), np.uint8)
                     y, x = rng.integers(20, SIDE - 60, 2)
-                    m[y:y + 40, x:x + 30] = 255
+                    m[y : y + 40, x : x + 30] = 255
                     gt = root / cat / "ground_truth" / "defect"
                     gt.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(m).save(gt / f"{i:03d}_mask.png")
@@ -109,17 +113,25 @@ def make_set(root: Path, seed: int = 0) -> int:
 
 # ---- 1. sharding ----------------------------------------------------------------------------
 
+
 def time_sharding(root: Path, out: Path, n: int, **kw: Any) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     t, c = time.perf_counter(), _cpu()
     m = shard_dataset("mvtec", root, out, log=lambda msg: None, **kw)
     s, cs = time.perf_counter() - t, _cpu() - c
-    return {"seconds": round(s, 3), "images_per_s": round(n / s, 1), "cpu_seconds": round(cs, 3),
-            "images_per_cpu_s": round(n / cs, 1), "shards": len(m.shards),
-            "mb": round(sum(x.bytes for x in m.shards) / 1e6, 1), **kw}
+    return {
+        "seconds": round(s, 3),
+        "images_per_s": round(n / s, 1),
+        "cpu_seconds": round(cs, 3),
+        "images_per_cpu_s": round(n / cs, 1),
+        "shards": len(m.shards),
+        "mb": round(sum(x.bytes for x in m.shards) / 1e6, 1),
+        **kw,
+    }
 
 
 # ---- 2. reading -----------------------------------------------------------------------------
+
 
 class NativeFolder(Dataset):
     """The folder layout read file by file, into the same records the shards decode to."""
@@ -134,7 +146,11 @@ class NativeFolder(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
         image = read_rgb(Path(s.source))
-        mask = read_mask(Path(s.mask_source)) if s.mask_source else (np.zeros(image.shape[:2], bool) if s.label == 0 else None)
+        mask = (
+            read_mask(Path(s.mask_source))
+            if s.mask_source
+            else (np.zeros(image.shape[:2], bool) if s.label == 0 else None)
+        )
         return self.transform({"key": s.key, "image": image, "mask": mask, "meta": s.meta()})
 
 
@@ -158,8 +174,10 @@ def time_reading(root: Path, shards: Path, repeat: int, workers: int = 2, batch:
     train, test = (ShardStream.from_manifest(shards, split) for split in ("train", "test"))
     stream = ShardStream(train.urls + test.urls, counts=train.counts + test.counts, transform=pre)
     native = NativeFolder(root, pre)
-    loaders = {"shards": DataLoader(stream, batch_size=batch, num_workers=workers, collate_fn=collate),
-               "folder": DataLoader(native, batch_size=batch, num_workers=workers, collate_fn=collate, shuffle=False)}
+    loaders = {
+        "shards": DataLoader(stream, batch_size=batch, num_workers=workers, collate_fn=collate),
+        "folder": DataLoader(native, batch_size=batch, num_workers=workers, collate_fn=collate, shuffle=False),
+    }
     wall: dict[str, list[float]] = {"shards": [], "folder": []}
     cpu = {"shards": 0.0, "folder": 0.0}
     counts = {}
@@ -171,7 +189,10 @@ def time_reading(root: Path, shards: Path, repeat: int, workers: int = 2, batch:
     med = {k: float(np.median(v)) for k, v in wall.items()}
     cpu_ms = {k: 1e3 * cpu[k] / (repeat * counts[k]) for k in cpu}
     return {
-        "images": counts, "workers": workers, "batch": batch, "repeat": repeat,
+        "images": counts,
+        "workers": workers,
+        "batch": batch,
+        "repeat": repeat,
         "seconds": {k: [round(x, 3) for x in v] for k, v in wall.items()},
         "images_per_s_median": {k: round(counts[k] / med[k], 1) for k in med},
         "ratio_shards_over_folder_wall": round(med["folder"] / med["shards"], 3),
@@ -181,6 +202,7 @@ def time_reading(root: Path, shards: Path, repeat: int, workers: int = 2, batch:
 
 
 # ---- 3. decode rate, 4. Real-IAD on paper --------------------------------------------------
+
 
 def jpeg_costs(repeat: int = 3) -> dict[int, dict[str, float]]:
     """Bytes of a JPEG (quality 95) and of a mask PNG, and one core's decode-to-tensor rate, per side."""
@@ -195,11 +217,11 @@ def jpeg_costs(repeat: int = 3) -> dict[int, dict[str, float]]:
             # the photographs are about 512 pixels: a 1024 image is a 2 x 2 mosaic of crops at full detail
             tiles = [_crop(rng, photos[(i + j) % len(photos)], min(side, 512)) for j in range((side // 512) ** 2 or 1)]
             k = max(1, side // 512)
-            img = np.concatenate([np.concatenate(tiles[r * k:(r + 1) * k], 1) for r in range(k)], 0)
+            img = np.concatenate([np.concatenate(tiles[r * k : (r + 1) * k], 1) for r in range(k)], 0)
             Image.fromarray(img).save(buf, format="JPEG", quality=95)
             blobs.append(buf.getvalue())
             m = np.zeros((side, side), np.uint8)
-            m[side // 4: side // 4 + side // 8, side // 3: side // 3 + side // 10] = 255
+            m[side // 4 : side // 4 + side // 8, side // 3 : side // 3 + side // 10] = 255
             mb = io.BytesIO()
             Image.fromarray(m).save(mb, format="PNG")
             masks.append(mb.getvalue())
@@ -212,23 +234,32 @@ def jpeg_costs(repeat: int = 3) -> dict[int, dict[str, float]]:
                 pre({"key": "", "image": read_rgb(blobs[k % len(blobs)]), "mask": None, "meta": meta})
                 k += 1
             best = max(best, k / (time.perf_counter() - t))
-        out[side] = {"jpeg_kb": round(float(np.mean([len(b) for b in blobs])) / 1e3, 1),
-                     "mask_kb": round(float(np.mean([len(b) for b in masks])) / 1e3, 2),
-                     "decode_per_core_per_s": round(best, 1)}
+        out[side] = {
+            "jpeg_kb": round(float(np.mean([len(b) for b in blobs])) / 1e3, 1),
+            "mask_kb": round(float(np.mean([len(b) for b in masks])) / 1e3, 2),
+            "decode_per_core_per_s": round(best, 1),
+        }
     return out
 
 
-def realiad_on_paper(costs: dict[int, dict[str, float]], tflops: float, gpus: int = 8,
-                     readers_per_gpu: int = 4) -> dict[str, Any]:
+def realiad_on_paper(
+    costs: dict[int, dict[str, float]], tflops: float, gpus: int = 8, readers_per_gpu: int = 4
+) -> dict[str, Any]:
     from decodiff.models.flops import preset_cost
 
     n, cats = REALIAD["images"], REALIAD["categories"]
-    out: dict[str, Any] = {"assumptions": {
-        "images": n, "categories": cats, "model": "XL", "sustained_tflops_per_gpu": tflops, "gpus": gpus,
-        "loader_workers_per_gpu": readers_per_gpu,
-        "groups": "shards hold one (split, category): about 2 x 30 groups of ~2,500 images",
-        "bytes_per_image": "JPEG quality 95 of natural photographs at that side (measured above); masks PNG",
-    }}
+    out: dict[str, Any] = {
+        "assumptions": {
+            "images": n,
+            "categories": cats,
+            "model": "XL",
+            "sustained_tflops_per_gpu": tflops,
+            "gpus": gpus,
+            "loader_workers_per_gpu": readers_per_gpu,
+            "groups": "shards hold one (split, category): about 2 x 30 groups of ~2,500 images",
+            "bytes_per_image": "JPEG quality 95 of natural photographs at that side (measured above); masks PNG",
+        }
+    }
     for side in (256, 1024):
         c = costs[side]
         per_image = c["jpeg_kb"] * 1e3 + REALIAD["anomalous"] / n * c["mask_kb"] * 1e3 + 1536  # + tar headers, meta
@@ -244,8 +275,10 @@ def realiad_on_paper(costs: dict[int, dict[str, float]], tflops: float, gpus: in
         per_gpu = tflops * 1e3 / gflop
         rate = gpus * per_gpu
         out[f"{side}px"] = {
-            "kb_per_image": round(per_image / 1e3, 1), "total_gb": round(total / 1e9, 1),
-            "default_shards": shards, "default_samples_per_shard": per_shard,
+            "kb_per_image": round(per_image / 1e3, 1),
+            "total_gb": round(total / 1e9, 1),
+            "default_shards": shards,
+            "default_samples_per_shard": per_shard,
             "default_shard_mb": round(min(per_group, per_shard) * per_image / 1e6, 1),
             "suggested_max_count": suggested,
             "suggested_shards": 2 * cats * int(np.ceil(per_group / suggested)),
@@ -264,8 +297,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, help="folder for the data set and shards (default: a temporary one)")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--tflops", type=float, default=300.0,
-                    help="assumed sustained training TFLOPS per GPU for the Real-IAD estimate (default 300)")
+    ap.add_argument(
+        "--tflops",
+        type=float,
+        default=300.0,
+        help="assumed sustained training TFLOPS per GPU for the Real-IAD estimate (default 300)",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -273,34 +310,48 @@ def main() -> None:
     root = work / "mvtec-like"
     t = time.perf_counter()
     n = make_set(root)
-    print(f"data: {n} images of {SIDE}x{SIDE} PNG in {root} ({time.perf_counter() - t:.1f} s to make or find)", flush=True)
-    res: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                       "load_average": os.getloadavg()}}
-    res["sharding"] = [time_sharding(root, work / "shards-1", n, workers=1),
-                       time_sharding(root, work / "shards-2", n, workers=2),
-                       time_sharding(root, work / "shards-r", n, workers=2, resize=128)]
+    print(
+        f"data: {n} images of {SIDE}x{SIDE} PNG in {root} ({time.perf_counter() - t:.1f} s to make or find)", flush=True
+    )
+    res: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average": os.getloadavg()}
+    }
+    res["sharding"] = [
+        time_sharding(root, work / "shards-1", n, workers=1),
+        time_sharding(root, work / "shards-2", n, workers=2),
+        time_sharding(root, work / "shards-r", n, workers=2, resize=128),
+    ]
     for r in res["sharding"]:
-        print(f"shard: workers={r['workers']} resize={r.get('resize')}: {r['images_per_s']} images/s wall, "
-              f"{r['images_per_cpu_s']} images per CPU second ({r['seconds']} s, {r['shards']} shards, {r['mb']} MB)",
-              flush=True)
+        print(
+            f"shard: workers={r['workers']} resize={r.get('resize')}: {r['images_per_s']} images/s wall, "
+            f"{r['images_per_cpu_s']} images per CPU second ({r['seconds']} s, {r['shards']} shards, {r['mb']} MB)",
+            flush=True,
+        )
     res["reading"] = time_reading(root, work / "shards-2", args.repeat)
     r = res["reading"]
-    print(f"read (decode + tensors, 2 loader workers, median of {r['repeat']}): shards "
-          f"{r['images_per_s_median']['shards']} images/s, folder {r['images_per_s_median']['folder']} images/s, "
-          f"ratio {r['ratio_shards_over_folder_wall']}x; CPU per image: shards {r['cpu_ms_per_image']['shards']} ms, "
-          f"folder {r['cpu_ms_per_image']['folder']} ms, ratio {r['ratio_shards_over_folder_cpu']}x", flush=True)
+    print(
+        f"read (decode + tensors, 2 loader workers, median of {r['repeat']}): shards "
+        f"{r['images_per_s_median']['shards']} images/s, folder {r['images_per_s_median']['folder']} images/s, "
+        f"ratio {r['ratio_shards_over_folder_wall']}x; CPU per image: shards {r['cpu_ms_per_image']['shards']} ms, "
+        f"folder {r['cpu_ms_per_image']['folder']} ms, ratio {r['ratio_shards_over_folder_cpu']}x",
+        flush=True,
+    )
     costs = jpeg_costs(args.repeat)
     res["jpeg"] = costs
     for side, c in costs.items():
-        print(f"jpeg {side}px: {c['jpeg_kb']} KB, mask {c['mask_kb']} KB, one core decodes {c['decode_per_core_per_s']}/s")
+        print(
+            f"jpeg {side}px: {c['jpeg_kb']} KB, mask {c['mask_kb']} KB, one core decodes {c['decode_per_core_per_s']}/s"
+        )
     res["realiad_on_paper"] = realiad_on_paper(costs, args.tflops)
     for side in ("256px", "1024px"):
         p = res["realiad_on_paper"][side]
-        print(f"Real-IAD {side}: {p['total_gb']} GB; default bounds -> {p['default_shards']} shards of "
-              f"{p['default_samples_per_shard']} (~{p['default_shard_mb']} MB); suggested --max-count "
-              f"{p['suggested_max_count']} -> {p['suggested_shards']} shards of ~{p['suggested_shard_mb']} MB; XL "
-              f"{p['images_per_s_per_gpu']} img/s/GPU -> 8 GPUs read {p['read_images_per_s']} img/s = "
-              f"{p['read_mb_per_s']} MB/s, {p['decode_cores_needed']} decode cores, epoch {p['epoch_minutes']} min")
+        print(
+            f"Real-IAD {side}: {p['total_gb']} GB; default bounds -> {p['default_shards']} shards of "
+            f"{p['default_samples_per_shard']} (~{p['default_shard_mb']} MB); suggested --max-count "
+            f"{p['suggested_max_count']} -> {p['suggested_shards']} shards of ~{p['suggested_shard_mb']} MB; XL "
+            f"{p['images_per_s_per_gpu']} img/s/GPU -> 8 GPUs read {p['read_images_per_s']} img/s = "
+            f"{p['read_mb_per_s']} MB/s, {p['decode_cores_needed']} decode cores, epoch {p['epoch_minutes']} min"
+        )
     res["machine"]["load_average_after"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

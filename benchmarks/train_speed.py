@@ -23,6 +23,7 @@ processes over the timed steps), which other load on the machine does not inflat
     python benchmarks/train_speed.py --device cuda --size L --precision bf16 --batch 64 --steps 30 \\
         --layouts 1x0 --vae sd --json out.json      # a GPU (see benchmarks/gpu_check.sh)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,14 +41,31 @@ HERE = Path(__file__).resolve()
 
 
 def overrides(args: argparse.Namespace, work: Path) -> list[str]:
-    return [f"run.cache_dir={work / 'cache'}", f"run.out_dir={work / 'runs'}", f"run.device={args.device}",
-            "data.demo.size=256", f"data.demo.n_train={args.train_images}", "data.demo.n_test_good=1",
-            "data.demo.n_test_per_defect=1", f"data.demo.categories=[{','.join(args.categories)}]",
-            "data.num_workers=0", f"model.size={args.size}", f"vae.pretrained={work / 'vae'}",
-            f"train.batch_size={args.batch}", "train.grad_accum=1", f"train.max_steps={args.steps}",
-            f"train.mixed_precision='{args.precision}'", "train.checkpoint_every=1000000", "train.log_every=1000000",
-            "train.lr_schedule=constant", "train.warmup=0", "train.cache_variants=2", f"infer.batch_size={args.eval_batch}",
-            "infer.reverse_steps=5", "tracking.enabled=false"]
+    return [
+        f"run.cache_dir={work / 'cache'}",
+        f"run.out_dir={work / 'runs'}",
+        f"run.device={args.device}",
+        "data.demo.size=256",
+        f"data.demo.n_train={args.train_images}",
+        "data.demo.n_test_good=1",
+        "data.demo.n_test_per_defect=1",
+        f"data.demo.categories=[{','.join(args.categories)}]",
+        "data.num_workers=0",
+        f"model.size={args.size}",
+        f"vae.pretrained={work / 'vae'}",
+        f"train.batch_size={args.batch}",
+        "train.grad_accum=1",
+        f"train.max_steps={args.steps}",
+        f"train.mixed_precision='{args.precision}'",
+        "train.checkpoint_every=1000000",
+        "train.log_every=1000000",
+        "train.lr_schedule=constant",
+        "train.warmup=0",
+        "train.cache_variants=2",
+        f"infer.batch_size={args.eval_batch}",
+        "infer.reverse_steps=5",
+        "tracking.enabled=false",
+    ]
 
 
 # ---- worker: one measurement in this process (or in each process of an accelerate launch) -------
@@ -73,8 +91,12 @@ def worker(args: argparse.Namespace) -> None:
             vae = get_vae(cfg, data)
         res = train(cfg, data, vae, work / Path(args.result).stem, accelerator=acc)  # the same folder on every rank
         cpu = gather_to_main(res.timed_cpu_seconds)
-        result = {"samples_per_second": res.samples_per_second, "steps": res.steps, "seconds": res.seconds,
-                  "samples_per_cpu_second": res.timed_samples / sum(cpu) if cpu and sum(cpu) else 0.0}
+        result = {
+            "samples_per_second": res.samples_per_second,
+            "steps": res.steps,
+            "seconds": res.seconds,
+            "samples_per_cpu_second": res.timed_samples / sum(cpu) if cpu and sum(cpu) else 0.0,
+        }
         is_main = acc.is_main_process
     else:
         from decodiff.harness.evaluation.evaluate import evaluate
@@ -86,8 +108,12 @@ def worker(args: argparse.Namespace) -> None:
         model = build_unet(args.size, num_classes=len(data.categories), sample_size=vae.latent_size(256))
         cpu0 = time.process_time()
         ev = evaluate(cfg, data, model, vae, data.categories, out=None)
-        result = {"images_per_second": ev.images_per_second, "images": len(ev.samples), "seconds": ev.seconds,
-                  "images_per_cpu_second": len(ev.samples) / (time.process_time() - cpu0)}
+        result = {
+            "images_per_second": ev.images_per_second,
+            "images": len(ev.samples),
+            "seconds": ev.seconds,
+            "images_per_cpu_second": len(ev.samples) / (time.process_time() - cpu0),
+        }
         is_main = True
     if is_main:
         Path(args.result).write_text(json.dumps(result))
@@ -98,20 +124,24 @@ def worker(args: argparse.Namespace) -> None:
 def prepare(args: argparse.Namespace, work: Path) -> dict:
     """Data, the VAE folder and the latent cache (built once, timed apart)."""
     import torch
+    from diffusers import AutoencoderKL
 
     from decodiff.harness.config import build_config
     from decodiff.harness.data import prepare_data
     from decodiff.harness.training.latent_cache import build_latent_cache, cache_key
     from decodiff.harness.training.vae_fit import get_vae
-    from diffusers import AutoencoderKL
-
     from decodiff.models.vae import build_small_vae, save_vae
 
     torch.manual_seed(0)
     if args.vae == "sd":  # the sd-vae-ft-ema architecture (diffusers' AutoencoderKL defaults for SD)
         n = 4
-        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * n,
-                            up_block_types=("UpDecoderBlock2D",) * n, layers_per_block=2, latent_channels=4)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            layers_per_block=2,
+            latent_channels=4,
+        )
         desc, scale = "Stable-Diffusion KL-f8 architecture, random weights (speed only)", 0.18215
     else:
         vae, desc, scale = build_small_vae("f8-small"), "f8-small AutoencoderKL, random weights (speed only)", 1.0
@@ -122,26 +152,49 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     frozen = get_vae(cfg, data)
     if args.threads_all:
         torch.set_num_threads(args.threads_all)
-    shutil.rmtree(Path(cfg.run.cache_dir) / "latents" / cache_key(cfg, data, frozen), ignore_errors=True)  # timed afresh
+    shutil.rmtree(
+        Path(cfg.run.cache_dir) / "latents" / cache_key(cfg, data, frozen), ignore_errors=True
+    )  # timed afresh
     t0 = time.time()
     build_latent_cache(cfg, data, frozen)
     seconds = time.time() - t0
     n = data.manifest.count("train", data.categories)
-    return {"vae": desc, "vae_parameters": sum(p.numel() for p in vae.parameters()), "train_images": n,
-            "test_images": data.manifest.count("test", data.categories),
-            "latent_cache_images_per_second": n * cfg.train.cache_variants / seconds,
-            "latent_cache_variants": cfg.train.cache_variants}
+    return {
+        "vae": desc,
+        "vae_parameters": sum(p.numel() for p in vae.parameters()),
+        "train_images": n,
+        "test_images": data.manifest.count("test", data.categories),
+        "latent_cache_images_per_second": n * cfg.train.cache_variants / seconds,
+        "latent_cache_variants": cfg.train.cache_variants,
+    }
 
 
 def launch(args: argparse.Namespace, work: Path, kind: str, cache: str, procs: int, threads: int) -> dict:
     result = work / f"result-{kind}-{cache}-{procs}x{threads}.json"
     result.unlink(missing_ok=True)
-    forward = [f"--{k}={v}" for k, v in (("size", args.size), ("batch", args.batch), ("steps", args.steps),
-                                         ("device", args.device), ("precision", args.precision),
-                                         ("train-images", args.train_images), ("eval-batch", args.eval_batch),
-                                         ("categories", ",".join(args.categories)), ("vae", args.vae))]
-    tail = [str(HERE), f"--worker={kind}", f"--work={work}", f"--result={result}", f"--cache={cache}",
-            f"--threads={threads}", *forward]
+    forward = [
+        f"--{k}={v}"
+        for k, v in (
+            ("size", args.size),
+            ("batch", args.batch),
+            ("steps", args.steps),
+            ("device", args.device),
+            ("precision", args.precision),
+            ("train-images", args.train_images),
+            ("eval-batch", args.eval_batch),
+            ("categories", ",".join(args.categories)),
+            ("vae", args.vae),
+        )
+    ]
+    tail = [
+        str(HERE),
+        f"--worker={kind}",
+        f"--work={work}",
+        f"--result={result}",
+        f"--cache={cache}",
+        f"--threads={threads}",
+        *forward,
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -149,9 +202,22 @@ def launch(args: argparse.Namespace, work: Path, kind: str, cache: str, procs: i
         if args.device == "cpu":
             env["ACCELERATE_USE_CPU"] = "true"
         accelerate = str(Path(sys.executable).with_name("accelerate"))
-        cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(procs), "--num_machines", "1",
-               "--mixed_precision", args.precision, "--dynamo_backend", "no", "--main_process_port",
-               str(29400 + os.getpid() % 500), *tail]
+        cmd = [
+            accelerate,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(procs),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            args.precision,
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(29400 + os.getpid() % 500),
+            *tail,
+        ]
     else:
         cmd = [sys.executable, *tail]
     t0 = time.time()
@@ -170,9 +236,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--precision", default="no", choices=("no", "bf16", "fp16"))
     ap.add_argument("--vae", default="small", choices=("small", "sd"))
-    ap.add_argument("--layouts", default=None,
-                    help="processes x threads per row, e.g. 1x1,1x2,2x1 (0 threads: torch's default); "
-                         "default on CPU: 1x1, 1x<cores>, <cores>x1")
+    ap.add_argument(
+        "--layouts",
+        default=None,
+        help="processes x threads per row, e.g. 1x1,1x2,2x1 (0 threads: torch's default); "
+        "default on CPU: 1x1, 1x<cores>, <cores>x1",
+    )
     ap.add_argument("--train-images", type=int, default=8, help="training images per category (default 8)")
     ap.add_argument("--categories", default="brick,coffee", type=lambda s: s.split(","))
     ap.add_argument("--eval-batch", type=int, default=4)
@@ -201,12 +270,20 @@ def main() -> None:
     for rep in range(args.repeat):  # rows interleaved, so a change in the machine's load hits all of them
         for procs, threads in rows_spec:
             for cache in ("on", "off"):
-                print(f"[train_speed] training: latent cache {cache}, {procs} process(es) x {threads or 'default'} "
-                      f"thread(s), run {rep + 1}/{args.repeat}", file=sys.stderr, flush=True)
+                print(
+                    f"[train_speed] training: latent cache {cache}, {procs} process(es) x {threads or 'default'} "
+                    f"thread(s), run {rep + 1}/{args.repeat}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 r = launch(args, work, "train", cache, procs, threads)
                 row = {"latent_cache": cache == "on", "processes": procs, "threads_per_process": threads, **r}
-                same = [x for x in rows if (x["latent_cache"], x["processes"], x["threads_per_process"]) ==
-                        (row["latent_cache"], procs, threads)]
+                same = [
+                    x
+                    for x in rows
+                    if (x["latent_cache"], x["processes"], x["threads_per_process"])
+                    == (row["latent_cache"], procs, threads)
+                ]
                 if not same:
                     rows.append({**row, "runs": [r["samples_per_second"]]})
                 else:  # the best run counts (noise on a shared machine only slows down)
@@ -217,32 +294,64 @@ def main() -> None:
     if not args.no_eval:
         print("[train_speed] evaluation (5 reverse steps, decode, maps)", file=sys.stderr, flush=True)
         evaluation = launch(args, work, "eval", "on", 1, args.threads_all)
-    report = {"load_average_before": load_before, "load_average_after": os.getloadavg()[0], "size": args.size, "image": 256, "latent": [4, 32, 32], "batch": args.batch, "steps": args.steps,
-              "device": args.device, "precision": args.precision, "cpu": platform.processor() or platform.machine(),
-              "cores": cores, **setup, "train": rows, "eval": evaluation}
-    print(f"\nUNet {args.size}, 256x256 images (latent 4x32x32), global batch {args.batch}, {args.steps} steps "
-          f"(first not timed), {args.device}, precision {args.precision}; VAE: {setup['vae']}")
-    print(f"load average {report['load_average_before']:.1f} before, {report['load_average_after']:.1f} after "
-          f"({cores} cores); best of {args.repeat} run(s) per row")
-    print(f"latent cache build: {setup['latent_cache_images_per_second']:.2f} encodings/s "
-          f"({setup['train_images']} images x {setup['latent_cache_variants']} variants)")
+    report = {
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+        "size": args.size,
+        "image": 256,
+        "latent": [4, 32, 32],
+        "batch": args.batch,
+        "steps": args.steps,
+        "device": args.device,
+        "precision": args.precision,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": cores,
+        **setup,
+        "train": rows,
+        "eval": evaluation,
+    }
+    print(
+        f"\nUNet {args.size}, 256x256 images (latent 4x32x32), global batch {args.batch}, {args.steps} steps "
+        f"(first not timed), {args.device}, precision {args.precision}; VAE: {setup['vae']}"
+    )
+    print(
+        f"load average {report['load_average_before']:.1f} before, {report['load_average_after']:.1f} after "
+        f"({cores} cores); best of {args.repeat} run(s) per row"
+    )
+    print(
+        f"latent cache build: {setup['latent_cache_images_per_second']:.2f} encodings/s "
+        f"({setup['train_images']} images x {setup['latent_cache_variants']} variants)"
+    )
     print(f"{'latent cache':>12} {'processes':>9} {'threads':>7} {'samples/s':>10} {'vs 1x1':>7} {'per CPU-s':>10}")
-    base = {r["latent_cache"]: r["samples_per_second"] for r in rows if (r["processes"], r["threads_per_process"]) == rows_spec[0]}
+    base = {
+        r["latent_cache"]: r["samples_per_second"]
+        for r in rows
+        if (r["processes"], r["threads_per_process"]) == rows_spec[0]
+    }
     rows.sort(key=lambda r: (not r["latent_cache"], rows_spec.index((r["processes"], r["threads_per_process"]))))
     for r in rows:
         rel = r["samples_per_second"] / base[r["latent_cache"]] if base.get(r["latent_cache"]) else float("nan")
-        print(f"{'on' if r['latent_cache'] else 'off':>12} {r['processes']:>9} {r['threads_per_process'] or 'all':>7} "
-              f"{r['samples_per_second']:>10.3f} {rel:>7.2f} {r['samples_per_cpu_second']:>10.3f}")
+        print(
+            f"{'on' if r['latent_cache'] else 'off':>12} {r['processes']:>9} {r['threads_per_process'] or 'all':>7} "
+            f"{r['samples_per_second']:>10.3f} {rel:>7.2f} {r['samples_per_cpu_second']:>10.3f}"
+        )
     for procs, threads in rows_spec:
         on = [r for r in rows if r["latent_cache"] and (r["processes"], r["threads_per_process"]) == (procs, threads)]
-        off = [r for r in rows if not r["latent_cache"] and (r["processes"], r["threads_per_process"]) == (procs, threads)]
+        off = [
+            r for r in rows if not r["latent_cache"] and (r["processes"], r["threads_per_process"]) == (procs, threads)
+        ]
         if on and off and off[0]["samples_per_second"]:
-            print(f"latent cache speed-up at {procs}x{threads or 'all'}: "
-                  f"{on[0]['samples_per_second'] / off[0]['samples_per_second']:.1f}x")
+            print(
+                f"latent cache speed-up at {procs}x{threads or 'all'}: "
+                f"{on[0]['samples_per_second'] / off[0]['samples_per_second']:.1f}x"
+            )
     if evaluation:
-        print(f"evaluation: {evaluation['images_per_second']:.3f} images/s, {evaluation['images_per_cpu_second']:.3f} per "
-              f"CPU-second ({evaluation['images']} images, 5 reverse steps, 2 decodes and maps per image, "
-              f"batch {args.eval_batch})")
+        print(
+            f"evaluation: {evaluation['images_per_second']:.3f} images/s, "
+            f"{evaluation['images_per_cpu_second']:.3f} per "
+            f"CPU-second ({evaluation['images']} images, 5 reverse steps, 2 decodes and maps per image, "
+            f"batch {args.eval_batch})"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
 

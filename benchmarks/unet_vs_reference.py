@@ -24,6 +24,7 @@ their own processes) on the same cores while measuring: the "second training job
     python benchmarks/unet_vs_reference.py --reference ~/DeCo-Diff --size L --batch 4 --rounds 3
     python benchmarks/unet_vs_reference.py --device cuda --size L --batch 64 --bf16 --compile   # a GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,13 +82,22 @@ class Contestant:
     """One model with its optimizer and how it is called; inference may run on a copy of the
     weights in another memory layout (`infer_net`, `infer_call`), as the harness does."""
 
-    def __init__(self, name: str, net: torch.nn.Module, call: Callable[..., torch.Tensor],
-                 infer_net: torch.nn.Module | None = None, infer_call: Callable[..., torch.Tensor] | None = None,
-                 bf16: bool = False, optimizer: dict[str, Any] | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        name: str,
+        net: torch.nn.Module,
+        call: Callable[..., torch.Tensor],
+        infer_net: torch.nn.Module | None = None,
+        infer_call: Callable[..., torch.Tensor] | None = None,
+        bf16: bool = False,
+        optimizer: dict[str, Any] | None = None,
+        device: str = "cpu",
+    ) -> None:
         self.name, self.net, self.call, self.bf16, self.device = name, net, call, bf16, device
         self.infer_net, self.infer_call = infer_net or net, infer_call or call
-        self.opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4,
-                                     **(optimizer or {}))
+        self.opt = torch.optim.AdamW(
+            [p for p in net.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-4, **(optimizer or {})
+        )
 
     def _amp(self) -> Any:
         return torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16)
@@ -124,9 +135,16 @@ def ours_contestant(args: argparse.Namespace, name: str, compile_: bool = False,
     call, infer_call = net, infer_net
     if compile_:
         call, infer_call = torch.compile(net), torch.compile(infer_net)
-    return Contestant(name, net, lambda z, t, ids: call(z, t, ids), infer_net, lambda z, t, ids: infer_call(z, t, ids),
-                      bf16=bf16, optimizer={"fused": True} if args.device == "cuda" else {"foreach": True},
-                      device=args.device)
+    return Contestant(
+        name,
+        net,
+        lambda z, t, ids: call(z, t, ids),
+        infer_net,
+        lambda z, t, ids: infer_call(z, t, ids),
+        bf16=bf16,
+        optimizer={"fused": True} if args.device == "cuda" else {"foreach": True},
+        device=args.device,
+    )
 
 
 def contestants(args: argparse.Namespace) -> list[Contestant]:
@@ -171,10 +189,23 @@ def inputs(args: argparse.Namespace) -> tuple[torch.Tensor, ...]:
 
 
 def start_load(args: argparse.Namespace) -> list[subprocess.Popen]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--background", "--size", args.size, "--batch",
-           str(args.batch), "--latent", str(args.latent), "--threads", str(args.threads),
-           "--classes", str(args.classes),
-           "--device", args.device]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--background",
+        "--size",
+        args.size,
+        "--batch",
+        str(args.batch),
+        "--latent",
+        str(args.latent),
+        "--threads",
+        str(args.threads),
+        "--classes",
+        str(args.classes),
+        "--device",
+        args.device,
+    ]
     if args.train_channels_last:
         cmd.append("--train-channels-last")
     procs = [subprocess.Popen(cmd) for _ in range(args.load)]
@@ -196,10 +227,18 @@ def main() -> None:
     ap.add_argument("--load-warmup", type=float, default=20.0, help="seconds the load runs before timing")
     ap.add_argument("--compile", action="store_true", help="also ours under torch.compile (compile time reported)")
     ap.add_argument("--bf16", action="store_true", help="also ours under bfloat16 autocast (changes the numbers)")
-    ap.add_argument("--train-channels-last", action="store_true",
-                    help="train ours channels-last (default: contiguous, as train.channels_last=false)")
-    ap.add_argument("--infer-channels-last", dest="infer_channels_last", action="store_true", default=None,
-                    help="infer ours channels-last (default: as infer.channels_last auto: on CPU, or with --bf16)")
+    ap.add_argument(
+        "--train-channels-last",
+        action="store_true",
+        help="train ours channels-last (default: contiguous, as train.channels_last=false)",
+    )
+    ap.add_argument(
+        "--infer-channels-last",
+        dest="infer_channels_last",
+        action="store_true",
+        default=None,
+        help="infer ours channels-last (default: as infer.channels_last auto: on CPU, or with --bf16)",
+    )
     ap.add_argument("--no-infer-channels-last", dest="infer_channels_last", action="store_false")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
@@ -215,20 +254,26 @@ def main() -> None:
     players = contestants(args)
     first: dict[str, dict[str, float]] = {}
     for c in players:  # first step and first inference: start-up (and compile) apart from the timings
-        first[c.name] = {"train_seconds": round(timed(lambda: c.train_step(z, t, ids, target))[0], 2),
-                         "infer_seconds": round(timed(lambda: c.infer(z, ids))[0], 2)}
+        first[c.name] = {
+            "train_seconds": round(timed(lambda c=c: c.train_step(z, t, ids, target))[0], 2),
+            "infer_seconds": round(timed(lambda c=c: c.infer(z, ids))[0], 2),
+        }
         c.train_step(z, t, ids, target)
-        print(f"{c.name}: first step {first[c.name]['train_seconds']}s, first inference "
-              f"{first[c.name]['infer_seconds']}s", file=sys.stderr, flush=True)
+        print(
+            f"{c.name}: first step {first[c.name]['train_seconds']}s, first inference "
+            f"{first[c.name]['infer_seconds']}s",
+            file=sys.stderr,
+            flush=True,
+        )
     procs = start_load(args) if args.load else []
     times: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
         for r in range(args.rounds):
             order = players if r % 2 == 0 else players[::-1]
             for c in order:
-                times.setdefault((c.name, "train"), []).append(timed(lambda: c.train_step(z, t, ids, target)))
+                times.setdefault((c.name, "train"), []).append(timed(lambda c=c: c.train_step(z, t, ids, target)))
             for c in order[::-1]:
-                times.setdefault((c.name, "infer"), []).append(timed(lambda: c.infer(z, ids)))
+                times.setdefault((c.name, "infer"), []).append(timed(lambda c=c: c.infer(z, ids)))
             print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
             summary(args, players, first, times, final=False)
     finally:
@@ -238,16 +283,25 @@ def main() -> None:
     summary(args, players, first, times, final=True)
 
 
-def summary(args: argparse.Namespace, players: list[Contestant], first: dict[str, dict[str, float]],
-            times: dict[tuple[str, str], list[tuple[float, float]]], final: bool) -> None:
+def summary(
+    args: argparse.Namespace,
+    players: list[Contestant],
+    first: dict[str, dict[str, float]],
+    times: dict[tuple[str, str], list[tuple[float, float]]],
+    final: bool,
+) -> None:
     """Best-of-rounds table and speed-ups; printed at the end, written to --json after every round
     (a long run on a loaded machine leaves its partial result)."""
     rows: dict[str, dict[str, Any]] = {}
     for (name, kind), vals in times.items():
         wall, cpu = min(v[0] for v in vals), min(v[1] for v in vals)
-        rows.setdefault(name, {})[kind] = {"best_seconds": round(wall, 4), "best_cpu_seconds": round(cpu, 4),
-                                           "samples_per_second": round(args.batch / wall, 3),
-                                           "cpu_seconds_per_sample": round(cpu / args.batch, 4), "rounds": len(vals)}
+        rows.setdefault(name, {})[kind] = {
+            "best_seconds": round(wall, 4),
+            "best_cpu_seconds": round(cpu, 4),
+            "samples_per_second": round(args.batch / wall, 3),
+            "cpu_seconds_per_sample": round(cpu / args.batch, 4),
+            "rounds": len(vals),
+        }
     ratios = {}
     if "reference" in rows:
         for name in rows:
@@ -260,12 +314,27 @@ def summary(args: argparse.Namespace, players: list[Contestant], first: dict[str
                 ratios[f"{name}_{kind}_speedup"] = round(ref["best_seconds"] / own["best_seconds"], 2)
                 ratios[f"{name}_{kind}_cpu_speedup"] = round(ref["best_cpu_seconds"] / own["best_cpu_seconds"], 2)
     params = {c.name: sum(p.numel() for p in c.net.parameters()) for c in players}
-    result = {"size": args.size, "batch": args.batch, "latent": args.latent, "threads": args.threads,
-              "rounds": args.rounds, "load_jobs": args.load, "device": args.device,
-              "train_channels_last": args.train_channels_last, "infer_channels_last": args.infer_channels_last,
-              "reference": args.reference, "parameters": params, "first": first, "timings": rows, "ratios": ratios,
-              "complete": final, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-              "cpus": os.cpu_count(), "loadavg": os.getloadavg()}
+    result = {
+        "size": args.size,
+        "batch": args.batch,
+        "latent": args.latent,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "load_jobs": args.load,
+        "device": args.device,
+        "train_channels_last": args.train_channels_last,
+        "infer_channels_last": args.infer_channels_last,
+        "reference": args.reference,
+        "parameters": params,
+        "first": first,
+        "timings": rows,
+        "ratios": ratios,
+        "complete": final,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+    }
     if final:
         print(json.dumps(result))
     if args.json:

@@ -16,9 +16,10 @@ Defect areas (mask pixels / image pixels) always lie in [MIN_AREA, MAX_AREA]; a 
 falls outside is thrown away and painted afresh from the same generator, so the result stays
 a deterministic function of the generator's state.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -118,14 +119,26 @@ def _pick_centre(img: np.ndarray, rng: np.random.Generator, margin: float, struc
     return float(y + my + rng.uniform(-0.5, 0.5)), float(x + mx + rng.uniform(-0.5, 0.5))
 
 
-def _blob(img: np.ndarray, rng: np.random.Generator, area: float, *, structured: bool, roughness: tuple[float, float],
-          max_aspect: float) -> np.ndarray:
+def _blob(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    area: float,
+    *,
+    structured: bool,
+    roughness: tuple[float, float],
+    max_aspect: float,
+) -> np.ndarray:
     h, w = img.shape[:2]
     radius = np.sqrt(area * h * w / np.pi)
     centre = _pick_centre(img, rng, 0.8 * radius, structured)
     return perlin_blob(
-        (h, w), rng, area, centre,
-        aspect=rng.uniform(1.0, max_aspect), angle=rng.uniform(0, np.pi), roughness=rng.uniform(*roughness),
+        (h, w),
+        rng,
+        area,
+        centre,
+        aspect=rng.uniform(1.0, max_aspect),
+        angle=rng.uniform(0, np.pi),
+        roughness=rng.uniform(*roughness),
     )
 
 
@@ -215,8 +228,15 @@ def _paint_scratch(img, rng, sources, subtle):
     strokes = [_curve(rng, start, heading, length, rng.uniform(-0.25, 0.25))]
     if rng.random() < 0.3:  # a second scratch alongside, as from the same tool
         offset = np.array([np.cos(heading), -np.sin(heading)]) * rng.uniform(3, 8) * scale
-        strokes.append(_curve(rng, start + offset, heading + rng.uniform(-0.2, 0.2),
-                              length * rng.uniform(0.5, 1.0), rng.uniform(-0.2, 0.2)))
+        strokes.append(
+            _curve(
+                rng,
+                start + offset,
+                heading + rng.uniform(-0.2, 0.2),
+                length * rng.uniform(0.5, 1.0),
+                rng.uniform(-0.2, 0.2),
+            )
+        )
 
     points = np.concatenate(strokes)
     # Half width along each stroke: full in the middle, tapering to nothing at the ends.

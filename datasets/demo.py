@@ -8,6 +8,7 @@ with exact masks. Everything is drawn from numpy generators seeded per image, so
 seed gives byte-identical PNGs on the same library versions, and `demo_example` can
 re-create any single image together with the clean image its defect was painted on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,11 +16,11 @@ import json
 import os
 import shutil
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import skimage.data
@@ -104,7 +105,7 @@ class DemoInfo:
 # --------------------------------------------------------------------------- images
 
 
-@lru_cache(maxsize=None)
+@cache
 def _source(name: str) -> np.ndarray:
     image = np.asarray(getattr(skimage.data, name)())
     image.setflags(write=False)
@@ -227,8 +228,14 @@ def _read_manifest(root: Path) -> dict | None:
 
 
 def _info(root: Path, manifest: dict, reused: bool) -> DemoInfo:
-    return DemoInfo(root, tuple(manifest["params"]["categories"]), manifest["counts"], manifest["sha256"],
-                    reused, manifest["params"])
+    return DemoInfo(
+        root,
+        tuple(manifest["params"]["categories"]),
+        manifest["counts"],
+        manifest["sha256"],
+        reused,
+        manifest["params"],
+    )
 
 
 def _matches(manifest: dict | None, params: dict) -> bool:
@@ -240,7 +247,7 @@ def _remove_stale_temporaries(root: Path) -> None:
     for path in root.parent.iterdir():
         name = path.name
         for prefix in (f"{root.name}.tmp-", f"{root.name}.old-"):
-            pid = name[len(prefix):] if name.startswith(prefix) else ""
+            pid = name[len(prefix) :] if name.startswith(prefix) else ""
             if not pid.isdigit() or int(pid) == os.getpid():
                 continue
             try:
@@ -277,10 +284,17 @@ def generate_demo(
     if size < 32:
         raise ValueError(f"demo image size must be at least 32, got {size}")
     if n_train < 1 or n_test_good < 0 or n_test_per_defect < 0:
-        raise ValueError(f"demo counts must be n_train >= 1 and test counts >= 0; got "
-                         f"{n_train}, {n_test_good}, {n_test_per_defect}")
-    params = {"size": int(size), "n_train": int(n_train), "n_test_good": int(n_test_good),
-              "n_test_per_defect": int(n_test_per_defect), "categories": list(categories), "seed": int(seed)}
+        raise ValueError(
+            f"demo counts must be n_train >= 1 and test counts >= 0; got {n_train}, {n_test_good}, {n_test_per_defect}"
+        )
+    params = {
+        "size": int(size),
+        "n_train": int(n_train),
+        "n_test_good": int(n_test_good),
+        "n_test_per_defect": int(n_test_per_defect),
+        "categories": list(categories),
+        "seed": int(seed),
+    }
 
     existing = _read_manifest(root)
     if _matches(existing, params):
@@ -301,10 +315,10 @@ def generate_demo(
             "sha256": demo_checksum(tmp),
             "sources": {c: f"skimage.data.{CATEGORIES[c].source}" for c in categories},
             "mask_rule": f"mask = exactly the pixels whose uint8 value differs from the clean image; changes "
-                         f"below {CHANGE_THRESHOLD} grey levels are reverted, and pixels inside a defect's core "
-                         f"that the new content left within {CHANGE_THRESHOLD - 1} levels are moved "
-                         f"{CHANGE_THRESHOLD} levels, so every masked pixel differs by >= {CHANGE_THRESHOLD}; "
-                         f"defect area in [{MIN_AREA}, {MAX_AREA}] of the image",
+            f"below {CHANGE_THRESHOLD} grey levels are reverted, and pixels inside a defect's core "
+            f"that the new content left within {CHANGE_THRESHOLD - 1} levels are moved "
+            f"{CHANGE_THRESHOLD} levels, so every masked pixel differs by >= {CHANGE_THRESHOLD}; "
+            f"defect area in [{MIN_AREA}, {MAX_AREA}] of the image",
             "libraries": _library_versions(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -1,5 +1,6 @@
 """Files written so that a reader never sees half of one, and file checksums: the one home of both,
 used by every package (datasets is the floor the others stand on)."""
+
 from __future__ import annotations
 
 import hashlib

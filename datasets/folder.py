@@ -14,6 +14,7 @@ Split: all anomalous images are test images. Normal images go to the test split 
 a hash of the file name, so adding images never moves the others between splits.
 Keys are image paths relative to <root> without extension.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,10 @@ def folder_categories(root: Path, normal: str | None = None) -> dict[str, Path]:
             cats[sub.name] = sub
     if not cats:
         names = normal or "|".join(NORMAL_NAMES)
-        raise DataError(f"{root}: no normal-image folder ({names}) in it or in its sub-folders "
-                        "(expected <root>/normal, <root>/anomalous[, <root>/masks]; name them with --normal/--anomalous/--masks)")
+        raise DataError(
+            f"{root}: no normal-image folder ({names}) in it or in its sub-folders "
+            "(expected <root>/normal, <root>/anomalous[, <root>/masks]; name them with --normal/--anomalous/--masks)"
+        )
     return cats
 
 
@@ -86,8 +89,11 @@ def read_folder(
         anomalous_dir = _pick(cat_dir, anomalous, ANOMALOUS_NAMES)
         mask_dir = _pick(cat_dir, masks, MASK_NAMES)
         test_dir = _pick(cat_dir, normal_test, ()) if normal_test else None
-        for given, d, what in ((anomalous, anomalous_dir, "anomalous"), (masks, mask_dir, "mask"),
-                               (normal_test, test_dir, "normal test")):
+        for given, d, what in (
+            (anomalous, anomalous_dir, "anomalous"),
+            (masks, mask_dir, "mask"),
+            (normal_test, test_dir, "normal test"),
+        ):
             if given and (d is None or not d.is_dir()):
                 raise DataError(f"{d}: {what} folder not found")
         needs_masks = mask_dir is not None if require_masks is None else require_masks
@@ -102,8 +108,15 @@ def read_folder(
             split_of = {p: "test" if _is_test(p.name, test_fraction) else "train" for p in normals}
         for split in ("train", "test"):
             for img in (p for p in split_of if split_of[p] == split):
-                yield Sample(key=img.relative_to(root).with_suffix("").as_posix(), dataset=dataset, category=cat,
-                             split=split, label=0, defect=NORMAL, source=str(img))
+                yield Sample(
+                    key=img.relative_to(root).with_suffix("").as_posix(),
+                    dataset=dataset,
+                    category=cat,
+                    split=split,
+                    label=0,
+                    defect=NORMAL,
+                    source=str(img),
+                )
         if anomalous_dir is None:
             continue
         groups = [(ANOMALOUS, anomalous_dir, mask_dir)] + [
@@ -117,9 +130,20 @@ def read_folder(
                     if mask is None and d is not None and d.is_dir():
                         mask = find_mask(d, img, ("", "_mask"))
                 if mask is None and needs_masks:
-                    bad_sample(on_bad, img, f"anomalous image without a mask (expected {(defect_masks or mask_dir)}/"
-                               f"{img.stem}.png or {img.stem}_mask.png; {MASKS_HINT})")
+                    bad_sample(
+                        on_bad,
+                        img,
+                        f"anomalous image without a mask (expected {(defect_masks or mask_dir)}/"
+                        f"{img.stem}.png or {img.stem}_mask.png; {MASKS_HINT})",
+                    )
                     continue
-                yield Sample(key=img.relative_to(root).with_suffix("").as_posix(), dataset=dataset, category=cat,
-                             split="test", label=1, defect=defect, source=str(img),
-                             mask_source=str(mask) if mask is not None else None)
+                yield Sample(
+                    key=img.relative_to(root).with_suffix("").as_posix(),
+                    dataset=dataset,
+                    category=cat,
+                    split="test",
+                    label=1,
+                    defect=defect,
+                    source=str(img),
+                    mask_source=str(mask) if mask is not None else None,
+                )

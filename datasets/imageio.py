@@ -1,4 +1,5 @@
 """Image and mask decoding with errors that name the file."""
+
 from __future__ import annotations
 
 import io

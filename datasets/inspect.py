@@ -7,6 +7,7 @@ sizes; with `verify` their sha256; with `deep` every sample decoded and counted)
 folder is read with its data set's reader (the layout is recognised unless given), every
 image's and mask's header read (with `deep`, every file decoded).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.imageio import DataError, image_size, read_mask, read_rgb
 from decodiff.datasets.files import sha256_file
+from decodiff.datasets.imageio import DataError, image_size, read_mask, read_rgb
 from decodiff.datasets.manifest import MANIFEST, Manifest
 from decodiff.datasets.records import Sample
 from decodiff.datasets.registry import detect_layout, read_dataset, spec
@@ -56,10 +57,14 @@ class Inspection:
         self.problems.append(Problem("warning", str(where), what))
 
     def totals(self) -> dict[str, dict[str, int]]:
-        return {split: {"normal": sum(c["normal"] for c in cats.values()),
-                        "anomalous": sum(c["anomalous"] for c in cats.values()),
-                        "no_mask": sum(c.get("no_mask", 0) for c in cats.values())}
-                for split, cats in self.counts.items()}
+        return {
+            split: {
+                "normal": sum(c["normal"] for c in cats.values()),
+                "anomalous": sum(c["anomalous"] for c in cats.values()),
+                "no_mask": sum(c.get("no_mask", 0) for c in cats.values()),
+            }
+            for split, cats in self.counts.items()
+        }
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,8 +73,15 @@ class Inspection:
         return d
 
 
-def inspect_location(location: str | Path, *, dataset: str | None = None, options: dict[str, Any] | None = None,
-                     verify: bool = False, deep: bool = False, progress: Progress | None = None) -> Inspection:
+def inspect_location(
+    location: str | Path,
+    *,
+    dataset: str | None = None,
+    options: dict[str, Any] | None = None,
+    verify: bool = False,
+    deep: bool = False,
+    progress: Progress | None = None,
+) -> Inspection:
     """Inspect a shard set (folder with manifest.json or tars, or a remote location) or a native folder."""
     from decodiff.datasets.stream import is_url  # stream pulls torch (0.7 s): a local inspection does without
 
@@ -88,16 +100,22 @@ def inspect_location(location: str | Path, *, dataset: str | None = None, option
 
 # ---- shard sets -----------------------------------------------------------------------------
 
+
 def _from_manifest(ins: Inspection, m: Manifest) -> None:
     ins.dataset, ins.categories, ins.counts = m.dataset, list(m.categories), m.counts
-    ins.image_sizes = dict(m.image_sizes) or ({f"{m.image_size[0]}x{m.image_size[1]}": m.count("train") + m.count("test")}
-                                              if m.image_size else {})
+    ins.image_sizes = dict(m.image_sizes) or (
+        {f"{m.image_size[0]}x{m.image_size[1]}": m.count("train") + m.count("test")} if m.image_size else {}
+    )
     ins.skipped = list(m.skipped)
     per_split: dict[str, int] = {}
     for s in m.shards:
         per_split[s.split] = per_split.get(s.split, 0) + 1
-    ins.shards = {"count": len(m.shards), "bytes": sum(s.bytes for s in m.shards), "per_split": per_split,
-                  "checksum": m.checksum}
+    ins.shards = {
+        "count": len(m.shards),
+        "bytes": sum(s.bytes for s in m.shards),
+        "per_split": per_split,
+        "checksum": m.checksum,
+    }
     if m.skipped:
         ins.warn(MANIFEST, f"{len(m.skipped)} samples were skipped when sharding (--skip-bad); listed under 'skipped'")
     # the manifest's counts must agree with its shards'
@@ -105,7 +123,9 @@ def _from_manifest(ins: Inspection, m: Manifest) -> None:
         for cat, c in cats.items():
             n = sum(s.count for s in m.shards if s.split == split and s.category == cat)
             if n != c["normal"] + c["anomalous"]:
-                ins.error(MANIFEST, f"{split}/{cat}: shards hold {n} samples, the counts say {c['normal'] + c['anomalous']}")
+                ins.error(
+                    MANIFEST, f"{split}/{cat}: shards hold {n} samples, the counts say {c['normal'] + c['anomalous']}"
+                )
     _content_checks(ins)
 
 
@@ -125,21 +145,34 @@ def _content_checks(ins: Inspection) -> None:
             ins.warn(cat, "no normal test images (image AUROC is undefined)")
         if test and test.get("no_mask"):
             n, of = test["no_mask"], test["anomalous"]
-            what = f"none of its {of} anomalous test images has a mask" if n == of else \
-                f"{n} of its {of} anomalous test images have no mask"
-            hint = (" Shard it (or run bench/train/evaluate) with --masks-optional / data.masks_optional=true to "
-                    "keep them; without it sharding stops at the first." if ins.kind == "native" else "")
-            ins.warn(cat, f"masks missing: {what}, so this category's pixel "
-                          f"metrics will be null (not available) and its figures show no mask row; image metrics "
-                          f"are unaffected.{hint}")
+            what = (
+                f"none of its {of} anomalous test images has a mask"
+                if n == of
+                else f"{n} of its {of} anomalous test images have no mask"
+            )
+            hint = (
+                " Shard it (or run bench/train/evaluate) with --masks-optional / data.masks_optional=true to "
+                "keep them; without it sharding stops at the first."
+                if ins.kind == "native"
+                else ""
+            )
+            ins.warn(
+                cat,
+                f"masks missing: {what}, so this category's pixel "
+                f"metrics will be null (not available) and its figures show no mask row; image metrics "
+                f"are unaffected.{hint}",
+            )
 
 
 def _inspect_shards(path: Path, verify: bool, deep: bool, progress: Progress | None) -> Inspection:
     ins = Inspection(str(path), "shards")
     tars = sorted(p.name for p in path.glob("*.tar"))
     if not (path / MANIFEST).is_file():
-        ins.error(path / MANIFEST, f"missing: an unfinished or killed shard run ({len(tars)} finished tars); run "
-                                   "`decodiff data shard` again with the same arguments to finish it")
+        ins.error(
+            path / MANIFEST,
+            f"missing: an unfinished or killed shard run ({len(tars)} finished tars); run "
+            "`decodiff data shard` again with the same arguments to finish it",
+        )
         return ins
     try:
         m = Manifest.load(path)
@@ -219,14 +252,19 @@ def _inspect_remote(loc: str, verify: bool) -> Inspection:
 
 # ---- native folders -------------------------------------------------------------------------
 
-def _inspect_native(root: Path, dataset: str | None, options: dict[str, Any], deep: bool,
-                    progress: Progress | None) -> Inspection:
+
+def _inspect_native(
+    root: Path, dataset: str | None, options: dict[str, Any], deep: bool, progress: Progress | None
+) -> Inspection:
     ins = Inspection(str(root), "native")
     name = dataset or detect_layout(root)
     if name is None:
         ins.kind = "unknown"
-        ins.error(root, "no known layout (MVTec-AD/MPDD, VisA raw or converted, Real-IAD, normal/anomalous "
-                        "folders, or a shard set); name it with --dataset")
+        ins.error(
+            root,
+            "no known layout (MVTec-AD/MPDD, VisA raw or converted, Real-IAD, normal/anomalous "
+            "folders, or a shard set); name it with --dataset",
+        )
         return ins
     ins.dataset = name
     bad: list[tuple[str, str]] = []
@@ -249,7 +287,9 @@ def _inspect_native(root: Path, dataset: str | None, options: dict[str, Any], de
         if extra:
             ins.warn(root, f"categories not in the official {name} list: {extra}")
     for i, s in enumerate(samples):
-        c = ins.counts.setdefault(s.split, {}).setdefault(s.category, {"normal": 0, "anomalous": 0, "defects": {}, "no_mask": 0})
+        c = ins.counts.setdefault(s.split, {}).setdefault(
+            s.category, {"normal": 0, "anomalous": 0, "defects": {}, "no_mask": 0}
+        )
         c["anomalous" if s.label else "normal"] += 1
         c["defects"][s.defect] = c["defects"].get(s.defect, 0) + 1
         if not s.has_mask:
@@ -284,6 +324,7 @@ def _check_files(ins: Inspection, s: Sample, deep: bool) -> None:
 
 # ---- text -----------------------------------------------------------------------------------
 
+
 def format_inspection(ins: Inspection) -> str:
     """A plain-text report: header, the count table, sizes, problems, verdict."""
     lines = []
@@ -299,17 +340,25 @@ def format_inspection(ins: Inspection) -> str:
         for split in sorted(ins.counts, key=lambda s: {"train": 0, "val": 1, "test": 2}.get(s, 9)):
             for cat, c in ins.counts[split].items():
                 defects = ", ".join(f"{d} {n}" for d, n in sorted(c["defects"].items()) if d != "good")
-                rows.append((split, cat, str(c["normal"]), str(c["anomalous"]), str(c.get("no_mask", 0) or ""), defects))
+                rows.append(
+                    (split, cat, str(c["normal"]), str(c["anomalous"]), str(c.get("no_mask", 0) or ""), defects)
+                )
             t = ins.totals()[split]
             rows.append((split, "(all)", str(t["normal"]), str(t["anomalous"]), str(t["no_mask"] or ""), ""))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for r in rows:
-            lines.append("  " + "  ".join(r[i].ljust(widths[i]) if i < 2 else r[i].rjust(widths[i]) for i in range(5))
-                         + ("  " + r[5] if r[5] else ""))
+            lines.append(
+                "  "
+                + "  ".join(r[i].ljust(widths[i]) if i < 2 else r[i].rjust(widths[i]) for i in range(5))
+                + ("  " + r[5] if r[5] else "")
+            )
     if ins.image_sizes:
         sizes = sorted(ins.image_sizes.items(), key=lambda kv: -kv[1])
-        lines.append("image sizes (HxW): " + ", ".join(f"{k} ({n})" for k, n in sizes[:8])
-                     + (f", ... {len(sizes) - 8} more" if len(sizes) > 8 else ""))
+        lines.append(
+            "image sizes (HxW): "
+            + ", ".join(f"{k} ({n})" for k, n in sizes[:8])
+            + (f", ... {len(sizes) - 8} more" if len(sizes) > 8 else "")
+        )
     if ins.skipped:
         lines.append(f"skipped when sharding: {len(ins.skipped)}")
         lines += [f"  {s.get('source') or s.get('key')}: {s.get('reason')}" for s in ins.skipped[:20]]
@@ -319,6 +368,9 @@ def format_inspection(ins: Inspection) -> str:
         lines.append(f"{p.severity}: {p.where}: {p.what}")
     if len(errors) > 50 or len(warnings) > 50:
         lines.append(f"... ({len(errors)} errors and {len(warnings)} warnings in all; --json lists every one)")
-    lines.append("OK" if ins.ok and not warnings else
-                 f"{'OK with' if ins.ok else 'NOT OK:'} {len(errors)} errors, {len(warnings)} warnings")
+    lines.append(
+        "OK"
+        if ins.ok and not warnings
+        else f"{'OK with' if ins.ok else 'NOT OK:'} {len(errors)} errors, {len(warnings)} warnings"
+    )
     return "\n".join(lines)

@@ -13,6 +13,7 @@ its lock on the spot, so lock files sit beside what they guard or are left alone
 for a run's own output folder (a second run there is refused). Waiting ends after
 DECODIFF_LOCK_TIMEOUT seconds (default 12 hours) with an error naming the lock and its owner.
 """
+
 from __future__ import annotations
 
 import errno
@@ -60,15 +61,23 @@ def _owner(fd: int) -> str:
 class FileLock:
     """`with FileLock(path, what="shards in X"): build()`; see the module doc."""
 
-    def __init__(self, path: Path | str, what: str, *, wait: bool = True, timeout: float | None = None,
-                 log: Callable[[str], None] | None = None, hint: str = "") -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        what: str,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        log: Callable[[str], None] | None = None,
+        hint: str = "",
+    ) -> None:
         self.path = Path(path)
         self.what, self.wait, self.hint = what, wait, hint
         self.timeout = lock_timeout() if timeout is None else timeout
         self.log = log or _log
         self._key = str(self.path.absolute())
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> FileLock:
         fd, depth, pid = _held.get(self._key, (-1, 0, -1))
         if depth and pid == os.getpid():  # this process holds it already (a nested caller)
             _held[self._key] = (fd, depth + 1, pid)
@@ -86,12 +95,16 @@ class FileLock:
                         raise DataError(f"{self.path}: cannot lock ({exc.strerror})") from None
                 owner = _owner(fd) or "another process"
                 if not self.wait:
-                    raise LockBusy(f"{self.what}: another run is writing there ({owner}; lock {self.path})"
-                                   + (f"; {self.hint}" if self.hint else ""))
+                    raise LockBusy(
+                        f"{self.what}: another run is writing there ({owner}; lock {self.path})"
+                        + (f"; {self.hint}" if self.hint else "")
+                    )
                 waited = time.monotonic() - start
                 if waited > self.timeout:
-                    raise LockBusy(f"{self.what}: timed out after {waited:.0f}s waiting for {owner} (lock "
-                                   f"{self.path}; {TIMEOUT_ENV} sets the limit, in seconds)")
+                    raise LockBusy(
+                        f"{self.what}: timed out after {waited:.0f}s waiting for {owner} (lock "
+                        f"{self.path}; {TIMEOUT_ENV} sets the limit, in seconds)"
+                    )
                 if not told:
                     self.log(f"{self.what}: waiting for {owner}, which is making it (lock {self.path})")
                     told = True
@@ -126,7 +139,7 @@ class FileLock:
                 pass
             os.close(fd)
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:

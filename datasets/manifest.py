@@ -1,5 +1,6 @@
 """manifest.json of a shard set: what it holds and the checksums that make runs traceable, and
 the check of the shards on disk against it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -51,7 +52,9 @@ class Manifest:
         return [s.name for s in self.shards if s.split == split and (categories is None or s.category in categories)]
 
     def count(self, split: str, categories: list[str] | None = None) -> int:
-        return sum(s.count for s in self.shards if s.split == split and (categories is None or s.category in categories))
+        return sum(
+            s.count for s in self.shards if s.split == split and (categories is None or s.category in categories)
+        )
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -62,7 +65,7 @@ class Manifest:
         write_json_atomic(Path(folder) / MANIFEST, self.to_json())
 
     @classmethod
-    def load(cls, folder: Path) -> "Manifest":
+    def load(cls, folder: Path) -> Manifest:
         path = Path(folder) / MANIFEST
         if not path.is_file():
             raise DataError(f"{path}: no shard manifest (run `decodiff data shard` first)")
@@ -73,7 +76,7 @@ class Manifest:
         return cls.from_json(d, str(path))
 
     @classmethod
-    def from_json(cls, d: Any, where: str) -> "Manifest":
+    def from_json(cls, d: Any, where: str) -> Manifest:
         """A manifest from its parsed JSON; `where` names the file or URL in errors."""
         try:
             if not isinstance(d, dict):
@@ -90,8 +93,9 @@ class Manifest:
             raise DataError(f"{where}: not a valid shard manifest ({exc})") from None
 
 
-def verify_shards(folder: Path, manifest: Manifest | None = None, *, sha256: bool = True,
-                  names: Sequence[str] | None = None) -> list[str]:
+def verify_shards(
+    folder: Path, manifest: Manifest | None = None, *, sha256: bool = True, names: Sequence[str] | None = None
+) -> list[str]:
     """Problems with the shards on disk against the manifest: missing, wrong size, wrong sha256
     (`sha256=False`: sizes only, a stat per shard; `names`: these shards only)."""
     folder = Path(folder)

@@ -5,6 +5,7 @@
 <stem>.png). Grey-scale images (MVTec-AD's grid, screw, zipper) are served as 3 channels
 by `Sample.image`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -18,8 +19,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".JPG", ".JP
 
 def images_in(folder: Path) -> list[Path]:
     """Image files directly in `folder`, sorted by name (hidden files are ignored)."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def list_categories(root: Path) -> list[str]:
@@ -90,8 +92,12 @@ def read_mvtec(
                         gt_dir = root / cat / "ground_truth" / defect
                         mask = find_mask(gt_dir, img, mask_suffixes)
                         if mask is None and require_masks:
-                            bad_sample(on_bad, img, "anomalous test image without a mask (expected "
-                                       f"{gt_dir / (img.stem + mask_suffixes[0] + '.png')}; {MASKS_HINT})")
+                            bad_sample(
+                                on_bad,
+                                img,
+                                "anomalous test image without a mask (expected "
+                                f"{gt_dir / (img.stem + mask_suffixes[0] + '.png')}; {MASKS_HINT})",
+                            )
                             continue
                     yield Sample(
                         key=img.relative_to(root).with_suffix("").as_posix(),
@@ -104,5 +110,8 @@ def read_mvtec(
                         mask_source=str(mask) if mask is not None else None,
                     )
             if not found:  # an empty category would otherwise drop out of the data set unnoticed
-                bad_sample(on_bad, split_dir, f"no images in category {cat!r} ({split} split; expected "
-                           f"{split_dir}/<{NORMAL} or defect>/*.png)")
+                bad_sample(
+                    on_bad,
+                    split_dir,
+                    f"no images in category {cat!r} ({split} split; expected {split_dir}/<{NORMAL} or defect>/*.png)",
+                )

@@ -4,6 +4,7 @@ Defect regions in real inspection images are ragged, not ellipses or rectangles;
 showed that thresholded Perlin noise gives shapes a detector cannot learn to spot by their
 outline alone. Here the noise roughens a localised envelope so that one defect is one blob.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -14,6 +14,7 @@ HS scratch, PS damage, QS missing parts, YW foreign objects, ZW contamination).
 Keys are image paths relative to realiad_<res>/ without extension, so that the same image
 has the same key at every resolution. The camera view (C1..C5) goes into the meta as "view".
 """
+
 from __future__ import annotations
 
 import json
@@ -28,14 +29,48 @@ from decodiff.datasets.mvtec import select_categories
 from decodiff.datasets.records import MASKS_HINT, NORMAL, OnBad, Sample, bad_sample
 
 CATEGORIES = (
-    "audiojack", "bottle_cap", "button_battery", "end_cap", "eraser", "fire_hood", "mint", "mounts", "pcb",
-    "phone_battery", "plastic_nut", "plastic_plug", "porcelain_doll", "regulator", "rolled_strip_base",
-    "sim_card_set", "switch", "tape", "terminalblock", "toothbrush", "toy", "toy_brick", "transistor1",
-    "u_block", "usb", "usb_adaptor", "vcpill", "wooden_beads", "woodstick", "zipper",
+    "audiojack",
+    "bottle_cap",
+    "button_battery",
+    "end_cap",
+    "eraser",
+    "fire_hood",
+    "mint",
+    "mounts",
+    "pcb",
+    "phone_battery",
+    "plastic_nut",
+    "plastic_plug",
+    "porcelain_doll",
+    "regulator",
+    "rolled_strip_base",
+    "sim_card_set",
+    "switch",
+    "tape",
+    "terminalblock",
+    "toothbrush",
+    "toy",
+    "toy_brick",
+    "transistor1",
+    "u_block",
+    "usb",
+    "usb_adaptor",
+    "vcpill",
+    "wooden_beads",
+    "woodstick",
+    "zipper",
 )
 RESOLUTIONS = ("256", "512", "1024", "raw")
-DEFECT_NAMES = {"AK": "pit", "BX": "deformation", "CH": "abrasion", "HS": "scratch", "PS": "damage",
-                "QS": "missing parts", "YW": "foreign objects", "ZW": "contamination"}
+DEFECT_NAMES = {
+    "AK": "pit",
+    "BX": "deformation",
+    "CH": "abrasion",
+    "HS": "scratch",
+    "PS": "damage",
+    "QS": "missing parts",
+    "YW": "foreign objects",
+    "ZW": "contamination",
+}
 _VIEW = re.compile(r"_(C[1-5])(?:_|$)")
 
 
@@ -48,11 +83,15 @@ def resolution_dir(root: Path, resolution: str | int | None = None) -> Path:
         if res not in RESOLUTIONS:
             raise DataError(f"--resolution {res}: expected one of {list(RESOLUTIONS)}")
         if res not in present:
-            raise DataError(f"{root / f'realiad_{res}'}: image folder not found (present: "
-                            f"{[f'realiad_{r}' for r in present] or 'none'})")
+            raise DataError(
+                f"{root / f'realiad_{res}'}: image folder not found (present: "
+                f"{[f'realiad_{r}' for r in present] or 'none'})"
+            )
         return root / f"realiad_{res}"
     if not present:
-        raise DataError(f"{root}: no Real-IAD image folder (expected realiad_256, realiad_512, realiad_1024 or realiad_raw)")
+        raise DataError(
+            f"{root}: no Real-IAD image folder (expected realiad_256, realiad_512, realiad_1024 or realiad_raw)"
+        )
     return root / f"realiad_{present[0]}"
 
 
@@ -68,8 +107,9 @@ def json_folder(root: Path, json_dir: str | Path | None = None) -> Path:
     for cand in (root / "realiad_jsons" / "realiad_jsons", root / "realiad_jsons"):
         if cand.is_dir() and list(cand.glob("*.json")):
             return cand
-    raise DataError(f"{root}: no Real-IAD JSON folder (expected realiad_jsons/<category>.json; "
-                    "give another with --json-dir)")
+    raise DataError(
+        f"{root}: no Real-IAD JSON folder (expected realiad_jsons/<category>.json; give another with --json-dir)"
+    )
 
 
 def list_realiad_categories(root: Path, json_dir: str | Path | None = None) -> list[str]:
@@ -93,10 +133,16 @@ def _load(path: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
         if not isinstance(entries, list):
             raise DataError(f"{path}: '{split}' must be a list")
         for i, e in enumerate(entries):
-            if not isinstance(e, dict) or not isinstance(e.get("image_path"), str) or not isinstance(
-                    e.get("anomaly_class"), str) or not e["anomaly_class"]:
-                raise DataError(f"{path}: {split}[{i}] must be an object with image_path and anomaly_class "
-                                f"(non-empty strings; and mask_path), got {str(e)[:120]}")
+            if (
+                not isinstance(e, dict)
+                or not isinstance(e.get("image_path"), str)
+                or not isinstance(e.get("anomaly_class"), str)
+                or not e["anomaly_class"]
+            ):
+                raise DataError(
+                    f"{path}: {split}[{i}] must be an object with image_path and anomaly_class "
+                    f"(non-empty strings; and mask_path), got {str(e)[:120]}"
+                )
         splits[split] = entries
     return normal, splits
 
@@ -151,8 +197,12 @@ def read_realiad(
                     mask = _resolve(img_root, cat, mp) if mp else None
                     if mask is None or not mask.is_file():
                         if require_masks:
-                            bad_sample(on_bad, img, f"anomalous test image without a mask ({path.name} {split}[{i}] "
-                                       f"mask_path {mp!r}; {MASKS_HINT})")
+                            bad_sample(
+                                on_bad,
+                                img,
+                                f"anomalous test image without a mask ({path.name} {split}[{i}] "
+                                f"mask_path {mp!r}; {MASKS_HINT})",
+                            )
                             continue
                         mask = None
                 view = _VIEW.search(img.stem)
@@ -161,7 +211,12 @@ def read_realiad(
                     extra["defect_name"] = DEFECT_NAMES.get(code, code)
                 yield Sample(
                     key=img.relative_to(img_root).with_suffix("").as_posix(),
-                    dataset=dataset, category=cat, split=split, label=label,
+                    dataset=dataset,
+                    category=cat,
+                    split=split,
+                    label=label,
                     defect=NORMAL if not label else code,
-                    source=str(img), mask_source=str(mask) if mask is not None else None, extra=extra,
+                    source=str(img),
+                    mask_source=str(mask) if mask is not None else None,
+                    extra=extra,
                 )

@@ -1,14 +1,14 @@
 """The one sample record that every data set reader yields and every shard holds."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from decodiff.datasets.imageio import DataError
-from decodiff.datasets.imageio import read_mask, read_rgb
+from decodiff.datasets.imageio import DataError, read_mask, read_rgb
 
 NORMAL = "good"  # defect type of normal samples, as in MVTec-AD
 # how to keep anomalous images that have no mask (their pixel metrics are then null with a reason)

@@ -3,6 +3,7 @@
 `read_dataset("visa", root)` is what the CLI (`decodiff data shard`) and the harness call;
 `detect_layout(root)` is what `decodiff data inspect` uses when no --dataset is given.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -19,8 +20,23 @@ from decodiff.datasets.records import OnBad, Sample
 from decodiff.datasets.visa import CATEGORIES as VISA_CATEGORIES
 from decodiff.datasets.visa import converted_root, is_raw, read_visa
 
-MVTEC_CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
-                    "screw", "tile", "toothbrush", "transistor", "wood", "zipper")
+MVTEC_CATEGORIES = (
+    "bottle",
+    "cable",
+    "capsule",
+    "carpet",
+    "grid",
+    "hazelnut",
+    "leather",
+    "metal_nut",
+    "pill",
+    "screw",
+    "tile",
+    "toothbrush",
+    "transistor",
+    "wood",
+    "zipper",
+)
 MPDD_CATEGORIES = ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes")
 
 
@@ -43,12 +59,24 @@ DATASETS: dict[str, DatasetSpec] = {
     s.name: s
     for s in (
         DatasetSpec("mvtec", "MVTec-AD", read_mvtec, categories=MVTEC_CATEGORIES),
-        DatasetSpec("visa", "VisA (raw with split_csv/1cls.csv, or converted)", read_visa, options=("split_csv",),
-                    categories=VISA_CATEGORIES),
+        DatasetSpec(
+            "visa",
+            "VisA (raw with split_csv/1cls.csv, or converted)",
+            read_visa,
+            options=("split_csv",),
+            categories=VISA_CATEGORIES,
+        ),
         DatasetSpec("mpdd", "MPDD", _mpdd, categories=MPDD_CATEGORIES),
-        DatasetSpec("realiad", "Real-IAD", read_realiad, options=("resolution", "json_dir"), categories=REALIAD_CATEGORIES),
-        DatasetSpec("folder", "your own normal/anomalous[/masks] folders", read_folder,
-                    options=("normal", "anomalous", "masks", "normal_test", "test_fraction"), has_masks=False),
+        DatasetSpec(
+            "realiad", "Real-IAD", read_realiad, options=("resolution", "json_dir"), categories=REALIAD_CATEGORIES
+        ),
+        DatasetSpec(
+            "folder",
+            "your own normal/anomalous[/masks] folders",
+            read_folder,
+            options=("normal", "anomalous", "masks", "normal_test", "test_fraction"),
+            has_masks=False,
+        ),
         DatasetSpec("demo", "the embedded demo set (MVTec-AD layout)", read_mvtec),
     )
 }
@@ -79,9 +107,16 @@ def read_dataset(
     wrong = [k for k in given if k not in s.options]
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
-        raise DataError(f"{flags}: not an option of the {name} reader (its options: "
-                        f"{', '.join('--' + o.replace('_', '-') for o in s.options) or 'none'})")
-    kw: dict[str, Any] = {"dataset": name, "categories": list(categories) if categories else None, "on_bad": on_bad, **given}
+        raise DataError(
+            f"{flags}: not an option of the {name} reader (its options: "
+            f"{', '.join('--' + o.replace('_', '-') for o in s.options) or 'none'})"
+        )
+    kw: dict[str, Any] = {
+        "dataset": name,
+        "categories": list(categories) if categories else None,
+        "on_bad": on_bad,
+        **given,
+    }
     if masks_optional:
         kw["require_masks"] = False
     return s.read(Path(root), **kw)
@@ -95,11 +130,18 @@ def detect_layout(root: Path | str) -> str | None:
         return None
     if (root / "demo.json").is_file():
         return "demo"
-    if any((root / f"realiad_{r}").is_dir() for r in ("256", "512", "1024", "raw")) or (root / "realiad_jsons").is_dir():
+    if (
+        any((root / f"realiad_{r}").is_dir() for r in ("256", "512", "1024", "raw"))
+        or (root / "realiad_jsons").is_dir()
+    ):
         return "realiad"
     if is_raw(root):
         return "visa"
-    subdirs = {p.name for p in converted_root(root).iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())}
+    subdirs = {
+        p.name
+        for p in converted_root(root).iterdir()
+        if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
+    }
     if subdirs:
         if subdirs <= set(VISA_CATEGORIES):
             return "visa"
@@ -111,5 +153,3 @@ def detect_layout(root: Path | str) -> str | None:
         return "folder"
     except DataError:
         return None
-
-

@@ -1,6 +1,7 @@
 """One sample as a record of a shard: the tar member stem its key becomes, and a record read back
 into a sample. The writer (shards.py), the readers (stream.py, the training feed, evaluation)
 and the writers of derived shard sets (latent cache, validation) all take them from here."""
+
 from __future__ import annotations
 
 import json

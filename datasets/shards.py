@@ -19,6 +19,7 @@ without manifest.json is unfinished.
 Bad samples (corrupt images, masks of the wrong size, ...) stop the run with an error that
 names the file, or, with `skip_bad`, are left out with a warning and listed in the manifest.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -42,9 +43,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from decodiff.datasets.files import sha256_file, write_json_atomic
 from decodiff.datasets.imageio import DataError, encode_png, read_rgb
 from decodiff.datasets.locks import FileLock
-from decodiff.datasets.files import sha256_file, write_json_atomic
 from decodiff.datasets.manifest import FORMAT, MANIFEST, Manifest, ShardInfo, verify_shards
 from decodiff.datasets.records import Sample
 from decodiff.datasets.registry import read_dataset
@@ -66,6 +67,7 @@ def _stderr(msg: str) -> None:
 
 # ---- one sample -> one WebDataset record ----------------------------------------------------
 
+
 def _resize_crop(img: Image.Image, resize: int | None, crop: int | None, resample: int) -> Image.Image:
     if resize:
         img = img.resize((resize, resize), resample)  # aspect ratio not kept (published protocol)
@@ -78,7 +80,9 @@ def _resize_crop(img: Image.Image, resize: int | None, crop: int | None, resampl
     return img
 
 
-def encode_sample(sample: Sample, resize: int | None = None, crop: int | None = None) -> tuple[dict[str, Any], tuple[int, int]]:
+def encode_sample(
+    sample: Sample, resize: int | None = None, crop: int | None = None
+) -> tuple[dict[str, Any], tuple[int, int]]:
     """The WebDataset record of a sample; original bytes pass through when nothing is resized.
 
     The image is decoded either way, so a corrupt or truncated file fails here, naming it.
@@ -121,6 +125,7 @@ def record_bytes(rec: dict[str, Any]) -> int:
 
 # ---- tar files ------------------------------------------------------------------------------
 
+
 class TarShard:
     """One tar written under a temporary name; `close` renames it and returns its ShardInfo.
 
@@ -159,8 +164,14 @@ class TarShard:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.tmp, self.path)
-        return ShardInfo(name=self.path.name, split=self.split, category=self.category, count=self.count,
-                         bytes=self.path.stat().st_size, sha256=sha256_file(self.path))
+        return ShardInfo(
+            name=self.path.name,
+            split=self.split,
+            category=self.category,
+            count=self.count,
+            bytes=self.path.stat().st_size,
+            sha256=sha256_file(self.path),
+        )
 
     def abort(self) -> None:
         try:
@@ -201,8 +212,9 @@ def _new_counts() -> dict[str, Any]:
     return {"normal": 0, "anomalous": 0, "defects": {}, "no_mask": 0}
 
 
-def _count(counts: dict[str, dict[str, dict[str, Any]]], split: str, category: str, label: int, defect: str,
-           has_mask: bool) -> None:
+def _count(
+    counts: dict[str, dict[str, dict[str, Any]]], split: str, category: str, label: int, defect: str, has_mask: bool
+) -> None:
     c = counts.setdefault(split, {}).setdefault(category, _new_counts())
     c["anomalous" if label else "normal"] += 1
     c["defects"][defect] = c["defects"].get(defect, 0) + 1
@@ -224,8 +236,17 @@ class ShardSetWriter:
         self.has_masks = True
         self.n = 0
 
-    def add(self, rec: dict[str, Any], *, split: str, category: str, label: int, defect: str,
-            has_mask: bool, size: tuple[int, int] | None = None) -> None:
+    def add(
+        self,
+        rec: dict[str, Any],
+        *,
+        split: str,
+        category: str,
+        label: int,
+        defect: str,
+        has_mask: bool,
+        size: tuple[int, int] | None = None,
+    ) -> None:
         if category not in self.categories:
             self.categories.append(category)
         group = (split, category)
@@ -269,6 +290,7 @@ def _now() -> str:
 
 # ---- planning -------------------------------------------------------------------------------
 
+
 @dataclass
 class Unit:
     """Consecutive samples of one (split, category) that become one tar."""
@@ -310,8 +332,15 @@ def _estimate(sample: Sample, ids: dict[str, tuple[int, int]], resize: int | Non
     return image + mask + 4096  # three tar headers with padding, meta.json
 
 
-def plan_units(samples: Sequence[Sample], *, max_bytes: int, max_count: int, resize: int | None = None,
-               crop: int | None = None, ids: dict[str, tuple[int, int]] | None = None) -> list[Unit]:
+def plan_units(
+    samples: Sequence[Sample],
+    *,
+    max_bytes: int,
+    max_count: int,
+    resize: int | None = None,
+    crop: int | None = None,
+    ids: dict[str, tuple[int, int]] | None = None,
+) -> list[Unit]:
     """Units in (split, category) groups, splits in train/val/test order, categories in reader order."""
     if max_count < 1 or max_bytes < 1:
         raise DataError(f"shard bounds must be positive (max_count={max_count}, max_bytes={max_bytes})")
@@ -354,12 +383,28 @@ def unit_fingerprint(unit: Unit, ids: dict[str, tuple[int, int]], settings: dict
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     h.update(f"\n#{unit.stem}".encode())
     for s in unit.samples:
-        h.update(json.dumps([s.key, s.split, s.category, s.label, s.defect, s.source, ids.get(s.source),
-                             s.mask_source, ids.get(s.mask_source or ""), s.extra], default=str).encode())
+        h.update(
+            json.dumps(
+                [
+                    s.key,
+                    s.split,
+                    s.category,
+                    s.label,
+                    s.defect,
+                    s.source,
+                    ids.get(s.source),
+                    s.mask_source,
+                    ids.get(s.mask_source or ""),
+                    s.extra,
+                ],
+                default=str,
+            ).encode()
+        )
     return h.hexdigest()
 
 
 # ---- writing units (in this process or in worker processes) ---------------------------------
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -439,8 +484,14 @@ def write_unit(unit: Unit, job: _Job, fingerprint: str = "") -> dict[str, Any]:
     finally:
         if tar is not None:
             tar.abort()
-    record = {"fingerprint": fingerprint, "unit": unit.index, "shards": [asdict(s) for s in shards],
-              "counts": counts, "sizes": sizes, "skipped": skipped}
+    record = {
+        "fingerprint": fingerprint,
+        "unit": unit.index,
+        "shards": [asdict(s) for s in shards],
+        "counts": counts,
+        "sizes": sizes,
+        "skipped": skipped,
+    }
     write_json_atomic(_unit_record(out, unit.index), record)
     return record
 
@@ -516,8 +567,15 @@ def write_shards(
         raise DataError(f"no samples to shard into {out} (empty data set or category selection)")
     ids = _ids(samples)
     units = plan_units(samples, max_bytes=max_bytes, max_count=max_count, resize=resize, crop=crop, ids=ids)
-    settings = {"dataset": dataset, "resize": resize, "crop": crop, "max_bytes": max_bytes, "max_count": max_count,
-                "skip_bad": skip_bad, "format": FORMAT}
+    settings = {
+        "dataset": dataset,
+        "resize": resize,
+        "crop": crop,
+        "max_bytes": max_bytes,
+        "max_count": max_count,
+        "skip_bad": skip_bad,
+        "format": FORMAT,
+    }
     fingerprints = [unit_fingerprint(u, ids, settings) for u in units]
     fingerprint = hashlib.sha256("".join(fingerprints).encode()).hexdigest()
     out.mkdir(parents=True, exist_ok=True)
@@ -542,11 +600,17 @@ def write_shards(
         if progress:
             progress(done_before, total)
         job = _Job(str(out), resize, crop, max_bytes, skip_bad)
-        for rec in _run_units(todo, fingerprints, job, workers, log,
-                              lambda n: progress and progress(done_before + n, total)):
+        for rec in _run_units(
+            todo, fingerprints, job, workers, log, lambda n: progress and progress(done_before + n, total)
+        ):
             records[rec["unit"]] = rec
-        manifest = _merge(dataset, samples, [records[u.index] for u in units], skipped or [],
-                          {**(args or {}), **settings, "fingerprint": fingerprint, "workers": workers, "created": _now()})
+        manifest = _merge(
+            dataset,
+            samples,
+            [records[u.index] for u in units],
+            skipped or [],
+            {**(args or {}), **settings, "fingerprint": fingerprint, "workers": workers, "created": _now()},
+        )
         manifest.save(out)
         shutil.rmtree(out / STATE, ignore_errors=True)
     finally:
@@ -560,16 +624,19 @@ def _complete(out: Path, fingerprint: str, log: Log) -> Manifest:
     if existing.args.get("fingerprint") == fingerprint:
         log(f"{out}: already complete ({len(existing.shards)} shards); nothing to do")
         return existing
-    raise DataError(f"{out}: already holds a finished shard set made from other data or arguments "
-                    "(choose another --out, or delete it)")
+    raise DataError(
+        f"{out}: already holds a finished shard set made from other data or arguments "
+        "(choose another --out, or delete it)"
+    )
 
 
 def _picklable(units: Sequence[Unit]) -> bool:
     return all(s.load_image is None and s.load_mask is None for u in units for s in u.samples)
 
 
-def _run_units(todo: list[Unit], fingerprints: Sequence[str], job: _Job, workers: int, log: Log,
-               progress: Callable[[int], Any]) -> Iterable[dict[str, Any]]:
+def _run_units(
+    todo: list[Unit], fingerprints: Sequence[str], job: _Job, workers: int, log: Log, progress: Callable[[int], Any]
+) -> Iterable[dict[str, Any]]:
     if workers <= 1 or len(todo) <= 1 or not _picklable(todo):
         if workers > 1 and len(todo) > 1:
             log("samples made in memory cannot go to worker processes; sharding in this process")
@@ -583,12 +650,15 @@ def _run_units(todo: list[Unit], fingerprints: Sequence[str], job: _Job, workers
     # is not re-run in them; the workers use PIL and numpy only, never the parent's torch threads.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     counter = ctx.Value("q", 0)
-    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_worker,
-                               initargs=(counter, os.getpid()))
+    pool = ProcessPoolExecutor(
+        min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(counter, os.getpid())
+    )
     pending: set[Future] = set()
     try:
         # biggest units first, so that the last ones to finish are small
-        pending = {pool.submit(write_unit, u, job, fingerprints[u.index]) for u in sorted(todo, key=lambda u: -len(u.samples))}
+        pending = {
+            pool.submit(write_unit, u, job, fingerprints[u.index]) for u in sorted(todo, key=lambda u: -len(u.samples))
+        }
         while pending:
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             progress(counter.value)
@@ -601,8 +671,13 @@ def _run_units(todo: list[Unit], fingerprints: Sequence[str], job: _Job, workers
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _merge(dataset: str, samples: Sequence[Sample], records: Sequence[dict[str, Any]],
-           reader_skipped: list[dict[str, str]], args: dict[str, Any]) -> Manifest:
+def _merge(
+    dataset: str,
+    samples: Sequence[Sample],
+    records: Sequence[dict[str, Any]],
+    reader_skipped: list[dict[str, str]],
+    args: dict[str, Any],
+) -> Manifest:
     counts: dict[str, dict[str, dict[str, Any]]] = {}
     sizes: dict[str, int] = {}
     shards: list[ShardInfo] = []
@@ -619,15 +694,22 @@ def _merge(dataset: str, samples: Sequence[Sample], records: Sequence[dict[str, 
                     t[f] += c[f]
                 for d, n in c["defects"].items():
                     t["defects"][d] = t["defects"].get(d, 0) + n
-    categories = [c for c in dict.fromkeys(s.category for s in samples)
-                  if any(c in cats for cats in counts.values())]
-    return Manifest(dataset=dataset, categories=categories, shards=shards, counts=counts,
-                    image_size=_single_size(sizes), args=args, skipped=skipped,
-                    has_masks=not any(c["no_mask"] for cats in counts.values() for c in cats.values()),
-                    image_sizes=sizes)
+    categories = [c for c in dict.fromkeys(s.category for s in samples) if any(c in cats for cats in counts.values())]
+    return Manifest(
+        dataset=dataset,
+        categories=categories,
+        shards=shards,
+        counts=counts,
+        image_size=_single_size(sizes),
+        args=args,
+        skipped=skipped,
+        has_masks=not any(c["no_mask"] for cats in counts.values() for c in cats.values()),
+        image_sizes=sizes,
+    )
 
 
 # ---- the whole command ----------------------------------------------------------------------
+
 
 def shard_dataset(
     dataset: str,
@@ -650,8 +732,10 @@ def shard_dataset(
     """Read data set `dataset` at `root` with its registered reader and shard it into `out`."""
     log = log or _stderr
     if Path(out).resolve() == Path(root).resolve() or Path(root).resolve() in Path(out).resolve().parents:
-        raise DataError(f"{out}: the shard folder is inside the data set folder {root} (--out, or run.cache_dir); "
-                        "shards go to a folder of their own")
+        raise DataError(
+            f"{out}: the shard folder is inside the data set folder {root} (--out, or run.cache_dir); "
+            "shards go to a folder of their own"
+        )
     skipped: list[dict[str, str]] = []
 
     def on_bad(path: str, reason: str) -> None:
@@ -663,13 +747,30 @@ def shard_dataset(
         skipped.append({"key": key, "source": path, "reason": reason})
 
     opts = {k: v for k, v in (options or {}).items() if v is not None}
-    samples = read_dataset(dataset, root, categories, on_bad=on_bad if skip_bad else None,
-                           masks_optional=masks_optional, **opts)
-    args = {"root": str(root), "categories": list(categories) if categories else None, "options": opts,
-            "masks_optional": masks_optional}
-    manifest = write_shards(samples, Path(out), dataset=dataset, max_bytes=max_bytes, max_count=max_count,
-                            resize=resize, crop=crop, args=args, progress=progress, workers=workers,
-                            skip_bad=skip_bad, skipped=skipped, log=log)
+    samples = read_dataset(
+        dataset, root, categories, on_bad=on_bad if skip_bad else None, masks_optional=masks_optional, **opts
+    )
+    args = {
+        "root": str(root),
+        "categories": list(categories) if categories else None,
+        "options": opts,
+        "masks_optional": masks_optional,
+    }
+    manifest = write_shards(
+        samples,
+        Path(out),
+        dataset=dataset,
+        max_bytes=max_bytes,
+        max_count=max_count,
+        resize=resize,
+        crop=crop,
+        args=args,
+        progress=progress,
+        workers=workers,
+        skip_bad=skip_bad,
+        skipped=skipped,
+        log=log,
+    )
     if verify:
         problems = verify_shards(Path(out), manifest)
         if problems:

@@ -31,6 +31,7 @@ on every reader. It suits small sets, e.g. one category evaluated on many GPUs.
 Training shuffles the shard order per epoch (the same permutation on every rank) and samples
 through a buffer; evaluation keeps the manifest's order.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -58,6 +59,7 @@ SplitBy = Literal["shards", "samples"]
 
 # ---- locations ------------------------------------------------------------------------------
 
+
 def is_url(location: str | Path) -> bool:
     loc = str(location)
     return "://" in loc or loc.startswith("pipe:")
@@ -68,8 +70,10 @@ def resolve(location: str | Path, name: str) -> str:
     loc = str(location)
     if loc.startswith("pipe:"):
         if "{name}" not in loc:
-            raise DataError(f"{loc}: a pipe: location needs {{name}} where the file name goes, "
-                            "e.g. pipe:ssh host cat /data/shards/{name}")
+            raise DataError(
+                f"{loc}: a pipe: location needs {{name}} where the file name goes, "
+                "e.g. pipe:ssh host cat /data/shards/{name}"
+            )
         return loc.replace("{name}", shlex.quote(name))
     if loc.startswith("s3://"):
         url = loc.rstrip("/") + "/" + name
@@ -96,8 +100,14 @@ def load_manifest(location: str | Path) -> Manifest:
     return Manifest.from_json(d, url)
 
 
-def check_shards(location: str | Path, manifest: Manifest, splits: Sequence[str] = ("train", "test"),
-                 categories: Sequence[str] | None = None, *, sha256: bool = False) -> None:
+def check_shards(
+    location: str | Path,
+    manifest: Manifest,
+    splits: Sequence[str] = ("train", "test"),
+    categories: Sequence[str] | None = None,
+    *,
+    sha256: bool = False,
+) -> None:
     """Before a run reads a local shard set: every shard it will read is there at the manifest's size
     (and, with `sha256`, has its digest); stops with one line naming the first shard that differs.
     Remote locations are checked as they are read (sample counts, see ShardStream)."""
@@ -110,7 +120,9 @@ def check_shards(location: str | Path, manifest: Manifest, splits: Sequence[str]
         raise DataError(problems[0] + more)
 
 
-def shard_urls(location: str | Path, manifest: Manifest, split: str, categories: Sequence[str] | None = None) -> list[str]:
+def shard_urls(
+    location: str | Path, manifest: Manifest, split: str, categories: Sequence[str] | None = None
+) -> list[str]:
     return [resolve(location, n) for n in manifest.shard_names(split, list(categories) if categories else None)]
 
 
@@ -121,6 +133,7 @@ def shard_counts(manifest: Manifest, split: str, categories: Sequence[str] | Non
 
 
 # ---- the epoch's plan -----------------------------------------------------------------------
+
 
 def _deal(items: Sequence[int], weights: Sequence[int], bins: int) -> list[list[int]]:
     """Greedy balance: items (in tie order) largest first, each to the lightest bin (then lowest)."""
@@ -161,8 +174,14 @@ class EpochPlan:
         return sum(self.rank_counts())
 
 
-def plan_epoch(counts: Sequence[int], world_size: int = 1, num_workers: int = 1, *,
-               order: Sequence[int] | None = None, split_by: SplitBy = "shards") -> EpochPlan:
+def plan_epoch(
+    counts: Sequence[int],
+    world_size: int = 1,
+    num_workers: int = 1,
+    *,
+    order: Sequence[int] | None = None,
+    split_by: SplitBy = "shards",
+) -> EpochPlan:
     """Deal shards (with these sample counts) over ranks x workers; see the module doc."""
     if world_size < 1 or num_workers < 1:
         raise ValueError(f"world_size {world_size} and num_workers {num_workers} must be >= 1")
@@ -173,11 +192,19 @@ def plan_epoch(counts: Sequence[int], world_size: int = 1, num_workers: int = 1,
     if split_by == "samples":
         total = sum(counts)
         per_rank = [(total - r + world_size - 1) // world_size for r in range(world_size)]
-        cnt = tuple(tuple((per_rank[r] - w + num_workers - 1) // num_workers for w in range(num_workers))
-                    for r in range(world_size))
+        cnt = tuple(
+            tuple((per_rank[r] - w + num_workers - 1) // num_workers for w in range(num_workers))
+            for r in range(world_size)
+        )
         every = tuple(order)
-        return EpochPlan(world_size, num_workers, split_by, tuple(order),
-                         tuple(tuple(every for _ in range(num_workers)) for _ in range(world_size)), cnt)
+        return EpochPlan(
+            world_size,
+            num_workers,
+            split_by,
+            tuple(order),
+            tuple(tuple(every for _ in range(num_workers)) for _ in range(world_size)),
+            cnt,
+        )
     if split_by != "shards":
         raise ValueError(f"split_by {split_by!r}: expected 'shards' or 'samples'")
     pos = {s: i for i, s in enumerate(order)}
@@ -190,14 +217,16 @@ def plan_epoch(counts: Sequence[int], world_size: int = 1, num_workers: int = 1,
     return EpochPlan(world_size, num_workers, split_by, tuple(order), tuple(shards), tuple(cnt))
 
 
-def assigned(urls: Sequence[str], rank: int, world_size: int, worker: int, num_workers: int,
-             counts: Sequence[int] | None = None) -> list[str]:
+def assigned(
+    urls: Sequence[str], rank: int, world_size: int, worker: int, num_workers: int, counts: Sequence[int] | None = None
+) -> list[str]:
     """The shards one reader owns in manifest order (counts: samples per shard; default 1 each)."""
     plan = plan_epoch(list(counts) if counts is not None else [1] * len(urls), world_size, num_workers)
     return [urls[i] for i in plan.shards[rank][worker]]
 
 
 # ---- the stream -----------------------------------------------------------------------------
+
 
 class ShardStream(IterableDataset):
     """Decoded samples from a list of shard URLs, split across ranks and loader workers.
@@ -241,15 +270,24 @@ class ShardStream(IterableDataset):
         self.epoch = 0
 
     @classmethod
-    def from_manifest(cls, location: str | Path, split: str, categories: Sequence[str] | None = None, *,
-                      manifest: Manifest | None = None, **kw: Any) -> "ShardStream":
+    def from_manifest(
+        cls,
+        location: str | Path,
+        split: str,
+        categories: Sequence[str] | None = None,
+        *,
+        manifest: Manifest | None = None,
+        **kw: Any,
+    ) -> ShardStream:
         """The stream of one split (all categories, or the given ones) of the shard set at `location`."""
         manifest = manifest or load_manifest(location)
         if categories:
             unknown = [c for c in categories if c not in manifest.categories]
             if unknown:
                 raise DataError(f"{location}: unknown categories {unknown}; the shard set has {manifest.categories}")
-        return cls(shard_urls(location, manifest, split, categories), counts=shard_counts(manifest, split, categories), **kw)
+        return cls(
+            shard_urls(location, manifest, split, categories), counts=shard_counts(manifest, split, categories), **kw
+        )
 
     def set_epoch(self, epoch: int) -> None:
         """Call before each epoch's iteration (loader workers copy the stream when they start, so a
@@ -265,8 +303,13 @@ class ShardStream(IterableDataset):
     def epoch_plan(self, num_workers: int = 0, epoch: int | None = None) -> EpochPlan:
         """The plan of an epoch for a DataLoader with `num_workers` (0: read in the main process)."""
         weights = self.counts if self.counts is not None else [1] * len(self.urls)
-        return plan_epoch(weights, self.world_size, max(1, num_workers),
-                          order=self._order(self.epoch if epoch is None else epoch), split_by=self.split_by)
+        return plan_epoch(
+            weights,
+            self.world_size,
+            max(1, num_workers),
+            order=self._order(self.epoch if epoch is None else epoch),
+            split_by=self.split_by,
+        )
 
     def rank_counts(self) -> list[int]:
         """Samples each rank reads in an epoch (the same in every epoch, for any number of workers)."""
@@ -297,8 +340,10 @@ class ShardStream(IterableDataset):
             n += 1
             yield rec
         if self.counts is not None and n != self.counts[i]:
-            raise DataError(f"{self.urls[i]}: {n} samples, the shard manifest says {self.counts[i]} (a truncated or "
-                            "replaced shard; shard the data again)")
+            raise DataError(
+                f"{self.urls[i]}: {n} samples, the shard manifest says {self.counts[i]} (a truncated or "
+                "replaced shard; shard the data again)"
+            )
 
     def _every_rth(self, records: Iterator[dict[str, Any]], worker: int, workers: int) -> Iterator[dict[str, Any]]:
         for g, rec in enumerate(records):
@@ -306,8 +351,14 @@ class ShardStream(IterableDataset):
                 yield rec
 
 
-def category_streams(location: str | Path, split: str, categories: Sequence[str] | None = None, *,
-                     manifest: Manifest | None = None, **kw: Any) -> dict[str, ShardStream]:
+def category_streams(
+    location: str | Path,
+    split: str,
+    categories: Sequence[str] | None = None,
+    *,
+    manifest: Manifest | None = None,
+    **kw: Any,
+) -> dict[str, ShardStream]:
     """One stream per category (one-class runs, per-category evaluation), in manifest order."""
     manifest = manifest or load_manifest(location)
     cats = [c for c in (categories or manifest.categories) if manifest.shard_names(split, [c])]

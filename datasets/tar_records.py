@@ -7,6 +7,7 @@ Members are grouped into records as WebDataset does: a member `<key>.<ext>` goes
 record `<key>` (the key ends at the first dot of the file's base name), consecutive members
 with the same key form one record: {"__key__", "__url__", "<ext>": bytes, ...}.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -43,7 +44,7 @@ def _pax_path(data: bytes) -> str | None:
     while pos < len(data):
         space = data.index(b" ", pos)
         length = int(data[pos:space])
-        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
+        key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
         if key == b"path":
             return value.decode("utf-8")
         pos += length
@@ -95,7 +96,7 @@ def tar_records(f: BinaryIO, url: str) -> Iterator[dict[str, Any]]:
         dot = path.find(".", slash)
         if dot < 0:
             continue  # not <key>.<ext>
-        key, ext = path[:dot], path[dot + 1:]
+        key, ext = path[:dot], path[dot + 1 :]
         if record is None or record["__key__"] != key:
             if record is not None:
                 yield record

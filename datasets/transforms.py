@@ -1,6 +1,7 @@
 """Pre-processing of decoded samples into model tensors (the published protocol by default:
 resize to 288 without keeping the aspect ratio, center-crop 256, map to [-1, 1]; masks follow
 the same resize and crop and are thresholded at > 0)."""
+
 from __future__ import annotations
 
 import random
@@ -45,8 +46,10 @@ class Preprocess:
         """The probability `draw` gives each of `variants()`, in their order."""
         n = (2 * self.translate + 1) ** 2
         p_rot = 0.5 if self.rotate180 else 1.0
-        return [p_rot * ((0.5 if (dx, dy) == (0, 0) else 0.0) + 0.5 / n if self.translate else 1.0)
-                for dx, dy, _ in self.variants()]
+        return [
+            p_rot * ((0.5 if (dx, dy) == (0, 0) else 0.0) + 0.5 / n if self.translate else 1.0)
+            for dx, dy, _ in self.variants()
+        ]
 
     def __call__(self, sample: dict[str, Any], rng: random.Random | None = None) -> dict[str, Any]:
         return self.apply(sample, *self.draw(rng))

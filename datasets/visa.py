@@ -13,6 +13,7 @@ Keys are the image paths relative to <root> without extension
 The defect type is the label of image_anno.csv where present (e.g. "chunk of wax missing"),
 otherwise "bad" as in the converted layout.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,20 @@ from decodiff.datasets.imageio import DataError
 from decodiff.datasets.mvtec import read_mvtec, select_categories
 from decodiff.datasets.records import MASKS_HINT, NORMAL, OnBad, Sample, bad_sample
 
-CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
-              "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")
+CATEGORIES = (
+    "candle",
+    "capsules",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "macaroni1",
+    "macaroni2",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "pipe_fryum",
+)
 SPLIT_COLUMNS = ("object", "split", "label", "image", "mask")
 EXTRA = "\0extra"  # where csv puts the fields of a row longer than the header
 ANOMALOUS = "bad"  # defect type where image_anno.csv gives none (the converted layout's folder name)
@@ -59,25 +72,42 @@ def read_visa(
     """Samples of either layout (the raw one when split_csv/ or <cat>/Data/Images exists)."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: data folder not found (expected VisA: <root>/split_csv/1cls.csv and "
-                        "<root>/<category>/Data/Images, or the converted <root>/<category>/train/good)")
+        raise DataError(
+            f"{root}: data folder not found (expected VisA: <root>/split_csv/1cls.csv and "
+            "<root>/<category>/Data/Images, or the converted <root>/<category>/train/good)"
+        )
     if split_csv is not None or is_raw(root):
-        yield from read_visa_raw(root, dataset=dataset, categories=categories, split_csv=split_csv,
-                                 require_masks=require_masks, on_bad=on_bad)
+        yield from read_visa_raw(
+            root,
+            dataset=dataset,
+            categories=categories,
+            split_csv=split_csv,
+            require_masks=require_masks,
+            on_bad=on_bad,
+        )
     else:
-        yield from read_mvtec(converted_root(root), dataset=dataset, categories=categories,
-                              mask_suffixes=("", "_mask"), require_masks=require_masks, on_bad=on_bad)
+        yield from read_mvtec(
+            converted_root(root),
+            dataset=dataset,
+            categories=categories,
+            mask_suffixes=("", "_mask"),
+            require_masks=require_masks,
+            on_bad=on_bad,
+        )
 
 
 def _read_split_csv(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
-        raise DataError(f"{path}: VisA split file not found (expected split_csv/1cls.csv from the VisA release, "
-                        "or give it with --split-csv)")
+        raise DataError(
+            f"{path}: VisA split file not found (expected split_csv/1cls.csv from the VisA release, "
+            "or give it with --split-csv)"
+        )
     try:
         return _split_rows(path)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the split file as "
-                        "UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the split file as UTF-8"
+        ) from None
     except csv.Error as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
 
@@ -88,13 +118,17 @@ def _split_rows(path: Path) -> list[dict[str, str]]:
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in SPLIT_COLUMNS if c not in header]
         if missing:
-            raise DataError(f"{path}: columns {header} do not match the VisA split file; expected "
-                            f"{','.join(SPLIT_COLUMNS)} (missing {missing})")
+            raise DataError(
+                f"{path}: columns {header} do not match the VisA split file; expected "
+                f"{','.join(SPLIT_COLUMNS)} (missing {missing})"
+            )
         rows = []
         for line, row in enumerate(reader, start=2):
             if row.get(EXTRA):
-                raise DataError(f"{path}:{line}: {len(header) + len(row[EXTRA])} fields, expected {len(header)} "
-                                f"({','.join(header)}); a comma inside a path must be quoted")
+                raise DataError(
+                    f"{path}:{line}: {len(header) + len(row[EXTRA])} fields, expected {len(header)} "
+                    f"({','.join(header)}); a comma inside a path must be quoted"
+                )
             if any(v is None for v in row.values()):
                 raise DataError(f"{path}:{line}: fewer fields than the {len(header)} columns ({','.join(header)})")
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
@@ -103,15 +137,19 @@ def _split_rows(path: Path) -> list[dict[str, str]]:
             if row["label"] not in ("normal", "anomaly"):
                 raise DataError(f"{path}:{line}: label {row['label']!r}, expected 'normal' or 'anomaly'")
             if row["split"] == "train" and row["label"] != "normal":
-                raise DataError(f"{path}:{line}: an anomalous training image; the 1cls split trains on normal "
-                                "images only (the 2cls splits are not for unsupervised training)")
+                raise DataError(
+                    f"{path}:{line}: an anomalous training image; the 1cls split trains on normal "
+                    "images only (the 2cls splits are not for unsupervised training)"
+                )
             if not row["image"] or not row["object"]:
                 raise DataError(f"{path}:{line}: empty object or image column")
             for col in ("image", "mask"):
                 p = row[col]
                 if p and (Path(p).is_absolute() or ".." in Path(p.replace("\\", "/")).parts):
-                    raise DataError(f"{path}:{line}: {col} path {p!r} leaves the data set folder (expected a "
-                                    "path relative to the VisA root)")
+                    raise DataError(
+                        f"{path}:{line}: {col} path {p!r} leaves the data set folder (expected a "
+                        "path relative to the VisA root)"
+                    )
             rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows")
@@ -167,13 +205,22 @@ def read_visa_raw(
                     mask = root / row["mask"] if row["mask"] else None
                     if mask is None or not mask.is_file():
                         if require_masks:
-                            bad_sample(on_bad, img, "anomalous test image without a mask (expected "
-                                       f"{mask or cat_dir / 'Data/Masks/Anomaly' / (img.stem + '.png')}; {MASKS_HINT})")
+                            bad_sample(
+                                on_bad,
+                                img,
+                                "anomalous test image without a mask (expected "
+                                f"{mask or cat_dir / 'Data/Masks/Anomaly' / (img.stem + '.png')}; {MASKS_HINT})",
+                            )
                             continue
                         mask = None
                 defect = NORMAL if not label else (defects.get(row["image"]) or ANOMALOUS)
                 yield Sample(
                     key=img.relative_to(root).with_suffix("").as_posix(),
-                    dataset=dataset, category=cat, split=split, label=label, defect=defect,
-                    source=str(img), mask_source=str(mask) if mask is not None else None,
+                    dataset=dataset,
+                    category=cat,
+                    split=split,
+                    label=label,
+                    defect=defect,
+                    source=str(img),
+                    mask_source=str(mask) if mask is not None else None,
                 )

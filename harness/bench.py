@@ -1,5 +1,6 @@
 """The main job: data -> shards -> VAE -> training -> deviation correction -> metrics ->
 MLflow run and Markdown report. Each stage is also a library call of its own."""
+
 from __future__ import annotations
 
 import time
@@ -18,7 +19,6 @@ from decodiff.harness.training.distributed import accelerator_if_launched, build
 from decodiff.harness.training.init_weights import source_files
 from decodiff.harness.training.model_cache import trained_model
 from decodiff.harness.training.vae_fit import get_vae
-
 
 
 def bench(cfg: Config) -> RunResult | None:
@@ -43,8 +43,12 @@ def bench(cfg: Config) -> RunResult | None:
     with timings.phase("training"):
         model, classes, train_info, reused = trained_model(cfg, data, vae, accelerator=acc)
     if not reused:  # the latent cache is built inside the training call: its own phase
-        timings.split("training", "cache", train_info.get("latent_cache_seconds") or 0.0,
-                      train_info.get("latent_cache_cpu_seconds") or 0.0)
+        timings.split(
+            "training",
+            "cache",
+            train_info.get("latent_cache_seconds") or 0.0,
+            train_info.get("latent_cache_cpu_seconds") or 0.0,
+        )
         for key in ("steps_per_second", "samples_per_second"):
             if train_info.get(key):
                 timings.rates[f"train_{key}"] = train_info[key]
@@ -61,9 +65,9 @@ def bench(cfg: Config) -> RunResult | None:
     timings.rates["eval_images_per_second"] = round(result.images_per_second, 3)
     with timings.phase("report"):
         unc, qual = report_extras(cfg, data, model, vae, classes, result)
-        out = finish_run(cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc,
-                         qualitative=qual)
+        out = finish_run(
+            cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc, qualitative=qual
+        )
     timings.write(run_dir)
     log(f"timings: {timings.line()} ({run_dir / 'timings.json'})")
     return out
-

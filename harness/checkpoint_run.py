@@ -1,6 +1,7 @@
 """Evaluating a trained checkpoint as a run of its own (`decodiff evaluate`): the checkpoint is
 checked against the config (method, UNet size, VAE) before any image is read, because a model
 evaluated with the wrong VAE or settings gives plausible but meaningless numbers."""
+
 from __future__ import annotations
 
 import time
@@ -42,8 +43,9 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path) -> RunResult | None
         return None
     info = {**info, "checkpoint": str(checkpoint), "reused": True}
     unc, qual = report_extras(cfg, data, model, vae, spec["classes"], result)  # intervals, examples, trajectories
-    return finish_run(cfg, run_dir, data, vae, info, result, kind="evaluate", started=t0, uncertainty=unc,
-                      qualitative=qual)
+    return finish_run(
+        cfg, run_dir, data, vae, info, result, kind="evaluate", started=t0, uncertainty=unc, qualitative=qual
+    )
 
 
 def _checked_config(cfg: Config, checkpoint: Path, spec: dict[str, Any], info: dict[str, Any]) -> Config:
@@ -51,19 +53,25 @@ def _checked_config(cfg: Config, checkpoint: Path, spec: dict[str, Any], info: d
     it was trained with is used when the config names none."""
     trained_as = info.get("method", "deco-diff")
     if trained_as != cfg.method:
-        raise CheckpointError(f"--checkpoint {checkpoint}: trained as method={trained_as}, but the config says "
-                              f"method={cfg.method} (pass method={trained_as})")
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: trained as method={trained_as}, but the config says "
+            f"method={cfg.method} (pass method={trained_as})"
+        )
     if spec.get("size") == "custom":  # an imported model of no preset's size: its own architecture
         log(f"UNet: the checkpoint's own architecture (custom: {spec.get('preset')}); model.size is not used")
     elif spec.get("size") != cfg.model.size:
-        raise CheckpointError(f"--checkpoint {checkpoint}: a UNet of size {spec.get('size')}, but the config says "
-                              f"model.size={cfg.model.size} (pass model.size={spec.get('size')})")
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: a UNet of size {spec.get('size')}, but the config says "
+            f"model.size={cfg.model.size} (pass model.size={spec.get('size')})"
+        )
     imported = info.get("imported_from")
     if imported:  # weights made elsewhere: no VAE came with them
         if not cfg.vae.pretrained:
-            raise CheckpointError(f"--checkpoint {checkpoint}: imported from {imported}, it holds no VAE of its "
-                                  f"own: pass vae.pretrained= the VAE its weights were trained with (the authors': "
-                                  f"sd-vae-ft-ema, as a local folder or file)")
+            raise CheckpointError(
+                f"--checkpoint {checkpoint}: imported from {imported}, it holds no VAE of its "
+                f"own: pass vae.pretrained= the VAE its weights were trained with (the authors': "
+                f"sd-vae-ft-ema, as a local folder or file)"
+            )
         log(f"VAE: from the config (vae.pretrained={cfg.vae.pretrained}); the imported checkpoint has none of its own")
     where = info.get("vae_location")
     if not cfg.vae.pretrained and where and Path(where).exists():  # the VAE it was trained with, not a new one
@@ -77,10 +85,14 @@ def _check_vae(checkpoint: Path, spec: dict[str, Any], info: dict[str, Any], vae
     trained_with = info.get("vae_fingerprint")
     where = info.get("vae_location")
     if trained_with and vae.fingerprint and trained_with != vae.fingerprint:
-        raise CheckpointError(f"--checkpoint {checkpoint}: trained with another VAE ({info.get('vae')}; weights "
-                              f"{trained_with[:12]}) than this config gives ({vae.source}; "
-                              f"weights {vae.fingerprint[:12]})"
-                              + (f": pass vae.pretrained={where}" if where else ": pass the VAE it was trained with"))
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: trained with another VAE ({info.get('vae')}; weights "
+            f"{trained_with[:12]}) than this config gives ({vae.source}; "
+            f"weights {vae.fingerprint[:12]})"
+            + (f": pass vae.pretrained={where}" if where else ": pass the VAE it was trained with")
+        )
     if spec.get("latent_channels") != vae.latent_channels:
-        raise CheckpointError(f"--checkpoint {checkpoint}: a UNet for {spec.get('latent_channels')}-channel "
-                              f"latents, but the VAE ({vae.source}) gives {vae.latent_channels}")
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: a UNet for {spec.get('latent_channels')}-channel "
+            f"latents, but the VAE ({vae.source}) gives {vae.latent_channels}"
+        )

@@ -1,5 +1,6 @@
 """`decodiff`: a thin command line over the library. Each command lives in
 harness/commands/<name>.py with `add_parser(subparsers)` and `run(args) -> int`."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,21 @@ import os
 import sys
 
 # Order is the order of `decodiff --help`.
-COMMANDS = ("bench", "data", "train", "evaluate", "predict", "score", "report", "model", "vae", "sweep", "plan", "submit",
-            "jobs")
+COMMANDS = (
+    "bench",
+    "data",
+    "train",
+    "evaluate",
+    "predict",
+    "score",
+    "report",
+    "model",
+    "vae",
+    "sweep",
+    "plan",
+    "submit",
+    "jobs",
+)
 
 EPILOG = """Config: --config PRESET (a name from configs/ or a YAML file) and key.sub=value overrides,
 e.g. `decodiff bench --config demo train.max_steps=500 infer.reverse_steps=2`.
@@ -20,8 +34,12 @@ from decodiff.harness.errors import UsageError  # noqa: E402,F401 (commands rais
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="decodiff", description="Train and benchmark DeCo-Diff for anomaly detection.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="decodiff",
+        description="Train and benchmark DeCo-Diff for anomaly detection.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -34,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nor sent
     from decodiff.datasets.imageio import DataError
-    from decodiff.harness.errors import CheckpointError
     from decodiff.harness.config import ConfigError
-    from decodiff.harness.training.preemption import PREEMPTED_EXIT, Preempted
+    from decodiff.harness.errors import CheckpointError
     from decodiff.harness.tracking import TrackingError
+    from decodiff.harness.training.preemption import PREEMPTED_EXIT, Preempted
     from decodiff.models.errors import VAEError, WeightsError
 
     parser = build_parser()

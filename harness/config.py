@@ -3,6 +3,7 @@ protocol), a YAML preset, and `key.sub=value` overrides from the CLI or a sweep.
 
 Bad values fail before any work starts, with one line naming the key and what is allowed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,20 +72,24 @@ class DataSection(Section):
     demo: DemoSection = DemoSection()
 
     @model_validator(mode="after")
-    def _sizes(self) -> "DataSection":
+    def _sizes(self) -> DataSection:
         if self.resize and self.crop and self.crop > self.resize:
-            raise ValueError(f"data.crop {self.crop} is larger than data.resize {self.resize} (the crop is taken "
-                             f"from the resized image)")
+            raise ValueError(
+                f"data.crop {self.crop} is larger than data.resize {self.resize} (the crop is taken "
+                f"from the resized image)"
+            )
         return self
 
     @model_validator(mode="after")
-    def _options(self) -> "DataSection":
+    def _options(self) -> DataSection:
         if self.options:
             allowed = dataset_spec(self.dataset).options
             wrong = sorted(k for k in self.options if k not in allowed)
             if wrong:
-                raise ValueError(f"data.options {wrong}: not options of the {self.dataset} reader "
-                                 f"(its options: {', '.join(allowed) or 'none'})")
+                raise ValueError(
+                    f"data.options {wrong}: not options of the {self.dataset} reader "
+                    f"(its options: {', '.join(allowed) or 'none'})"
+                )
         return self
 
 
@@ -131,7 +136,7 @@ class ProcessSection(Section):
     r_shuffle: float = Field(default=0.3, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _patches(self) -> "ProcessSection":
+    def _patches(self) -> ProcessSection:
         if len(self.patch_sizes) != len(self.patch_probs):
             raise ValueError("patch_sizes and patch_probs must have the same length")
         if any(p < 1 for p in self.patch_sizes) or any(q < 0 for q in self.patch_probs) or sum(self.patch_probs) <= 0:
@@ -199,7 +204,9 @@ class InferSection(Section):
     # "bf16": UNet and VAE under bfloat16 autocast (maps and latent arithmetic stay float32): a
     # labelled speed switch that changes the numbers; "fp32" (default) is the faithful path
     precision: Literal["fp32", "bf16"] = "fp32"
-    save_maps: bool = True  # anomaly maps (float32 .npz: scoring them again gives the same numbers) in the run folder, for `score` and figures
+    # anomaly maps (float32 .npz: scoring them again gives the same numbers) in the run folder, for `score`
+    # and figures
+    save_maps: bool = True
 
 
 class MetricsSection(Section):
@@ -235,7 +242,7 @@ class Config(Section):
     tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Config":
+    def _consistent(self) -> Config:
         if self.infer.start_step is not None and self.infer.start_step >= self.process.steps:
             raise ValueError(f"infer.start_step must be below process.steps ({self.process.steps})")
         if self.infer.reverse_steps > self.process.steps:
@@ -245,8 +252,10 @@ class Config(Section):
         if self.method == "ddim-recon" and self.infer.strategy != "zt-1":
             raise ValueError("infer.strategy=z0 applies to method=deco-diff only (ddim-recon takes DDIM steps)")
         if self.method == "vae-recon" and (self.infer.combination != "pixel" or self.infer.pixel_reference != "input"):
-            raise ValueError("method=vae-recon scores |Decoder(Encoder(x)) - x| (there is no latent correction): "
-                             "set infer.combination=pixel and infer.pixel_reference=input")
+            raise ValueError(
+                "method=vae-recon scores |Decoder(Encoder(x)) - x| (there is no latent correction): "
+                "set infer.combination=pixel and infer.pixel_reference=input"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -289,7 +298,8 @@ class _StrictLoader(yaml.SafeLoader):
             try:
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+                    )
                 seen[key] = key_node.start_mark.line
             except TypeError:  # an unhashable key: the base class says so
                 pass
@@ -415,7 +425,9 @@ def apply_recipe(data: dict[str, Any]) -> dict[str, Any]:
     return merge(recipe_tree(name), data)
 
 
-def build_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict | None = None) -> Config:
+def build_config(
+    preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), base: dict | None = None
+) -> Config:
     """Defaults <- recipe <- preset <- overrides, validated; raises ConfigError with one line."""
     data: dict[str, Any] = dict(base or {})
     if preset:

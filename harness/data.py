@@ -1,5 +1,6 @@
 """Getting a config's data ready: the demo set generated, native layouts sharded into the
 cache, and loaders over the shards for training and evaluation."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from decodiff.datasets.demo import generate_demo
 from decodiff.datasets.imageio import DataError
-from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.locks import FileLock
+from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.shards import shard_dataset
 from decodiff.datasets.stream import ShardStream, check_shards, collate, load_manifest, shard_counts, shard_urls
 from decodiff.datasets.transforms import Preprocess
@@ -44,7 +45,8 @@ class PreparedData:
 def preprocess_for(cfg: Config, train: bool) -> Preprocess:
     d, t = cfg.data, cfg.train
     return Preprocess(
-        resize=d.resize, crop=d.crop,
+        resize=d.resize,
+        crop=d.crop,
         translate=t.translate if train else 0,
         rotate180=t.rotate180 if train else False,
     )
@@ -75,11 +77,20 @@ def prepare_data(cfg: Config) -> PreparedData:
             with FileLock(lock_path(root), what=f"demo data set {root}"):  # another run may be making it
                 if not (root / "demo.json").is_file():
                     log(f"generating the demo data set in {root}")
-                generate_demo(root, size=d.demo.size, n_train=d.demo.n_train, n_test_good=d.demo.n_test_good,
-                              n_test_per_defect=d.demo.n_test_per_defect, categories=d.demo.categories, seed=0)
+                generate_demo(
+                    root,
+                    size=d.demo.size,
+                    n_train=d.demo.n_train,
+                    n_test_good=d.demo.n_test_good,
+                    n_test_per_defect=d.demo.n_test_per_defect,
+                    categories=d.demo.categories,
+                    seed=0,
+                )
         else:
             if not d.root:
-                raise DataError(f"data.root is not set: give the {d.dataset} folder (data.root=DIR) or shards (data.shards=DIR)")
+                raise DataError(
+                    f"data.root is not set: give the {d.dataset} folder (data.root=DIR) or shards (data.shards=DIR)"
+                )
             root = Path(d.root)
             if not root.is_dir():
                 raise DataError(f"{root}: data folder not found (data.root)")
@@ -102,15 +113,22 @@ def prepare_data(cfg: Config) -> PreparedData:
                 if not (Path(location) / "manifest.json").is_file():
                     log(f"sharding {root} into {location}")
                     with Progress("shard", unit="img") as p:
-                        shard_dataset(d.dataset, root, location, options=options or None, log=log,
-                                      masks_optional=d.masks_optional,
-                                      progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)))
+                        shard_dataset(
+                            d.dataset,
+                            root,
+                            location,
+                            options=options or None,
+                            log=log,
+                            masks_optional=d.masks_optional,
+                            progress=lambda n, total: (setattr(p, "total", total), p.update(n - p.n)),
+                        )
     manifest = load_manifest(location)
     cats = list(d.categories) if d.categories else sorted(manifest.categories)
     unknown = [c for c in cats if c not in manifest.categories]
     if unknown:
-        raise ConfigError(f"bad config value 'data.categories': unknown {unknown}; the data set has "
-                          f"{sorted(manifest.categories)}")
+        raise ConfigError(
+            f"bad config value 'data.categories': unknown {unknown}; the data set has {sorted(manifest.categories)}"
+        )
     check_shards(location, manifest, ("train", "test"), cats, sha256=d.verify)  # a shorter test set never passes
     return PreparedData(location=location, manifest=manifest, categories=cats, source=source)
 
@@ -143,18 +161,35 @@ class _Transformed:
 
 
 def test_loader(cfg: Config, data: PreparedData, rank: int = 0, world_size: int = 1) -> DataLoader:
-    stream = ShardStream(data.urls("test"), counts=data.counts("test"),
-                         transform=_Transformed(preprocess_for(cfg, False), None),
-                         rank=rank, world_size=world_size)
+    stream = ShardStream(
+        data.urls("test"),
+        counts=data.counts("test"),
+        transform=_Transformed(preprocess_for(cfg, False), None),
+        rank=rank,
+        world_size=world_size,
+    )
     return DataLoader(stream, batch_size=cfg.infer.batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
 
 
-def train_image_loader(cfg: Config, data: PreparedData, batch_size: int, seed: int, augment: bool = True,
-                       rank: int = 0, world_size: int = 1, shuffle: bool = True) -> tuple[ShardStream, DataLoader]:
+def train_image_loader(
+    cfg: Config,
+    data: PreparedData,
+    batch_size: int,
+    seed: int,
+    augment: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle: bool = True,
+) -> tuple[ShardStream, DataLoader]:
     pre = preprocess_for(cfg, augment)
-    stream = ShardStream(data.urls("train"), counts=data.counts("train"),
-                         transform=_Transformed(pre, seed if augment else None),
-                         shuffle_buffer=cfg.data.shuffle_buffer if shuffle else 0, seed=seed, rank=rank, world_size=world_size)
+    stream = ShardStream(
+        data.urls("train"),
+        counts=data.counts("train"),
+        transform=_Transformed(pre, seed if augment else None),
+        shuffle_buffer=cfg.data.shuffle_buffer if shuffle else 0,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )
     loader = DataLoader(stream, batch_size=batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
     return stream, loader
-

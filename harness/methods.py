@@ -1,6 +1,7 @@
 """A config's method as the models' objects: the diffusion process it trains and corrects with,
 and the reconstruction and anomaly-map settings of its inference. Training and evaluation both
 take them from here."""
+
 from __future__ import annotations
 
 from decodiff.harness.config import Config
@@ -21,12 +22,27 @@ def make_process(cfg: Config) -> DeviationProcess | NoiseProcess:
 
 def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
     i = cfg.infer
-    return ReconstructionSettings(method=cfg.method, reverse_steps=i.reverse_steps, start_step=i.start_step,
-                                  step_mapping=i.step_mapping, strategy=i.strategy, pixel_reference=i.pixel_reference,
-                                  noise_seed=cfg.run.seed, precision=i.precision)
+    return ReconstructionSettings(
+        method=cfg.method,
+        reverse_steps=i.reverse_steps,
+        start_step=i.start_step,
+        step_mapping=i.step_mapping,
+        strategy=i.strategy,
+        pixel_reference=i.pixel_reference,
+        noise_seed=cfg.run.seed,
+        precision=i.precision,
+    )
 
 
 def map_settings(cfg: Config) -> MapSettings:
     i = cfg.infer
-    return MapSettings(combination=i.combination, gamma_p=i.gamma_p, gamma_l=i.gamma_l, sigma_pixel=i.sigma_pixel,
-                       sigma_latent=i.sigma_latent, image_score=i.image_score, topk=i.topk, pool=i.pool)
+    return MapSettings(
+        combination=i.combination,
+        gamma_p=i.gamma_p,
+        gamma_l=i.gamma_l,
+        sigma_pixel=i.sigma_pixel,
+        sigma_latent=i.sigma_latent,
+        image_score=i.image_score,
+        topk=i.topk,
+        pool=i.pool,
+    )

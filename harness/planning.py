@@ -1,6 +1,7 @@
 """What a run or a sweep will cost on an allocation, before it is submitted: the harness side of
 `jobs/plan.py`. Configs and sweep files are resolved here and handed to the cost model in jobs/
 as plain dicts (jobs never imports the harness), so every default comes from the config model."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -33,8 +34,17 @@ class Plan:
         return {**self.result.to_json(), "time_limit_warning": self.time_limit_warning}
 
 
-def plan(target: str, overrides: Sequence[str] = (), *, gpu: str | None = None, throughput: str | Path | None = None,
-         nodes: int = 1, gpus_per_node: int = 1, time: str | None = None, shards: Sequence[str] = ()) -> Plan:
+def plan(
+    target: str,
+    overrides: Sequence[str] = (),
+    *,
+    gpu: str | None = None,
+    throughput: str | Path | None = None,
+    nodes: int = 1,
+    gpus_per_node: int = 1,
+    time: str | None = None,
+    shards: Sequence[str] = (),
+) -> Plan:
     """GPU-hours and wall-clock of a config (preset or YAML, with overrides) or of every trial of a
     sweep (`shards`: NAME=DIR items for its data sets) on `nodes` x `gpus_per_node` (0: CPU nodes),
     priced by a measured `throughput` file or the built-in estimate for `gpu`; `time`: a SLURM
@@ -47,15 +57,17 @@ def plan(target: str, overrides: Sequence[str] = (), *, gpu: str | None = None, 
             sweep = expand_sweep(target, list(overrides), parse_shards(shards))
             allow_tf32 = all(t.config.train.allow_tf32 for t in sweep.trials)
             profile = device_profile(gpu, throughput, gpus_per_node, allow_tf32)
-            result = plan_sweep(f"sweep {sweep.name}", sweep_workloads(sweep), profile,
-                                sweep_allocation(sweep, nodes, gpus_per_node))
+            result = plan_sweep(
+                f"sweep {sweep.name}", sweep_workloads(sweep), profile, sweep_allocation(sweep, nodes, gpus_per_node)
+            )
         else:
             if shards:
                 raise UsageError("--shards is for sweeps; give a config's shards as data.shards=DIR")
             cfg = build_config(target, list(overrides))
             profile = device_profile(gpu, throughput, gpus_per_node, cfg.train.allow_tf32)
-            result = plan_run(run_workload(cfg, cfg.run.name), profile,
-                              Allocation(nodes=nodes, gpus_per_node=gpus_per_node))
+            result = plan_run(
+                run_workload(cfg, cfg.run.name), profile, Allocation(nodes=nodes, gpus_per_node=gpus_per_node)
+            )
         return Plan(result, time_limit_warning(result, time))
     except JobError as exc:
         raise UsageError(str(exc)) from None
@@ -99,18 +111,24 @@ def sweep_workloads(sweep: SweepPlan) -> list[Workload]:
 def sweep_allocation(sweep: SweepPlan, nodes: int, gpus_per_node: int) -> Allocation:
     """The allocation as the sweep's trials see it: GPUs and processes per trial, trials at once."""
     r = sweep.spec.resources
-    return Allocation(nodes=nodes, gpus_per_node=gpus_per_node, trial_gpus=r.gpus if gpus_per_node else 0,
-                      trial_processes=r.training_processes if gpus_per_node else 1,
-                      max_concurrent=sweep.spec.max_concurrent)
+    return Allocation(
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        trial_gpus=r.gpus if gpus_per_node else 0,
+        trial_processes=r.training_processes if gpus_per_node else 1,
+        max_concurrent=sweep.spec.max_concurrent,
+    )
 
 
-def device_profile(gpu: str | None, throughput: Path | None, gpus_per_node: int,
-                   allow_tf32: bool = True) -> DeviceProfile:
+def device_profile(
+    gpu: str | None, throughput: Path | None, gpus_per_node: int, allow_tf32: bool = True
+) -> DeviceProfile:
     """The measured profile when a throughput file is given, else the built-in estimate."""
     if throughput is not None:
         return measured_profile(
             load_throughput(throughput),
             lambda m: measurement_gflops(m.model, m.latent_size, m.latent_channels, m.num_classes)[0],
             lambda m: measurement_gflops(m.model, m.latent_size, m.latent_channels, m.num_classes, m.reverse_steps)[1],
-            allow_tf32)
+            allow_tf32,
+        )
     return builtin_profile(gpu or ("a100" if gpus_per_node > 0 else "cpu"), allow_tf32)

@@ -1,5 +1,6 @@
 """Progress lines on stderr (stdout stays parseable): stage, count, rate and ETA, throttled so
 that CI logs stay short, and a final line per stage."""
+
 from __future__ import annotations
 
 import sys
@@ -19,8 +20,15 @@ def _fmt_time(s: float) -> str:
 class Progress:
     """`with Progress("train", total=1000, unit="step") as p: p.update(1, loss=0.1)`."""
 
-    def __init__(self, stage: str, total: int | None = None, unit: str = "it", every: float = 5.0,
-                 stream: TextIO | None = None, initial: int = 0):
+    def __init__(
+        self,
+        stage: str,
+        total: int | None = None,
+        unit: str = "it",
+        every: float = 5.0,
+        stream: TextIO | None = None,
+        initial: int = 0,
+    ):
         """`initial`: units done before (a resumed run counts on from there; the rate is of this run's)."""
         self.stage, self.total, self.unit, self.every = stage, total, unit, every
         self.stream = stream or sys.stderr
@@ -30,7 +38,7 @@ class Progress:
         self._last = 0.0
         self.extra: dict[str, float | str] = {}
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

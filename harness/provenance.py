@@ -1,4 +1,5 @@
 """What makes a result traceable: the code version, the environment and the data checksums."""
+
 from __future__ import annotations
 
 import platform
@@ -21,11 +22,17 @@ def code_version() -> str:
     try:
         commit = subprocess.run(
             ["git", "-C", str(PACKAGE_ROOT), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(PACKAGE_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         return f"{version}+g{commit}{'.dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):

@@ -16,6 +16,7 @@ them was set explicitly, and the resolved config, the run report and MLflow list
 Data-set-specific settings (epochs: 800 MVTec-AD / 200 VisA; VisA's 180-degree rotations; the UNet
 size per data set) are not part of a recipe: the paper-main sweep sets them per data set.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,14 +56,20 @@ _COMMON = (
     _s("train.lr", 1e-4, "paper Sec. 5.1 (initial learning rate 1e-4); code"),
     _s("train.min_lr", 1e-5, "paper Sec. 5.1 (minimum 1e-5); code"),
     _s("train.weight_decay", 1e-4, f"{CODE}: AdamW weight decay 1e-4 (paper: AdamW, no decay given)"),
-    _s("train.lr_schedule", "published", "paper Sec. 5.1 (cosine annealing with warm-up); code: per epoch, "
-       "length 1.5 x epochs"),
+    _s(
+        "train.lr_schedule",
+        "published",
+        "paper Sec. 5.1 (cosine annealing with warm-up); code: per epoch, length 1.5 x epochs",
+    ),
     _s("train.warmup", 10, f"{CODE}: 10 warm-up epochs"),
     _s("train.mixed_precision", "no", f"{CODE}: fp32"),
     _s("train.ema", None, f"{CODE}: no EMA"),
     _s("train.translate", 4, f"{CODE}: random translation of up to +-4 px with p = 0.5 (paper: silent)"),
-    _s("train.cache_augment", "exact", "equal in distribution to the code's fresh draw per sample "
-       "(harness: every distinct translation cached)"),
+    _s(
+        "train.cache_augment",
+        "exact",
+        "equal in distribution to the code's fresh draw per sample (harness: every distinct translation cached)",
+    ),
     _s("infer.reverse_steps", 5, "paper Table 3 (the row that equals Table 1); code default"),
     _s("infer.start_step", None, "the step mapping decides"),
     _s("infer.strategy", "zt-1", "paper Eq. 14; Table 3"),
@@ -72,28 +79,44 @@ _COMMON = (
     _s("infer.sigma_latent", 1.0, f"{CODE}: Gaussian blur sigma 1 on the 32x32 latent map (paper: silent)"),
     _s("infer.pixel_reference", "vae", f"{CODE}: against the VAE reconstruction of the input (Eq. 15 writes x_0)"),
     _s("infer.image_score", "max", f"{CODE}: maximum of the map (paper: silent)"),
-    _s("metrics.aupro_protocol", "deco-diff-code", f"{CODE}: 200 thresholds, FPR axis rescaled by the largest "
-       "kept FPR (paper: AUPRO, definition not given)"),
+    _s(
+        "metrics.aupro_protocol",
+        "deco-diff-code",
+        f"{CODE}: 200 thresholds, FPR axis rescaled by the largest kept FPR (paper: AUPRO, definition not given)",
+    ),
     _s("metrics.fpr_limit", 0.3, "paper (AUPRO up to FPR 0.3, as [7, 8]); code"),
-    _s("metrics.image_label", "mask-max", f"{CODE}: an image is anomalous when its cropped mask has a "
-       "positive pixel (paper: silent)"),
+    _s(
+        "metrics.image_label",
+        "mask-max",
+        f"{CODE}: an image is anomalous when its cropped mask has a positive pixel (paper: silent)",
+    ),
 )
 
 _PAPER_ONLY = (
     _s("process.patch_sizes", [1, 2, 4, 8], "paper Sec. 5.1 ({1, 2, 4, 8}); appendix Table 2 (starred)"),
-    _s("process.patch_probs", [0.3333, 0.2778, 0.2222, 0.1667], "not published: the code's weights "
-       ".30/.25/.20/.15 renormalised over the four sizes"),
+    _s(
+        "process.patch_probs",
+        [0.3333, 0.2778, 0.2222, 0.1667],
+        "not published: the code's weights .30/.25/.20/.15 renormalised over the four sizes",
+    ),
     _s("infer.gamma_l", 0.4, "paper appendix Table 2 (starred: Table 1's numbers); Sec. 5.2.3 (gamma_l = 0.4)"),
-    _s("infer.step_mapping", "from-top", "paper Fig. 2, Sec. 4 (the correction starts at T); DDIM's linear "
-       "sub-sequence [28]: 5 steps -> t = 9, 7, 5, 3, 1; 1 step -> t = 9"),
+    _s(
+        "infer.step_mapping",
+        "from-top",
+        "paper Fig. 2, Sec. 4 (the correction starts at T); DDIM's linear "
+        "sub-sequence [28]: 5 steps -> t = 9, 7, 5, 3, 1; 1 step -> t = 9",
+    ),
 )
 
 _CODE_ONLY = (
     _s("process.patch_sizes", [1, 2, 4, 8, 16], f"{CODE}: sizes up to 16 latent cells"),
     _s("process.patch_probs", [0.30, 0.25, 0.20, 0.15, 0.10], f"{CODE}"),
     _s("infer.gamma_l", 0.2, f"{CODE} (appendix Table 2's text calls it best)"),
-    _s("infer.step_mapping", "respacing", f"{CODE}: guided-diffusion's DDIM respacing: 5 steps -> t = 8, 6, 4, "
-       "2, 0; 1 step -> t = 0"),
+    _s(
+        "infer.step_mapping",
+        "respacing",
+        f"{CODE}: guided-diffusion's DDIM respacing: 5 steps -> t = 8, 6, 4, 2, 0; 1 step -> t = 0",
+    ),
 )
 
 
@@ -127,8 +150,12 @@ def recipe_tree(name: str) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
-            and not isinstance(b, bool):
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)))
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))

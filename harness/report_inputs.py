@@ -1,6 +1,7 @@
 """What `decodiff report` reads: a run folder, an MLflow run (by id, from any tracking URI), every
 run of an MLflow experiment, or a sweep folder; each becomes plain `RunData` for decodiff.reports.
 Nothing here formats anything; what cannot be read becomes a (label, dataset, reason) gap."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from typing import Any
 import yaml
 
 from decodiff.datasets.imageio import DataError
-from decodiff.harness.tracking import (TrackedRun, TrackingError, download_report_data, experiment_runs,
-                                       flatten_config, read_run)
+from decodiff.harness.tracking import (
+    TrackedRun,
+    TrackingError,
+    download_report_data,
+    experiment_runs,
+    flatten_config,
+    read_run,
+)
 from decodiff.reports.build import SweepData, SweepTrial
 from decodiff.reports.rundata import FOLDER, RunData, load_run_data
 
@@ -47,11 +54,19 @@ def run_from_dir(folder: Path) -> RunData:
     if (folder / FOLDER / "run.json").is_file():
         return load_run_data(folder / FOLDER, records, params, run_id=summary.get("run_id"))
     prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else {}
-    return RunData(name=folder.name, title=folder.name, dataset=_dataset(records), records=records,
-                   run_id=summary.get("run_id"), params=params,
-                   provenance=[("code version", str(prov.get("code_version", "?")))],
-                   notes=[f"{folder.name} has no {FOLDER}/ (written before reports kept it): no bootstrap intervals, "
-                          "per-image scores or figures."])
+    return RunData(
+        name=folder.name,
+        title=folder.name,
+        dataset=_dataset(records),
+        records=records,
+        run_id=summary.get("run_id"),
+        params=params,
+        provenance=[("code version", str(prov.get("code_version", "?")))],
+        notes=[
+            f"{folder.name} has no {FOLDER}/ (written before reports kept it): no bootstrap intervals, "
+            "per-image scores or figures."
+        ],
+    )
 
 
 def run_from_tracking(uri: str, run_id: str, workdir: Path) -> RunData:
@@ -66,11 +81,19 @@ def _from_tracked(uri: str, tracked: TrackedRun, workdir: Path) -> RunData:
     folder = download_report_data(uri, tracked.run_id, workdir / tracked.run_id)
     if folder is not None:
         return load_run_data(folder, records, tracked.params, run_id=tracked.run_id)
-    return RunData(name=tracked.name, title=tracked.name, dataset=tracked.tags.get("dataset") or _dataset(records),
-                   records=records, run_id=tracked.run_id, params=tracked.params,
-                   provenance=[("code version", tracked.tags.get("code_version", "?"))],
-                   notes=[f"MLflow run {tracked.run_id} logged no {FOLDER}/ artifacts: no bootstrap intervals, "
-                          "per-image scores or figures."])
+    return RunData(
+        name=tracked.name,
+        title=tracked.name,
+        dataset=tracked.tags.get("dataset") or _dataset(records),
+        records=records,
+        run_id=tracked.run_id,
+        params=tracked.params,
+        provenance=[("code version", tracked.tags.get("code_version", "?"))],
+        notes=[
+            f"MLflow run {tracked.run_id} logged no {FOLDER}/ artifacts: no bootstrap intervals, "
+            "per-image scores or figures."
+        ],
+    )
 
 
 def resolve_runs(specs: list[str], uri: str, workdir: Path) -> Inputs:

@@ -1,4 +1,5 @@
 """Run folders: where a run's config, provenance, tables and report live."""
+
 from __future__ import annotations
 
 import secrets

@@ -8,6 +8,7 @@ config (out_dir, cache_dir, data.root, data.shards, vae.pretrained) are made abs
 jobs see the same shared file system from another working directory. Several configs, one task
 per category and `KEY=V1,V2` axes make a job array: their product, one validated config each.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,16 +74,30 @@ class Submission:
     exit_code: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": self.backend, "kind": self.kind, "name": self.name,
-                               "job_dir": str(self.job_dir)}
+        out: dict[str, Any] = {
+            "backend": self.backend,
+            "kind": self.kind,
+            "name": self.name,
+            "job_dir": str(self.job_dir),
+        }
         if self.backend == "slurm":
-            out.update(script=str(self.script), tasks=self.tasks, submitted=self.submitted, warnings=self.warnings,
-                       plan=[p.to_json() for p in self.plans] if self.plans else None)
+            out.update(
+                script=str(self.script),
+                tasks=self.tasks,
+                submitted=self.submitted,
+                warnings=self.warnings,
+                plan=[p.to_json() for p in self.plans] if self.plans else None,
+            )
             if self.submitted:
                 out.update(id=self.id, log=self.log)
             return out
-        out.update(address=self.address, entrypoint=self.entrypoint, runtime_env=self.runtime_env,
-                   submitted=self.submitted, warnings=self.warnings)
+        out.update(
+            address=self.address,
+            entrypoint=self.entrypoint,
+            runtime_env=self.runtime_env,
+            submitted=self.submitted,
+            warnings=self.warnings,
+        )
         if self.submitted:
             out["id"] = self.id
         if self.state is not None:
@@ -95,8 +110,9 @@ def split_items(items: Sequence[str]) -> tuple[list[str], list[str]]:
     return [i for i in items if "=" not in i], [i for i in items if "=" in i]
 
 
-def job_tasks(configs: Sequence[str], overrides: Sequence[str] = (), per_category: str | None = None,
-              arrays: Sequence[str] = ()) -> list[Task]:
+def job_tasks(
+    configs: Sequence[str], overrides: Sequence[str] = (), per_category: str | None = None, arrays: Sequence[str] = ()
+) -> list[Task]:
     """Every array task's validated config: configs x categories x `arrays` values. `per_category`:
     None (no split), "" (the config's categories) or "C1,C2"; `arrays`: KEY=V1,V2 items."""
     axes: list[list[tuple[str, list[str]]]] = []
@@ -114,12 +130,15 @@ def job_tasks(configs: Sequence[str], overrides: Sequence[str] = (), per_categor
             known = _categories(base)
             cats = _split_values(per_category) or known
             if not cats:
-                raise ConfigError(f"--per-category: {config} names no categories and its data set has no known list; "
-                                  "give them: --per-category C1,C2")
+                raise ConfigError(
+                    f"--per-category: {config} names no categories and its data set has no known list; "
+                    "give them: --per-category C1,C2"
+                )
             unknown = [c for c in cats if known and c not in known]
             if unknown:
-                raise ConfigError(f"--per-category: {', '.join(unknown)} not in {config}'s data set "
-                                  f"(it has {', '.join(known)})")
+                raise ConfigError(
+                    f"--per-category: {', '.join(unknown)} not in {config}'s data set (it has {', '.join(known)})"
+                )
             cat_axis = [(c, [f"data.categories=[{c}]"]) for c in cats]
         combos: list[tuple[list[str], list[str]]] = [([], [])]
         for axis in [cat_axis] + axes:
@@ -131,11 +150,22 @@ def job_tasks(configs: Sequence[str], overrides: Sequence[str] = (), per_categor
 
 
 # ---- SLURM -----------------------------------------------------------------------------------------
-def submit_slurm(kind: str, configs: Sequence[str], overrides: Sequence[str] = (), *,
-                 resources: sbatch.SlurmResources | None = None, name: str | None = None,
-                 per_category: str | None = None, arrays: Sequence[str] = (), shards: Sequence[str] = (),
-                 setup: Sequence[str] = (), env_path: bool = True, gpu: str | None = None,
-                 throughput: str | Path | None = None, dry_run: bool = False) -> Submission:
+def submit_slurm(
+    kind: str,
+    configs: Sequence[str],
+    overrides: Sequence[str] = (),
+    *,
+    resources: sbatch.SlurmResources | None = None,
+    name: str | None = None,
+    per_category: str | None = None,
+    arrays: Sequence[str] = (),
+    shards: Sequence[str] = (),
+    setup: Sequence[str] = (),
+    env_path: bool = True,
+    gpu: str | None = None,
+    throughput: str | Path | None = None,
+    dry_run: bool = False,
+) -> Submission:
     """Render an sbatch job for `kind` (train, bench or sweep) of `configs` (presets or YAML files;
     a sweep: one sweep file) with `overrides`, write its folder and, unless `dry_run`, submit it
     and record it for `decodiff jobs`. `resources`: nodes, GPUs, time limit...; `shards`:
@@ -147,8 +177,10 @@ def submit_slurm(kind: str, configs: Sequence[str], overrides: Sequence[str] = (
     try:
         res.check()
         if kind == "sweep" and (per_category is not None or arrays or len(configs) > 1):
-            raise JobError("submit slurm sweep: --per-category/--array/several configs are for train and bench; "
-                           "a sweep spreads its own trials over the Ray cluster")
+            raise JobError(
+                "submit slurm sweep: --per-category/--array/several configs are for train and bench; "
+                "a sweep spreads its own trials over the Ray cluster"
+            )
         if not dry_run and shutil.which("sbatch") is None:
             raise JobError("sbatch not found on PATH: run on a SLURM login node (or --dry-run to only render)")
         cwd = Path.cwd().resolve()
@@ -167,8 +199,15 @@ def submit_slurm(kind: str, configs: Sequence[str], overrides: Sequence[str] = (
             _check_processes(tasks, res.processes)
         plans = _plans(tasks, sweep, gpu, throughput, res.nodes, res.gpus_per_node) if (res.time or dry_run) else None
         job_dir = _new_job_dir(out_dir if out_dir.is_absolute() else cwd / out_dir, name, "slurm", kind)
-        job = sbatch.SlurmJob(kind=kind, name=_slug(name), job_dir=job_dir, workdir=cwd,
-                              env_bin=_env_bin() if env_path else None, setup=list(setup), mixed_precision=mixed)
+        job = sbatch.SlurmJob(
+            kind=kind,
+            name=_slug(name),
+            job_dir=job_dir,
+            workdir=cwd,
+            env_bin=_env_bin() if env_path else None,
+            setup=list(setup),
+            mixed_precision=mixed,
+        )
         if sweep is not None:
             grid_path = Path(configs[0])
             if grid_path.is_file():
@@ -189,27 +228,60 @@ def submit_slurm(kind: str, configs: Sequence[str], overrides: Sequence[str] = (
         script.chmod(0o755)
     except JobError as exc:
         raise UsageError(str(exc)) from None
-    out = Submission("slurm", kind, name, job_dir, text, _report_plans(plans, res.time), plans=plans,
-                     tasks=max(1, len(tasks)), script=script)
+    out = Submission(
+        "slurm",
+        kind,
+        name,
+        job_dir,
+        text,
+        _report_plans(plans, res.time),
+        plans=plans,
+        tasks=max(1, len(tasks)),
+        script=script,
+    )
     if dry_run:
         log(f"dry run: wrote {script}; submit it with `sbatch {script}`")
         return out
     out.id = slurm.submit(script)
-    add_record(JobRecord(id=out.id, backend="slurm", kind=kind, name=name, job_dir=str(job_dir),
-                         submitted=time.strftime("%Y-%m-%dT%H:%M:%S"), script=str(script), tasks=out.tasks,
-                         extra={"labels": [t.label for t in tasks]}))
+    add_record(
+        JobRecord(
+            id=out.id,
+            backend="slurm",
+            kind=kind,
+            name=name,
+            job_dir=str(job_dir),
+            submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            script=str(script),
+            tasks=out.tasks,
+            extra={"labels": [t.label for t in tasks]},
+        )
+    )
     log(f"submitted SLURM job {out.id} ({out.tasks} task(s)); logs in {job_dir}; `decodiff jobs status {out.id}`")
     out.submitted, out.log = True, sbatch.log_pattern(job)
     return out
 
 
 # ---- Ray ---------------------------------------------------------------------------------------
-def submit_ray(kind: str, configs: Sequence[str], overrides: Sequence[str] = (), *, address: str | None = None,
-               cpus: float | None = None, gpus: float | None = None, memory: int | None = None,
-               pip: Sequence[str] = (), py_modules: Sequence[str] = (), env: Sequence[str] = (),
-               runtime_env: str | Path | None = None, name: str | None = None, shards: Sequence[str] = (),
-               gpu: str | None = None, throughput: str | Path | None = None, dry_run: bool = False,
-               follow: bool = False) -> Submission:
+def submit_ray(
+    kind: str,
+    configs: Sequence[str],
+    overrides: Sequence[str] = (),
+    *,
+    address: str | None = None,
+    cpus: float | None = None,
+    gpus: float | None = None,
+    memory: int | None = None,
+    pip: Sequence[str] = (),
+    py_modules: Sequence[str] = (),
+    env: Sequence[str] = (),
+    runtime_env: str | Path | None = None,
+    name: str | None = None,
+    shards: Sequence[str] = (),
+    gpu: str | None = None,
+    throughput: str | Path | None = None,
+    dry_run: bool = False,
+    follow: bool = False,
+) -> Submission:
     """Submit `kind` (train, bench or sweep) of one config (or sweep file) with `overrides` as a Ray
     job to the dashboard at `address` (default $RAY_API_SERVER_ADDRESS): the resolved config
     travels in the job's working directory. `cpus`/`gpus`/`memory` are reserved for the
@@ -222,8 +294,9 @@ def submit_ray(kind: str, configs: Sequence[str], overrides: Sequence[str] = (),
         raise UsageError("submit ray: one config per job (submit one job per data set)")
     address = address or ray_jobs.address_from_env()
     if not address and not dry_run:
-        raise UsageError("submit ray: --address is required (the dashboard's http://HEAD:8265), or set "
-                         "RAY_API_SERVER_ADDRESS")
+        raise UsageError(
+            "submit ray: --address is required (the dashboard's http://HEAD:8265), or set RAY_API_SERVER_ADDRESS"
+        )
     env_vars = {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     for item in env:
         k, sep, v = item.partition("=")
@@ -264,10 +337,20 @@ def submit_ray(kind: str, configs: Sequence[str], overrides: Sequence[str] = (),
                 grid_arg = configs[0]
             # the driver joins the cluster it runs on; outputs go where the submitter's config says
             cache = Path(base.run.cache_dir if base else ".cache/decodiff")
-            sweep_over = list(overrides) + [f"run.out_dir={out_dir}",
-                                            f"run.cache_dir={cache if cache.is_absolute() else cwd / cache}"]
-            entry = ["decodiff", "sweep", grid_arg, *sweep_over, "--address", "auto", "--json",
-                     *[f"--shards={n}={d}" for n, d in parse_shards(shards).items()]]
+            sweep_over = list(overrides) + [
+                f"run.out_dir={out_dir}",
+                f"run.cache_dir={cache if cache.is_absolute() else cwd / cache}",
+            ]
+            entry = [
+                "decodiff",
+                "sweep",
+                grid_arg,
+                *sweep_over,
+                "--address",
+                "auto",
+                "--json",
+                *[f"--shards={n}={d}" for n, d in parse_shards(shards).items()],
+            ]
         else:
             _write_config(tasks[0].cfg, upload / "config.yaml", cwd)
             entry = ["decodiff", kind, "--config", "config.yaml", "--json"]
@@ -283,21 +366,46 @@ def submit_ray(kind: str, configs: Sequence[str], overrides: Sequence[str] = (),
             else:
                 renv[k] = v
         sid = f"decodiff-{kind}-{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        sub = ray_jobs.RaySubmission(entrypoint=entrypoint, submission_id=sid, runtime_env=renv,
-                                     metadata={"decodiff_kind": kind, "decodiff_name": name, "job_dir": str(job_dir)},
-                                     num_cpus=cpus, num_gpus=gpus, memory=memory)
+        sub = ray_jobs.RaySubmission(
+            entrypoint=entrypoint,
+            submission_id=sid,
+            runtime_env=renv,
+            metadata={"decodiff_kind": kind, "decodiff_name": name, "job_dir": str(job_dir)},
+            num_cpus=cpus,
+            num_gpus=gpus,
+            memory=memory,
+        )
         write_atomic(job_dir / "submission.json", json.dumps(sub.__dict__, indent=2) + "\n")
     except JobError as exc:
         raise UsageError(str(exc)) from None
     text = json.dumps({"entrypoint": entrypoint, "runtime_env": renv}, indent=2)
-    out = Submission("ray", kind, name, job_dir, text, _report_plans(plans, None), plans=plans, address=address,
-                     entrypoint=entrypoint, runtime_env=renv)
+    out = Submission(
+        "ray",
+        kind,
+        name,
+        job_dir,
+        text,
+        _report_plans(plans, None),
+        plans=plans,
+        address=address,
+        entrypoint=entrypoint,
+        runtime_env=renv,
+    )
     if dry_run:
         log(f"dry run: wrote {job_dir / 'submission.json'}; nothing submitted")
         return out
     out.id = ray_jobs.submit(address, sub)
-    add_record(JobRecord(id=out.id, backend="ray", kind=kind, name=name, job_dir=str(job_dir),
-                         submitted=time.strftime("%Y-%m-%dT%H:%M:%S"), address=address))
+    add_record(
+        JobRecord(
+            id=out.id,
+            backend="ray",
+            kind=kind,
+            name=name,
+            job_dir=str(job_dir),
+            submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            address=address,
+        )
+    )
     log(f"submitted Ray job {out.id} to {address}; `decodiff jobs logs {out.id}`")
     out.submitted = True
     if follow:
@@ -363,19 +471,36 @@ def _categories(cfg: Config) -> list[str]:
     return list(size.categories) if size else []
 
 
-def _plans(tasks: list[Task], sweep: SweepPlan | None, gpu: str | None, throughput: str | Path | None, nodes: int,
-           gpus_per_node: int) -> list[PlanResult] | None:
+def _plans(
+    tasks: list[Task],
+    sweep: SweepPlan | None,
+    gpu: str | None,
+    throughput: str | Path | None,
+    nodes: int,
+    gpus_per_node: int,
+) -> list[PlanResult] | None:
     """Plans for the tasks (one per task) or the sweep; None when the plan cannot be made."""
     throughput = Path(throughput) if throughput is not None else None
     try:
         if sweep is not None:
             profile = planning.device_profile(gpu, throughput, gpus_per_node, True)
-            return [plan_sweep(sweep.name, planning.sweep_workloads(sweep), profile,
-                               planning.sweep_allocation(sweep, nodes, gpus_per_node))]
+            return [
+                plan_sweep(
+                    sweep.name,
+                    planning.sweep_workloads(sweep),
+                    profile,
+                    planning.sweep_allocation(sweep, nodes, gpus_per_node),
+                )
+            ]
         alloc = Allocation(nodes=nodes, gpus_per_node=gpus_per_node)
-        return [plan_run(planning.run_workload(t.cfg, t.label),
-                         planning.device_profile(gpu, throughput, gpus_per_node, t.cfg.train.allow_tf32), alloc)
-                for t in tasks]
+        return [
+            plan_run(
+                planning.run_workload(t.cfg, t.label),
+                planning.device_profile(gpu, throughput, gpus_per_node, t.cfg.train.allow_tf32),
+                alloc,
+            )
+            for t in tasks
+        ]
     except JobError as exc:
         log(f"plan: not available ({exc})")
         return None
@@ -418,9 +543,11 @@ def _check_processes(tasks: list[Task], processes: int) -> None:
     for t in tasks:
         need = t.cfg.train.grad_accum * processes
         if t.cfg.train.batch_size < need:
-            raise ConfigError(f"train.batch_size {t.cfg.train.batch_size} ({t.label}) is smaller than grad_accum x "
-                              f"processes = {t.cfg.train.grad_accum} x {processes}; raise train.batch_size or use "
-                              "fewer GPUs")
+            raise ConfigError(
+                f"train.batch_size {t.cfg.train.batch_size} ({t.label}) is smaller than grad_accum x "
+                f"processes = {t.cfg.train.grad_accum} x {processes}; raise train.batch_size or use "
+                "fewer GPUs"
+            )
 
 
 def _env_bin() -> Path | None:

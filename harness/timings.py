@@ -2,6 +2,7 @@
 evaluation, report), written as `timings.json` in the run folder and logged as one line, so
 that a slow run says which phase was slow. CPU seconds (all threads of this process) are
 what other load on a shared machine inflates least."""
+
 from __future__ import annotations
 
 import time

@@ -8,6 +8,7 @@ Reading back (`read_run`, `experiment_runs`, `download_report_data`) gives plain
 `decodiff report` rebuilds the report a run wrote: the long table from the metrics and reason
 tags, everything else from the `report_data/` artifacts.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,7 +45,7 @@ def _sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///PATH` URI (None for other URIs and in-memory stores)."""
     if not uri.startswith("sqlite:///"):
         return None
-    rest = uri[len("sqlite:///"):]
+    rest = uri[len("sqlite:///") :]
     return Path(rest) if rest and rest != ":memory:" else None
 
 
@@ -66,17 +67,23 @@ def check_tracking(cfg: Config) -> None:
                 r.read(64)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ConfigError(f"tracking.uri={uri}: no MLflow server answers there ({reason}); start one, "
-                              f"or set tracking.enabled=false") from None
+            raise ConfigError(
+                f"tracking.uri={uri}: no MLflow server answers there ({reason}); start one, "
+                f"or set tracking.enabled=false"
+            ) from None
     elif scheme in ("", "file"):
-        raise ConfigError(f"tracking.uri={uri}: MLflow 3 refuses its plain file store by default; use "
-                          f"sqlite:///PATH.db or a server URL")
+        raise ConfigError(
+            f"tracking.uri={uri}: MLflow 3 refuses its plain file store by default; use "
+            f"sqlite:///PATH.db or a server URL"
+        )
     elif (db := _sqlite_path(uri)) is not None:
         parent = db.resolve().parent
         while not parent.exists() and parent != parent.parent:  # the nearest folder that exists
             parent = parent.parent
         if not (parent.is_dir() and os.access(parent, os.W_OK)):
-            raise ConfigError(f"tracking.uri={uri}: cannot write the database there ({parent} is not a writable folder)")
+            raise ConfigError(
+                f"tracking.uri={uri}: cannot write the database there ({parent} is not a writable folder)"
+            )
         if db.exists():
             problem = _sqlite_problem(db)
             if problem:
@@ -184,13 +191,20 @@ def tracking_failed(cfg: Config, run_id: str | None, exc: BaseException, run_dir
         except Exception:  # the store is gone: the run stays as the server last saw it
             pass
     where = f"; the report and tables are in {run_dir}" if run_dir is not None else ""
-    return TrackingError(f"MLflow at {uri} failed while logging run {run_id or '(not created)'}: {_first_line(exc)}"
-                         f"{where}; the MLflow run is incomplete (FAILED)")
+    return TrackingError(
+        f"MLflow at {uri} failed while logging run {run_id or '(not created)'}: {_first_line(exc)}"
+        f"{where}; the MLflow run is incomplete (FAILED)"
+    )
 
 
-def log_results(cfg: Config, run_id: str, records: list[dict[str, Any]],
-                extra_metrics: dict[str, float] | None = None, params: dict[str, str] | None = None,
-                baseline_records: list[dict[str, Any]] = ()) -> None:
+def log_results(
+    cfg: Config,
+    run_id: str,
+    records: list[dict[str, Any]],
+    extra_metrics: dict[str, float] | None = None,
+    params: dict[str, str] | None = None,
+    baseline_records: list[dict[str, Any]] = (),
+) -> None:
     """The flattened config (and `params`, e.g. the model's initialisation) as params, each
     defined record as a metric under its stable name, each undefined one as a `reason/<name>` tag;
     baselines' records (with "method") under `<method>/<stable name>`, which the reading side does
@@ -200,16 +214,22 @@ def log_results(cfg: Config, run_id: str, records: list[dict[str, Any]],
     client = _client(tracking_uri(cfg))
     items = list({**flatten_config(cfg.to_dict()), **(params or {})}.items())
     for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i:i + 100]])
+        client.log_batch(run_id, params=[Param(k, v) for k, v in items[i : i + 100]])
     now = int(time.time() * 1000)
     records = list(records) + [{**r, "prefix": f"{r['method']}/"} for r in baseline_records]
-    metrics = [Metric(r.get("prefix", "") + metric_name(r), float(r["value"]), now, 0)
-               for r in records if r.get("value") is not None]
+    metrics = [
+        Metric(r.get("prefix", "") + metric_name(r), float(r["value"]), now, 0)
+        for r in records
+        if r.get("value") is not None
+    ]
     metrics += [Metric(k, float(v), now, 0) for k, v in (extra_metrics or {}).items()]
-    tags = [RunTag(REASON_TAG + r.get("prefix", "") + metric_name(r), str(r.get("reason") or "not available")[:4000])
-            for r in records if r.get("value") is None]
+    tags = [
+        RunTag(REASON_TAG + r.get("prefix", "") + metric_name(r), str(r.get("reason") or "not available")[:4000])
+        for r in records
+        if r.get("value") is None
+    ]
     for i in range(0, max(len(metrics), len(tags)), 500):
-        client.log_batch(run_id, metrics=metrics[i:i + 500], tags=tags[i:i + 500])
+        client.log_batch(run_id, metrics=metrics[i : i + 500], tags=tags[i : i + 500])
 
 
 def log_artifacts(cfg: Config, run_id: str, files: list[Path] = (), folders: dict[str, Path] | None = None) -> None:
@@ -274,20 +294,35 @@ class TrackedRun:
                 out.append({"dataset": ds, "category": cat, "level": level, "metric": metric, "value": float(value)})
         for tag, reason in self.tags.items():
             if tag.startswith(REASON_TAG):
-                parsed = parse_metric_name(tag[len(REASON_TAG):])
+                parsed = parse_metric_name(tag[len(REASON_TAG) :])
                 if parsed:
                     ds, cat, level, metric = parsed
-                    out.append({"dataset": ds, "category": cat, "level": level, "metric": metric, "value": None,
-                                "reason": reason})
+                    out.append(
+                        {
+                            "dataset": ds,
+                            "category": cat,
+                            "level": level,
+                            "metric": metric,
+                            "value": None,
+                            "reason": reason,
+                        }
+                    )
         return out
 
 
 def _tracked(client, run) -> TrackedRun:
     exp = client.get_experiment(run.info.experiment_id)
     tags = dict(run.data.tags)
-    return TrackedRun(run.info.run_id, run.info.run_name or tags.get("mlflow.runName", run.info.run_id),
-                      exp.name if exp else run.info.experiment_id, run.info.status, dict(run.data.params), tags,
-                      dict(run.data.metrics), tags.get("mlflow.parentRunId"))
+    return TrackedRun(
+        run.info.run_id,
+        run.info.run_name or tags.get("mlflow.runName", run.info.run_id),
+        exp.name if exp else run.info.experiment_id,
+        run.info.status,
+        dict(run.data.params),
+        tags,
+        dict(run.data.metrics),
+        tags.get("mlflow.parentRunId"),
+    )
 
 
 def _reader(uri: str):
@@ -329,12 +364,14 @@ def experiment_runs(uri: str, experiment: str, *, finished_only: bool = False) -
         raise TrackingError(f"cannot read MLflow experiment {experiment!r} from {uri}: {_first_line(exc)}") from None
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise TrackingError(f"MLflow experiment {experiment!r} not found at {uri} "
-                            f"(experiments there: {', '.join(names) or 'none'})")
+        raise TrackingError(
+            f"MLflow experiment {experiment!r} not found at {uri} (experiments there: {', '.join(names) or 'none'})"
+        )
     runs, token = [], None
     while True:
-        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time ASC"])
+        page = client.search_runs(
+            [exp.experiment_id], max_results=1000, page_token=token, order_by=["attributes.start_time ASC"]
+        )
         runs += [_tracked(client, r) for r in page]
         token = page.token
         if not token:

@@ -9,6 +9,7 @@ Published sizes (standard unsupervised splits; training images are all normal):
   30 categories, 36,465 train / 114,585 test (of 151,050 images).
 Where per-category counts are not listed, a category subset gets its share of the total.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,11 +20,28 @@ if TYPE_CHECKING:
     from decodiff.datasets.manifest import Manifest
 
 MVTEC = {  # category: (train, test)
-    "bottle": (209, 83), "cable": (224, 150), "capsule": (219, 132), "carpet": (280, 117), "grid": (264, 78),
-    "hazelnut": (391, 110), "leather": (245, 124), "metal_nut": (220, 115), "pill": (267, 167), "screw": (320, 160),
-    "tile": (230, 117), "toothbrush": (60, 42), "transistor": (213, 100), "wood": (247, 79), "zipper": (240, 151),
+    "bottle": (209, 83),
+    "cable": (224, 150),
+    "capsule": (219, 132),
+    "carpet": (280, 117),
+    "grid": (264, 78),
+    "hazelnut": (391, 110),
+    "leather": (245, 124),
+    "metal_nut": (220, 115),
+    "pill": (267, 167),
+    "screw": (320, 160),
+    "tile": (230, 117),
+    "toothbrush": (60, 42),
+    "transistor": (213, 100),
+    "wood": (247, 79),
+    "zipper": (240, 151),
 }
-PUBLISHED = {"mvtec": (3629, 1725), "visa": (8659, 2162), "mpdd": (888, 458), "realiad": (36465, 114585)}  # (train, test)
+PUBLISHED = {
+    "mvtec": (3629, 1725),
+    "visa": (8659, 2162),
+    "mpdd": (888, 458),
+    "realiad": (36465, 114585),
+}  # (train, test)
 
 
 @dataclass
@@ -51,14 +69,17 @@ def published_size(dataset: str, categories: list[str] | None = None) -> DataSiz
     train, test = PUBLISHED[dataset]
     cats = list(categories) if categories else list(all_cats)
     if dataset == "mvtec" and all(c in MVTEC for c in cats):
-        return DataSize(dataset, cats, sum(MVTEC[c][0] for c in cats), sum(MVTEC[c][1] for c in cats), "published sizes")
+        return DataSize(
+            dataset, cats, sum(MVTEC[c][0] for c in cats), sum(MVTEC[c][1] for c in cats), "published sizes"
+        )
     share = len(cats) / len(all_cats)
     note = "published sizes" if share == 1 else f"published sizes, {len(cats)}/{len(all_cats)} categories pro rata"
     return DataSize(dataset, cats, round(train * share), round(test * share), note)
 
 
-def manifest_size(location: str | Path, categories: list[str] | None = None,
-                  manifest: Manifest | None = None) -> DataSize | None:
+def manifest_size(
+    location: str | Path, categories: list[str] | None = None, manifest: Manifest | None = None
+) -> DataSize | None:
     """Counts from a shard manifest: `manifest` when the caller has read it already, else the local
     file at `location` (None when there is none)."""
     from decodiff.datasets.manifest import MANIFEST, Manifest
@@ -70,8 +91,14 @@ def manifest_size(location: str | Path, categories: list[str] | None = None,
         manifest = Manifest.load(folder)
     cats = list(categories) if categories else sorted(manifest.categories)
     side = manifest.image_size
-    return DataSize(manifest.dataset, cats, manifest.count("train", cats), manifest.count("test", cats),
-                    f"manifest {folder / MANIFEST}", side[0] if side and side[0] == side[1] else None)
+    return DataSize(
+        manifest.dataset,
+        cats,
+        manifest.count("train", cats),
+        manifest.count("test", cats),
+        f"manifest {folder / MANIFEST}",
+        side[0] if side and side[0] == side[1] else None,
+    )
 
 
 def demo_size(demo: dict, categories: list[str] | None = None) -> DataSize:
@@ -79,8 +106,9 @@ def demo_size(demo: dict, categories: list[str] | None = None) -> DataSize:
     from decodiff.datasets.demo import CATEGORIES, DEMO_CATEGORIES
 
     cats = list(categories or demo.get("categories") or DEMO_CATEGORIES)
-    test = sum(demo["n_test_good"] + demo["n_test_per_defect"] * len(CATEGORIES[c].defects)
-               for c in cats if c in CATEGORIES)
+    test = sum(
+        demo["n_test_good"] + demo["n_test_per_defect"] * len(CATEGORIES[c].defects) for c in cats if c in CATEGORIES
+    )
     return DataSize("demo", cats, demo["n_train"] * len(cats), test, "demo settings", demo["size"])
 
 

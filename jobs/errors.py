@@ -1,4 +1,5 @@
 """The one error type of job submission: a message for the user, nothing submitted."""
+
 from __future__ import annotations
 
 

@@ -10,6 +10,7 @@ Model of time
   enough trials), and the wall-clock is the last slot to finish.
 - GPU-hours are what the allocation holds: wall-clock x GPUs allocated.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -56,14 +57,31 @@ class RunEstimate:
 
     def to_json(self) -> dict[str, Any]:
         w = self.workload
-        return {"label": self.label, "dataset": w.data.dataset, "categories": len(w.data.categories),
-                "train_images": w.data.train, "test_images": w.data.test, "data_source": w.data.source,
-                "model": w.model, "image_size": w.image_size, "latent_size": w.latent_size,
-                "train_steps": w.train_steps, "batch_size": w.batch_size, "processes": self.processes,
-                "shared_training": self.shared_training,
-                "phases": [{"name": p.name, "tflop": round(p.gflops / 1e3, 3), "seconds": round(self.phase_seconds[p.name], 1),
-                            "detail": p.detail} for p in w.phases],
-                "seconds": round(self.seconds, 1)}
+        return {
+            "label": self.label,
+            "dataset": w.data.dataset,
+            "categories": len(w.data.categories),
+            "train_images": w.data.train,
+            "test_images": w.data.test,
+            "data_source": w.data.source,
+            "model": w.model,
+            "image_size": w.image_size,
+            "latent_size": w.latent_size,
+            "train_steps": w.train_steps,
+            "batch_size": w.batch_size,
+            "processes": self.processes,
+            "shared_training": self.shared_training,
+            "phases": [
+                {
+                    "name": p.name,
+                    "tflop": round(p.gflops / 1e3, 3),
+                    "seconds": round(self.phase_seconds[p.name], 1),
+                    "detail": p.detail,
+                }
+                for p in w.phases
+            ],
+            "seconds": round(self.seconds, 1),
+        }
 
 
 @dataclass
@@ -79,10 +97,19 @@ class PlanResult:
 
     def to_json(self) -> dict[str, Any]:
         a = self.allocation
-        return {"title": self.title, "nodes": a.nodes, "gpus_per_node": a.gpus_per_node, "concurrent": self.concurrent,
-                "device": profile_to_json(self.profile), "runs": [r.to_json() for r in self.runs],
-                "wall_seconds": round(self.wall_seconds, 1), "wall_clock": format_time(self.wall_seconds),
-                "gpu_hours": round(self.gpu_hours, 2), "estimate": not self.profile.measured, "notes": self.notes}
+        return {
+            "title": self.title,
+            "nodes": a.nodes,
+            "gpus_per_node": a.gpus_per_node,
+            "concurrent": self.concurrent,
+            "device": profile_to_json(self.profile),
+            "runs": [r.to_json() for r in self.runs],
+            "wall_seconds": round(self.wall_seconds, 1),
+            "wall_clock": format_time(self.wall_seconds),
+            "gpu_hours": round(self.gpu_hours, 2),
+            "estimate": not self.profile.measured,
+            "notes": self.notes,
+        }
 
 
 def _efficiency(processes: int, nodes: int) -> float:
@@ -91,8 +118,9 @@ def _efficiency(processes: int, nodes: int) -> float:
     return INTER_NODE_EFFICIENCY if nodes > 1 else INTRA_NODE_EFFICIENCY
 
 
-def phase_seconds(w: Workload, profile: DeviceProfile, processes: int, nodes: int = 1,
-                  skip_training: bool = False) -> dict[str, float]:
+def phase_seconds(
+    w: Workload, profile: DeviceProfile, processes: int, nodes: int = 1, skip_training: bool = False
+) -> dict[str, float]:
     out = {}
     for p in w.phases:
         if skip_training and p.name != "evaluate":
@@ -137,16 +165,20 @@ def plan_sweep(title: str, trials: list[Workload], profile: DeviceProfile, alloc
     wall = max(finish) if finish else 0.0
     gpus = alloc.gpus or alloc.nodes
     notes = _notes(profile, alloc)
-    notes.append(f"{len(trials)} trials, {len(groups)} trainings; up to {slots} trials at once "
-                 f"({alloc.trial_gpus:g} GPU(s) per trial)")
+    notes.append(
+        f"{len(trials)} trials, {len(groups)} trainings; up to {slots} trials at once "
+        f"({alloc.trial_gpus:g} GPU(s) per trial)"
+    )
     return PlanResult(title, alloc, profile, runs, wall, wall * gpus / 3600, slots, notes)
 
 
 def _notes(profile: DeviceProfile, alloc: Allocation) -> list[str]:
     notes = [profile.source] + list(profile.notes)
     if alloc.processes > 1:
-        notes.append(f"data-parallel efficiency {INTRA_NODE_EFFICIENCY:.0%} on one node, {INTER_NODE_EFFICIENCY:.0%} "
-                     f"across nodes; {STARTUP_SECONDS:.0f} s start-up per run (estimates)")
+        notes.append(
+            f"data-parallel efficiency {INTRA_NODE_EFFICIENCY:.0%} on one node, {INTER_NODE_EFFICIENCY:.0%} "
+            f"across nodes; {STARTUP_SECONDS:.0f} s start-up per run (estimates)"
+        )
     return notes
 
 
@@ -157,18 +189,34 @@ def format_table(plan: PlanResult) -> str:
     for r in plan.runs:
         w = r.workload
         train = sum(v for k, v in r.phase_seconds.items() if k != "evaluate")
-        rows.append([r.label, w.data.dataset, f"{w.data.train}/{w.data.test}", f"{w.model} @{w.latent_size}",
-                     f"{w.train_steps}", "shared" if r.shared_training else format_duration(train),
-                     format_duration(r.phase_seconds.get("evaluate", 0.0)), format_duration(r.seconds)])
+        rows.append(
+            [
+                r.label,
+                w.data.dataset,
+                f"{w.data.train}/{w.data.test}",
+                f"{w.model} @{w.latent_size}",
+                f"{w.train_steps}",
+                "shared" if r.shared_training else format_duration(train),
+                format_duration(r.phase_seconds.get("evaluate", 0.0)),
+                format_duration(r.seconds),
+            ]
+        )
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(str(c).ljust(wd) for c, wd in zip(cells, widths)).rstrip()  # noqa: E731
-    out = [f"plan: {plan.title} on {plan.allocation.describe()} - {plan.profile.title}"
-           + ("" if plan.profile.measured else " (ESTIMATE)"), line(head), line(["-" * wd for wd in widths])]
+    out = [
+        f"plan: {plan.title} on {plan.allocation.describe()} - {plan.profile.title}"
+        + ("" if plan.profile.measured else " (ESTIMATE)"),
+        line(head),
+        line(["-" * wd for wd in widths]),
+    ]
     out += [line(r) for r in rows]
-    out.append(f"total: wall-clock {format_duration(plan.wall_seconds)} ({format_time(plan.wall_seconds)}), "
-               f"{plan.gpu_hours:.1f} GPU-hours allocated" if plan.allocation.gpus else
-               f"total: wall-clock {format_duration(plan.wall_seconds)} ({format_time(plan.wall_seconds)}), "
-               f"{plan.gpu_hours:.1f} node-hours (CPU)")
+    out.append(
+        f"total: wall-clock {format_duration(plan.wall_seconds)} ({format_time(plan.wall_seconds)}), "
+        f"{plan.gpu_hours:.1f} GPU-hours allocated"
+        if plan.allocation.gpus
+        else f"total: wall-clock {format_duration(plan.wall_seconds)} ({format_time(plan.wall_seconds)}), "
+        f"{plan.gpu_hours:.1f} node-hours (CPU)"
+    )
     out += [f"  note: {n}" for n in plan.notes]
     return "\n".join(out)
 
@@ -182,7 +230,9 @@ def time_limit_warning(plan: PlanResult, limit: str | None) -> str | None:
     if secs < need * 1.2:
         kind = "estimate" if not plan.profile.measured else "measured-throughput estimate"
         short = "shorter than" if secs < need else "within 20% of"
-        return (f"--time {limit} ({format_duration(secs)}) is {short} the {kind} of {format_duration(need)} "
-                f"({format_time(need * 1.2)} with a 20% margin); the job will be stopped by the time limit, "
-                f"checkpointed and requeued" + ("" if plan.profile.measured else "; --throughput FILE makes this precise"))
+        return (
+            f"--time {limit} ({format_duration(secs)}) is {short} the {kind} of {format_duration(need)} "
+            f"({format_time(need * 1.2)} with a 20% margin); the job will be stopped by the time limit, "
+            f"checkpointed and requeued" + ("" if plan.profile.measured else "; --throughput FILE makes this precise")
+        )
     return None

@@ -6,6 +6,7 @@ The address is checked with one short HTTP request before the client is built, s
 unreachable or wrong address fails in seconds instead of waiting on TCP time-outs. Needs
 `ray[default]` on the submitting side and a head started with the dashboard.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from decodiff.jobs.errors import JobError
 
@@ -34,8 +36,10 @@ def address_from_env() -> str | None:
 def normalise_address(address: str) -> str:
     a = address.strip().rstrip("/")
     if a.startswith("ray://"):
-        raise JobError(f"--address {address}: that is a Ray Client address; the Job Submission API is the "
-                       "dashboard's HTTP address, e.g. http://HEAD:8265")
+        raise JobError(
+            f"--address {address}: that is a Ray Client address; the Job Submission API is the "
+            "dashboard's HTTP address, e.g. http://HEAD:8265"
+        )
     if not a.startswith(("http://", "https://")):
         a = "http://" + a
     return a
@@ -48,12 +52,16 @@ def check_reachable(address: str, timeout: float = PROBE_TIMEOUT) -> dict[str, A
         with urllib.request.urlopen(url, timeout=timeout) as r:
             body = r.read(65536)
     except urllib.error.HTTPError as exc:
-        raise JobError(f"--address {address}: HTTP {exc.code} from {url}; is this a Ray dashboard "
-                       "(started with the dashboard, ray[default])?") from None
+        raise JobError(
+            f"--address {address}: HTTP {exc.code} from {url}; is this a Ray dashboard "
+            "(started with the dashboard, ray[default])?"
+        ) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         why = getattr(exc, "reason", exc)
-        raise JobError(f"--address {address}: Ray Jobs API not reachable ({why}); start the head with its "
-                       "dashboard (`ray start --head`, ray[default]) or check host and port (default 8265)") from None
+        raise JobError(
+            f"--address {address}: Ray Jobs API not reachable ({why}); start the head with its "
+            "dashboard (`ray start --head`, ray[default]) or check host and port (default 8265)"
+        ) from None
     try:
         info = json.loads(body)
     except ValueError:
@@ -90,10 +98,15 @@ def submit(address: str, sub: RaySubmission) -> str:
     check_reachable(address)
     client = _client(address)
     try:
-        return client.submit_job(entrypoint=sub.entrypoint, submission_id=sub.submission_id,
-                                  runtime_env=sub.runtime_env or None, metadata=sub.metadata or None,
-                                  entrypoint_num_cpus=sub.num_cpus, entrypoint_num_gpus=sub.num_gpus,
-                                  entrypoint_memory=sub.memory)
+        return client.submit_job(
+            entrypoint=sub.entrypoint,
+            submission_id=sub.submission_id,
+            runtime_env=sub.runtime_env or None,
+            metadata=sub.metadata or None,
+            entrypoint_num_cpus=sub.num_cpus,
+            entrypoint_num_gpus=sub.num_gpus,
+            entrypoint_memory=sub.memory,
+        )
     except Exception as exc:
         raise JobError(f"Ray job submission to {address} failed: {str(exc).splitlines()[0]}") from None
 
@@ -113,8 +126,15 @@ class RayJobState:
         return self.state in FINAL
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "state": self.state, "exit_code": self.exit_code, "message": self.message,
-                "start_time": self.start_time, "end_time": self.end_time, "entrypoint": self.entrypoint}
+        return {
+            "id": self.id,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "entrypoint": self.entrypoint,
+        }
 
 
 def _call(address: str, what: str, fn):
@@ -129,10 +149,15 @@ def _call(address: str, what: str, fn):
 
 def status(address: str, job_id: str) -> RayJobState:
     info = _call(address, f"job {job_id}", lambda c: c.get_job_info(job_id))
-    return RayJobState(job_id, str(getattr(info.status, "value", info.status)), info.message or "",
-                       getattr(info, "driver_exit_code", None),
-                       info.start_time / 1000 if info.start_time else None,
-                       info.end_time / 1000 if info.end_time else None, info.entrypoint or "")
+    return RayJobState(
+        job_id,
+        str(getattr(info.status, "value", info.status)),
+        info.message or "",
+        getattr(info, "driver_exit_code", None),
+        info.start_time / 1000 if info.start_time else None,
+        info.end_time / 1000 if info.end_time else None,
+        info.entrypoint or "",
+    )
 
 
 def logs(address: str, job_id: str) -> str:

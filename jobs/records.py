@@ -5,6 +5,7 @@ One JSON line per submission in `$DECODIFF_STATE_DIR/jobs.jsonl` (default
 `$XDG_STATE_HOME/decodiff`, else `~/.local/state/decodiff`). Each job's folder also keeps its own
 `job.json`, so the index can be rebuilt from the folders.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
 
 
 @dataclass
@@ -81,4 +81,3 @@ def find_record(job_id: str) -> JobRecord | None:
         if rec.id in (job_id, base):
             return rec
     return None
-

@@ -33,6 +33,7 @@ Preemption
 Every task writes `status/<job id>.exit` (its exit code) or `status/<job id>.requeued` into the
 job folder, which `decodiff jobs status` reads once SLURM has forgotten the job.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -74,7 +75,9 @@ class SlurmResources:
         if self.processes_per_node is not None and self.processes_per_node < 1:
             raise JobError(f"--processes-per-node {self.processes_per_node}: expected 1 or more")
         if self.processes_per_node and self.gpus_per_node and self.processes_per_node > self.gpus_per_node:
-            raise JobError(f"--processes-per-node {self.processes_per_node}: more than the {self.gpus_per_node} GPUs per node")
+            raise JobError(
+                f"--processes-per-node {self.processes_per_node}: more than the {self.gpus_per_node} GPUs per node"
+            )
         if self.max_parallel is not None and self.max_parallel < 1:
             raise JobError(f"--max-parallel {self.max_parallel}: expected 1 or more")
         if self.time is not None:
@@ -157,9 +160,15 @@ def render(job: SlurmJob, res: SlurmResources) -> str:
     ]
     if res.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={res.gpus_per_node}")
-    for opt, value in (("cpus-per-task", res.cpus_per_task), ("mem", res.mem), ("time", res.time),
-                       ("partition", res.partition), ("account", res.account), ("qos", res.qos),
-                       ("constraint", res.constraint)):
+    for opt, value in (
+        ("cpus-per-task", res.cpus_per_task),
+        ("mem", res.mem),
+        ("time", res.time),
+        ("partition", res.partition),
+        ("account", res.account),
+        ("qos", res.qos),
+        ("constraint", res.constraint),
+    ):
         if value is not None:
             lines.append(f"#SBATCH --{opt}={_sbatch_value(str(value))}")
     lines += [
@@ -176,7 +185,7 @@ def render(job: SlurmJob, res: SlurmResources) -> str:
     lines += ["", "set -uo pipefail"]
     lines += list(job.setup)
     if job.env_bin is not None:
-        lines.append(f"export PATH={q(str(job.env_bin))}:\"$PATH\"")
+        lines.append(f'export PATH={q(str(job.env_bin))}:"$PATH"')
     env = {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **job.env}
     lines += [f"export {k}={q(v)}" for k, v in env.items()]
     lines += [
@@ -201,7 +210,7 @@ def _sbatch_value(v: str) -> str:
 
 
 # Shared by every script: task identity, status files, signal handling, running a step.
-_COMMON = r'''
+_COMMON = r"""
 TASK=${SLURM_ARRAY_TASK_ID:-0}
 if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then TASK_ID="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"; else TASK_ID="$SLURM_JOB_ID"; fi
 mkdir -p "$JOB_DIR/status"
@@ -281,7 +290,7 @@ for port in list(range(start, start + 200)) + [0]:
         s.close()
 PY
 }
-'''
+"""
 
 
 def _config_body(job: SlurmJob, res: SlurmResources) -> str:
@@ -291,7 +300,7 @@ def _config_body(job: SlurmJob, res: SlurmResources) -> str:
     out = [
         f"CONFIGS=({configs})",
         f"LABELS=({labels})",
-        'CONFIG=${CONFIGS[$TASK]}',
+        "CONFIG=${CONFIGS[$TASK]}",
         'say "config $CONFIG (${LABELS[$TASK]})"',
         # train/bench only (not sweeps, whose failed trials must not requeue the job): a launcher
         # turns the training's exit 75 into 1, so the training also says so through this file
@@ -301,35 +310,40 @@ def _config_body(job: SlurmJob, res: SlurmResources) -> str:
     if not distributed:
         # one process: the command itself, as a job step
         out.append(f'run_step srun --ntasks=1 decodiff {job.kind} --config "$CONFIG"')
-        out.append('finish $?')
+        out.append("finish $?")
         return "\n".join(out) + "\n"
     launch = [
         "exec accelerate launch",
-        "--num_machines \"$SLURM_NNODES\"",
-        "--machine_rank \"$SLURM_NODEID\"",
-        "--main_process_ip \"$MAIN_ADDR\"",
-        "--main_process_port \"$MAIN_PORT\"",
-        "--num_processes \"$NUM_PROCESSES\"",
+        '--num_machines "$SLURM_NNODES"',
+        '--machine_rank "$SLURM_NODEID"',
+        '--main_process_ip "$MAIN_ADDR"',
+        '--main_process_port "$MAIN_PORT"',
+        '--num_processes "$NUM_PROCESSES"',
     ]
     # torchrun's launcher for GPUs and CPUs alike (ACCELERATE_USE_CPU=true: gloo instead of NCCL)
     launch += ["--multi_gpu"] + (["--gpu_ids all"] if res.gpus_per_node > 0 else [])
     if res.nodes > 1:
         launch += ["--rdzv_backend static", "--same_network"]
-    launch += [f"--mixed_precision {q(job.mixed_precision)}", "--dynamo_backend no", "--max_restarts 0",
-               '"$(command -v decodiff)" train --config "$CONFIG"']
+    launch += [
+        f"--mixed_precision {q(job.mixed_precision)}",
+        "--dynamo_backend no",
+        "--max_restarts 0",
+        '"$(command -v decodiff)" train --config "$CONFIG"',
+    ]
     out += [
         'MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        'MAIN_PORT=$(free_port $((20000 + SLURM_JOB_ID % 20000)))',
+        "MAIN_PORT=$(free_port $((20000 + SLURM_JOB_ID % 20000)))",
         f"NUM_PROCESSES={res.processes}",
-        'export MAIN_ADDR MAIN_PORT NUM_PROCESSES CONFIG',
+        "export MAIN_ADDR MAIN_PORT NUM_PROCESSES CONFIG",
     ]
     if res.gpus_per_node == 0:
         out.append("export ACCELERATE_USE_CPU=true  # CPU nodes: processes talk over gloo")
     out += [
         'say "training on $SLURM_NNODES node(s) x $GPUS_PER_NODE GPU(s): $NUM_PROCESSES processes, main $MAIN_ADDR:$MAIN_PORT"',
         "# one launcher per node; the single quotes defer $SLURM_NODEID to each node",
-        "run_step srun --nodes=\"$SLURM_NNODES\" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c '"
-        + " \\\n    ".join(launch) + "'",
+        'run_step srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 bash -c \''
+        + " \\\n    ".join(launch)
+        + "'",
         "rc=$?",
     ]
     if job.kind == "bench":
@@ -348,33 +362,38 @@ def _sweep_body(job: SlurmJob, res: SlurmResources) -> str:
     q = shlex.quote
     over = "".join(" " + q(a) for a in job.sweep_overrides)  # positionals right after the file (argparse)
     opts = "".join(" " + q(a) for a in job.sweep_options)
-    cpus = '${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}'
-    return "\n".join([
-        f"GRID={q(str(job.grid))}",
-        'SWEEP_DIR="$JOB_DIR/sweep"',
-        'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-        'HEAD_IP=$(hostname --ip-address | awk \'{print $1}\')',
-        'RAY_PORT=$(free_port $((40000 + SLURM_JOB_ID % 20000)))',
-        'RAY_TMP="/tmp/ray-$SLURM_JOB_ID"',
-        'export RAY_USAGE_STATS_ENABLED=0',
-        'RAY_PIDS=()',
-        'stop_ray() { if [ ${#RAY_PIDS[@]} -gt 0 ]; then kill -TERM "${RAY_PIDS[@]}" 2>/dev/null; wait "${RAY_PIDS[@]}" 2>/dev/null; fi; }',
-        'say "Ray head on $HEAD_NODE ($HEAD_IP:$RAY_PORT), $SLURM_NNODES node(s) x $GPUS_PER_NODE GPU(s)"',
-        f'srun --overlap --nodes=1 --ntasks=1 -w "$HEAD_NODE" ray start --head --block --node-ip-address="$HEAD_IP" '
-        f'--port="$RAY_PORT" --num-cpus={cpus} --num-gpus="$GPUS_PER_NODE" --include-dashboard=false '
-        '--temp-dir="$RAY_TMP" --disable-usage-stats &',
-        'RAY_PIDS+=($!)',
-        'for i in $(seq 1 120); do ray status --address="$HEAD_IP:$RAY_PORT" >/dev/null 2>&1 && break; sleep 1; done',
-        'if ! ray status --address="$HEAD_IP:$RAY_PORT" >/dev/null 2>&1; then say "the Ray head did not come up"; stop_ray; finish 1; fi',
-        'for node in $(scontrol show hostnames "$SLURM_JOB_NODELIST" | tail -n +2); do',
-        f'  srun --overlap --nodes=1 --ntasks=1 -w "$node" ray start --block --address="$HEAD_IP:$RAY_PORT" '
-        f'--num-cpus={cpus} --num-gpus="$GPUS_PER_NODE" --temp-dir="$RAY_TMP" --disable-usage-stats &',
-        '  RAY_PIDS+=($!)',
-        'done',
-        'RESUME=()',
-        'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] || [ -d "$SWEEP_DIR" ]; then RESUME=(--resume); fi',
-        f'run_step decodiff sweep "$GRID"{over} --address "$HEAD_IP:$RAY_PORT" --out "$SWEEP_DIR" "${{RESUME[@]}}"{opts}',
-        'rc=$?',
-        'stop_ray',
-        'finish "$rc"',
-    ]) + "\n"
+    cpus = "${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}"
+    return (
+        "\n".join(
+            [
+                f"GRID={q(str(job.grid))}",
+                'SWEEP_DIR="$JOB_DIR/sweep"',
+                'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+                "HEAD_IP=$(hostname --ip-address | awk '{print $1}')",
+                "RAY_PORT=$(free_port $((40000 + SLURM_JOB_ID % 20000)))",
+                'RAY_TMP="/tmp/ray-$SLURM_JOB_ID"',
+                "export RAY_USAGE_STATS_ENABLED=0",
+                "RAY_PIDS=()",
+                'stop_ray() { if [ ${#RAY_PIDS[@]} -gt 0 ]; then kill -TERM "${RAY_PIDS[@]}" 2>/dev/null; wait "${RAY_PIDS[@]}" 2>/dev/null; fi; }',
+                'say "Ray head on $HEAD_NODE ($HEAD_IP:$RAY_PORT), $SLURM_NNODES node(s) x $GPUS_PER_NODE GPU(s)"',
+                f'srun --overlap --nodes=1 --ntasks=1 -w "$HEAD_NODE" ray start --head --block --node-ip-address="$HEAD_IP" '
+                f'--port="$RAY_PORT" --num-cpus={cpus} --num-gpus="$GPUS_PER_NODE" --include-dashboard=false '
+                '--temp-dir="$RAY_TMP" --disable-usage-stats &',
+                "RAY_PIDS+=($!)",
+                'for i in $(seq 1 120); do ray status --address="$HEAD_IP:$RAY_PORT" >/dev/null 2>&1 && break; sleep 1; done',
+                'if ! ray status --address="$HEAD_IP:$RAY_PORT" >/dev/null 2>&1; then say "the Ray head did not come up"; stop_ray; finish 1; fi',
+                'for node in $(scontrol show hostnames "$SLURM_JOB_NODELIST" | tail -n +2); do',
+                f'  srun --overlap --nodes=1 --ntasks=1 -w "$node" ray start --block --address="$HEAD_IP:$RAY_PORT" '
+                f'--num-cpus={cpus} --num-gpus="$GPUS_PER_NODE" --temp-dir="$RAY_TMP" --disable-usage-stats &',
+                "  RAY_PIDS+=($!)",
+                "done",
+                "RESUME=()",
+                'if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] || [ -d "$SWEEP_DIR" ]; then RESUME=(--resume); fi',
+                f'run_step decodiff sweep "$GRID"{over} --address "$HEAD_IP:$RAY_PORT" --out "$SWEEP_DIR" "${{RESUME[@]}}"{opts}',
+                "rc=$?",
+                "stop_ray",
+                'finish "$rc"',
+            ]
+        )
+        + "\n"
+    )

@@ -5,28 +5,42 @@ Status comes from `scontrol show job` while SLURM knows the job (finished jobs s
 MinJobAge, 5 minutes by default), then from the status files the job script writes into its
 folder, so it needs no accounting database (`sacct`).
 """
+
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from decodiff.jobs.errors import JobError
 
 TIMEOUT = 30  # seconds for one SLURM client command
-FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-                "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "SPECIAL_EXIT",
+    "REVOKED",
+}
 
 
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise JobError(f"{name} not found on PATH: SLURM's client commands are needed (install slurm-client, "
-                       f"or run on a login node)")
+        raise JobError(
+            f"{name} not found on PATH: SLURM's client commands are needed (install slurm-client, "
+            f"or run on a login node)"
+        )
     return path
 
 
@@ -34,7 +48,9 @@ def _run(args: list[str], what: str, check: bool = True) -> subprocess.Completed
     try:
         p = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise JobError(f"{what}: `{' '.join(args[:2])}` gave no answer in {TIMEOUT} s (is slurmctld reachable?)") from None
+        raise JobError(
+            f"{what}: `{' '.join(args[:2])}` gave no answer in {TIMEOUT} s (is slurmctld reachable?)"
+        ) from None
     if check and p.returncode != 0:
         msg = (p.stderr or p.stdout).strip().splitlines()
         raise JobError(f"{what}: {msg[-1] if msg else f'{args[0]} exited {p.returncode}'}")
@@ -64,8 +80,14 @@ class TaskState:
         return self.state in FINAL_STATES
 
     def to_json(self) -> dict:
-        return {"id": self.id, "state": self.state, "exit_code": self.exit_code, "reason": self.reason,
-                "elapsed": self.elapsed, "node": self.node}
+        return {
+            "id": self.id,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "elapsed": self.elapsed,
+            "node": self.node,
+        }
 
 
 def _scontrol(job_id: str) -> list[TaskState]:
@@ -85,8 +107,16 @@ def _scontrol(job_id: str) -> list[TaskState]:
         code = f.get("ExitCode", "")
         exit_code = int(code.split(":")[0]) if re.match(r"^\d+:\d+$", code) else None
         reason = f.get("Reason", "")
-        out.append(TaskState(tid, f.get("JobState", "UNKNOWN"), exit_code, "" if reason == "None" else reason,
-                             f.get("RunTime", ""), f.get("BatchHost", "") or f.get("NodeList", "")))
+        out.append(
+            TaskState(
+                tid,
+                f.get("JobState", "UNKNOWN"),
+                exit_code,
+                "" if reason == "None" else reason,
+                f.get("RunTime", ""),
+                f.get("BatchHost", "") or f.get("NodeList", ""),
+            )
+        )
     return out
 
 
@@ -118,8 +148,10 @@ def status(job_id: str, job_dir: Path | None = None, tasks: int = 1) -> list[Tas
     when it names one task."""
     states = _scontrol(job_id) or _from_folder(job_id, job_dir, tasks)
     if not states:
-        raise JobError(f"job {job_id}: SLURM does not know it (finished jobs are forgotten after MinJobAge) "
-                       "and no job folder was recorded for it")
+        raise JobError(
+            f"job {job_id}: SLURM does not know it (finished jobs are forgotten after MinJobAge) "
+            "and no job folder was recorded for it"
+        )
     if "_" in job_id:
         states = [s for s in states if s.id == job_id] or states
     return sorted(states, key=lambda s: _order(s.id))
@@ -188,8 +220,9 @@ def cancel(job_id: str, signal: str | None = None) -> None:
     _run(args + [job_id], f"scancel {job_id}")
 
 
-def wait(job_id: str, job_dir: Path | None = None, tasks: int = 1, timeout: float | None = None,
-         poll: float = 1.0) -> list[TaskState]:
+def wait(
+    job_id: str, job_dir: Path | None = None, tasks: int = 1, timeout: float | None = None, poll: float = 1.0
+) -> list[TaskState]:
     """Poll until every task has finished (or `timeout` seconds pass); returns the last states."""
     start = time.monotonic()
     while True:

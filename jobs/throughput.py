@@ -20,12 +20,14 @@ The measured file (written by benchmarks/train_speed.py, passed as `--throughput
 A measured rate is turned into achieved TFLOP/s with the same FLOP counts the plan uses, so one
 measurement (say model L on an H100) also prices the other presets and image sizes on that GPU.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from decodiff.jobs.errors import JobError
 
@@ -120,14 +122,20 @@ def load_throughput(path: str | Path) -> Measured:
         if not isinstance(e, dict):
             raise JobError(f"{where}: expected an object")
         try:
-            m = Measurement(model=str(e["model"]), latent_size=int(e["latent_size"]),
-                            mixed_precision=str(e.get("mixed_precision", "no")),
-                            train_samples_per_second=float(e["train_samples_per_second"]),
-                            latent_channels=int(e.get("latent_channels", 4)), num_classes=int(e.get("num_classes", 15)),
-                            eval_images_per_second=float(e["eval_images_per_second"]) if e.get("eval_images_per_second") else None,
-                            reverse_steps=int(e["reverse_steps"]) if e.get("reverse_steps") else None)
+            m = Measurement(
+                model=str(e["model"]),
+                latent_size=int(e["latent_size"]),
+                mixed_precision=str(e.get("mixed_precision", "no")),
+                train_samples_per_second=float(e["train_samples_per_second"]),
+                latent_channels=int(e.get("latent_channels", 4)),
+                num_classes=int(e.get("num_classes", 15)),
+                eval_images_per_second=float(e["eval_images_per_second"]) if e.get("eval_images_per_second") else None,
+                reverse_steps=int(e["reverse_steps"]) if e.get("reverse_steps") else None,
+            )
         except KeyError as exc:
-            raise JobError(f"{where}: missing {exc.args[0]!r} (needs model, latent_size, train_samples_per_second)") from None
+            raise JobError(
+                f"{where}: missing {exc.args[0]!r} (needs model, latent_size, train_samples_per_second)"
+            ) from None
         except (TypeError, ValueError) as exc:
             raise JobError(f"{where}: bad value ({exc})") from None
         if m.mixed_precision not in PRECISIONS:
@@ -166,17 +174,30 @@ def builtin_profile(name: str, allow_tf32: bool = True) -> DeviceProfile:
     fp = g.tf32 if allow_tf32 else g.fp32
     peaks = {"no": fp, "fp16": g.half, "bf16": g.half if key != "v100" else g.fp32}
     if key == "cpu":
-        source = (f"estimate: a nominal {g.fp32:g} TFLOP/s per CPU process x assumed utilisation; CPUs differ "
-                  "widely: measure with benchmarks/train_speed.py and pass --throughput")
+        source = (
+            f"estimate: a nominal {g.fp32:g} TFLOP/s per CPU process x assumed utilisation; CPUs differ "
+            "widely: measure with benchmarks/train_speed.py and pass --throughput"
+        )
     else:
-        source = (f"estimate: {g.title} data-sheet peak x assumed utilisation ({TRAIN_UTILISATION:.0%} training, "
-                  f"{INFER_UTILISATION:.0%} inference); measure with benchmarks/train_speed.py and pass --throughput")
-    return DeviceProfile(key, g.title, {k: v * TRAIN_UTILISATION for k, v in peaks.items()},
-                         {k: v * INFER_UTILISATION for k, v in peaks.items()}, source)
+        source = (
+            f"estimate: {g.title} data-sheet peak x assumed utilisation ({TRAIN_UTILISATION:.0%} training, "
+            f"{INFER_UTILISATION:.0%} inference); measure with benchmarks/train_speed.py and pass --throughput"
+        )
+    return DeviceProfile(
+        key,
+        g.title,
+        {k: v * TRAIN_UTILISATION for k, v in peaks.items()},
+        {k: v * INFER_UTILISATION for k, v in peaks.items()},
+        source,
+    )
 
 
-def measured_profile(measured: Measured, train_gflops: Callable[[Measurement], float],
-                     infer_gflops: Callable[[Measurement], float], allow_tf32: bool = True) -> DeviceProfile:
+def measured_profile(
+    measured: Measured,
+    train_gflops: Callable[[Measurement], float],
+    infer_gflops: Callable[[Measurement], float],
+    allow_tf32: bool = True,
+) -> DeviceProfile:
     """A profile from measured rates: achieved TFLOP/s = rate x FLOPs per sample, averaged per
     precision; precisions (or inference) not measured are scaled from the built-in ratios."""
     key = measured.gpu and gpu_key(measured.gpu) or gpu_key(measured.device)
@@ -195,18 +216,33 @@ def measured_profile(measured: Measured, train_gflops: Callable[[Measurement], f
         if prec not in t:
             ratio = base.train[prec] / base.train[ref] if base else 1.0
             t[prec] = t[ref] * ratio
-            notes.append(f"training at mixed_precision={prec} scaled from {ref}" + ("" if base else " 1:1 (unknown GPU)"))
+            notes.append(
+                f"training at mixed_precision={prec} scaled from {ref}" + ("" if base else " 1:1 (unknown GPU)")
+            )
     for prec in PRECISIONS:
         if prec not in i:
             i[prec] = t[prec] * INFER_UTILISATION / TRAIN_UTILISATION
     if not infer:
         notes.append("inference not measured: training rate x assumed inference/training utilisation")
     models = ", ".join(sorted({f"{m.model}@{m.latent_size}/{m.mixed_precision}" for m in measured.entries}))
-    return DeviceProfile(key or measured.device, measured.device, t, i,
-                         f"measured: {measured.path} ({measured.device}; {models})", True, notes)
+    return DeviceProfile(
+        key or measured.device,
+        measured.device,
+        t,
+        i,
+        f"measured: {measured.path} ({measured.device}; {models})",
+        True,
+        notes,
+    )
 
 
 def profile_to_json(p: DeviceProfile) -> dict[str, Any]:
-    return {"name": p.name, "title": p.title, "train_tflops": {k: round(v, 3) for k, v in p.train.items()},
-            "infer_tflops": {k: round(v, 3) for k, v in p.infer.items()}, "source": p.source,
-            "measured": p.measured, "notes": p.notes}
+    return {
+        "name": p.name,
+        "title": p.title,
+        "train_tflops": {k: round(v, 3) for k, v in p.train.items()},
+        "infer_tflops": {k: round(v, 3) for k, v in p.infer.items()},
+        "source": p.source,
+        "measured": p.measured,
+        "notes": p.notes,
+    }

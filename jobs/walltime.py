@@ -1,4 +1,5 @@
 """SLURM time limits: read ("90", "1:30:00", "2-00:00:00") and written back."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ Reads a resolved config as a plain dict (`Config.to_dict()`), so it depends on n
 FLOPs are counted by torch's FLOP counter on the `meta` device (models/flops.py): nothing is
 allocated, even for UNet-XL and the Stable-Diffusion VAE.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ from decodiff.jobs.errors import JobError
 
 # The Stable-Diffusion KL-f8 autoencoder (sd-vae-ft-ema/-mse), used when a pretrained folder is
 # named but not readable here (planning on a laptop for a cluster's files).
-SD_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, norm_num_groups=32,
-              mid_block_add_attention=True)
+SD_VAE = dict(
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    mid_block_add_attention=True,
+)
 
 
 @dataclass
@@ -66,9 +72,16 @@ def _vae_spec(vae: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         cfg_file = Path(vae["pretrained"]) / "config.json"
         if cfg_file.is_file():
             d = json.loads(cfg_file.read_text())
-            keys = ("block_out_channels", "layers_per_block", "latent_channels", "norm_num_groups", "mid_block_add_attention")
-            return f"pretrained {vae['pretrained']}", {k: (tuple(d[k]) if isinstance(d[k], list) else d[k])
-                                                      for k in keys if k in d}
+            keys = (
+                "block_out_channels",
+                "layers_per_block",
+                "latent_channels",
+                "norm_num_groups",
+                "mid_block_add_attention",
+            )
+            return f"pretrained {vae['pretrained']}", {
+                k: (tuple(d[k]) if isinstance(d[k], list) else d[k]) for k in keys if k in d
+            }
         return "Stable-Diffusion KL-f8 (pretrained folder not readable here)", dict(SD_VAE)
     from decodiff.models.vae import SMALL_VAE_PRESETS
 
@@ -90,8 +103,13 @@ def _vae_gflops_cached(spec_json: str, image: int) -> tuple[float, float]:
     spec = json.loads(spec_json)
     n = len(spec["block_out_channels"])
     with torch.device("meta"):
-        vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                            up_block_types=("UpDecoderBlock2D",) * n, **spec).eval()
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            **spec,
+        ).eval()
         x = torch.zeros(1, 3, image, image)
         with torch.no_grad():
             with FlopCounterMode(display=False) as enc:
@@ -135,8 +153,10 @@ def workload(cfg: dict[str, Any], label: str = "", group: str = "") -> Workload:
     every value, defaults included, is the config model's."""
     size = data_size(cfg["data"])
     if size is None:
-        raise JobError(f"data.dataset={cfg['data']['dataset']}: size unknown; shard it first and give "
-                       "data.shards=DIR (its manifest has the counts)")
+        raise JobError(
+            f"data.dataset={cfg['data']['dataset']}: size unknown; shard it first and give "
+            "data.shards=DIR (its manifest has the counts)"
+        )
     from decodiff.models.flops import TRAINING_FLOPS_FACTOR as TRAIN_FACTOR  # torch: as above
 
     image = image_side(cfg["data"], size)
@@ -151,27 +171,54 @@ def workload(cfg: dict[str, Any], label: str = "", group: str = "") -> Workload:
         v = cfg["vae"]
         crop = min(image, v["crop"] or image)
         _, e2, d2, _ = vae_gflops(v, crop)
-        phases.append(Phase("vae fit", v["steps"] * v["batch_size"] * TRAIN_FACTOR * (e2 + d2), "train",
-                            detail=f"{vae_desc}, {v['steps']} steps of {v['batch_size']} crops of {crop} px "
-                                   "(once per data set)"))
+        phases.append(
+            Phase(
+                "vae fit",
+                v["steps"] * v["batch_size"] * TRAIN_FACTOR * (e2 + d2),
+                "train",
+                detail=f"{vae_desc}, {v['steps']} steps of {v['batch_size']} crops of {crop} px (once per data set)",
+            )
+        )
     per_sample = TRAIN_FACTOR * unet
     if t["latent_cache"]:
         k = cache_variants(t)
-        phases.append(Phase("latent cache", size.train * k * enc, "infer",
-                            detail=f"{size.train} images x {k} variants encoded"))
+        phases.append(
+            Phase("latent cache", size.train * k * enc, "infer", detail=f"{size.train} images x {k} variants encoded")
+        )
     else:
         per_sample += enc
-    phases.append(Phase("train", samples * per_sample, "train", t["mixed_precision"], True,
-                        detail=f"UNet {m['size']}, {steps} steps x batch {t['batch_size']} on {latent}x{latent} latents"))
+    phases.append(
+        Phase(
+            "train",
+            samples * per_sample,
+            "train",
+            t["mixed_precision"],
+            True,
+            detail=f"UNet {m['size']}, {steps} steps x batch {t['batch_size']} on {latent}x{latent} latents",
+        )
+    )
     per_image = enc + inf["reverse_steps"] * unet + 2 * dec
-    phases.append(Phase("evaluate", size.test * per_image, "infer",
-                        detail=f"{size.test} test images x ({inf['reverse_steps']} UNet calls + encode + 2 decodes)"))
-    return Workload(label or cfg["run"]["name"], size, m["size"], image, latent, steps, t["batch_size"],
-                    phases, group or label)
+    phases.append(
+        Phase(
+            "evaluate",
+            size.test * per_image,
+            "infer",
+            detail=f"{size.test} test images x ({inf['reverse_steps']} UNet calls + encode + 2 decodes)",
+        )
+    )
+    return Workload(
+        label or cfg["run"]["name"], size, m["size"], image, latent, steps, t["batch_size"], phases, group or label
+    )
 
 
-def measurement_gflops(model: str, latent: int, channels: int, num_classes: int, reverse_steps: int | None = None,
-                       vae: dict[str, Any] | None = None) -> tuple[float, float | None]:
+def measurement_gflops(
+    model: str,
+    latent: int,
+    channels: int,
+    num_classes: int,
+    reverse_steps: int | None = None,
+    vae: dict[str, Any] | None = None,
+) -> tuple[float, float | None]:
     """(training GFLOPs per sample, evaluation GFLOPs per image) for a throughput measurement:
     how measured rates become achieved TFLOP/s. Evaluation needs the measurement's reverse steps
     (None without them: jobs/throughput.py asks for them with an evaluation rate)."""

@@ -5,6 +5,7 @@ to [0, 1], blurred (sigma 3); latent part: |z0_hat - z|, mean over channels, cli
 gamma_l and scaled, blurred at latent resolution (sigma 1), bilinearly resized; combined by
 the geometric mean (or the arithmetic mean, or one part alone, for the paper's Table 4).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,7 +1,7 @@
 """Gaussian blur in torch (so anomaly maps can stay on the GPU), equal to scipy's
 `gaussian_filter` with its defaults (mode 'reflect', truncate 4.0) that the published code uses."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -37,5 +37,3 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     x = F.conv2d(_symmetric_pad(x, r, 3), k.view(1, 1, 1, -1))
     x = x[:, 0]
     return x[0] if squeeze else x
-
-

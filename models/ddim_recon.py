@@ -7,6 +7,7 @@ does not bring back; the map is built from the reconstruction exactly as DeCo-Di
 Same shape as `DeviationProcess` (alpha-bar, training input, reverse sub-sequence, one
 step), so that the training loop and the evaluation treat the two alike.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,9 @@ class NoiseProcess:
             t = torch.randint(0, self.num_steps, (b,), generator=generator)
         noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
         none = torch.zeros(b, 1, *z0.shape[2:], dtype=torch.bool, device=z0.device)
-        return TrainingInput(z_t=self.noised(z0, t, noise), t=t.to(z0.device), eta=noise, keep=none, shuffled=none,
-                             patch=0)
+        return TrainingInput(
+            z_t=self.noised(z0, t, noise), t=t.to(z0.device), eta=noise, keep=none, shuffled=none, patch=0
+        )
 
     def timesteps(self, num_reverse: int, start: int | None = None, mapping: str = "respacing") -> list[int]:
         """The same mapping as DeCo-Diff's (see `reverse_timesteps`): `start` is the noise step t."""
@@ -55,15 +57,20 @@ class NoiseProcess:
         """z0_hat = (z_t - sqrt(1-ab_t) eps) / sqrt(ab_t); z_prev = sqrt(ab_prev) z0_hat +
         sqrt(1-ab_prev) eps; the last step (t_prev None) returns z0_hat."""
         ab = self.alpha_bar[t].item()
-        z0_hat = (z_t - (1.0 - ab) ** 0.5 * eps_hat) / ab ** 0.5
+        z0_hat = (z_t - (1.0 - ab) ** 0.5 * eps_hat) / ab**0.5
         if t_prev is None:
             return StepOutput(z_prev=z0_hat, z0_hat=z0_hat)
         ab_prev = self.alpha_bar[t_prev].item()
-        return StepOutput(z_prev=ab_prev ** 0.5 * z0_hat + (1.0 - ab_prev) ** 0.5 * eps_hat, z0_hat=z0_hat)
+        return StepOutput(z_prev=ab_prev**0.5 * z0_hat + (1.0 - ab_prev) ** 0.5 * eps_hat, z0_hat=z0_hat)
 
 
-def keyed_noise(keys: Sequence[str], shape: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float32,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+def keyed_noise(
+    keys: Sequence[str],
+    shape: tuple[int, ...],
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Gaussian noise per image drawn from (seed, image key): an image gets the same noise in any
     batch, on any rank, in any process count, so its score does not depend on how it was read."""
     out = []

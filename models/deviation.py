@@ -4,6 +4,7 @@ Shaped like a diffusers scheduler: it owns alpha-bar, builds the masked/shuffled
 input with its eta target, chooses the reverse sub-sequence, and performs one correction
 step. No model, no I/O, no device policy: each equation can be tested on its own.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -121,8 +122,9 @@ STEP_MAPPINGS = ("respacing", "from-top")
 """How a reverse-step count becomes the steps the model is called at (`reverse_timesteps`)."""
 
 
-def reverse_timesteps(num_steps: int, num_reverse: int, start: int | None = None,
-                      mapping: str = "respacing") -> list[int]:
+def reverse_timesteps(
+    num_steps: int, num_reverse: int, start: int | None = None, mapping: str = "respacing"
+) -> list[int]:
     """The steps at which the model is called, first step first, for T = `num_steps` (0-based:
     step t here is the paper's t + 1, whose steps run 1..T).
 

@@ -3,6 +3,7 @@
 Counting runs on the `meta` device when a preset is given by name: no weights are allocated
 and nothing is computed, so even XL is counted in about a second.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -32,15 +33,20 @@ def forward_gflops(model: DeviationUNet, latent: int, channels: int = 4) -> floa
     return counter.get_total_flops() / 1e9
 
 
-def preset_cost(size: str | dict[str, Any], num_classes: int = 15, latent: int = 32, channels: int = 4,
-                conditional: bool = True) -> dict[str, float | int]:
+def preset_cost(
+    size: str | dict[str, Any], num_classes: int = 15, latent: int = 32, channels: int = 4, conditional: bool = True
+) -> dict[str, float | int]:
     """Parameters and GFLOPs per sample (forward; training ~3x) of a preset, counted on `meta`."""
     with torch.device("meta"):
-        model = build_unet(size, num_classes=num_classes, conditional=conditional, latent_channels=channels,
-                           sample_size=latent)
+        model = build_unet(
+            size, num_classes=num_classes, conditional=conditional, latent_channels=channels, sample_size=latent
+        )
         fwd = forward_gflops(model, latent, channels)
-    return {"parameters": count_parameters(model), "gflops_forward": fwd,
-            "gflops_train_step": fwd * TRAINING_FLOPS_FACTOR}
+    return {
+        "parameters": count_parameters(model),
+        "gflops_forward": fwd,
+        "gflops_train_step": fwd * TRAINING_FLOPS_FACTOR,
+    }
 
 
 @lru_cache(maxsize=64)

@@ -5,6 +5,7 @@ borders mirrored); a memory bank holds such patches of a category's normal train
 Euclidean distance to its nearest patch in the bank of its category. The image score is the
 map's maximum. No training, no diffusion model: a floor that DeCo-Diff has to clear.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -64,6 +65,6 @@ class LatentNearestNeighbour:
             q = patches[rows].reshape(-1, patches.shape[-1])
             best = torch.full((q.shape[0],), float("inf"), device=z.device)
             for j in range(0, bank.shape[0], self.chunk):
-                best = torch.minimum(best, torch.cdist(q, bank[j:j + self.chunk]).amin(dim=1))
+                best = torch.minimum(best, torch.cdist(q, bank[j : j + self.chunk]).amin(dim=1))
             out[rows] = best.view(len(rows), -1)
         return out.view(z.shape[0], z.shape[-2], z.shape[-1])

@@ -7,6 +7,7 @@ order), not bit for bit. On CPU, oneDNN's channels-last convolutions ran the dem
 while training channels-last was slower (train.channels_last stays off). On CUDA it pays with
 bf16/fp16 tensor cores, so `None` (auto) picks it on CPU, and on CUDA only with reduced precision.
 """
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ ours is followed by tensor identity, so a tensor the converter passed over (a re
 named, never dropped silently. The architecture is read back from the tensor shapes, except the
 attention heads, which no shape fixes: they come from a matching preset or are given.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,14 +43,15 @@ def split_ldm(state: dict[str, torch.Tensor], prefixed: bool) -> LDMParts:
         if not prefixed:
             unet[k] = v
         elif k.startswith(LDM_PREFIX):
-            unet[k[len(LDM_PREFIX):]] = v
+            unet[k[len(LDM_PREFIX) :]] = v
         else:
             ignored.append(k)
     return LDMParts(unet, state.get(CLASS_TABLE), ignored)
 
 
-def ldm_to_ours(unet: dict[str, torch.Tensor], unet_config: dict[str, Any],
-                prefix: str = "unet.") -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
+def ldm_to_ours(
+    unet: dict[str, torch.Tensor], unet_config: dict[str, Any], prefix: str = "unet."
+) -> tuple[dict[str, torch.Tensor], dict[str, str], list[str]]:
     """The UNet tensors under our names (`prefix` + diffusers name), where each came from
     (our name -> LDM name), and the LDM tensors that became none of ours (sorted)."""
     name_of = {id(v): k for k, v in unet.items()}
@@ -92,15 +94,24 @@ def architecture(parts: LDMParts, heads: int | None = None) -> dict[str, Any]:
         context_dim = int(parts.class_table.shape[1])
     else:
         raise WeightsError("neither cross-attention nor a class table: the context width cannot be read")
-    preset = dict(channels=channels, heads=heads, context_dim=context_dim, mult=tuple(w // channels for w in widths),
-                  attention=attention, layers=layers, dropout=PUBLISHED_DROPOUT)
+    preset = dict(
+        channels=channels,
+        heads=heads,
+        context_dim=context_dim,
+        mult=tuple(w // channels for w in widths),
+        attention=attention,
+        layers=layers,
+        dropout=PUBLISHED_DROPOUT,
+    )
     size = matching_preset(preset)
     if size is not None:
         preset["heads"] = UNET_PRESETS[size]["heads"]
     elif heads is None:
-        raise WeightsError(f"base width {channels}, multipliers {preset['mult']}, context {context_dim} match no "
-                           f"preset, and the number of attention heads is not in the tensor shapes: give it (heads at "
-                           f"the first level; the authors' rule: channels per head = base width / heads)")
+        raise WeightsError(
+            f"base width {channels}, multipliers {preset['mult']}, context {context_dim} match no "
+            f"preset, and the number of attention heads is not in the tensor shapes: give it (heads at "
+            f"the first level; the authors' rule: channels per head = base width / heads)"
+        )
     check_heads(u, preset, first)
     classes = int(parts.class_table.shape[0]) if parts.class_table is not None else 1
     return {"size": size or "custom", "preset": preset, "latent_channels": latent_channels, "num_classes": classes}
@@ -109,8 +120,10 @@ def architecture(parts: LDMParts, heads: int | None = None) -> dict[str, Any]:
 def matching_preset(preset: dict[str, Any]) -> str | None:
     """The preset with these shapes (and these heads, when given); None for a custom size."""
     for name, p in UNET_PRESETS.items():
-        same = all(tuple(p[k]) == tuple(preset[k]) if k in ("mult", "attention") else p[k] == preset[k]
-                   for k in ("channels", "context_dim", "mult", "attention", "layers"))
+        same = all(
+            tuple(p[k]) == tuple(preset[k]) if k in ("mult", "attention") else p[k] == preset[k]
+            for k in ("channels", "context_dim", "mult", "attention", "layers")
+        )
         if same and preset.get("heads") in (None, p["heads"]):
             return name
     return None
@@ -128,5 +141,7 @@ def check_heads(unet: dict[str, torch.Tensor], preset: dict[str, Any], first: li
             width = preset["channels"] * preset["mult"][lvl]
             inner = (width // per_head) * per_head
             if unet[key].shape[0] != inner:
-                raise WeightsError(f"heads {preset['heads']} give attention {inner} wide at level {lvl}, but {key} "
-                                   f"is {unet[key].shape[0]} wide")
+                raise WeightsError(
+                    f"heads {preset['heads']} give attention {inner} wide at level {lvl}, but {key} "
+                    f"is {unet[key].shape[0]} wide"
+                )

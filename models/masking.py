@@ -3,6 +3,7 @@
 A patch size p (in latent cells) is drawn per batch; each sample draws its own ratio and a
 mask with exactly round(ratio * n_patches) selected patches, the same for all channels.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -8,6 +8,7 @@ only in how they reconstruct.
 - `vae-recon`: no diffusion model: the VAE's own reconstruction Decoder(Encoder(x)) against
   the input (z0_hat = z, so only the pixel part of the map carries information).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -51,7 +52,9 @@ def check_settings(s: ReconstructionSettings) -> None:
     if s.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {s.method!r}")
     if s.method == "vae-recon" and s.pixel_reference != "input":
-        raise ValueError("method vae-recon compares Decoder(Encoder(x)) with the input: pixel_reference must be 'input'")
+        raise ValueError(
+            "method vae-recon compares Decoder(Encoder(x)) with the input: pixel_reference must be 'input'"
+        )
     if s.method == "ddim-recon" and s.strategy != "zt-1":
         raise ValueError("method ddim-recon takes DDIM steps: the correction strategy applies to deco-diff only")
     if s.precision not in PRECISIONS:
@@ -94,16 +97,32 @@ def reconstruct(
     if s.method == "deco-diff":
         if not isinstance(process, DeviationProcess):
             raise TypeError("method deco-diff needs a DeviationProcess")
-        fix = correct(model, z, process, s.reverse_steps, s.start_step, s.strategy, keep_trajectory=keep_trajectory,
-                      mapping=s.step_mapping)
+        fix = correct(
+            model,
+            z,
+            process,
+            s.reverse_steps,
+            s.start_step,
+            s.strategy,
+            keep_trajectory=keep_trajectory,
+            mapping=s.step_mapping,
+        )
     else:
         if not isinstance(process, NoiseProcess):
             raise TypeError("method ddim-recon needs a NoiseProcess")
         if len(keys) != z.shape[0]:
             raise ValueError(f"ddim-recon needs one key per image ({len(keys)} keys for {z.shape[0]} images)")
         noise = keyed_noise(keys, tuple(z.shape[1:]), s.noise_seed, z.dtype, z.device)
-        fix = ddim_reconstruct(model, z, process, noise, s.reverse_steps, s.start_step, keep_trajectory=keep_trajectory,
-                               mapping=s.step_mapping)
+        fix = ddim_reconstruct(
+            model,
+            z,
+            process,
+            noise,
+            s.reverse_steps,
+            s.start_step,
+            keep_trajectory=keep_trajectory,
+            mapping=s.step_mapping,
+        )
     x_rec = decode(fix.z0_hat)
     x_ref = decode(z) if s.pixel_reference == "vae" else x
     return Reconstruction(z=z, z0_hat=fix.z0_hat, x_rec=x_rec, x_ref=x_ref, trajectory=fix.trajectory)

@@ -1,4 +1,5 @@
 """The deviation-correction sampler: a short loop of correction steps from the clean latent."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """The noise schedule: alpha-bar for the T diffusion steps (squared cosine, T = 10 by default)."""
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ the category embedded as ONE cross-attention context token (as in the authors' c
 A preset is a plain dict; `build_unet` is the single builder. The class-token table and the
 UNet's own config are saved with the weights, so a checkpoint rebuilds its model exactly.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,6 +16,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
 from decodiff.models.unet_presets import PUBLISHED_PARAMETERS, UNET_PRESETS  # noqa: F401 (re-exported)
+
 
 def _groups(channels: int) -> int:
     for g in (32, 16, 8, 4, 2, 1):
@@ -43,12 +45,13 @@ class DeviationUNet(nn.Module):
         return self.unet(z_t, t, encoder_hidden_states=context).sample
 
 
-
 def level_heads(preset: dict[str, Any]) -> tuple[int, ...]:
     """Attention heads per level: width // (channels // heads), the LDM num_head_channels rule."""
     per_head = preset["channels"] // preset["heads"]
     if per_head < 1:
-        raise ValueError(f"a preset needs at least one channel per head (channels {preset['channels']}, heads {preset['heads']})")
+        raise ValueError(
+            f"a preset needs at least one channel per head (channels {preset['channels']}, heads {preset['heads']})"
+        )
     return tuple(preset["channels"] * m // per_head for m in preset["mult"])
 
 

@@ -5,6 +5,7 @@ The class table is matched per category: by name where the source names its rows
 of ours), else by position (row i -> our i-th category). Categories without a row keep the
 row the model was built with (its own initialisation).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,13 +35,25 @@ class LoadReport:
         return not (self.missing or self.mismatched or self.unused)
 
     def counts(self) -> dict[str, int]:
-        return {"tensors": self.total, "loaded": len(self.loaded), "missing": len(self.missing),
-                "mismatched": len(self.mismatched), "unused": len(self.unused), "ignored": self.ignored}
+        return {
+            "tensors": self.total,
+            "loaded": len(self.loaded),
+            "missing": len(self.missing),
+            "mismatched": len(self.mismatched),
+            "unused": len(self.unused),
+            "ignored": self.ignored,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, **self.counts(), "missing_names": self.missing,
-                "mismatched_names": self.mismatched, "unused_names": self.unused,
-                "class_rows": self.class_rows, "class_rows_in_file": self.class_rows_in_file}
+        return {
+            "source": self.source,
+            **self.counts(),
+            "missing_names": self.missing,
+            "mismatched_names": self.mismatched,
+            "unused_names": self.unused,
+            "class_rows": self.class_rows,
+            "class_rows_in_file": self.class_rows_in_file,
+        }
 
     def rows_line(self) -> str:
         if not self.class_rows:
@@ -51,8 +64,11 @@ class LoadReport:
     def line(self) -> str:
         """One line: the counts, then the names of what did not load."""
         parts = [f"{self.source}: {len(self.loaded)} of {self.total} tensors loaded"]
-        for label, names in (("missing", self.missing), ("shape mismatch", self.mismatched),
-                             ("unused in the file", self.unused)):
+        for label, names in (
+            ("missing", self.missing),
+            ("shape mismatch", self.mismatched),
+            ("unused in the file", self.unused),
+        ):
             if names:
                 more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
                 parts.append(f"{label} ({len(names)}): {', '.join(names[:SHOWN])}{more}")
@@ -76,10 +92,18 @@ def class_rows(categories: list[str], rows_in_file: int, names: list[str] | None
     return {c: i if i < rows_in_file else None for i, c in enumerate(categories)}
 
 
-def match_weights(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], *, source: str,
-                  origin: dict[str, str] | None = None, unused: list[str] = (), ignored: int = 0,
-                  class_table: torch.Tensor | None = None, class_names: list[str] | None = None,
-                  categories: list[str] = ()) -> WeightsPlan:
+def match_weights(
+    own: dict[str, torch.Tensor],
+    tensors: dict[str, torch.Tensor],
+    *,
+    source: str,
+    origin: dict[str, str] | None = None,
+    unused: list[str] = (),
+    ignored: int = 0,
+    class_table: torch.Tensor | None = None,
+    class_names: list[str] | None = None,
+    categories: list[str] = (),
+) -> WeightsPlan:
     """Match file tensors (already under our names; `origin` gives the file's name of each) to
     our model's state `own` (shapes only are read: a meta-device model will do). `categories`
     label our class-table rows; `class_names` the file's, where it names them."""
@@ -105,8 +129,9 @@ def match_weights(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
         if class_table is None:
             rep.missing.append(CLASS_KEY)
         elif class_table.shape[1:] != mine.shape[1:]:
-            rep.mismatched.append(f"{CLASS_KEY}: file {tuple(class_table.shape)} vs model {tuple(mine.shape)} "
-                                  f"(token width differs)")
+            rep.mismatched.append(
+                f"{CLASS_KEY}: file {tuple(class_table.shape)} vs model {tuple(mine.shape)} (token width differs)"
+            )
         else:
             rows = mine.shape[0]
             labels = list(categories) if len(categories) == rows else [f"row {i}" for i in range(rows)]

@@ -1,4 +1,5 @@
 """UNet size presets as plain data (no torch), so configs validate without loading models."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,12 +16,24 @@ from typing import Any
 # 320/640/1280-wide blocks, exactly as the published model (612.7M parameters).
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(channels=32, heads=2, context_dim=32, mult=(1, 2), attention=(False, True), layers=1, dropout=0.0),
-    "demo": dict(channels=64, heads=4, context_dim=64, mult=(1, 2, 2), attention=(False, True, True), layers=1, dropout=0.0),
-    "XS": dict(channels=64, heads=4, context_dim=128, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
-    "S": dict(channels=128, heads=4, context_dim=256, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
-    "M": dict(channels=192, heads=6, context_dim=384, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
-    "L": dict(channels=256, heads=8, context_dim=512, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
-    "XL": dict(channels=320, heads=12, context_dim=640, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4),
+    "demo": dict(
+        channels=64, heads=4, context_dim=64, mult=(1, 2, 2), attention=(False, True, True), layers=1, dropout=0.0
+    ),
+    "XS": dict(
+        channels=64, heads=4, context_dim=128, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
+    ),
+    "S": dict(
+        channels=128, heads=4, context_dim=256, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
+    ),
+    "M": dict(
+        channels=192, heads=6, context_dim=384, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
+    ),
+    "L": dict(
+        channels=256, heads=8, context_dim=512, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
+    ),
+    "XL": dict(
+        channels=320, heads=12, context_dim=640, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
+    ),
 }
 
 # Parameters of the published presets with 15 classes (reference implementation facts).

@@ -5,6 +5,7 @@ whose latents are scaled by 0.18215), or a small AutoencoderKL that this project
 the training images (its scale is measured so that latents have unit variance, as 0.18215
 does for Stable Diffusion's VAE).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,6 @@ SMALL_VAE_PRESETS: dict[str, dict[str, Any]] = {
     "f8-tiny": dict(block_out_channels=(8, 16, 32, 32), layers_per_block=1, latent_channels=4),
     "f4-small": dict(block_out_channels=(16, 32, 64), layers_per_block=1, latent_channels=4),
 }
-
-
 
 
 def build_small_vae(preset: str = "f8-small") -> AutoencoderKL:
@@ -71,7 +70,7 @@ class FrozenVAE(nn.Module):
     def latent_size(self, image_size: int) -> int:
         return image_size // self.factor
 
-    def train(self, mode: bool = True) -> "FrozenVAE":  # stays frozen
+    def train(self, mode: bool = True) -> FrozenVAE:  # stays frozen
         return super().train(False)
 
     @torch.no_grad()
@@ -93,8 +92,10 @@ class FrozenVAE(nn.Module):
         return self.vae.decode(z.to(self.vae.dtype) / self.scale).sample
 
 
-EXPECTED_VAE = (f"expected a folder saved with save_pretrained, or a {'/'.join(SINGLE_FILE_SUFFIXES)} file in the "
-                "Stable-Diffusion layout")
+EXPECTED_VAE = (
+    f"expected a folder saved with save_pretrained, or a {'/'.join(SINGLE_FILE_SUFFIXES)} file in the "
+    "Stable-Diffusion layout"
+)
 
 
 def vae_source_problem(path: Path) -> str | None:
@@ -110,16 +111,21 @@ def vae_source_problem(path: Path) -> str | None:
     return None
 
 
-def load_vae(folder: Path, image_size: int | None = None, expect_channels: int | None = None,
-             scale: float | None = None) -> FrozenVAE:
+def load_vae(
+    folder: Path, image_size: int | None = None, expect_channels: int | None = None, scale: float | None = None
+) -> FrozenVAE:
     """Load a local diffusers-format VAE folder, or one weights file in the Stable-Diffusion
     layout (vae_single_file.py), offline, and check its latent shape. `scale` overrides the
     latent scale (else decodiff.json's, else the config's scaling_factor)."""
     folder = Path(folder)
     if folder.is_file() and folder.suffix in SINGLE_FILE_SUFFIXES:
         vae = load_single_file_vae(folder)
-        out = FrozenVAE(vae, scale or vae.config.scaling_factor, fingerprint=_sha256(folder),
-                        source=f"pretrained AutoencoderKL from the Stable-Diffusion-layout file {folder}")
+        out = FrozenVAE(
+            vae,
+            scale or vae.config.scaling_factor,
+            fingerprint=_sha256(folder),
+            source=f"pretrained AutoencoderKL from the Stable-Diffusion-layout file {folder}",
+        )
         return _checked(out, folder, image_size, expect_channels)
     problem = vae_source_problem(folder)
     if problem:
@@ -134,10 +140,13 @@ def load_vae(folder: Path, image_size: int | None = None, expect_channels: int |
     weights = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     fingerprint = _sha256(weights[0]) if weights else ""
     if meta.get("weights_sha256") and meta["weights_sha256"] != fingerprint:  # recorded when it was saved
-        raise VAEError(f"{weights[0] if weights else folder}: corrupt VAE weights (sha256 differs from the one "
-                       f"recorded in {meta_path} when it was saved)")
-    out = FrozenVAE(vae, scale, source=meta.get("description", f"pretrained AutoencoderKL from {folder}"),
-                    fingerprint=fingerprint)
+        raise VAEError(
+            f"{weights[0] if weights else folder}: corrupt VAE weights (sha256 differs from the one "
+            f"recorded in {meta_path} when it was saved)"
+        )
+    out = FrozenVAE(
+        vae, scale, source=meta.get("description", f"pretrained AutoencoderKL from {folder}"), fingerprint=fingerprint
+    )
     return _checked(out, folder, image_size, expect_channels)
 
 
@@ -148,7 +157,9 @@ def _checked(out: FrozenVAE, folder: Path, image_size: int | None, expect_channe
         with torch.no_grad():
             z = out.encode(torch.zeros(1, 3, image_size, image_size))
         if z.shape[-1] * out.factor != image_size:
-            raise VAEError(f"vae.pretrained={folder}: latent {tuple(z.shape[1:])} does not match image size {image_size}")
+            raise VAEError(
+                f"vae.pretrained={folder}: latent {tuple(z.shape[1:])} does not match image size {image_size}"
+            )
     out.location = str(folder.resolve())
     return out
 
@@ -169,8 +180,12 @@ def save_vae(vae: AutoencoderKL, folder: Path, scale: float, description: str, e
         shutil.rmtree(tmp)
     vae.save_pretrained(tmp, safe_serialization=True)
     weights = sorted(tmp.glob("*.safetensors"))
-    meta = {"scale": scale, "description": description, **(extra or {}),
-            **({"weights_sha256": _sha256(weights[0])} if weights else {})}
+    meta = {
+        "scale": scale,
+        "description": description,
+        **(extra or {}),
+        **({"weights_sha256": _sha256(weights[0])} if weights else {}),
+    }
     (tmp / "decodiff.json").write_text(json.dumps(meta, indent=2))
     if folder.exists():
         shutil.rmtree(folder)

@@ -8,6 +8,7 @@ channels, mid-block attention), so no config has to be fetched from the Hub; a d
 Key names are mapped by diffusers' own LDM converter, then loaded strictly: a file that does
 not fit is an error naming what is missing, never a partly random VAE.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # UnpicklingError for code-carrying pickles, others for junk
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise VAEError(f"vae.pretrained={path}: cannot be read as plain tensors with weights_only=True ({first}); "
-                           f"convert it to .safetensors") from None
+            raise VAEError(
+                f"vae.pretrained={path}: cannot be read as plain tensors with weights_only=True ({first}); "
+                f"convert it to .safetensors"
+            ) from None
     while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
@@ -56,7 +59,7 @@ def vae_part(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The VAE's tensors with a whole-model prefix (first_stage_model., vae.) removed."""
     for prefix in _PREFIXES:
         if any(k.startswith(prefix + "encoder.") for k in state):
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return state
 
 
@@ -64,10 +67,14 @@ def config_from_shapes(state: dict[str, torch.Tensor], name: str = "") -> dict[s
     """The diffusers AutoencoderKL config of an LDM-layout VAE state dict."""
     where = f"vae.pretrained={name}: " if name else ""
     if any(k.startswith("encoder.down_blocks.") for k in state):
-        raise VAEError(f"{where}diffusers key names, not the Stable-Diffusion layout: save it as a folder "
-                       f"(config.json + weights) and give the folder")
+        raise VAEError(
+            f"{where}diffusers key names, not the Stable-Diffusion layout: save it as a folder "
+            f"(config.json + weights) and give the folder"
+        )
     if "encoder.conv_in.weight" not in state or "decoder.conv_out.weight" not in state:
-        raise VAEError(f"{where}not a KL autoencoder in the Stable-Diffusion layout (no encoder.conv_in / decoder.conv_out)")
+        raise VAEError(
+            f"{where}not a KL autoencoder in the Stable-Diffusion layout (no encoder.conv_in / decoder.conv_out)"
+        )
     levels = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.down\.(\d+)\.block\.", k))})
     if not levels or levels != list(range(len(levels))):
         raise VAEError(f"{where}encoder levels {levels} are not 0..n-1")
@@ -76,8 +83,10 @@ def config_from_shapes(state: dict[str, torch.Tensor], name: str = "") -> dict[s
     latent = int(state["encoder.conv_out.weight"].shape[0]) // 2
     groups = 32
     if any(w % groups for w in widths):
-        raise VAEError(f"{where}widths {widths} are not multiples of 32 (the GroupNorm groups of the Stable-Diffusion "
-                       f"VAE): give a diffusers config.json for this VAE")
+        raise VAEError(
+            f"{where}widths {widths} are not multiples of 32 (the GroupNorm groups of the Stable-Diffusion "
+            f"VAE): give a diffusers config.json for this VAE"
+        )
     n = len(widths)
     return {
         "_class_name": "AutoencoderKL",
@@ -123,13 +132,19 @@ def load_single_file_vae(path: Path, config: Path | dict[str, Any] | None = None
     missing = sorted(k for k in own if k not in converted)
     unexpected = sorted(k for k in converted if k not in own)
     if missing or unexpected:
-        detail = "; ".join(p for p in (f"missing {missing[:3]}" if missing else "",
-                                       f"unexpected {unexpected[:3]}" if unexpected else "") if p)
-        raise VAEError(f"vae.pretrained={path}: weights do not fit the VAE ({len(missing)} missing, "
-                       f"{len(unexpected)} unexpected tensors: {detail})")
+        detail = "; ".join(
+            p
+            for p in (f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "")
+            if p
+        )
+        raise VAEError(
+            f"vae.pretrained={path}: weights do not fit the VAE ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors: {detail})"
+        )
     for k, v in own.items():
         if tuple(converted[k].shape) != tuple(v.shape):
-            raise VAEError(f"vae.pretrained={path}: tensor {k} has shape {tuple(converted[k].shape)}, "
-                           f"expected {tuple(v.shape)}")
+            raise VAEError(
+                f"vae.pretrained={path}: tensor {k} has shape {tuple(converted[k].shape)}, expected {tuple(v.shape)}"
+            )
     vae.load_state_dict(converted, strict=True)
     return vae.eval()

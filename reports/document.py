@@ -6,6 +6,7 @@ may carry a standard deviation across seeds, a bootstrap interval, and a footnot
 second best are ranked per column (runs and methods as rows, Tables 1, 2, 7) or per row
 (categories as rows, methods as columns, appendix Tables 3-6) on the displayed numbers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class Table:
         if self.groups:
             names, i = [], 0
             for label, n in self.groups:
-                names += [f"{label.split('-')[0]} {h}" for h in header[i:i + n]]
+                names += [f"{label.split('-')[0]} {h}" for h in header[i : i + n]]
                 i += n
             header = names + header[i:]
         return header
@@ -65,7 +66,7 @@ class Table:
     def value_names(self) -> list[str]:
         """One name per value (cells with several values give one name each): CSV columns."""
         names = []
-        for i, c in enumerate(self.headers() if not self.subcolumns else self.columns):
+        for c in self.headers() if not self.subcolumns else self.columns:
             if self.subcolumns:
                 names += [f"{c} {s}" if len(self.columns) > 1 else s for s in self.subcolumns]
             else:

@@ -1,5 +1,6 @@
 """Rows of a comparison: one run, several seeds of one setting (mean ± std), a published method
 (copied from the paper), or a run that was asked for but is missing (a row of gaps)."""
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,26 @@ INCONSISTENT = "‡"
 
 # Config keys that do not change what a run measures: runs that differ only in these (and the
 # seed) are repetitions of one setting.
-NOT_SETTINGS = ("run.seed", "run.name", "run.out_dir", "run.cache_dir", "run.device", "run.threads", "tracking.",
-                "data.shards", "data.root", "data.num_workers", "data.shuffle_buffer", "infer.batch_size",
-                "infer.save_maps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
-                "train.reuse", "metrics.bootstrap")
+NOT_SETTINGS = (
+    "run.seed",
+    "run.name",
+    "run.out_dir",
+    "run.cache_dir",
+    "run.device",
+    "run.threads",
+    "tracking.",
+    "data.shards",
+    "data.root",
+    "data.num_workers",
+    "data.shuffle_buffer",
+    "infer.batch_size",
+    "infer.save_maps",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.log_every",
+    "train.reuse",
+    "metrics.bootstrap",
+)
 
 
 @dataclass
@@ -57,8 +74,14 @@ def entry_from_runs(label: str, runs: list[RunData]) -> Entry:
         vals = [run.value(*key) for run in runs]
         defined = [v for v in vals if v is not None]
         if not defined:
-            reasons = sorted({r.get("reason", "not available") for run in runs for r in run.records
-                              if (r["category"], r["level"], r["metric"]) == key and r["value"] is None})
+            reasons = sorted(
+                {
+                    r.get("reason", "not available")
+                    for run in runs
+                    for r in run.records
+                    if (r["category"], r["level"], r["metric"]) == key and r["value"] is None
+                }
+            )
             e.values[key] = Value(None)
             e.reasons[key] = "; ".join(reasons) or "not available"
             continue
@@ -86,7 +109,9 @@ def entry_from_published(dataset: str, method: str) -> Entry:
 
 def _flagged(dataset: str, method: str) -> set[tuple[str, str]]:
     known = published.known_inconsistencies()
-    rows = known[(known["dataset"] == dataset) & (known["method"] == method) & known["check"].isin(["average", "summary"])]
+    rows = known[
+        (known["dataset"] == dataset) & (known["method"] == method) & known["check"].isin(["average", "summary"])
+    ]
     out = set()
     for cells in rows["cells"]:
         for cell in str(cells).split(";"):
@@ -97,7 +122,9 @@ def _flagged(dataset: str, method: str) -> set[tuple[str, str]]:
 
 def inconsistency_notes(dataset: str, methods: list[str]) -> list[str]:
     known = published.known_inconsistencies()
-    rows = known[(known["dataset"] == dataset) & known["method"].isin(methods) & known["check"].isin(["average", "summary"])]
+    rows = known[
+        (known["dataset"] == dataset) & known["method"].isin(methods) & known["check"].isin(["average", "summary"])
+    ]
     return [f"{INCONSISTENT} {r['name']} ({r['table']}): {r['note']}." for _, r in rows.iterrows()]
 
 
@@ -108,8 +135,11 @@ def missing_entry(label: str, dataset: str, reason: str) -> Entry:
 # ---- grouping repeated runs ------------------------------------------------------------------------
 def setting_of(run: RunData) -> dict[str, str]:
     """The run's config without the keys that do not change what it measures (seed, paths...)."""
-    return {k: v for k, v in run.params.items() if not any(k == n or (n.endswith(".") and k.startswith(n))
-                                                           for n in NOT_SETTINGS)}
+    return {
+        k: v
+        for k, v in run.params.items()
+        if not any(k == n or (n.endswith(".") and k.startswith(n)) for n in NOT_SETTINGS)
+    }
 
 
 def group_by_setting(runs: list[RunData]) -> list[tuple[str, list[RunData]]]:
@@ -122,8 +152,7 @@ def group_by_setting(runs: list[RunData]) -> list[tuple[str, list[RunData]]]:
         key = json.dumps([run.dataset, s], sort_keys=True)
         groups.setdefault(key, []).append(run)
         settings[key] = s
-    varying = sorted({k for s in settings.values() for k in s
-                      if len({t.get(k) for t in settings.values()}) > 1})
+    varying = sorted({k for s in settings.values() for k in s if len({t.get(k) for t in settings.values()}) > 1})
     out = []
     for key, members in groups.items():
         s = settings[key]

@@ -6,6 +6,7 @@ Made with matplotlib's object API (no pyplot state) and saved without a timestam
 tag, so the same data gives the same bytes: a report regenerated from a tracking server equals
 the one written when the run finished.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,12 @@ def roc_pr_points(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarra
     last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # last index of each distinct score
     tp = np.cumsum(y)[last].astype(np.float64)
     fp = np.cumsum(~y)[last].astype(np.float64)
-    return {"fpr": np.r_[0.0, fp / n], "tpr": np.r_[0.0, tp / p], "recall": tp / p,
-            "precision": tp / np.maximum(tp + fp, 1)}
+    return {
+        "fpr": np.r_[0.0, fp / n],
+        "tpr": np.r_[0.0, tp / p],
+        "recall": tp / p,
+        "precision": tp / np.maximum(tp + fp, 1),
+    }
 
 
 def _area(x: np.ndarray, y: np.ndarray) -> float:
@@ -61,8 +66,13 @@ def roc_pr_figure(curves: dict[str, dict[str, Any]], title: str) -> bytes:
         ap = float(np.sum(np.diff(np.r_[0.0, rec]) * prec)) if rec.size else float("nan")
         ax_pr.step(rec, prec, where="post", color=color, lw=1.4, label=f"{cat} ({100 * ap:.1f})")
     ax_roc.plot([0, 1], [0, 1], ls=":", color="#999999", lw=1)
-    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02),
-               title="ROC (legend: AUROC %)")
+    ax_roc.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title="ROC (legend: AUROC %)",
+    )
     ax_pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall (legend: AP %)")
     for ax in (ax_roc, ax_pr):
         ax.grid(alpha=0.3)
@@ -90,8 +100,11 @@ def qualitative_figure(category: str, items: list[dict[str, Any]]) -> bytes:
     without a mask (`has_mask` False) get no ground-truth panel; where none has one, there is no
     ground-truth row and the title says the examples are ranked by image score."""
     masked = [it.get("has_mask", True) for it in items]
-    rows = ("input", "reconstruction", "ground truth", "predicted map") if any(masked) else \
-        ("input", "reconstruction", "predicted map")
+    rows = (
+        ("input", "reconstruction", "ground truth", "predicted map")
+        if any(masked)
+        else ("input", "reconstruction", "predicted map")
+    )
     n = max(len(items), 1)
     fig = Figure(figsize=(2.3 * n + 0.9, 2.35 * len(rows)))
     axes = np.asarray(fig.subplots(len(rows), n, squeeze=False))
@@ -107,15 +120,19 @@ def qualitative_figure(category: str, items: list[dict[str, Any]]) -> bytes:
                 axes[2, j].text(0.5, 0.5, "no mask", ha="center", va="center", fontsize=9)
         _show(axes[-1, j], it["map"].astype(np.float32), cmap="jet", vmin=0, vmax=vmax)
         role = it["role"] if any(masked) else BY_SCORE.get(it["role"], it["role"])
-        axes[0, j].set_title(f"{role}\n{it['key'].split('/')[-2] if '/' in it['key'] else it['key']}"
-                             f"\nscore {it['score']:.3f}", fontsize=8)
+        axes[0, j].set_title(
+            f"{role}\n{it['key'].split('/')[-2] if '/' in it['key'] else it['key']}\nscore {it['score']:.3f}",
+            fontsize=8,
+        )
     for i, name in enumerate(rows):
         axes[i, 0].set_ylabel(name, fontsize=9)
     if any(masked):
         fig.suptitle(f"{category}: best, typical and worst localisation (pixel AP per image)", fontsize=10)
     else:
-        fig.suptitle(f"{category}: highest, median and lowest image score (no masks: nothing to rank "
-                     "localisation by)", fontsize=10)
+        fig.suptitle(
+            f"{category}: highest, median and lowest image score (no masks: nothing to rank localisation by)",
+            fontsize=10,
+        )
     fig.tight_layout()
     return png_bytes(fig)
 
@@ -139,8 +156,9 @@ def trajectory_figure(entries: list[dict[str, Any]]) -> bytes:
         if i == 0:
             axes[i, 0].set_title("input", fontsize=9)
             for s in range(steps):
-                axes[i, s + 1].set_title(f"step {s + 1}" + (f" (t={e['timesteps'][s]})" if "timesteps" in e else ""),
-                                         fontsize=9)
+                axes[i, s + 1].set_title(
+                    f"step {s + 1}" + (f" (t={e['timesteps'][s]})" if "timesteps" in e else ""), fontsize=9
+                )
             axes[i, cols - 1].set_title("map", fontsize=9)
     fig.suptitle("Deviation correction over the reverse steps (predicted normal image after each step)", fontsize=10)
     fig.tight_layout()
@@ -177,8 +195,9 @@ def sweep_figure(key: str, series: dict[str, list[list[Point]]], metrics: list[s
             x = [q[0] if numeric else labels.index(str(q[0])) for q in p]
             y = [100 * q[1] for q in p]
             err = [100 * (q[2] or 0.0) for q in p]
-            ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", ms=4, lw=1.3, capsize=3, color=color,
-                        label=label)
+            ax.errorbar(
+                x, y, yerr=err if any(err) else None, marker="o", ms=4, lw=1.3, capsize=3, color=color, label=label
+            )
         if not numeric:
             ax.set_xticks(range(len(labels)))
             ax.set_xticklabels(labels, rotation=30, fontsize=7, ha="right")

@@ -1,5 +1,6 @@
 """Best and second best, as the paper marks them: ranked on the value as displayed (percent, one
 decimal), so that two numbers that print the same share their rank; missing values take none."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """One self-contained HTML file per report: tables and figures inline (PNG as data: URLs), no
 external resources, so the file can be mailed or attached as it is."""
+
 from __future__ import annotations
 
 import base64
@@ -52,9 +53,14 @@ def table_html(table: Table) -> str:
         header = [" / ".join(table.subcolumns)]
     out.append("<thead>")
     if table.groups:
-        out.append("<tr><th></th>" + "".join(f'<th colspan="{n}">{html.escape(label)}</th>' for label, n in table.groups)
-                   + "</tr>")
-    out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in [table.index_name] + header) + "</tr></thead><tbody>")
+        out.append(
+            "<tr><th></th>"
+            + "".join(f'<th colspan="{n}">{html.escape(label)}</th>' for label, n in table.groups)
+            + "</tr>"
+        )
+    out.append(
+        "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in [table.index_name] + header) + "</tr></thead><tbody>"
+    )
     for row, rmarks in zip(table.rows, table.marks()):
         cls = " ".join(c for c in (row.kind, "aggregate" if row.aggregate else "") if c)
         cells = "".join(f"<td>{_cell(table, v, m)}</td>" for v, m in zip(row.cells, rmarks))
@@ -67,17 +73,26 @@ def table_html(table: Table) -> str:
 
 def figure_html(fig: Figure) -> str:
     data = base64.b64encode(fig.png).decode("ascii")
-    return (f'<figure id="fig-{html.escape(fig.name)}"><img alt="{html.escape(fig.caption)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{html.escape(fig.caption)}</figcaption></figure>')
+    return (
+        f'<figure id="fig-{html.escape(fig.name)}"><img alt="{html.escape(fig.caption)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(fig.caption)}</figcaption></figure>'
+    )
 
 
 def render_html(report: Report) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(report.title)}</title>", f"<style>{STYLE}</style></head><body>",
-           f"<h1>{html.escape(report.title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(report.title)}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(report.title)}</h1>",
+    ]
     if report.meta:
-        out.append('<dl class="meta">' + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
-                                                 for k, v in report.meta) + "</dl>")
+        out.append(
+            '<dl class="meta">'
+            + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in report.meta)
+            + "</dl>"
+        )
     for section in report.sections:
         out.append(f"<h2>{html.escape(section.title)}</h2>")
         for block in section.blocks:

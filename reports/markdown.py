@@ -1,5 +1,6 @@
 """Markdown rendering of a report: tables with the best value in bold and the second underlined
 (`<ins>`, which GitHub and most renderers show underlined), figures as links to figures/*.png."""
+
 from __future__ import annotations
 
 from decodiff.reports.document import Bullets, Figure, Report, Table, Text, value_text
@@ -57,4 +58,3 @@ def render_markdown(report: Report, figure_dir: str = "figures") -> str:
             elif isinstance(block, Bullets):
                 lines += [f"- {item}" for item in block.items] + [""]
     return "\n".join(lines)
-

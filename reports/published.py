@@ -7,32 +7,48 @@ A method's dataset summary (main Tables 1, 2; appendix Table 7) and its per-cate
 known places where the paper disagrees with itself are listed in known_inconsistencies.csv
 (tests/reports/test_published.py recomputes them).
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
 import pandas as pd
 
-METRIC_COLUMNS = ("image_auroc", "image_auprc", "image_f1max", "pixel_auroc", "pixel_auprc", "pixel_f1max",
-                  "pixel_aupro")
+METRIC_COLUMNS = (
+    "image_auroc",
+    "image_auprc",
+    "image_f1max",
+    "pixel_auroc",
+    "pixel_auprc",
+    "pixel_f1max",
+    "pixel_aupro",
+)
 METHODS = ("RD4AD", "UniAD", "SimpleNet", "DeSTSeg", "DiAD", "MoEAD", "GLAD", "MambaAD", "DeCo-Diff")
 """All compared methods, in the order of the paper's Tables 1 and 2."""
 PAPER = "DeCo-Diff"
 DATASETS = {"mvtec": "MVTec-AD", "visa": "VisA", "mpdd": "MPDD", "realiad": "Real-IAD"}
-SUMMARY_TABLES = {"mvtec": ("table1_mvtec.csv", "Table 1"), "visa": ("table2_visa.csv", "Table 2"),
-                  "mpdd": ("appendix_table7_mpdd_realiad.csv", "appendix Table 7"),
-                  "realiad": ("appendix_table7_mpdd_realiad.csv", "appendix Table 7")}
-CATEGORY_TABLES = {("mvtec", "image"): ("appendix_table3_mvtec_image.csv", "appendix Table 3"),
-                   ("mvtec", "pixel"): ("appendix_table4_mvtec_pixel.csv", "appendix Table 4"),
-                   ("visa", "image"): ("appendix_table5_visa_image.csv", "appendix Table 5"),
-                   ("visa", "pixel"): ("appendix_table6_visa_pixel.csv", "appendix Table 6")}
-ABLATION_TABLES = {"table3_strategy_steps.csv": "Table 3", "table4_discrepancy.csv": "Table 4",
-                   "appendix_table1_model_sizes.csv": "appendix Table 1",
-                   "appendix_table2_hyperparameters.csv": "appendix Table 2"}
+SUMMARY_TABLES = {
+    "mvtec": ("table1_mvtec.csv", "Table 1"),
+    "visa": ("table2_visa.csv", "Table 2"),
+    "mpdd": ("appendix_table7_mpdd_realiad.csv", "appendix Table 7"),
+    "realiad": ("appendix_table7_mpdd_realiad.csv", "appendix Table 7"),
+}
+CATEGORY_TABLES = {
+    ("mvtec", "image"): ("appendix_table3_mvtec_image.csv", "appendix Table 3"),
+    ("mvtec", "pixel"): ("appendix_table4_mvtec_pixel.csv", "appendix Table 4"),
+    ("visa", "image"): ("appendix_table5_visa_image.csv", "appendix Table 5"),
+    ("visa", "pixel"): ("appendix_table6_visa_pixel.csv", "appendix Table 6"),
+}
+ABLATION_TABLES = {
+    "table3_strategy_steps.csv": "Table 3",
+    "table4_discrepancy.csv": "Table 4",
+    "appendix_table1_model_sizes.csv": "appendix Table 1",
+    "appendix_table2_hyperparameters.csv": "appendix Table 2",
+}
 """Ablations on MVTec-AD; each row's `overrides` names the config keys that reproduce it."""
 
 
@@ -58,7 +74,7 @@ def _split(col: str) -> tuple[str, str]:
     return level, metric
 
 
-@lru_cache(maxsize=None)
+@cache
 def _summary_long(dataset: str) -> pd.DataFrame:
     name, source = SUMMARY_TABLES[dataset]
     df = read_csv(name)
@@ -67,12 +83,21 @@ def _summary_long(dataset: str) -> pd.DataFrame:
     for _, r in df.iterrows():
         for col in METRIC_COLUMNS:
             level, metric = _split(col)
-            rows.append({"dataset": dataset, "method": r["method"], "category": "mean", "level": level,
-                         "metric": metric, "value": r[col] / 100.0, "source": source})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": r["method"],
+                    "category": "mean",
+                    "level": level,
+                    "metric": metric,
+                    "value": r[col] / 100.0,
+                    "source": source,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _category_long(dataset: str, level: str) -> pd.DataFrame:
     name, source = CATEGORY_TABLES[(dataset, level)]
     df = read_csv(name)
@@ -81,8 +106,18 @@ def _category_long(dataset: str, level: str) -> pd.DataFrame:
     for _, r in df.iterrows():
         cat = "mean" if r["category"] == "average" else r["category"]
         for metric in metrics:
-            rows.append({"dataset": dataset, "method": r["method"], "category": cat, "level": level, "metric": metric,
-                         "value": r[metric] / 100.0, "source": source, "group": r["group"]})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": r["method"],
+                    "category": cat,
+                    "level": level,
+                    "metric": metric,
+                    "value": r[metric] / 100.0,
+                    "source": source,
+                    "group": r["group"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -119,12 +154,16 @@ def records(dataset: str, method: str) -> list[dict[str, Any]]:
     for level in ("image", "pixel"):
         cat = per_category(dataset, level)
         cat = cat[(cat["method"] == method) & (cat["category"] != "mean")]
-        out += [{"dataset": dataset, "category": r["category"], "level": level, "metric": r["metric"],
-                 "value": r["value"]} for _, r in cat.iterrows()]
+        out += [
+            {"dataset": dataset, "category": r["category"], "level": level, "metric": r["metric"], "value": r["value"]}
+            for _, r in cat.iterrows()
+        ]
     s = summary(dataset)
     s = s[s["method"] == method]
-    out += [{"dataset": dataset, "category": "mean", "level": r["level"], "metric": r["metric"], "value": r["value"]}
-            for _, r in s.iterrows()]
+    out += [
+        {"dataset": dataset, "category": "mean", "level": r["level"], "metric": r["metric"], "value": r["value"]}
+        for _, r in s.iterrows()
+    ]
     return out
 
 
@@ -168,13 +207,17 @@ def ablations() -> tuple[AblationRow, ...]:
 def matching_ablations(overrides: dict[str, Any]) -> list[AblationRow]:
     """The published ablation rows a trial reproduces: every key of the row set to the row's value
     in the trial's overrides (lists compared as lists, numbers as floats)."""
+
     def same(a: Any, b: Any) -> bool:
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
             return abs(float(a) - float(b)) < 1e-9
         return a == b
 
-    return [row for row in ablations()
-            if row.overrides and all(k in overrides and same(overrides[k], v) for k, v in row.overrides.items())]
+    return [
+        row
+        for row in ablations()
+        if row.overrides and all(k in overrides and same(overrides[k], v) for k, v in row.overrides.items())
+    ]
 
 
 @dataclass(frozen=True)
@@ -195,12 +238,15 @@ def column_protocols() -> dict[str, ColumnProtocol]:
     DeCo-Diff ablation rows (Tables 3, 4, appendix Tables 1, 2) share DeCo-Diff's, each departing
     from its recipe only in the row's own setting."""
     df = read_csv("column_protocols.csv").fillna("")
-    return {r["method"]: ColumnProtocol(r["method"], r["recipe"], r["aupro_protocol"], r["image_label"], r["note"])
-            for _, r in df.iterrows()}
+    return {
+        r["method"]: ColumnProtocol(r["method"], r["recipe"], r["aupro_protocol"], r["image_label"], r["note"])
+        for _, r in df.iterrows()
+    }
 
 
-def protocol_differences(method: str, recipe: str | None, aupro_protocol: str | None, image_label: str | None,
-                         who: str = "this run") -> list[str]:
+def protocol_differences(
+    method: str, recipe: str | None, aupro_protocol: str | None, image_label: str | None, who: str = "this run"
+) -> list[str]:
     """Sentences saying where a run's recipe, AUPRO protocol or image-label rule differs from those
     behind `method`'s published column (empty when they agree or the column's are unknown)."""
     col = column_protocols().get(method)
@@ -208,15 +254,21 @@ def protocol_differences(method: str, recipe: str | None, aupro_protocol: str | 
         return []
     out = []
     if col.recipe and recipe and recipe != col.recipe:
-        out.append(f"{who} used recipe '{recipe}', while the published {method} column comes from recipe "
-                   f"'{col.recipe}' (README \"Recipes\"): the difference is not only the data or the method.")
+        out.append(
+            f"{who} used recipe '{recipe}', while the published {method} column comes from recipe "
+            f"'{col.recipe}' (README \"Recipes\"): the difference is not only the data or the method."
+        )
     if col.aupro_protocol != "unknown" and aupro_protocol and aupro_protocol != col.aupro_protocol:
-        out.append(f"{who} scored AUPRO with protocol '{aupro_protocol}', while the published {method} AUPRO "
-                   f"comes from '{col.aupro_protocol}' (metrics.aupro_protocol): the AUPRO values are not computed "
-                   f"the same way.")
+        out.append(
+            f"{who} scored AUPRO with protocol '{aupro_protocol}', while the published {method} AUPRO "
+            f"comes from '{col.aupro_protocol}' (metrics.aupro_protocol): the AUPRO values are not computed "
+            f"the same way."
+        )
     if col.image_label != "unknown" and image_label and image_label != col.image_label:
-        out.append(f"{who} labels images by '{image_label}', while the published {method} image metrics use "
-                   f"'{col.image_label}' (metrics.image_label).")
+        out.append(
+            f"{who} labels images by '{image_label}', while the published {method} image metrics use "
+            f"'{col.image_label}' (metrics.image_label)."
+        )
     return out
 
 

@@ -11,6 +11,7 @@ report_data/
   qualitative.npz   best / typical / worst images per category (input, reconstruction, mask, map)
                     and correction trajectories
 """
+
 from __future__ import annotations
 
 import io
@@ -44,8 +45,13 @@ def normalise_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     pooled; image before pixel; AUROC, AUPRC, F1max, AUPRO): the same list whatever stored it."""
     out = []
     for r in records:
-        rec = {"dataset": str(r["dataset"]), "category": str(r["category"]), "level": str(r["level"]),
-               "metric": str(r["metric"]), "value": _clean_value(r.get("value"))}
+        rec = {
+            "dataset": str(r["dataset"]),
+            "category": str(r["category"]),
+            "level": str(r["level"]),
+            "metric": str(r["metric"]),
+            "value": _clean_value(r.get("value")),
+        }
         if rec["value"] is None:
             reason = r.get("reason")
             rec["reason"] = str(reason) if reason is not None and reason == reason else "not available"
@@ -53,9 +59,14 @@ def normalise_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     def key(r: dict[str, Any]) -> tuple:
         cat = r["category"]
-        return (r["dataset"], LEVELS.index(r["level"]) if r["level"] in LEVELS else 9,
-                (AGGREGATES.index(cat) + 1) if cat in AGGREGATES else 0, cat, METRIC_ORDER.get(r["metric"], 9),
-                r["metric"])
+        return (
+            r["dataset"],
+            LEVELS.index(r["level"]) if r["level"] in LEVELS else 9,
+            (AGGREGATES.index(cat) + 1) if cat in AGGREGATES else 0,
+            cat,
+            METRIC_ORDER.get(r["metric"], 9),
+            r["metric"],
+        )
 
     return sorted(out, key=key)
 
@@ -104,8 +115,14 @@ class RunData:
 # ---- the report_data folder ---------------------------------------------------------------------
 def save_run_json(folder: Path, run: RunData) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"name": run.name, "run_id": run.run_id, "title": run.title, "dataset": run.dataset,
-            "provenance": [list(p) for p in run.provenance], "notes": list(run.notes)}
+    meta = {
+        "name": run.name,
+        "run_id": run.run_id,
+        "title": run.title,
+        "dataset": run.dataset,
+        "provenance": [list(p) for p in run.provenance],
+        "notes": list(run.notes),
+    }
     write_atomic(folder / "run.json", json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
@@ -130,8 +147,12 @@ def save_samples(folder: Path, samples: list[dict[str, Any]]) -> None:
     write_atomic(folder / "samples.csv", df.to_csv(index=False, float_format="%.9g"))
 
 
-def save_uncertainty(folder: Path, bootstrap: dict[str, Any], intervals: list[dict[str, Any]],
-                     pixel_curves: dict[str, dict[str, list[float]]]) -> None:
+def save_uncertainty(
+    folder: Path,
+    bootstrap: dict[str, Any],
+    intervals: list[dict[str, Any]],
+    pixel_curves: dict[str, dict[str, list[float]]],
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     doc = {"bootstrap": bootstrap, "intervals": intervals, "pixel_curves": pixel_curves}
     write_atomic(folder / "uncertainty.json", json.dumps(doc, sort_keys=True) + "\n")
@@ -144,8 +165,9 @@ def save_qualitative(folder: Path, arrays: dict[str, np.ndarray]) -> None:
     write_atomic(folder / "qualitative.npz", buf.getvalue())
 
 
-def load_run_data(folder: Path, records: list[dict[str, Any]], params: dict[str, str] | None = None,
-                  run_id: str | None = None) -> RunData:
+def load_run_data(
+    folder: Path, records: list[dict[str, Any]], params: dict[str, str] | None = None, run_id: str | None = None
+) -> RunData:
     """A RunData from a report_data folder plus the run's records (which the caller reads from
     summary.json or from the tracking server's metrics)."""
     folder = Path(folder)
@@ -153,14 +175,24 @@ def load_run_data(folder: Path, records: list[dict[str, Any]], params: dict[str,
     if not meta_path.is_file():
         raise FileNotFoundError(f"{folder}: no run.json (not a report_data folder)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    run = RunData(name=meta["name"], title=meta["title"], dataset=meta["dataset"], records=records,
-                  run_id=run_id or meta.get("run_id"), provenance=[tuple(p) for p in meta.get("provenance", [])],
-                  notes=list(meta.get("notes", [])), params=dict(params or {}))
+    run = RunData(
+        name=meta["name"],
+        title=meta["title"],
+        dataset=meta["dataset"],
+        records=records,
+        run_id=run_id or meta.get("run_id"),
+        provenance=[tuple(p) for p in meta.get("provenance", [])],
+        notes=list(meta.get("notes", [])),
+        params=dict(params or {}),
+    )
     if (folder / "samples.csv").is_file():
-        df = pd.read_csv(folder / "samples.csv", dtype={"key": str, "category": str, "defect": str},
-                         keep_default_na=False)
-        run.samples = [{"key": r.key, "category": r.category, "defect": r.defect, "label": int(r.label),
-                        "score": float(r.score)} for r in df.itertuples(index=False)]
+        df = pd.read_csv(
+            folder / "samples.csv", dtype={"key": str, "category": str, "defect": str}, keep_default_na=False
+        )
+        run.samples = [
+            {"key": r.key, "category": r.category, "defect": r.defect, "label": int(r.label), "score": float(r.score)}
+            for r in df.itertuples(index=False)
+        ]
     if (folder / "uncertainty.json").is_file():
         doc = json.loads((folder / "uncertainty.json").read_text(encoding="utf-8"))
         run.bootstrap = doc.get("bootstrap")

@@ -5,6 +5,7 @@ The long table has one row per (dataset, category, level, metric) with its value
 where undefined, with a reason). Image table: AUROC / AUPRC / F1max; pixel table: AUROC /
 AUPRC / F1max / AUPRO; categories in order, then the mean row.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -1,6 +1,7 @@
 """Writing a report folder: report.md, report.html (self-contained), tables/<name>.csv and
 .tex, tables.tex (all tables), figures/<name>.png; and a run's plain tables. Every file is
 written under a temporary name and renamed, so a killed run leaves no half-written file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,8 +41,13 @@ def table_frame(table: Table) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_run_tables(out: Path, records: list[dict], samples: list[dict] | None,
-                     baseline_records: list[dict] | None = None, method: str = "deco-diff") -> None:
+def write_run_tables(
+    out: Path,
+    records: list[dict],
+    samples: list[dict] | None,
+    baseline_records: list[dict] | None = None,
+    method: str = "deco-diff",
+) -> None:
     """The run folder's plain tables (fractions, as the metrics give them): metrics.csv (the long
     table), image_table.csv and pixel_table.csv (categories x metrics), defect_table.csv, and
     baselines.csv (the long table of every method of the run, with a `method` column)."""
@@ -51,8 +57,9 @@ def write_run_tables(out: Path, records: list[dict], samples: list[dict] | None,
         write_atomic(out / f"{level}_table.csv", category_table(df, level).to_csv())
     if baseline_records:
         own = [{"method": method, **r} for r in records]
-        both = long_table(own + [{"method": r["method"], **{k: v for k, v in r.items() if k != "method"}}
-                                 for r in baseline_records])
+        both = long_table(
+            own + [{"method": r["method"], **{k: v for k, v in r.items() if k != "method"}} for r in baseline_records]
+        )
         write_atomic(out / "baselines.csv", both.to_csv(index=False))
     if samples:
         rows = pd.DataFrame(defect_rows(samples)).rename(columns={"value": "image AUROC"})
@@ -75,14 +82,27 @@ def write_report_files(report: Report, out: Path) -> Path:
     return path
 
 
-def write_report(out: Path | str, records: list[dict], samples: list[dict] | None, *, title: str, provenance: dict,
-                 notes: list[str] | None = None) -> Path:
+def write_report(
+    out: Path | str,
+    records: list[dict],
+    samples: list[dict] | None,
+    *,
+    title: str,
+    provenance: dict,
+    notes: list[str] | None = None,
+) -> Path:
     """A run report from records and per-image samples alone (no intervals or figures beyond the
     image curves): for `decodiff score` and other callers without a run's report data."""
     out = Path(out)
     kept = [{k: s[k] for k in ("key", "category", "defect", "label", "score")} for s in samples or []]
-    run = RunData(name=out.name, title=title, dataset=str(records[0]["dataset"]) if records else "unknown",
-                  records=records, provenance=[(k, str(v)) for k, v in provenance.items()], notes=list(notes or []),
-                  samples=kept or None)
+    run = RunData(
+        name=out.name,
+        title=title,
+        dataset=str(records[0]["dataset"]) if records else "unknown",
+        records=records,
+        provenance=[(k, str(v)) for k, v in provenance.items()],
+        notes=list(notes or []),
+        samples=kept or None,
+    )
     write_run_tables(out, records, samples)
     return write_report_files(build_run_report(run), out)

@@ -1,4 +1,5 @@
 """Test-wide settings: offline, quiet, and no writes outside the test's own folders."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,5 +1,6 @@
 """The house rules of the README's developer map, read from the source: which folder may import which,
 and no import circles (imports inside functions count), so a misplaced helper fails here, not in review."""
+
 from __future__ import annotations
 
 import ast
@@ -22,10 +23,26 @@ ALLOWED = {
     "harness.metrics": set(),
     "harness.training": {"harness.floor", "harness.metrics", "models", "datasets"},
     "harness.evaluation": {"harness.training", "harness.metrics", "harness.floor", "models", "datasets", "reports"},
-    "harness.entry": {"harness.training", "harness.evaluation", "harness.metrics", "harness.floor", "models",
-                      "datasets", "reports"},
-    "harness.sweep": {"harness.entry", "harness.training", "harness.evaluation", "harness.metrics", "harness.floor",
-                      "models", "datasets", "reports", "jobs"},
+    "harness.entry": {
+        "harness.training",
+        "harness.evaluation",
+        "harness.metrics",
+        "harness.floor",
+        "models",
+        "datasets",
+        "reports",
+    },
+    "harness.sweep": {
+        "harness.entry",
+        "harness.training",
+        "harness.evaluation",
+        "harness.metrics",
+        "harness.floor",
+        "models",
+        "datasets",
+        "reports",
+        "jobs",
+    },
     "harness.jobs_side": {"harness.sweep", "harness.floor", "models", "datasets", "reports", "jobs"},
     "harness.cli": {"harness.floor", "harness.training", "models", "datasets"},
 }
@@ -73,8 +90,12 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_every_import_points_down_the_map():
-    wrong = [f"{m} ({_room(m)}) imports {t} ({_room(t)})" for m, targets in _graph().items() for t in sorted(targets)
-             if _room(t) != _room(m) and _room(t) not in ALLOWED[_room(m)]]
+    wrong = [
+        f"{m} ({_room(m)}) imports {t} ({_room(t)})"
+        for m, targets in _graph().items()
+        for t in sorted(targets)
+        if _room(t) != _room(m) and _room(t) not in ALLOWED[_room(m)]
+    ]
     assert wrong == [], "imports against the developer map:\n" + "\n".join(wrong)
 
 
@@ -109,11 +130,15 @@ def test_no_import_circles():
 
 def test_the_readme_map_names_every_package_and_module_of_harness():
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## For developers"):]
-    section = section[:section.index("\n## ", 4)] if "\n## " in section[4:] else section
+    section = readme[readme.index("## For developers") :]
+    section = section[: section.index("\n## ", 4)] if "\n## " in section[4:] else section
     named = set(re.findall(r"`((?:harness|models|datasets|reports|jobs)/[a-z_/]*)`", section))
-    folders = {str(p.relative_to(ROOT)) + "/" for top in TOPS for p in [ROOT / top, *(ROOT / top).rglob("*")]
-               if p.is_dir() and (p / "__init__.py").exists()}
+    folders = {
+        str(p.relative_to(ROOT)) + "/"
+        for top in TOPS
+        for p in [ROOT / top, *(ROOT / top).rglob("*")]
+        if p.is_dir() and (p / "__init__.py").exists()
+    }
     assert folders - named == set(), f"packages missing from the README's developer map: {sorted(folders - named)}"
     assert {n for n in named if n.endswith("/")} - folders == set(), "the map names folders that do not exist"
     top_modules = {p.stem for p in (ROOT / "harness").glob("*.py") if p.stem != "__init__"}

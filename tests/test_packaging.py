@@ -1,6 +1,8 @@
 """Every package folder is listed in pyproject.toml (the folders install under `decodiff.`)."""
-import tomllib
+
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"harness", "models", "datasets", "reports", "jobs", "configs"}

@@ -1,4 +1,5 @@
 """`decodiff bench`: the main job end to end."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,12 @@ from decodiff.harness.commands.common import add_config_args, add_json_arg, conf
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="run the whole benchmark: data, VAE, training, evaluation, report, MLflow",
-                       description="Run the main job: shard the data, get the VAE, train DeCo-Diff (or reuse the model "
-                                   "trained with the same settings), evaluate, and write the report and an MLflow run.")
+    p = sub.add_parser(
+        "bench",
+        help="run the whole benchmark: data, VAE, training, evaluation, report, MLflow",
+        description="Run the main job: shard the data, get the VAE, train DeCo-Diff (or reuse the model "
+        "trained with the same settings), evaluate, and write the report and an MLflow run.",
+    )
     add_config_args(p, default="demo")
     add_json_arg(p)
     p.set_defaults(func=run)

@@ -1,4 +1,5 @@
 """Arguments shared by the commands that take a config."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,13 @@ from decodiff.harness.config import Config, build_config
 
 
 def add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--config", "-c", default=default, metavar="PRESET",
-                   help=f"preset name (configs/*.yaml) or YAML file{f' (default: {default})' if default else ''}")
+    p.add_argument(
+        "--config",
+        "-c",
+        default=default,
+        metavar="PRESET",
+        help=f"preset name (configs/*.yaml) or YAML file{f' (default: {default})' if default else ''}",
+    )
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=3e-4")
 
 

@@ -1,4 +1,5 @@
 """`decodiff evaluate`: evaluate a trained checkpoint on the test split."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,9 +9,12 @@ from decodiff.harness.commands.common import add_config_args, add_json_arg, conf
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint: maps, metrics, report, MLflow run",
-                       description="Run deviation correction on the test split with a trained checkpoint and write "
-                                   "the per-category report and an MLflow run.")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint: maps, metrics, report, MLflow run",
+        description="Run deviation correction on the test split with a trained checkpoint and write "
+        "the per-category report and an MLflow run.",
+    )
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (from `decodiff train`)")
     add_config_args(p, default="demo")
     add_json_arg(p)

@@ -3,6 +3,7 @@
 The back end, Ray address and job folder come from the local job index written at submit time
 (jobs/records.py); --backend/--address/--job-dir answer for jobs submitted elsewhere.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,12 @@ from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("jobs", help="status, logs and stopping of submitted SLURM and Ray jobs",
-                       description="Follow jobs submitted with `decodiff submit` (SLURM job ids, array tasks as ID_N; "
-                                   "Ray submission ids).")
+    p = sub.add_parser(
+        "jobs",
+        help="status, logs and stopping of submitted SLURM and Ray jobs",
+        description="Follow jobs submitted with `decodiff submit` (SLURM job ids, array tasks as ID_N; "
+        "Ray submission ids).",
+    )
     jsub = p.add_subparsers(dest="jobs_command", metavar="ACTION")
     jsub.required = True
 
@@ -25,10 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ls.set_defaults(func=run_list)
 
-    for name, helptext in (("status", "state and exit code (every array task)"),
-                           ("logs", "the job's output (all array tasks, or ID_N for one)"),
-                           ("stop", "cancel the job (scancel / Ray stop)"),
-                           ("wait", "wait until the job ends; exit 0 when it succeeded")):
+    for name, helptext in (
+        ("status", "state and exit code (every array task)"),
+        ("logs", "the job's output (all array tasks, or ID_N for one)"),
+        ("stop", "cancel the job (scancel / Ray stop)"),
+        ("wait", "wait until the job ends; exit 0 when it succeeded"),
+    ):
         a = jsub.add_parser(name, help=helptext)
         a.add_argument("id", metavar="ID", help="SLURM job id (ID_N: one array task) or Ray submission id")
         a.add_argument("--backend", choices=("slurm", "ray"), help="default: from the job index, else by the id's form")
@@ -114,7 +120,6 @@ def _slurm(args: argparse.Namespace, job_dir: Path | None, tasks: int) -> int:
 
     if args.action == "logs":
         if job_dir is None:
-
             raise UsageError(f"job {args.id}: no record of its folder; give --job-dir DIR")
         if args.follow:
             for chunk in slurm.follow_logs(args.id, job_dir, tasks):
@@ -127,10 +132,20 @@ def _slurm(args: argparse.Namespace, job_dir: Path | None, tasks: int) -> int:
         slurm.cancel(args.id)
         print_json({"id": args.id, "stopped": True}) if args.json else print(f"{args.id}: cancelled")
         return 0
-    states = slurm.wait(args.id, job_dir, tasks, args.timeout) if args.action == "wait" else slurm.status(args.id, job_dir, tasks)
+    states = (
+        slurm.wait(args.id, job_dir, tasks, args.timeout)
+        if args.action == "wait"
+        else slurm.status(args.id, job_dir, tasks)
+    )
     if args.json:
-        print_json({"backend": "slurm", "id": args.id, "job_dir": str(job_dir) if job_dir else None,
-                    "tasks": [s.to_json() for s in states]})
+        print_json(
+            {
+                "backend": "slurm",
+                "id": args.id,
+                "job_dir": str(job_dir) if job_dir else None,
+                "tasks": [s.to_json() for s in states],
+            }
+        )
     else:
         for s in states:
             code = "" if s.exit_code is None else f"exit {s.exit_code}"

@@ -1,5 +1,6 @@
 """`decodiff model info`: parameters and GFLOPs of a UNet preset (or of all of them);
 `decodiff model import`: the authors' released checkpoint as a checkpoint of ours."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,32 +11,47 @@ from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="model presets; the authors' weights as a checkpoint of ours",
-                       description="Model tools.")
+    p = sub.add_parser(
+        "model", help="model presets; the authors' weights as a checkpoint of ours", description="Model tools."
+    )
     msub = p.add_subparsers(dest="model_command", metavar="ACTION")
     msub.required = True
-    i = msub.add_parser("info", help="parameters and GFLOPs per sample of a UNet preset",
-                        description="Parameters and GFLOPs per sample of a UNet preset, counted without allocating "
-                                    "weights; the published parameter counts are shown beside ours.")
+    i = msub.add_parser(
+        "info",
+        help="parameters and GFLOPs per sample of a UNet preset",
+        description="Parameters and GFLOPs per sample of a UNet preset, counted without allocating "
+        "weights; the published parameter counts are shown beside ours.",
+    )
     i.add_argument("--size", default="L", help="preset: tiny, demo, XS, S, M, L, XL, or `all` (default L)")
     i.add_argument("--classes", type=int, default=15, help="number of categories (default 15, MVTec-AD)")
     i.add_argument("--latent", type=int, default=32, help="latent size (default 32: 256 px with a KL-f8 VAE)")
     i.add_argument("--unconditional", action="store_true", help="one learned token instead of the category")
     add_json_arg(i)
     i.set_defaults(func=run_info)
-    m = msub.add_parser("import", help="the authors' DeCo-Diff checkpoint (or an LDM one) as a checkpoint of ours",
-                        description="Turn the authors' released checkpoint ({'model': state_dict}) or an LDM "
-                                    "checkpoint into a checkpoint folder of this project, for `decodiff evaluate "
-                                    "--checkpoint DIR` "
-                                    "(with vae.pretrained= the VAE it was trained with). The architecture is read from "
-                                    "the tensor shapes; the load must be complete.")
-    m.add_argument("file", type=Path, help="the checkpoint file (.pt/.pth/.ckpt read with weights_only=True, or "
-                                           ".safetensors)")
-    m.add_argument("--categories", required=True,
-                   help="comma-separated category names of the class-table rows, in order (the first n rows are kept)")
+    m = msub.add_parser(
+        "import",
+        help="the authors' DeCo-Diff checkpoint (or an LDM one) as a checkpoint of ours",
+        description="Turn the authors' released checkpoint ({'model': state_dict}) or an LDM "
+        "checkpoint into a checkpoint folder of this project, for `decodiff evaluate "
+        "--checkpoint DIR` "
+        "(with vae.pretrained= the VAE it was trained with). The architecture is read from "
+        "the tensor shapes; the load must be complete.",
+    )
+    m.add_argument(
+        "file", type=Path, help="the checkpoint file (.pt/.pth/.ckpt read with weights_only=True, or .safetensors)"
+    )
+    m.add_argument(
+        "--categories",
+        required=True,
+        help="comma-separated category names of the class-table rows, in order (the first n rows are kept)",
+    )
     m.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
-    m.add_argument("--heads", type=int, default=None,
-                   help="attention heads at the first level: needed only where the shapes match no preset")
+    m.add_argument(
+        "--heads",
+        type=int,
+        default=None,
+        help="attention heads at the first level: needed only where the shapes match no preset",
+    )
     m.add_argument("--latent", type=int, default=32, help="latent size it was trained at (default 32: 256 px)")
     add_json_arg(m)
     m.set_defaults(func=run_import)
@@ -47,10 +63,17 @@ def preset_info(size: str, classes: int, latent: int, conditional: bool) -> dict
 
     cost = preset_cost(size, num_classes=classes, latent=latent, conditional=conditional)
     preset = UNET_PRESETS[size]
-    info = {"size": size, "parameters": cost["parameters"], "classes": classes, "conditional": conditional,
-            "latent": [4, latent, latent], "gflops_per_sample": round(cost["gflops_forward"], 2),
-            "gflops_train_step_per_sample": round(cost["gflops_train_step"], 2),
-            "heads_per_level": list(level_heads(preset)), "preset": preset}
+    info = {
+        "size": size,
+        "parameters": cost["parameters"],
+        "classes": classes,
+        "conditional": conditional,
+        "latent": [4, latent, latent],
+        "gflops_per_sample": round(cost["gflops_forward"], 2),
+        "gflops_train_step_per_sample": round(cost["gflops_train_step"], 2),
+        "heads_per_level": list(level_heads(preset)),
+        "preset": preset,
+    }
     published = PUBLISHED_PARAMETERS.get(size)
     if published and classes == 15 and conditional:
         info["published_parameters"] = published
@@ -75,9 +98,11 @@ def run_info(args: argparse.Namespace) -> int:
         if "published_parameters" in info:
             pub = f" (published {info['published_parameters'] / 1e6:.1f}M, {info['difference_percent']:+.2f}%)"
         kind = "class-conditional" if info["conditional"] else "unconditional"
-        print(f"UNet {info['size']}: {info['parameters'] / 1e6:.1f}M parameters{pub}, {info['gflops_per_sample']} GFLOPs "
-              f"per sample forward, ~{info['gflops_train_step_per_sample']} per training sample (latent "
-              f"4x{args.latent}x{args.latent}, {args.classes} classes, {kind})")
+        print(
+            f"UNet {info['size']}: {info['parameters'] / 1e6:.1f}M parameters{pub}, {info['gflops_per_sample']} GFLOPs "
+            f"per sample forward, ~{info['gflops_train_step_per_sample']} per training sample (latent "
+            f"4x{args.latent}x{args.latent}, {args.classes} classes, {kind})"
+        )
     return 0
 
 

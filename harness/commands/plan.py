@@ -1,5 +1,6 @@
 """`decodiff plan CONFIG_OR_GRID`: GPU-hours and wall-clock of a run or a sweep before it is
 submitted, from FLOPs per phase and measured (or estimated) device throughput."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,21 +10,33 @@ from decodiff.harness.commands.common import print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="estimate GPU-hours and wall-clock of a run or a sweep on an allocation",
-                       description="Count each phase's FLOPs (VAE fit, latent cache, training, evaluation) for a config "
-                                   "or every trial of a sweep, with data-set sizes from shard manifests or the published "
-                                   "sizes, and turn them into time with a measured throughput file (--throughput, from "
-                                   "benchmarks/train_speed.py) or the GPU's data-sheet peak x an assumed utilisation "
-                                   "(labelled ESTIMATE).")
-    p.add_argument("target", metavar="CONFIG_OR_GRID", help="config preset/YAML, or a sweep file/preset (configs/sweeps/)")
+    p = sub.add_parser(
+        "plan",
+        help="estimate GPU-hours and wall-clock of a run or a sweep on an allocation",
+        description="Count each phase's FLOPs (VAE fit, latent cache, training, evaluation) for a config "
+        "or every trial of a sweep, with data-set sizes from shard manifests or the published "
+        "sizes, and turn them into time with a measured throughput file (--throughput, from "
+        "benchmarks/train_speed.py) or the GPU's data-sheet peak x an assumed utilisation "
+        "(labelled ESTIMATE).",
+    )
+    p.add_argument(
+        "target", metavar="CONFIG_OR_GRID", help="config preset/YAML, or a sweep file/preset (configs/sweeps/)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides (every trial of a sweep)")
-    p.add_argument("--gpu", metavar="NAME", help="GPU model: h200, h100, a100, l40s, a6000, a10, l4, v100, rtx4090, "
-                                                 "rtx3090, t4, cpu (default a100)")
-    p.add_argument("--throughput", type=Path, metavar="FILE", help="measured throughput JSON (benchmarks/train_speed.py)")
+    p.add_argument(
+        "--gpu",
+        metavar="NAME",
+        help="GPU model: h200, h100, a100, l40s, a6000, a10, l4, v100, rtx4090, rtx3090, t4, cpu (default a100)",
+    )
+    p.add_argument(
+        "--throughput", type=Path, metavar="FILE", help="measured throughput JSON (benchmarks/train_speed.py)"
+    )
     p.add_argument("--nodes", "-N", type=int, default=1, help="nodes (default 1)")
     p.add_argument("--gpus-per-node", "-G", type=int, default=1, help="GPUs per node (default 1; 0: CPU nodes)")
     p.add_argument("--time", "-t", help="a time limit to check the plan against")
-    p.add_argument("--shards", action="append", default=[], metavar="NAME=DIR", help="sweep: shard folder of data set NAME")
+    p.add_argument(
+        "--shards", action="append", default=[], metavar="NAME=DIR", help="sweep: shard folder of data set NAME"
+    )
     p.add_argument("--json", action="store_true", help="print the plan as one JSON object on stdout")
     p.set_defaults(func=run)
 
@@ -32,8 +45,16 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.harness.planning import plan  # the library: deferred (--help)
     from decodiff.jobs.plan import format_table
 
-    result = plan(args.target, args.overrides, gpu=args.gpu, throughput=args.throughput, nodes=args.nodes,
-                  gpus_per_node=args.gpus_per_node, time=args.time, shards=args.shards)
+    result = plan(
+        args.target,
+        args.overrides,
+        gpu=args.gpu,
+        throughput=args.throughput,
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        time=args.time,
+        shards=args.shards,
+    )
     if args.json:
         print_json(result.to_json())
     else:

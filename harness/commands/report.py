@@ -2,6 +2,7 @@
 of several runs, of every run of an MLflow experiment, or of a sweep's trials, optionally beside
 the paper's published numbers. Writes report.md, report.html (self-contained), tables (CSV and
 LaTeX) and figures (PNG) into --out."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,23 +13,36 @@ from decodiff.harness.commands.common import add_json_arg, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write the report of a run, an experiment or a sweep (tables, figures, HTML)",
-                       description="Rebuild a run's report from its run folder or from the tracking server alone, "
-                                   "or compare runs (seeds averaged, bootstrap intervals, the paper's methods beside "
-                                   "them with --compare-published).")
+    p = sub.add_parser(
+        "report",
+        help="write the report of a run, an experiment or a sweep (tables, figures, HTML)",
+        description="Rebuild a run's report from its run folder or from the tracking server alone, "
+        "or compare runs (seeds averaged, bootstrap intervals, the paper's methods beside "
+        "them with --compare-published).",
+    )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--run", action="append", metavar="ID|DIR",
-                      help="a run folder or an MLflow run id; repeat to compare runs")
+    what.add_argument(
+        "--run", action="append", metavar="ID|DIR", help="a run folder or an MLflow run id; repeat to compare runs"
+    )
     what.add_argument("--sweep", type=Path, metavar="DIR", help="a sweep folder (decodiff sweep)")
     what.add_argument("--experiment", metavar="NAME", help="every run of an MLflow experiment")
-    p.add_argument("--compare-published", action="store_true",
-                   help="put the paper's numbers (RD4AD ... MambaAD and DeCo-Diff, main Tables 1, 2, appendix 3-7) "
-                        "beside the runs, for the runs' dataset")
-    p.add_argument("--published-dataset", choices=["mvtec", "visa", "mpdd", "realiad"],
-                   help="compare with the paper's numbers on this dataset (implies --compare-published)")
-    p.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow tracking URI for run ids and experiments (default: $MLFLOW_TRACKING_URI, "
-                        "else the default config's sqlite:///runs/mlflow.db)")
+    p.add_argument(
+        "--compare-published",
+        action="store_true",
+        help="put the paper's numbers (RD4AD ... MambaAD and DeCo-Diff, main Tables 1, 2, appendix 3-7) "
+        "beside the runs, for the runs' dataset",
+    )
+    p.add_argument(
+        "--published-dataset",
+        choices=["mvtec", "visa", "mpdd", "realiad"],
+        help="compare with the paper's numbers on this dataset (implies --compare-published)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="MLflow tracking URI for run ids and experiments (default: $MLFLOW_TRACKING_URI, "
+        "else the default config's sqlite:///runs/mlflow.db)",
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     add_json_arg(p)
     p.set_defaults(func=run)
@@ -56,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
                 os.environ[k] = v
 
 
-FAST_FAIL = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-             "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+FAST_FAIL = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -90,9 +107,13 @@ def _run(args: argparse.Namespace) -> int:
                 missing += sweep_missing(inputs.sweep, default_ds)
             if args.sweep is not None:
                 title = f"DeCo-Diff sweep: {inputs.sweep.name}"
-                meta = [("sweep folder", str(args.sweep)),
-                        ("trials", f"{sum(t.run is not None for t in inputs.sweep.trials)} of "
-                                   f"{len(inputs.sweep.trials)} finished")]
+                meta = [
+                    ("sweep folder", str(args.sweep)),
+                    (
+                        "trials",
+                        f"{sum(t.run is not None for t in inputs.sweep.trials)} of {len(inputs.sweep.trials)} finished",
+                    ),
+                ]
                 if inputs.sweep.description:
                     meta.append(("description", inputs.sweep.description))
             elif args.experiment:
@@ -101,15 +122,28 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 title = f"DeCo-Diff comparison of {len(args.run)} runs"
                 meta = [("runs", ", ".join(args.run))]
-            report = build_comparison_report(title, meta, inputs.runs, missing, compare_published=compare,
-                                             published_dataset=args.published_dataset, sweep=inputs.sweep)
+            report = build_comparison_report(
+                title,
+                meta,
+                inputs.runs,
+                missing,
+                compare_published=compare,
+                published_dataset=args.published_dataset,
+                sweep=inputs.sweep,
+            )
         path = write_report_files(report, args.out)
     html = path.with_name("report.html")
     log(f"report: {path} and {html} ({what})")
     if args.json:
-        print_json({"report": str(path.resolve()), "html": str(html.resolve()),
-                    "runs": [{"name": r.name, "run_id": r.run_id, "dataset": r.dataset} for r in inputs.runs],
-                    "missing": [{"what": m[0], "reason": m[2]} for m in inputs.missing], "problems": inputs.problems})
+        print_json(
+            {
+                "report": str(path.resolve()),
+                "html": str(html.resolve()),
+                "runs": [{"name": r.name, "run_id": r.run_id, "dataset": r.dataset} for r in inputs.runs],
+                "missing": [{"what": m[0], "reason": m[2]} for m in inputs.missing],
+                "problems": inputs.problems,
+            }
+        )
     else:
         print(path)
     if not inputs.runs and inputs.problems:

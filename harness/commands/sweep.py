@@ -1,4 +1,5 @@
 """`decodiff sweep`: run a grid or random search of configs x data sets x seeds on Ray Tune."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,8 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from decodiff.harness.commands.common import add_json_arg, headline, print_json
 from decodiff.harness.errors import UsageError
@@ -15,22 +16,35 @@ from decodiff.harness.errors import UsageError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "sweep", help="run a grid/random search of trials on Ray Tune (paper ablations in configs/sweeps/)",
+        "sweep",
+        help="run a grid/random search of trials on Ray Tune (paper ablations in configs/sweeps/)",
         description="Expand a sweep file (configs/sweeps/NAME.yaml or a path) into trials, each a config; train "
-                    "each distinct training setting once, evaluate every trial, and write one comparison report, "
-                    "one MLflow parent run with a child per trial, and the combined long table. A local Ray by "
-                    "default (files inside the sweep folder), a cluster with --address.")
-    p.add_argument("sweep", nargs="?", metavar="GRID", help="sweep file (YAML path) or preset name from configs/sweeps/")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                   help="config overrides for every trial (they win over the sweep's axes)")
+        "each distinct training setting once, evaluate every trial, and write one comparison report, "
+        "one MLflow parent run with a child per trial, and the combined long table. A local Ray by "
+        "default (files inside the sweep folder), a cluster with --address.",
+    )
+    p.add_argument(
+        "sweep", nargs="?", metavar="GRID", help="sweep file (YAML path) or preset name from configs/sweeps/"
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.sub=value",
+        help="config overrides for every trial (they win over the sweep's axes)",
+    )
     p.add_argument("--out", type=Path, help="sweep folder (default: <run.out_dir>/sweeps/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in its folder; finished trials are kept")
     p.add_argument("--dry-run", action="store_true", help="print the trials and the estimated cost; run nothing")
     p.add_argument("--address", help="Ray cluster address (e.g. ray://head:10001 or auto); default: a local Ray")
     p.add_argument("--cpus", type=int, help="CPUs of the local Ray (default: all)")
     p.add_argument("--gpus", type=int, help="GPUs of the local Ray (default: detected)")
-    p.add_argument("--shards", action="append", default=[], metavar="NAME=DIR",
-                   help="shard folder of the sweep's data set NAME (repeatable)")
+    p.add_argument(
+        "--shards",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="shard folder of the sweep's data set NAME (repeatable)",
+    )
     p.add_argument("--list", action="store_true", help="list the sweep presets and exit")
     add_json_arg(p)
     p.__class__ = _Intermixed
@@ -118,16 +132,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_plan(info: dict) -> None:
     c = info["cost"]
-    print(f"sweep {info['sweep']} ({info['file']}): {len(info['trials'])} trials, {info['trainings']} distinct trainings; "
-          f"folder {info['folder']}")
-    print(f"recipe: {info['recipe']} (README \"Recipes\"; each trial's departures from it follow its settings)")
+    print(
+        f"sweep {info['sweep']} ({info['file']}): {len(info['trials'])} trials, "
+        f"{info['trainings']} distinct trainings; "
+        f"folder {info['folder']}"
+    )
+    print(f'recipe: {info["recipe"]} (README "Recipes"; each trial\'s departures from it follow its settings)')
     for t in info["trials"]:
         over = " ".join(f"{k}={v}" for k, v in t["overrides"].items() if k != "data.dataset")
         done = "  [finished]" if t["finished"] else ""
         dep = ", ".join(d["key"] for d in t["departures"])
         departs = f"  [departs from {t['recipe']}: {dep}]" if dep else ""
         print(f"  {t['trial']}  {t['dataset']:<8} {over}{done}{departs}")
-    print(f"to run: {c['trials']} trials, {c['trainings']} trainings ({c['train_steps']} optimizer steps, "
-          f"{c['train_samples']} samples, {c['train_tflop']} TFLOP), {c['eval_images']} evaluated images "
-          f"({c['eval_unet_calls']} UNet calls, {c['eval_tflop']} TFLOP); total {c['total_tflop']} TFLOP")
+    print(
+        f"to run: {c['trials']} trials, {c['trainings']} trainings ({c['train_steps']} optimizer steps, "
+        f"{c['train_samples']} samples, {c['train_tflop']} TFLOP), {c['eval_images']} evaluated images "
+        f"({c['eval_unet_calls']} UNet calls, {c['eval_tflop']} TFLOP); total {c['total_tflop']} TFLOP"
+    )
     print(f"  ({c['note']})")

@@ -5,6 +5,7 @@ One process, or many under `accelerate launch` (see harness/training/distributed
     accelerate launch --multi_gpu --num_processes 8 -m decodiff.harness.cli train --config demo \\
         --out /scratch/run1 --resume
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,17 +17,27 @@ from decodiff.harness.errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train DeCo-Diff for a config (reuses a finished identical training)",
-                       description="Prepare the data and VAE, then train the UNet; prints the checkpoint folder. "
-                                   "Without --out, the model goes to the cache, keyed by everything that changes "
-                                   "its weights: a finished identical training is reused and an interrupted one "
-                                   "continues. SIGTERM/SIGUSR1 save a checkpoint and exit with code 75.")
+    p = sub.add_parser(
+        "train",
+        help="train DeCo-Diff for a config (reuses a finished identical training)",
+        description="Prepare the data and VAE, then train the UNet; prints the checkpoint folder. "
+        "Without --out, the model goes to the cache, keyed by everything that changes "
+        "its weights: a finished identical training is reused and an interrupted one "
+        "continues. SIGTERM/SIGUSR1 save a checkpoint and exit with code 75.",
+    )
     add_config_args(p, default="demo")
-    p.add_argument("--out", type=Path, default=None,
-                   help="training folder (final model in OUT/checkpoint, resumable states in OUT/train_state)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in --out (the config must be the one it was written "
-                        "with); starts from scratch when there is none yet, so a requeued job can always pass it")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="training folder (final model in OUT/checkpoint, resumable states in OUT/train_state)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in --out (the config must be the one it was written "
+        "with); starts from scratch when there is none yet, so a requeued job can always pass it",
+    )
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -49,20 +60,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, cfg, acc) -> int:
-    from decodiff.harness.training.checkpoint import CheckpointError, latest_state
     from decodiff.harness.data import prepare_data
+    from decodiff.harness.progress import log
+    from decodiff.harness.training.checkpoint import CheckpointError, latest_state
     from decodiff.harness.training.distributed import builders_first
     from decodiff.harness.training.init_weights import source_files
-    from decodiff.harness.training.model_cache import trained_model
-    from decodiff.harness.progress import log
     from decodiff.harness.training.loop import train
+    from decodiff.harness.training.model_cache import trained_model
     from decodiff.harness.training.vae_fit import get_vae
 
     if cfg.model.init_from:  # a missing initialisation fails now, not after the VAE
         source_files(cfg.model.init_from)
     if args.out is not None and not args.resume and (state := latest_state(args.out)) is not None:
-        raise CheckpointError(f"{args.out} already holds a training checkpoint ({state.name}); pass --resume to "
-                              f"continue it, or choose another --out")
+        raise CheckpointError(
+            f"{args.out} already holds a training checkpoint ({state.name}); pass --resume to "
+            f"continue it, or choose another --out"
+        )
     with builders_first(acc):  # the main process makes shards and the VAE; the others then find them
         data = prepare_data(cfg)
         vae = get_vae(cfg, data)
@@ -74,14 +87,20 @@ def _run(args: argparse.Namespace, cfg, acc) -> int:
             log(f"train: no checkpoint in {args.out} yet; starting from scratch")
         result = train(cfg, data, vae, args.out, accelerator=acc, resume=args.resume)
         checkpoint, classes, reused, resumed_from = str(result.checkpoint), data.categories, False, result.resumed_from
-        info = {"steps": result.steps, "epochs": result.epochs, "seconds": round(result.seconds, 1),
-                "final_loss": result.final_loss, "samples_per_second": round(result.samples_per_second, 2),
-                "weights_sha256": result.weights_sha256}
+        info = {
+            "steps": result.steps,
+            "epochs": result.epochs,
+            "seconds": round(result.seconds, 1),
+            "final_loss": result.final_loss,
+            "samples_per_second": round(result.samples_per_second, 2),
+            "weights_sha256": result.weights_sha256,
+        }
     if not acc.is_main_process:
         return 0
     if args.json:
-        print_json({"checkpoint": checkpoint, "classes": classes, "reused": reused, "resumed_from": resumed_from,
-                    "info": info})
+        print_json(
+            {"checkpoint": checkpoint, "classes": classes, "reused": reused, "resumed_from": resumed_from, "info": info}
+        )
     else:
         print(checkpoint)
     return 0

@@ -1,4 +1,5 @@
 """`decodiff vae train`: train the small AutoencoderKL for a config and save it as a folder."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,10 +14,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("vae", help="VAE tools", description="VAE tools.")
     vsub = p.add_subparsers(dest="vae_command", metavar="ACTION")
     vsub.required = True
-    t = vsub.add_parser("train", help="train a small AutoencoderKL on a config's training images",
-                        description="Train the small VAE the config describes (vae.small, vae.steps, ...) on the "
-                                    "training images and save it with save_pretrained into --out; `vae.pretrained=OUT` "
-                                    "then uses it. This is how models/weights/demo-vae was made.")
+    t = vsub.add_parser(
+        "train",
+        help="train a small AutoencoderKL on a config's training images",
+        description="Train the small VAE the config describes (vae.small, vae.steps, ...) on the "
+        "training images and save it with save_pretrained into --out; `vae.pretrained=OUT` "
+        "then uses it. This is how models/weights/demo-vae was made.",
+    )
     t.add_argument("--out", required=True, type=Path, help="folder to write")
     add_config_args(t, default="demo")
     t.set_defaults(func=run_train)
@@ -31,8 +35,10 @@ def run_train(args: argparse.Namespace) -> int:
     out = args.out
     # checked before the training: only an earlier VAE (or nothing) is ever replaced
     if out.exists() and not (out.is_dir() and ((out / "decodiff.json").is_file() or not any(out.iterdir()))):
-        raise UsageError(f"--out {out}: exists and is not a VAE folder written by `decodiff vae train` "
-                         f"(no decodiff.json); choose a new folder")
+        raise UsageError(
+            f"--out {out}: exists and is not a VAE folder written by `decodiff vae train` "
+            f"(no decodiff.json); choose a new folder"
+        )
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise UsageError(f"--out {out}: cannot write into {parent}")

@@ -9,6 +9,7 @@ report shows at once whether the diffusion model adds anything on the data (`inf
 
 Their records carry `"method"`; DeCo-Diff's own records are unchanged.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,7 +37,7 @@ DESCRIPTIONS = {
     "deco-diff": "DeCo-Diff",
     "vae-recon": "baseline vae-recon: the VAE's reconstruction error |Decoder(Encoder(x)) - x|",
     "latent-nn": "baseline latent-nn: distance of each latent 3x3 patch to its nearest training patch "
-                 "(PatchCore's idea on the VAE's latents)",
+    "(PatchCore's idea on the VAE's latents)",
 }
 
 
@@ -50,8 +51,9 @@ class Baselines:
     nn: LatentNearestNeighbour | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def maps(self, x: torch.Tensor, rec: Reconstruction, categories: list[str],
-             pixel_reference: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def maps(
+        self, x: torch.Tensor, rec: Reconstruction, categories: list[str], pixel_reference: str
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """name -> (maps [B, H, W], image scores [B]) for this batch."""
         out = {}
         size = (x.shape[-2], x.shape[-1])
@@ -69,8 +71,9 @@ class Baselines:
         return out
 
 
-def baselines_for(cfg: Config, data: PreparedData, vae: FrozenVAE, device: torch.device,
-                  settings: MapSettings) -> Baselines | None:
+def baselines_for(
+    cfg: Config, data: PreparedData, vae: FrozenVAE, device: torch.device, settings: MapSettings
+) -> Baselines | None:
     """The config's baselines, ready to score (the latent-nn bank built); None when there are none."""
     names = [b for b in cfg.infer.baselines if b != cfg.method]  # a vae-recon run is its own baseline
     if not names:
@@ -82,14 +85,17 @@ def baselines_for(cfg: Config, data: PreparedData, vae: FrozenVAE, device: torch
         source = _fill_bank(b.nn, cfg, data, vae, device)
         sizes = b.nn.fit()
         b.seconds["latent-nn"] = time.perf_counter() - t0
-        log(f"latent-nn: banks of {min(sizes.values())}-{max(sizes.values())} patches per category from {source} "
-            f"in {b.seconds['latent-nn']:.1f}s")
+        log(
+            f"latent-nn: banks of {min(sizes.values())}-{max(sizes.values())} patches per category from {source} "
+            f"in {b.seconds['latent-nn']:.1f}s"
+        )
     return b
 
 
 @torch.no_grad()
-def _fill_bank(nn: LatentNearestNeighbour, cfg: Config, data: PreparedData, vae: FrozenVAE,
-               device: torch.device) -> str:
+def _fill_bank(
+    nn: LatentNearestNeighbour, cfg: Config, data: PreparedData, vae: FrozenVAE, device: torch.device
+) -> str:
     """Normal training latents (the latent distribution's mean, un-augmented): from the training's
     latent cache where there is one (variant 0), else encoded here."""
     folder = Path(cfg.run.cache_dir) / "latents" / cache_key(cfg, data, vae)

@@ -1,5 +1,6 @@
 """Evaluation: stream the test shards, correct each latent, decode, build anomaly maps and
 image scores, and hand them batch by batch to the metrics."""
+
 from __future__ import annotations
 
 import io
@@ -16,16 +17,21 @@ from torch.utils.data import DataLoader
 from decodiff.datasets.files import write_atomic
 from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream, collate
-from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, preprocess_for
+from decodiff.harness.evaluation.baselines import baselines_for
 from decodiff.harness.evaluation.uncertainty import PixelStats
 from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
-from decodiff.harness.training.distributed import (all_sum, broadcast_from_main, device_for, gather_to_main,
-                                                   rank_and_world)
 from decodiff.harness.metrics import MetricSuite
 from decodiff.harness.metrics.labels import image_label
 from decodiff.harness.progress import Progress, log
+from decodiff.harness.training.distributed import (
+    all_sum,
+    broadcast_from_main,
+    device_for,
+    gather_to_main,
+    rank_and_world,
+)
 from decodiff.models.anomaly_map import anomaly_map, image_score
 from decodiff.models.layout import to_layout, use_channels_last
 from decodiff.models.reconstruction import reconstruct
@@ -43,7 +49,7 @@ class EvalResult:
     maps_file: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     pixel_stats: Any = None  # uncertainty.PixelStats: per-image pixel histograms for the bootstrap (main process)
-    # infer.baselines scored on the same images: records as `records`, each with "method" (harness/evaluation/baselines.py)
+    # infer.baselines scored on the same images: records as `records`, each with "method" (evaluation/baselines.py)
     baseline_records: list[dict[str, Any]] = field(default_factory=list)
     baseline_seconds: dict[str, float] = field(default_factory=dict)  # per baseline, bank building included
 
@@ -58,8 +64,14 @@ def inference_layout(cfg: Config, model: DeviationUNet | None, vae: FrozenVAE, d
 
 
 @torch.no_grad()
-def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: FrozenVAE, class_names: list[str],
-             out: Path | None = None) -> EvalResult:
+def evaluate(
+    cfg: Config,
+    data: PreparedData,
+    model: DeviationUNet | None,
+    vae: FrozenVAE,
+    class_names: list[str],
+    out: Path | None = None,
+) -> EvalResult:
     """Evaluate on the test split. Under several processes (`accelerate launch`), each rank
     scores its share of the test shards in batches and sends the per-image results to the main
     process, which puts them back into the single-process order (shard order, then position in
@@ -79,12 +91,22 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
     missing = [c for c in data.categories if c not in ids]
     if missing:
         raise ValueError(f"the model was trained without categories {missing} (it knows {class_names})")
-    suite = MetricSuite(data.manifest.dataset, aupro_protocol=cfg.metrics.aupro_protocol,
-                        fpr_limit=cfg.metrics.fpr_limit, device=device.type)
+    suite = MetricSuite(
+        data.manifest.dataset,
+        aupro_protocol=cfg.metrics.aupro_protocol,
+        fpr_limit=cfg.metrics.fpr_limit,
+        device=device.type,
+    )
     bases = baselines_for(cfg, data, vae, device, settings)
-    base_suites = {n: MetricSuite(data.manifest.dataset, aupro_protocol=cfg.metrics.aupro_protocol,
-                                  fpr_limit=cfg.metrics.fpr_limit, device=device.type)
-                   for n in (bases.names if bases else [])}
+    base_suites = {
+        n: MetricSuite(
+            data.manifest.dataset,
+            aupro_protocol=cfg.metrics.aupro_protocol,
+            fpr_limit=cfg.metrics.fpr_limit,
+            device=device.type,
+        )
+        for n in (bases.names if bases else [])
+    }
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
     stats = PixelStats() if main and out is not None else None
@@ -94,8 +116,9 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
     total = data.manifest.count("test", data.categories)
     start = time.time()
     counts = _counts(data, urls)
-    batches = _shard_batches(_ranked_test_loader(cfg, urls, counts, rank, world), dict(zip(urls, counts)),
-                             cfg.infer.batch_size)
+    batches = _shard_batches(
+        _ranked_test_loader(cfg, urls, counts, rank, world), dict(zip(urls, counts)), cfg.infer.batch_size
+    )
     with Progress("evaluate", total=total, unit="img", stream=None if main else io.StringIO()) as prog:
         while True:
             batch = next(batches, None)
@@ -107,19 +130,30 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
                 maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
                 scores = image_score(maps, settings)
                 maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()
-                base = {n: (m.float().cpu().numpy(), sc.float().cpu().numpy())
-                        for n, (m, sc) in (bases.maps(x, rec, list(batch["category"]), recon.pixel_reference).items()
-                                           if bases else [])}
+                base = {
+                    n: (m.float().cpu().numpy(), sc.float().cpu().numpy())
+                    for n, (m, sc) in (
+                        bases.maps(x, rec, list(batch["category"]), recon.pixel_reference).items() if bases else []
+                    )
+                }
                 for i, key in enumerate(batch["key"]):
                     url = batch["url"][i]
                     index = positions[url] = positions.get(url, -1) + 1
                     mask = batch["mask"][i].numpy() if bool(batch["has_mask"][i]) else None
-                    items.append({"url": url, "index": index, "key": key, "category": batch["category"][i],
-                                  "defect": batch["defect"][i],
-                                  "label": image_label(cfg.metrics.image_label, int(batch["label"][i]), mask),
-                                  "score": scores_np[i], "map": maps_np[i],
-                                  "base": {n: (sc[i], m[i]) for n, (m, sc) in base.items()},
-                                  "mask": mask})
+                    items.append(
+                        {
+                            "url": url,
+                            "index": index,
+                            "key": key,
+                            "category": batch["category"][i],
+                            "defect": batch["defect"][i],
+                            "label": image_label(cfg.metrics.image_label, int(batch["label"][i]), mask),
+                            "score": scores_np[i],
+                            "map": maps_np[i],
+                            "base": {n: (sc[i], m[i]) for n, (m, sc) in base.items()},
+                            "mask": mask,
+                        }
+                    )
             if world > 1:
                 if all_sum([int(batch is not None)])[0] == 0:
                     break
@@ -136,30 +170,53 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
             # per run of one category: the suite keeps each category's state apart
             for run in _category_runs(ready):
                 ok = all(it["mask"] is not None for it in run)
-                suite.update(run[0]["category"], np.array([it["score"] for it in run]),
-                             np.array([it["label"] for it in run]), np.stack([it["map"] for it in run]),
-                             np.stack([it["mask"] for it in run]) if ok else None, keys=[it["key"] for it in run])
+                suite.update(
+                    run[0]["category"],
+                    np.array([it["score"] for it in run]),
+                    np.array([it["label"] for it in run]),
+                    np.stack([it["map"] for it in run]),
+                    np.stack([it["mask"] for it in run]) if ok else None,
+                    keys=[it["key"] for it in run],
+                )
                 t0 = time.perf_counter()
                 for n, bsuite in base_suites.items():
-                    bsuite.update(run[0]["category"], np.array([it["base"][n][0] for it in run]),
-                                  np.array([it["label"] for it in run]), np.stack([it["base"][n][1] for it in run]),
-                                  np.stack([it["mask"] for it in run]) if ok else None,
-                                  keys=[it["key"] for it in run])
+                    bsuite.update(
+                        run[0]["category"],
+                        np.array([it["base"][n][0] for it in run]),
+                        np.array([it["label"] for it in run]),
+                        np.stack([it["base"][n][1] for it in run]),
+                        np.stack([it["mask"] for it in run]) if ok else None,
+                        keys=[it["key"] for it in run],
+                    )
                 if bases is not None:
                     bases.seconds["metrics"] = bases.seconds.get("metrics", 0.0) + time.perf_counter() - t0
                 if stats is not None:
-                    stats.update(run[0]["category"], [it["key"] for it in run], np.array([it["label"] for it in run]),
-                                 np.stack([it["map"] for it in run]), np.stack([it["mask"] for it in run]) if ok else None)
+                    stats.update(
+                        run[0]["category"],
+                        [it["key"] for it in run],
+                        np.array([it["label"] for it in run]),
+                        np.stack([it["map"] for it in run]),
+                        np.stack([it["mask"] for it in run]) if ok else None,
+                    )
             for it in ready:
-                samples.append({"key": it["key"], "category": it["category"], "defect": it["defect"],
-                                "label": it["label"], "score": float(it["score"])})
+                samples.append(
+                    {
+                        "key": it["key"],
+                        "category": it["category"],
+                        "defect": it["defect"],
+                        "label": it["label"],
+                        "score": float(it["score"]),
+                    }
+                )
                 if cfg.infer.save_maps and out is not None:
                     saved[it["key"]] = it["map"].astype(np.float32)
             prog.update(len(ready))
     seconds = time.time() - start
     if order is not None and order.missing():
-        raise RuntimeError(f"evaluation: {order.missing()} test images did not come back from the ranks "
-                           f"(a shard shorter than its manifest count?)")
+        raise RuntimeError(
+            f"evaluation: {order.missing()} test images did not come back from the ranks "
+            f"(a shard shorter than its manifest count?)"
+        )
     records = suite.compute() if main else None
     base_records = []
     if main and bases is not None:
@@ -169,8 +226,9 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
     maps_file = None
     if main and saved and out is not None:
         maps_file = out / "maps.npz"
-        write_atomic(maps_file, lambda p: np.savez_compressed(p, keys=np.array(list(saved)),
-                                                              maps=np.stack(list(saved.values()))))
+        write_atomic(
+            maps_file, lambda p: np.savez_compressed(p, keys=np.array(list(saved)), maps=np.stack(list(saved.values())))
+        )
     if stats is not None:
         stats.save(out / "pixel_stats.npz")
     records, samples, base_records = broadcast_from_main((records, samples, base_records) if main else None)
@@ -178,10 +236,21 @@ def evaluate(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: 
     if main:
         log(f"evaluate: {len(samples)} images in {seconds:.1f}s" + (f" on {world} processes" if world > 1 else ""))
         if base_seconds:
-            log(f"baselines: {sum(base_seconds.values()):.1f}s in all (" + ", ".join(
-                f"{k} {v:.1f}s" for k, v in base_seconds.items()) + "; bank building and metrics included)")
-    return EvalResult(records, samples, seconds, len(samples) / max(seconds, 1e-9), maps_file, pixel_stats=stats,
-                      baseline_records=base_records, baseline_seconds=base_seconds)
+            log(
+                f"baselines: {sum(base_seconds.values()):.1f}s in all ("
+                + ", ".join(f"{k} {v:.1f}s" for k, v in base_seconds.items())
+                + "; bank building and metrics included)"
+            )
+    return EvalResult(
+        records,
+        samples,
+        seconds,
+        len(samples) / max(seconds, 1e-9),
+        maps_file,
+        pixel_stats=stats,
+        baseline_records=base_records,
+        baseline_seconds=base_seconds,
+    )
 
 
 def conditioned(model: DeviationUNet | None, cls: torch.Tensor) -> EtaModel | None:
@@ -206,8 +275,14 @@ class _WithUrl:
 
 
 def _ranked_test_loader(cfg: Config, urls: list[str], counts: list[int], rank: int, world: int) -> DataLoader:
-    stream = ShardStream(urls, counts=counts, decode=_decode_with_url, transform=_WithUrl(preprocess_for(cfg, False)),
-                         rank=rank, world_size=world)
+    stream = ShardStream(
+        urls,
+        counts=counts,
+        decode=_decode_with_url,
+        transform=_WithUrl(preprocess_for(cfg, False)),
+        rank=rank,
+        world_size=world,
+    )
     return DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers, collate_fn=_identity)
 
 
@@ -215,7 +290,9 @@ def _identity(x: Any) -> Any:
     return x
 
 
-def _shard_batches(samples: Iterable[dict[str, Any]], counts: dict[str, int], batch_size: int) -> Iterator[dict[str, Any]]:
+def _shard_batches(
+    samples: Iterable[dict[str, Any]], counts: dict[str, int], batch_size: int
+) -> Iterator[dict[str, Any]]:
     """Batches that never mix shards and start at each shard's first sample: an image lands in
     the same batch (same size, same neighbours) however many ranks and workers read the shards,
     so its numbers do not change in the last bits with the process count."""
@@ -261,7 +338,7 @@ class _InOrder:
 
     def missing(self) -> int:
         """Samples not released yet (0 once every shard's samples came in)."""
-        return sum(self.counts[self.shard:]) - self.index if self.shard < len(self.counts) else 0
+        return sum(self.counts[self.shard :]) - self.index if self.shard < len(self.counts) else 0
 
 
 def _counts(data: PreparedData, urls: list[str]) -> list[int]:

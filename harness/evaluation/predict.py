@@ -12,6 +12,7 @@ Images are streamed in batches with progress. Each is preprocessed as the traini
 input size and counted, grey-scale and alpha images are converted to RGB and counted, and an
 unreadable file is skipped and listed; with no readable image at all, one DataError.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,20 +25,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from matplotlib import colormaps
+from PIL import Image
 
 from decodiff.datasets.files import write_atomic
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream
 from decodiff.datasets.transforms import Preprocess
-from decodiff.harness.training.checkpoint import CheckpointError, load_model
 from decodiff.harness.config import Config, ConfigError, build_config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.evaluation.evaluate import conditioned
 from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.progress import Progress
+from decodiff.harness.training.checkpoint import CheckpointError, load_model
 from decodiff.harness.training.distributed import device_for
 from decodiff.harness.training.vae_fit import resolve_pretrained
 from decodiff.models.anomaly_map import anomaly_map, image_score
@@ -76,8 +77,14 @@ class Scorer:
         device = device_for(self.cfg)
         x = x.to(device)
         cls = torch.full((x.shape[0],), self.class_id, device=device, dtype=torch.long)
-        rec = reconstruct(x, self.vae, conditioned(self.model, cls), make_process(self.cfg),
-                          reconstruction_settings(self.cfg), keys=list(keys))
+        rec = reconstruct(
+            x,
+            self.vae,
+            conditioned(self.model, cls),
+            make_process(self.cfg),
+            reconstruction_settings(self.cfg),
+            keys=list(keys),
+        )
         s = map_settings(self.cfg)
         maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, s)
         return maps.float().cpu().numpy(), image_score(maps, s).float().cpu().numpy()
@@ -94,24 +101,30 @@ class PredictResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def load_scorer(checkpoint: Path, overrides: Sequence[str] = (), preset: str | None = None,
-                category: str | None = None) -> Scorer:
+def load_scorer(
+    checkpoint: Path, overrides: Sequence[str] = (), preset: str | None = None, category: str | None = None
+) -> Scorer:
     """The checkpoint, its VAE and the config it was trained with (`preset`/`overrides` on top;
     a checkpoint written before configs were recorded needs `preset`)."""
     checkpoint = Path(checkpoint)
     model, spec, info = load_model(checkpoint)
     if preset is None and "config" not in info:
-        raise ConfigError(f"--checkpoint {checkpoint}: it does not record its config (trained by an older version); "
-                          f"pass --config PRESET_OR_YAML as it was trained")
+        raise ConfigError(
+            f"--checkpoint {checkpoint}: it does not record its config (trained by an older version); "
+            f"pass --config PRESET_OR_YAML as it was trained"
+        )
     cfg = build_config(preset, list(overrides), base=None if preset else info["config"])
     if info.get("method", "deco-diff") != cfg.method:
-        raise CheckpointError(f"--checkpoint {checkpoint}: trained as method={info.get('method')}, the config says "
-                              f"method={cfg.method}")
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: trained as method={info.get('method')}, the config says method={cfg.method}"
+        )
     classes = list(spec["classes"])
     if category is None:
         if len(classes) > 1 and spec.get("conditional", True):
-            raise ConfigError(f"--category: the model knows {len(classes)} categories ({', '.join(classes)}); name "
-                              f"the one the images belong to")
+            raise ConfigError(
+                f"--category: the model knows {len(classes)} categories ({', '.join(classes)}); name "
+                f"the one the images belong to"
+            )
         category = classes[0]
     if category not in classes:
         raise ConfigError(f"--category {category}: not one the model was trained on ({', '.join(classes)})")
@@ -122,11 +135,14 @@ def load_scorer(checkpoint: Path, overrides: Sequence[str] = (), preset: str | N
     elif cfg.vae.pretrained:
         vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale)
     else:
-        raise CheckpointError(f"--checkpoint {checkpoint}: its VAE ({info.get('vae')}) is not at {where}; pass "
-                              f"vae.pretrained=DIR with the VAE it was trained with")
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: its VAE ({info.get('vae')}) is not at {where}; pass "
+            f"vae.pretrained=DIR with the VAE it was trained with"
+        )
     if info.get("vae_fingerprint") and vae.fingerprint and info["vae_fingerprint"] != vae.fingerprint:
-        raise CheckpointError(f"--checkpoint {checkpoint}: trained with another VAE ({info.get('vae')}) than "
-                              f"{vae.source}")
+        raise CheckpointError(
+            f"--checkpoint {checkpoint}: trained with another VAE ({info.get('vae')}) than {vae.source}"
+        )
     device = device_for(cfg)
     return Scorer(cfg, model.to(device).eval(), vae.to(device), category, classes.index(category), size, checkpoint)
 
@@ -179,14 +195,16 @@ def _batches(files: Sequence[Path], scorer: Scorer, batch_size: int) -> Iterator
         yield batch
 
 
-def score_files(scorer: Scorer, files: Sequence[Path],
-                stage: str = "predict") -> Iterator[tuple[_Loaded, np.ndarray | None, float | None]]:
+def score_files(
+    scorer: Scorer, files: Sequence[Path], stage: str = "predict"
+) -> Iterator[tuple[_Loaded, np.ndarray | None, float | None]]:
     """(loaded image, map, score) per file, in order; unreadable files come with None."""
     with Progress(stage, total=len(files), unit="img") as prog:
         for batch in _batches(files, scorer, scorer.cfg.infer.batch_size):
             ok = [b for b in batch if b.image is not None]
-            maps, scores = (scorer.score(torch.stack([b.image for b in ok]), [str(b.path) for b in ok])
-                            if ok else (None, None))
+            maps, scores = (
+                scorer.score(torch.stack([b.image for b in ok]), [str(b.path) for b in ok]) if ok else (None, None)
+            )
             j = 0
             for b in batch:
                 if b.image is None:
@@ -197,8 +215,14 @@ def score_files(scorer: Scorer, files: Sequence[Path],
             prog.update(len(batch))
 
 
-def choose_threshold(scorer: Scorer, *, threshold: float | None = None, normal: Sequence[Path] = (),
-                     quantile: float = 0.99, max_train: int = 200) -> Threshold:
+def choose_threshold(
+    scorer: Scorer,
+    *,
+    threshold: float | None = None,
+    normal: Sequence[Path] = (),
+    quantile: float = 0.99,
+    max_train: int = 200,
+) -> Threshold:
     """A decision threshold without test labels (see the module's docstring)."""
     if threshold is not None:
         return Threshold(float(threshold), "given (--threshold)")
@@ -207,25 +231,33 @@ def choose_threshold(scorer: Scorer, *, threshold: float | None = None, normal: 
         scores = [s for _, _, s in score_files(scorer, files, "threshold") if s is not None]
         if not scores:
             raise DataError(f"--normal {', '.join(map(str, normal))}: no readable image to set the threshold with")
-        return Threshold(float(np.quantile(scores, quantile, method="higher")),
-                         f"the {quantile:g} quantile of the scores of {len(scores)} normal images given with --normal "
-                         f"(held out from training)")
+        return Threshold(
+            float(np.quantile(scores, quantile, method="higher")),
+            f"the {quantile:g} quantile of the scores of {len(scores)} normal images given with --normal "
+            f"(held out from training)",
+        )
     scores = _training_scores(scorer, max_train)
-    return Threshold(float(np.quantile(scores, quantile, method="higher")),
-                     f"the {quantile:g} quantile of the scores of {len(scores)} normal training images of "
-                     f"'{scorer.category}' (seen in training, so their scores run low: expect more false alarms "
-                     f"than {100 * (1 - quantile):g}%; --normal DIR with held-out normal images is better)")
+    return Threshold(
+        float(np.quantile(scores, quantile, method="higher")),
+        f"the {quantile:g} quantile of the scores of {len(scores)} normal training images of "
+        f"'{scorer.category}' (seen in training, so their scores run low: expect more false alarms "
+        f"than {100 * (1 - quantile):g}%; --normal DIR with held-out normal images is better)",
+    )
 
 
 def _training_scores(scorer: Scorer, limit: int) -> list[float]:
     try:
         data = prepare_data(scorer.cfg)
     except (DataError, ConfigError, OSError) as exc:
-        raise DataError(f"no threshold: the training images of the checkpoint are not available here ({exc}); pass "
-                        f"--threshold VALUE or --normal DIR (held-out normal images)") from None
+        raise DataError(
+            f"no threshold: the training images of the checkpoint are not available here ({exc}); pass "
+            f"--threshold VALUE or --normal DIR (held-out normal images)"
+        ) from None
     if scorer.category not in data.manifest.categories:
-        raise DataError(f"no threshold: the training data here has no category '{scorer.category}'; pass --threshold "
-                        f"or --normal DIR")
+        raise DataError(
+            f"no threshold: the training data here has no category '{scorer.category}'; pass --threshold "
+            f"or --normal DIR"
+        )
     pre = scorer.preprocess
     xs, keys, scores = [], [], []
     urls = [u for u in data.urls("train")]
@@ -269,8 +301,15 @@ def _relative(path: Path, roots: Sequence[Path]) -> str:
     return path.stem
 
 
-def predict(scorer: Scorer, inputs: Sequence[Path], out: Path, threshold: Threshold, *,
-            save_maps: bool = True, save_overlays: bool = True) -> PredictResult:
+def predict(
+    scorer: Scorer,
+    inputs: Sequence[Path],
+    out: Path,
+    threshold: Threshold,
+    *,
+    save_maps: bool = True,
+    save_overlays: bool = True,
+) -> PredictResult:
     """Score every image of `inputs` into `out` (scores.csv, maps/, overlays/, predict.json)."""
     files = image_files(inputs)
     if not files:
@@ -300,24 +339,47 @@ def predict(scorer: Scorer, inputs: Sequence[Path], out: Path, threshold: Thresh
         flag = int(score >= threshold.value)
         scored, anomalous = scored + 1, anomalous + flag
         if save_maps:
-            write_atomic(out / "maps" / f"{name}.npy", lambda p: np.save(p, amap.astype(np.float32)))
+            write_atomic(out / "maps" / f"{name}.npy", lambda p, amap=amap: np.save(p, amap.astype(np.float32)))
         if save_overlays:
-            write_atomic(out / "overlays" / f"{name}.png",
-                         lambda p: Image.fromarray(overlay(b.image, amap, threshold.value)).save(p, format="PNG"))
-        w.writerow([str(b.path), name, scorer.category, f"{score:.9g}", flag, f"{threshold.value:.9g}",
-                    b.size[0], b.size[1], b.converted or ""])
+            write_atomic(
+                out / "overlays" / f"{name}.png",
+                lambda p, b=b, amap=amap: Image.fromarray(overlay(b.image, amap, threshold.value)).save(
+                    p, format="PNG"
+                ),
+            )
+        w.writerow(
+            [
+                str(b.path),
+                name,
+                scorer.category,
+                f"{score:.9g}",
+                flag,
+                f"{threshold.value:.9g}",
+                b.size[0],
+                b.size[1],
+                b.converted or "",
+            ]
+        )
     if not scored:
-        raise DataError(f"no readable image among the {len(files)} file(s) given (first: {skipped[0]['path']}: "
-                        f"{skipped[0]['reason']})")
+        raise DataError(
+            f"no readable image among the {len(files)} file(s) given (first: {skipped[0]['path']}: "
+            f"{skipped[0]['reason']})"
+        )
     write_atomic(out / "scores.csv", rows.getvalue())
     notes = _notes(scorer, resized, converted, skipped)
-    summary = {"checkpoint": str(scorer.checkpoint), "category": scorer.category, "images": scored,
-               "anomalous": anomalous, "normal": scored - anomalous,
-               "threshold": {"value": threshold.value, "how": threshold.how},
-               "scores": str((out / "scores.csv").resolve()),
-               "maps": str((out / "maps").resolve()) if save_maps else None,
-               "overlays": str((out / "overlays").resolve()) if save_overlays else None,
-               "skipped": skipped, "notes": notes}
+    summary = {
+        "checkpoint": str(scorer.checkpoint),
+        "category": scorer.category,
+        "images": scored,
+        "anomalous": anomalous,
+        "normal": scored - anomalous,
+        "threshold": {"value": threshold.value, "how": threshold.how},
+        "scores": str((out / "scores.csv").resolve()),
+        "maps": str((out / "maps").resolve()) if save_maps else None,
+        "overlays": str((out / "overlays").resolve()) if save_overlays else None,
+        "skipped": skipped,
+        "notes": notes,
+    }
     write_atomic(out / "predict.json", json.dumps(summary, indent=1) + "\n")
     return PredictResult(out, threshold, scored, anomalous, skipped, notes, summary)
 
@@ -327,15 +389,22 @@ def _notes(scorer: Scorer, resized: int, converted: dict[str, int], skipped: lis
     notes = []
     if resized:
         crop = f" and center-cropped to {d.crop}" if d.crop else ""
-        how = (f"resized to {d.resize}x{d.resize} (aspect not kept){crop}, as the training images were" if d.resize else
-               (f"center-cropped to {d.crop}, as the training images were" if d.crop else
-                f"resized to {scorer.size}x{scorer.size} (bilinear, aspect not kept), the model's input size: the "
-                f"training images were used at that size as they were"))
+        how = (
+            f"resized to {d.resize}x{d.resize} (aspect not kept){crop}, as the training images were"
+            if d.resize
+            else (
+                f"center-cropped to {d.crop}, as the training images were"
+                if d.crop
+                else f"resized to {scorer.size}x{scorer.size} (bilinear, aspect not kept), the model's input size: the "
+                f"training images were used at that size as they were"
+            )
+        )
         notes.append(f"{resized} image(s) not of {scorer.size}x{scorer.size} pixels: {how}")
     for mode, n in sorted(converted.items()):
-        notes.append(f"{n} image(s) in mode {mode} (grey-scale, palette or with alpha) converted to RGB: the model "
-                     f"takes 3 channels")
+        notes.append(
+            f"{n} image(s) in mode {mode} (grey-scale, palette or with alpha) converted to RGB: the model "
+            f"takes 3 channels"
+        )
     if skipped:
         notes.append(f"{len(skipped)} unreadable file(s) skipped (listed under 'skipped')")
     return notes
-

@@ -3,6 +3,7 @@ and worst localised anomalous test images (ranked by each image's own pixel AP; 
 where a category has no masks), with input, reconstruction, ground truth and predicted map, and
 the correction trajectory of the best one. The chosen images are corrected again with the same
 model and settings (the sampler is deterministic), keeping every reverse step."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,9 +49,15 @@ def _uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet | None, vae: FrozenVAE,
-                         class_names: list[str], samples: list[dict[str, Any]],
-                         quality: dict[str, float]) -> dict[str, np.ndarray] | None:
+def qualitative_examples(
+    cfg: Config,
+    data: PreparedData,
+    model: DeviationUNet | None,
+    vae: FrozenVAE,
+    class_names: list[str],
+    samples: list[dict[str, Any]],
+    quality: dict[str, float],
+) -> dict[str, np.ndarray] | None:
     """Arrays for report_data/qualitative.npz (None when there is no anomalous test image)."""
     chosen = choose(samples, quality)
     if not chosen:
@@ -71,39 +78,55 @@ def qualitative_examples(cfg: Config, data: PreparedData, model: DeviationUNet |
             continue
         x = batch["image"][sel].to(device)
         cls = torch.tensor([ids[batch["category"][i]] for i in sel], device=device)
-        rec = reconstruct(x, vae, conditioned(model, cls), process, recon, keys=[batch["key"][i] for i in sel],
-                          keep_trajectory=True)
+        rec = reconstruct(
+            x, vae, conditioned(model, cls), process, recon, keys=[batch["key"][i] for i in sel], keep_trajectory=True
+        )
         x_rec = rec.x_rec
         maps = anomaly_map(x_rec, rec.x_ref, rec.z0_hat, rec.z, settings).float().cpu().numpy()
         frames = [vae.decode(step) for step in rec.trajectory]  # none for vae-recon
         for j, i in enumerate(sel):
             key = batch["key"][i]
-            found[key] = {"category": batch["category"][i], "input": _uint8(x[j]), "recon": _uint8(x_rec[j]),
-                          "mask": batch["mask"][i].numpy().astype(np.uint8) if bool(batch["has_mask"][i])
-                          else np.zeros(maps[j].shape, dtype=np.uint8),
-                          "has_mask": bool(batch["has_mask"][i]),
-                          "map": maps[j].astype(np.float16),
-                          "frames": np.stack([_uint8(f[j]) for f in frames]) if key in best and frames else None}
+            found[key] = {
+                "category": batch["category"][i],
+                "input": _uint8(x[j]),
+                "recon": _uint8(x_rec[j]),
+                "mask": batch["mask"][i].numpy().astype(np.uint8)
+                if bool(batch["has_mask"][i])
+                else np.zeros(maps[j].shape, dtype=np.uint8),
+                "has_mask": bool(batch["has_mask"][i]),
+                "map": maps[j].astype(np.float16),
+                "frames": np.stack([_uint8(f[j]) for f in frames]) if key in best and frames else None,
+            }
         if len(found) == len(chosen):
             break
-    keys = [k for k in sorted(chosen, key=lambda k: (found.get(k, {}).get("category", ""), ROLES.index(chosen[k])))
-            if k in found]
+    keys = [
+        k
+        for k in sorted(chosen, key=lambda k: (found.get(k, {}).get("category", ""), ROLES.index(chosen[k])))
+        if k in found
+    ]
     if len(keys) < len(chosen):
         log(f"qualitative: {len(chosen) - len(keys)} chosen image(s) not found in the test shards")
     if not keys:
         return None
     traj = [k for k in keys if found[k]["frames"] is not None]
     arrays = {
-        "keys": np.array(keys), "categories": np.array([found[k]["category"] for k in keys]),
-        "roles": np.array([chosen[k] for k in keys]), "scores": np.array([score[k] for k in keys]),
+        "keys": np.array(keys),
+        "categories": np.array([found[k]["category"] for k in keys]),
+        "roles": np.array([chosen[k] for k in keys]),
+        "scores": np.array([score[k] for k in keys]),
         "quality": np.array([quality.get(k, np.nan) for k in keys]),
-        "inputs": np.stack([found[k]["input"] for k in keys]), "recons": np.stack([found[k]["recon"] for k in keys]),
-        "masks": np.stack([found[k]["mask"] for k in keys]), "maps": np.stack([found[k]["map"] for k in keys]),
+        "inputs": np.stack([found[k]["input"] for k in keys]),
+        "recons": np.stack([found[k]["recon"] for k in keys]),
+        "masks": np.stack([found[k]["mask"] for k in keys]),
+        "maps": np.stack([found[k]["map"] for k in keys]),
         "has_masks": np.array([found[k]["has_mask"] for k in keys], dtype=bool),  # False: no ground truth to show
         "traj_keys": np.array(traj),
-        "traj_timesteps": np.array(process.timesteps(cfg.infer.reverse_steps, cfg.infer.start_step,
-                                                     cfg.infer.step_mapping)
-                                   if cfg.method != "vae-recon" else [], dtype=np.int64),
+        "traj_timesteps": np.array(
+            process.timesteps(cfg.infer.reverse_steps, cfg.infer.start_step, cfg.infer.step_mapping)
+            if cfg.method != "vae-recon"
+            else [],
+            dtype=np.int64,
+        ),
     }
     if traj:
         arrays["traj_frames"] = np.stack([found[k]["frames"] for k in traj])

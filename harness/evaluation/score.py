@@ -14,6 +14,7 @@ Every test sample must have a map (else an error naming the missing samples); ma
 outside the selected truth are ignored and counted. Shape mismatches (without `resize`), NaN
 and inf are errors naming the sample.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -68,7 +69,9 @@ class MapStore:
                 self._maps = z["maps"]
                 self._scores = z["scores"] if "scores" in z else None
             if self._maps.ndim != 3 or self._maps.shape[0] != len(keys):
-                raise DataError(f"{self.path}: 'maps' must be N x H x W for the {len(keys)} keys, got {self._maps.shape}")
+                raise DataError(
+                    f"{self.path}: 'maps' must be N x H x W for the {len(keys)} keys, got {self._maps.shape}"
+                )
             if self._scores is not None and self._scores.shape != (len(keys),):
                 raise DataError(f"{self.path}: 'scores' must hold one value per key, got shape {self._scores.shape}")
             self._index = {k: i for i, k in enumerate(keys)}
@@ -79,7 +82,9 @@ class MapStore:
                 if f.suffix in (".npy", ".npz") and f.is_file():
                     key = f.relative_to(self.path).with_suffix("").as_posix()
                     if key in self._files:
-                        raise DataError(f"{self.path}: two map files for sample {key!r} ({self._files[key].name}, {f.name})")
+                        raise DataError(
+                            f"{self.path}: two map files for sample {key!r} ({self._files[key].name}, {f.name})"
+                        )
                     self._files[key] = f
             if not self._files:
                 raise DataError(f"{self.path}: no .npy/.npz map files in this folder")
@@ -105,7 +110,9 @@ class MapStore:
                     with np.load(f, allow_pickle=False) as z:
                         arrays = [n for n in z.files if n != "score"]
                         if "map" not in z and len(arrays) != 1:
-                            raise DataError(f"{f}: an .npz map needs an array 'map' (or exactly one array), has {z.files}")
+                            raise DataError(
+                                f"{f}: an .npz map needs an array 'map' (or exactly one array), has {z.files}"
+                            )
                         m = z["map"] if "map" in z else z[arrays[0]]
                         score = float(z["score"]) if "score" in z else None
         m = np.asarray(m)
@@ -149,13 +156,26 @@ def truth_from_batches(batches: Iterable[dict[str, Any]], label_rule: str = "met
             has = bool(b["has_mask"][i])
             mask = np.asarray(b["mask"][i].numpy() if hasattr(b["mask"][i], "numpy") else b["mask"][i], dtype=bool)
             label = image_label(label_rule, int(b["label"][i]), mask if has else None)
-            yield TruthSample(key=key, category=b["category"][i], label=label,
-                              mask=mask if has else None, defect=b.get("defect", [""] * len(b["key"]))[i])
+            yield TruthSample(
+                key=key,
+                category=b["category"][i],
+                label=label,
+                mask=mask if has else None,
+                defect=b.get("defect", [""] * len(b["key"]))[i],
+            )
 
 
-def score_maps(maps: str | Path | MapStore, truth: Iterable[TruthSample], dataset: str, *, resize: bool = False,
-               image_size: tuple[int, int] | None = None, aupro_protocol: str = "mvtec", fpr_limit: float = 0.3,
-               device: str = "cpu") -> ScoreResult:
+def score_maps(
+    maps: str | Path | MapStore,
+    truth: Iterable[TruthSample],
+    dataset: str,
+    *,
+    resize: bool = False,
+    image_size: tuple[int, int] | None = None,
+    aupro_protocol: str = "mvtec",
+    fpr_limit: float = 0.3,
+    device: str = "cpu",
+) -> ScoreResult:
     """The metrics of `maps` against `truth` (streamed: one map in memory at a time).
 
     `resize`: maps whose shape differs from the sample's mask (or `image_size` where a sample
@@ -166,19 +186,29 @@ def score_maps(maps: str | Path | MapStore, truth: Iterable[TruthSample], datase
     samples: list[dict[str, Any]] = []
     for t in truth:  # streamed: one map and one mask at a time
         if t.key not in available:
-            raise DataError(f"no anomaly map for test sample {t.key!r} in {store.path} ({len(available)} maps; a map's "
-                            "key is its image's path relative to the data set root, without extension)")
+            raise DataError(
+                f"no anomaly map for test sample {t.key!r} in {store.path} ({len(available)} maps; a map's "
+                "key is its image's path relative to the data set root, without extension)"
+            )
         m, score = store.get(t.key)
         target = t.mask.shape if t.mask is not None else image_size
         if target is not None and m.shape != tuple(target):
             if not resize:
-                raise DataError(f"sample {t.key!r}: anomaly map is {m.shape[0]}x{m.shape[1]} but its "
-                                f"{'mask' if t.mask is not None else 'image'} is {target[0]}x{target[1]} "
-                                "(pass --resize to score it anyway)")
+                raise DataError(
+                    f"sample {t.key!r}: anomaly map is {m.shape[0]}x{m.shape[1]} but its "
+                    f"{'mask' if t.mask is not None else 'image'} is {target[0]}x{target[1]} "
+                    "(pass --resize to score it anyway)"
+                )
             m = resize_map(m, tuple(target))
         s = float(m.max()) if score is None else score
-        suite.update(t.category, np.array([s]), np.array([t.label]), m[None],
-                     None if t.mask is None else t.mask[None], keys=[t.key])
+        suite.update(
+            t.category,
+            np.array([s]),
+            np.array([t.label]),
+            m[None],
+            None if t.mask is None else t.mask[None],
+            keys=[t.key],
+        )
         samples.append({"key": t.key, "category": t.category, "defect": t.defect, "label": t.label, "score": s})
     unused = len(available) - len(samples)
     notes = [f"{unused} maps have no test sample in the selected truth and were not scored"] if unused else []

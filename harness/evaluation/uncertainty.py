@@ -14,6 +14,7 @@ metric suite; the intervals are percentile intervals of the resampled values. Th
 rows give the pixel ROC / PR curves and each anomalous image's own pixel AP (which ranks the best,
 typical and worst examples of the qualitative figures).
 """
+
 from __future__ import annotations
 
 import math
@@ -57,8 +58,9 @@ class PixelStats:
     def __init__(self) -> None:
         self.categories: dict[str, _Category] = {}
 
-    def update(self, category: str, keys: list[str], labels: np.ndarray, maps: np.ndarray,
-               masks: np.ndarray | None) -> None:
+    def update(
+        self, category: str, keys: list[str], labels: np.ndarray, maps: np.ndarray, masks: np.ndarray | None
+    ) -> None:
         """Maps [B, H, W] and masks [B, H, W] (None: these images have no masks) of one category."""
         c = self.categories.setdefault(category, _Category())
         if masks is None:
@@ -94,9 +96,14 @@ class PixelStats:
         for i, h in c.h_anom.items():
             h_anom[i] = h
             pro[i] = c.pro[i]
-        return {"keys": np.array(c.keys), "labels": np.array(c.labels, dtype=np.int8),
-                "h_norm": np.stack(c.h_norm).astype(np.float64), "h_anom": h_anom, "pro": pro,
-                "n_regions": np.array(c.n_regions, dtype=np.float64)}
+        return {
+            "keys": np.array(c.keys),
+            "labels": np.array(c.labels, dtype=np.int8),
+            "h_norm": np.stack(c.h_norm).astype(np.float64),
+            "h_anom": h_anom,
+            "pro": pro,
+            "n_regions": np.array(c.n_regions, dtype=np.float64),
+        }
 
     def save(self, path: Path) -> None:
         """All categories' rows in one .npz (for recomputing intervals with other settings)."""
@@ -116,8 +123,9 @@ def _top_cumsum(h: np.ndarray) -> np.ndarray:
     return np.cumsum(h[..., ::-1], axis=-1)[..., ::-1]
 
 
-def binned_pixel_metrics(hn: np.ndarray, ha: np.ndarray, pro: np.ndarray, n_regions: np.ndarray,
-                         fpr_limit: float) -> dict[str, np.ndarray]:
+def binned_pixel_metrics(
+    hn: np.ndarray, ha: np.ndarray, pro: np.ndarray, n_regions: np.ndarray, fpr_limit: float
+) -> dict[str, np.ndarray]:
     """AUROC, AP, F1max and MVTec-AD AUPRO of each row of binned counts ([R, BINS] each,
     n_regions [R]); NaN where a row has no normal or no anomalous pixel."""
     n = hn.sum(axis=1)
@@ -199,8 +207,12 @@ def _curve(hn: np.ndarray, ha: np.ndarray, max_points: int = 400) -> dict[str, l
     n, p = max(hn.sum(), 1.0), max(ha.sum(), 1.0)
     fp, tp = fp[keep], tp[keep]
     r = lambda a: [round(float(v), 6) for v in a]  # noqa: E731
-    return {"fpr": r(np.r_[0.0, fp / n]), "tpr": r(np.r_[0.0, tp / p]), "recall": r(tp / p),
-            "precision": r(tp / np.maximum(tp + fp, 1.0))}
+    return {
+        "fpr": r(np.r_[0.0, fp / n]),
+        "tpr": r(np.r_[0.0, tp / p]),
+        "recall": r(tp / p),
+        "precision": r(tp / np.maximum(tp + fp, 1.0)),
+    }
 
 
 @dataclass
@@ -211,9 +223,18 @@ class Uncertainty:
     image_quality: dict[str, float]  # anomalous image key -> its own pixel AP (binned)
 
 
-def bootstrap(dataset: str, samples: list[dict[str, Any]], stats: PixelStats | None, records: list[dict[str, Any]],
-              *, resamples: int = 1000, seed: int = 0, level: float = 0.95, fpr_limit: float = 0.3,
-              aupro_protocol: str = "mvtec") -> Uncertainty:
+def bootstrap(
+    dataset: str,
+    samples: list[dict[str, Any]],
+    stats: PixelStats | None,
+    records: list[dict[str, Any]],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    fpr_limit: float = 0.3,
+    aupro_protocol: str = "mvtec",
+) -> Uncertainty:
     """Intervals for every (category, metric) the records define, and for their mean."""
     rng = np.random.default_rng([seed, 20_24])
     defined = {(r["category"], r["level"], r["metric"]) for r in records if r.get("value") is not None}
@@ -233,8 +254,9 @@ def bootstrap(dataset: str, samples: list[dict[str, Any]], stats: PixelStats | N
             continue
         wp = _weights(a["labels"].astype(np.int8), resamples, rng)
         used = (a["h_norm"].sum(axis=0) + a["h_anom"].sum(axis=0)) > 0  # empty bins change no metric
-        vals = binned_pixel_metrics(wp @ a["h_norm"][:, used], wp @ a["h_anom"][:, used], wp @ a["pro"][:, used],
-                                    wp @ a["n_regions"], fpr_limit)
+        vals = binned_pixel_metrics(
+            wp @ a["h_norm"][:, used], wp @ a["h_anom"][:, used], wp @ a["pro"][:, used], wp @ a["n_regions"], fpr_limit
+        )
         for m, v in vals.items():
             if m == "aupro" and aupro_protocol != "mvtec":
                 continue  # the binned curve follows the MVTec-AD definition only
@@ -242,8 +264,13 @@ def bootstrap(dataset: str, samples: list[dict[str, Any]], stats: PixelStats | N
         curves[cat] = _curve(a["h_norm"].sum(axis=0), a["h_anom"].sum(axis=0))
         anomalous = np.flatnonzero(a["h_anom"].sum(axis=1) > 0)
         if anomalous.size:
-            own = binned_pixel_metrics(a["h_norm"][anomalous], a["h_anom"][anomalous], a["pro"][anomalous],
-                                       a["n_regions"][anomalous], fpr_limit)["auprc"]
+            own = binned_pixel_metrics(
+                a["h_norm"][anomalous],
+                a["h_anom"][anomalous],
+                a["pro"][anomalous],
+                a["n_regions"][anomalous],
+                fpr_limit,
+            )["auprc"]
             for i, v in zip(anomalous, own):
                 quality[str(a["keys"][i])] = float(v) if math.isfinite(v) else 0.0
     intervals = []
@@ -256,11 +283,17 @@ def bootstrap(dataset: str, samples: list[dict[str, Any]], stats: PixelStats | N
             if parts and ("mean", lvl, m) in defined:
                 with np.errstate(invalid="ignore"):
                     mean = np.nanmean(np.stack(parts), axis=0) if len(parts) > 1 else parts[0]
-                intervals.append({"dataset": dataset, "category": "mean", "level": lvl, "metric": m,
-                                  **_interval(mean, level)})
-    settings = {"resamples": resamples, "seed": seed, "interval": f"{round(level * 100)}% percentile",
-                "method": "stratified image bootstrap",
-                "note": "Pixel-level resamples are computed on 2,304 score thresholds (binned); AUPRO intervals follow "
-                        "the MVTec-AD definition" + ("" if aupro_protocol == "mvtec" else
-                                                     f" and are not given for the '{aupro_protocol}' protocol") + "."}
+                intervals.append(
+                    {"dataset": dataset, "category": "mean", "level": lvl, "metric": m, **_interval(mean, level)}
+                )
+    settings = {
+        "resamples": resamples,
+        "seed": seed,
+        "interval": f"{round(level * 100)}% percentile",
+        "method": "stratified image bootstrap",
+        "note": "Pixel-level resamples are computed on 2,304 score thresholds (binned); AUPRO intervals follow "
+        "the MVTec-AD definition"
+        + ("" if aupro_protocol == "mvtec" else f" and are not given for the '{aupro_protocol}' protocol")
+        + ".",
+    }
     return Uncertainty(settings, intervals, curves, quality)

@@ -11,6 +11,7 @@ The split is two shard sets in the cache, made once per (data, categories, setti
 and `<cache>/validation/<tag>/val` (the held-out images and their defective copies, under the
 split name "test" so that `evaluate` reads it like any test set).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,15 @@ class ValidationSettings:
 
 
 def _tag(cfg: Config, data: PreparedData, s: ValidationSettings) -> str:
-    spec = {"version": SPLIT_VERSION, "data": data.manifest.checksum, "categories": sorted(data.categories),
-            "holdout": s.holdout, "defects": s.defects, "seed": s.seed, "resize": cfg.data.resize}
+    spec = {
+        "version": SPLIT_VERSION,
+        "data": data.manifest.checksum,
+        "categories": sorted(data.categories),
+        "holdout": s.holdout,
+        "defects": s.defects,
+        "seed": s.seed,
+        "resize": cfg.data.resize,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -66,8 +74,9 @@ def held_out(keys: list[str], settings: ValidationSettings) -> set[str]:
     return set(ranked[:n])
 
 
-def validation_split(cfg: Config, data: PreparedData, settings: ValidationSettings,
-                     build: bool = True) -> tuple[PreparedData, PreparedData]:
+def validation_split(
+    cfg: Config, data: PreparedData, settings: ValidationSettings, build: bool = True
+) -> tuple[PreparedData, PreparedData]:
     """(training data without the held-out images, validation data); built once, then reused."""
     folder = split_folder(cfg, data, settings)
     if not (folder / "val" / "manifest.json").is_file():
@@ -76,12 +85,20 @@ def validation_split(cfg: Config, data: PreparedData, settings: ValidationSettin
         _build(cfg, data, settings, folder)
     train_m, val_m = Manifest.load(folder / "train"), Manifest.load(folder / "val")
     n_val = val_m.count("test")
-    train = PreparedData(str(folder / "train"), train_m, list(data.categories),
-                         f"{data.source}, without the {data.manifest.count('train', data.categories) - train_m.count('train')} "
-                         f"images held out for validation")
-    val = PreparedData(str(folder / "val"), val_m, list(data.categories),
-                       f"validation split of {data.source}: {n_val} images (held-out normal training images and "
-                       f"synthetic defects on them, {settings.defects} per image)")
+    train = PreparedData(
+        str(folder / "train"),
+        train_m,
+        list(data.categories),
+        f"{data.source}, without the {data.manifest.count('train', data.categories) - train_m.count('train')} "
+        f"images held out for validation",
+    )
+    val = PreparedData(
+        str(folder / "val"),
+        val_m,
+        list(data.categories),
+        f"validation split of {data.source}: {n_val} images (held-out normal training images and "
+        f"synthetic defects on them, {settings.defects} per image)",
+    )
     return train, val
 
 
@@ -94,8 +111,10 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    log(f"validation: holding out {settings.holdout:.0%} of the normal training images per category "
-        f"with {settings.defects} synthetic defect(s) each, in {folder}")
+    log(
+        f"validation: holding out {settings.holdout:.0%} of the normal training images per category "
+        f"with {settings.defects} synthetic defect(s) each, in {folder}"
+    )
     train_w = ShardSetWriter(tmp / "train")
     val_w = ShardSetWriter(tmp / "val")
     demo = data.manifest.dataset == "demo"
@@ -113,11 +132,15 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
                 img_bytes = rec.get("image.png", rec.get("image.jpg"))
                 if meta["key"] not in chosen:
                     size = Image.open(io.BytesIO(img_bytes)).size
-                    train_w.add(rec, split="train", category=cat, label=0, defect=NORMAL, has_mask=True, size=(size[1], size[0]))
+                    train_w.add(
+                        rec, split="train", category=cat, label=0, defect=NORMAL, has_mask=True, size=(size[1], size[0])
+                    )
                 else:
                     image = read_rgb(img_bytes, name=meta["key"])
                     if cfg.data.resize and image.shape[:2] != (cfg.data.resize, cfg.data.resize):
-                        image = np.asarray(Image.fromarray(image).resize((cfg.data.resize, cfg.data.resize), Image.BILINEAR))
+                        image = np.asarray(
+                            Image.fromarray(image).resize((cfg.data.resize, cfg.data.resize), Image.BILINEAR)
+                        )
                     stem = meta["key"].rsplit("/", 1)[-1]
                     _add_val(val_w, meta, f"{cat}/val/{NORMAL}/{stem}", image, None, NORMAL)
                     for j in range(settings.defects):
@@ -129,7 +152,9 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
                     n_val += 1
                 prog.update(1)
     train_w.finish(data.manifest.dataset, {"validation_of": data.location, "held_out": True, **settings.__dict__})
-    val_w.finish(data.manifest.dataset, {"validation_of": data.location, "synthetic_defects": True, **settings.__dict__})
+    val_w.finish(
+        data.manifest.dataset, {"validation_of": data.location, "synthetic_defects": True, **settings.__dict__}
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, folder)  # another process may have finished the same split first: keep theirs
@@ -139,13 +164,30 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
             raise
 
 
-def _add_val(writer: ShardSetWriter, meta: dict, key: str, image: np.ndarray, mask: np.ndarray | None, defect: str) -> None:
+def _add_val(
+    writer: ShardSetWriter, meta: dict, key: str, image: np.ndarray, mask: np.ndarray | None, defect: str
+) -> None:
     label = 0 if mask is None else 1
-    new_meta = {"key": key, "dataset": meta["dataset"], "category": meta["category"], "split": "test", "label": label,
-                "defect": defect if label == 0 else f"synthetic_{defect}", "source": f"{meta['key']} (held out)",
-                "has_mask": True, "size": [image.shape[0], image.shape[1]]}
+    new_meta = {
+        "key": key,
+        "dataset": meta["dataset"],
+        "category": meta["category"],
+        "split": "test",
+        "label": label,
+        "defect": defect if label == 0 else f"synthetic_{defect}",
+        "source": f"{meta['key']} (held out)",
+        "has_mask": True,
+        "size": [image.shape[0], image.shape[1]],
+    }
     rec = {"__key__": member_key(key), "image.png": encode_png(image), "meta.json": json.dumps(new_meta).encode()}
     if mask is not None:
         rec["mask.png"] = encode_png(mask.astype(np.uint8) * 255)
-    writer.add(rec, split="test", category=meta["category"], label=label, defect=new_meta["defect"], has_mask=True,
-               size=(image.shape[0], image.shape[1]))
+    writer.add(
+        rec,
+        split="test",
+        category=meta["category"],
+        label=label,
+        defect=new_meta["defect"],
+        has_mask=True,
+        size=(image.shape[0], image.shape[1]),
+    )

@@ -10,15 +10,32 @@ AUPRO, per category, mean over categories and pooled, streamed batch by batch.
 - `streaming`: one category's state, filled batch by batch;
 - `suite`: `MetricSuite`, the long table of the results contract.
 """
+
 from decodiff.harness.metrics.aupro import CONNECTIVITY, PROTOCOLS, label_regions
-from decodiff.harness.metrics.curves import UndefinedMetric, auroc, average_precision, binary_metrics, f1max
 from decodiff.harness.metrics.category import IMAGE_METRICS, PIXEL_METRICS, aupro, image_values, pixel_values
+from decodiff.harness.metrics.curves import UndefinedMetric, auroc, average_precision, binary_metrics, f1max
 from decodiff.harness.metrics.streaming import CategoryAccumulator, ImageData
 from decodiff.harness.metrics.suite import MEAN, POOLED, MetricSuite, mean_records, record
 
 __all__ = [
-    "CONNECTIVITY", "PROTOCOLS", "aupro", "label_regions",
-    "UndefinedMetric", "auroc", "average_precision", "binary_metrics", "f1max",
-    "IMAGE_METRICS", "PIXEL_METRICS", "image_values", "pixel_values", "CategoryAccumulator", "ImageData",
-    "MEAN", "POOLED", "MetricSuite", "mean_records", "record",
+    "CONNECTIVITY",
+    "PROTOCOLS",
+    "aupro",
+    "label_regions",
+    "UndefinedMetric",
+    "auroc",
+    "average_precision",
+    "binary_metrics",
+    "f1max",
+    "IMAGE_METRICS",
+    "PIXEL_METRICS",
+    "image_values",
+    "pixel_values",
+    "CategoryAccumulator",
+    "ImageData",
+    "MEAN",
+    "POOLED",
+    "MetricSuite",
+    "mean_records",
+    "record",
 ]

@@ -26,6 +26,7 @@ Two protocols, always labelled in the results:
   FPR < limit are kept, their FPR axis divided by the largest kept FPR (not by the limit), and
   the trapezoid area returned (as sklearn.metrics.auc would, for a decreasing x).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -91,8 +92,9 @@ def aupro_mvtec(region: np.ndarray, counts: Counts, n_regions: int, fpr_limit: f
     return float(per_region.mean() / lim)
 
 
-def deco_diff_code_thresholds(vmin: np.floating, vmax: np.floating,
-                              steps: int = DECO_DIFF_CODE_THRESHOLDS) -> np.ndarray:
+def deco_diff_code_thresholds(
+    vmin: np.floating, vmax: np.floating, steps: int = DECO_DIFF_CODE_THRESHOLDS
+) -> np.ndarray:
     """The published code's thresholds: np.arange(min, max, (max - min) / steps), computed from
     min and max in the maps' own dtype (numpy returns float64; the count may be steps + 1)."""
     if not vmax > vmin:
@@ -100,8 +102,15 @@ def deco_diff_code_thresholds(vmin: np.floating, vmax: np.floating,
     return np.arange(vmin, vmax, (vmax - vmin) / steps)
 
 
-def aupro_deco_diff_code(anomalous: np.ndarray, region: np.ndarray, n_regions: int, thresholds: np.ndarray,
-                         normal_above: np.ndarray, n_normal: int, fpr_limit: float = 0.3) -> float:
+def aupro_deco_diff_code(
+    anomalous: np.ndarray,
+    region: np.ndarray,
+    n_regions: int,
+    thresholds: np.ndarray,
+    normal_above: np.ndarray,
+    n_normal: int,
+    fpr_limit: float = 0.3,
+) -> float:
     """The DeCo-Diff code's AUPRO. `normal_above[j]`: normal pixels scoring > thresholds[j]."""
     thresholds = np.asarray(thresholds, dtype=np.float64)
     t = thresholds.size
@@ -116,8 +125,9 @@ def aupro_deco_diff_code(anomalous: np.ndarray, region: np.ndarray, n_regions: i
         raise UndefinedMetric(f"fewer than 2 of the {t} thresholds have FPR < {fpr_limit} (deco-diff-code protocol)")
     x, y = fpr[keep], pro[keep]
     if x.max() == 0:
-        raise UndefinedMetric("every kept threshold has FPR 0, so the FPR axis cannot be rescaled (deco-diff-code protocol)")
+        raise UndefinedMetric(
+            "every kept threshold has FPR 0, so the FPR axis cannot be rescaled (deco-diff-code protocol)"
+        )
     x = x / x.max()
     # thresholds ascend, so x descends: the area is sum (x_i - x_{i+1}) * (y_i + y_{i+1}) / 2
     return float(np.sum((x[:-1] - x[1:]) * (y[:-1] + y[1:])) / 2.0)
-

@@ -6,14 +6,27 @@ pixels in it (and of the 200 thresholds, for the deco-diff-code AUPRO). A value 
 exist is returned as an UndefinedMetric carrying the reason, never as a number. `aupro()` gives
 the pixel AUPRO alone from a category's maps and masks, by the same path.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from decodiff.harness.metrics.aupro import (Protocol, aupro_deco_diff_code, aupro_mvtec, check_fpr_limit,
-                                            check_protocol, deco_diff_code_thresholds, label_regions)
-from decodiff.harness.metrics.curves import (UndefinedMetric, binary_metrics, check_defined, ranking_metrics,
-                                             split_scores)
+from decodiff.harness.metrics.aupro import (
+    Protocol,
+    aupro_deco_diff_code,
+    aupro_mvtec,
+    check_fpr_limit,
+    check_protocol,
+    deco_diff_code_thresholds,
+    label_regions,
+)
+from decodiff.harness.metrics.curves import (
+    UndefinedMetric,
+    binary_metrics,
+    check_defined,
+    ranking_metrics,
+    split_scores,
+)
 from decodiff.harness.metrics.ranks import Backend, Counts, count_normals, round_down_to, sort_and_count
 
 IMAGE_METRICS: tuple[str, ...] = ("auroc", "auprc", "f1max")
@@ -31,9 +44,18 @@ def image_values(scores: np.ndarray, labels: np.ndarray) -> dict[str, Value]:
     return {"auroc": r.auroc, "auprc": r.auprc, "f1max": r.f1max}
 
 
-def pixel_values(normal: np.ndarray, anomalous: np.ndarray, region: np.ndarray, n_regions: int, *,
-                 protocol: Protocol = "mvtec", fpr_limit: float = 0.3, sort_in_place: bool = False,
-                 backend: Backend = "numpy", device: str = "cpu") -> dict[str, Value]:
+def pixel_values(
+    normal: np.ndarray,
+    anomalous: np.ndarray,
+    region: np.ndarray,
+    n_regions: int,
+    *,
+    protocol: Protocol = "mvtec",
+    fpr_limit: float = 0.3,
+    sort_in_place: bool = False,
+    backend: Backend = "numpy",
+    device: str = "cpu",
+) -> dict[str, Value]:
     """All four pixel metrics from one sort of the normal pixels and one search of the
     anomalous pixels (plus, for the deco-diff-code AUPRO, of its 200 thresholds).
     `sort_in_place`: `normal` is the caller's scratch and may be reordered (numpy path)."""
@@ -73,8 +95,9 @@ def pixel_values(normal: np.ndarray, anomalous: np.ndarray, region: np.ndarray, 
         if protocol == "mvtec":
             out["aupro"] = aupro_mvtec(region, anomalous_counts, n_regions, fpr_limit)
         else:
-            out["aupro"] = aupro_deco_diff_code(anomalous, region, n_regions, thresholds,
-                                                normal.size - counts.at_or_below[p:], normal.size, fpr_limit)
+            out["aupro"] = aupro_deco_diff_code(
+                anomalous, region, n_regions, thresholds, normal.size - counts.at_or_below[p:], normal.size, fpr_limit
+            )
     except UndefinedMetric as e:
         out["aupro"] = e
     return out
@@ -88,8 +111,9 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3, protocol:
         raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
     labels, n_regions = label_regions(masks)
     normal, anomalous = split_scores(maps, masks)
-    value = pixel_values(normal, anomalous, labels[masks] - 1, n_regions, protocol=protocol,
-                         fpr_limit=fpr_limit)["aupro"]
+    value = pixel_values(normal, anomalous, labels[masks] - 1, n_regions, protocol=protocol, fpr_limit=fpr_limit)[
+        "aupro"
+    ]
     if isinstance(value, UndefinedMetric):
         raise value
     return value

@@ -10,6 +10,7 @@ All three come from the counts of `ranks.py`: per anomalous score, the number of
 scores below it and at or below it. The plain functions take (scores, labels) arrays; the
 streaming accumulators call `ranking_metrics` with counts they computed from one sort.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,8 +83,9 @@ def ranking_metrics(anomalous_sorted: np.ndarray, counts: Counts) -> RankingMetr
     return RankingMetrics(float(auroc), auprc, f1max)
 
 
-def binary_metrics(scores: np.ndarray, labels: np.ndarray, *, backend: Backend = "numpy",
-                   device: str = "cpu", what: str = "scores") -> RankingMetrics:
+def binary_metrics(
+    scores: np.ndarray, labels: np.ndarray, *, backend: Backend = "numpy", device: str = "cpu", what: str = "scores"
+) -> RankingMetrics:
     """AUROC, AP and F1max of (scores, labels) from one sort; UndefinedMetric where none exists."""
     normal, anomalous = split_scores(scores, labels)
     constant = normal.size + anomalous.size > 0 and np.ptp(np.concatenate((normal, anomalous))) == 0

@@ -2,6 +2,7 @@
 the authors' code, which calls an image anomalous when its (resized, cropped) mask has a positive
 pixel. They differ where a defect lies outside the center crop (the crop cuts it away) or where a
 mask is empty."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ scores gives both, ties included, so no metric ever needs a per-threshold pass o
 pixels. The sort is the only step whose cost grows with the number of normal pixels; it runs
 with numpy (a vectorised sort on CPU) or torch (on a GPU), with the same counts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ class Counts:
     n_normal: int
 
 
-def count_normals(sorted_normal: np.ndarray, queries: np.ndarray, *, backend: Backend = "numpy",
-                  device: str = "cpu") -> Counts:
+def count_normals(
+    sorted_normal: np.ndarray, queries: np.ndarray, *, backend: Backend = "numpy", device: str = "cpu"
+) -> Counts:
     """Binary-search `queries` in the ascending `sorted_normal` (same dtype, so that numpy
     never converts the big array). Ascending queries search fastest."""
     if queries.dtype != sorted_normal.dtype:
@@ -44,8 +46,9 @@ def count_normals(sorted_normal: np.ndarray, queries: np.ndarray, *, backend: Ba
     return _torch_counts(sorted_normal, queries, device, sort=False)
 
 
-def _search_sorted_queries(a: np.ndarray, q: np.ndarray, side: Literal["left", "right"],
-                           chunk: int = 1 << 15) -> np.ndarray:
+def _search_sorted_queries(
+    a: np.ndarray, q: np.ndarray, side: Literal["left", "right"], chunk: int = 1 << 15
+) -> np.ndarray:
     """np.searchsorted(a, q, side) as int64, faster for large ascending `q`: each chunk of
     queries searches only the slice of `a` its first and last query bound, which stays in
     cache (about 2x faster for millions of queries in 1e8 scores). Any `q` order is correct."""
@@ -61,8 +64,9 @@ def _search_sorted_queries(a: np.ndarray, q: np.ndarray, side: Literal["left", "
     return out
 
 
-def sort_and_count(normal: np.ndarray, queries: np.ndarray, *, backend: Backend = "numpy",
-                   device: str = "cpu") -> Counts:
+def sort_and_count(
+    normal: np.ndarray, queries: np.ndarray, *, backend: Backend = "numpy", device: str = "cpu"
+) -> Counts:
     """`count_normals` on unsorted normal scores; on torch the sorted array stays on the device."""
     if queries.dtype != normal.dtype:
         raise TypeError(f"queries are {queries.dtype}, normal scores {normal.dtype}: pass one dtype")

@@ -12,10 +12,12 @@ The normal scores stay in the chunks they arrived in; compute copies each catego
 scratch buffer (reused across categories, so no second copy of the state is ever made) and
 sorts that. Merging states (distributed ranks) just appends chunks.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,8 +71,14 @@ class CategoryAccumulator:
         self.n_without_mask = 0  # images given without a mask (or without a map)
 
     # -- filling ---------------------------------------------------------------------------
-    def update(self, image_scores: Any, image_labels: Any, maps: Any = None, masks: Any = None,
-               keys: Sequence[str] | None = None) -> None:
+    def update(
+        self,
+        image_scores: Any,
+        image_labels: Any,
+        maps: Any = None,
+        masks: Any = None,
+        keys: Sequence[str] | None = None,
+    ) -> None:
         """Add a batch. `maps` [B,H,W] float; `masks` [B,H,W] bool (non-zero = anomalous) or
         None when these samples have no ground-truth masks (their pixels are then left out and
         the category's pixel metrics are reported as not available)."""
@@ -98,8 +106,10 @@ class CategoryAccumulator:
             if masks.ndim == 2 and b == 1:
                 masks = masks[None]
             if masks.shape != maps.shape:
-                raise ValueError(f"masks {masks.shape} and maps {maps.shape} differ in shape"
-                                 + (f" (first sample {keys[0]!r})" if keys else ""))
+                raise ValueError(
+                    f"masks {masks.shape} and maps {maps.shape} differ in shape"
+                    + (f" (first sample {keys[0]!r})" if keys else "")
+                )
             masks = masks.astype(bool, copy=False)
             self._normal.append(maps[~masks])
             anomalous_images = masks.any(axis=(1, 2))
@@ -116,7 +126,7 @@ class CategoryAccumulator:
         self._labels.append(labels.astype(np.int8))
         self.keys.extend(keys if keys is not None else [None] * b)
 
-    def merge(self, other: "CategoryAccumulator") -> None:
+    def merge(self, other: CategoryAccumulator) -> None:
         """Add another accumulator's samples (e.g. from another rank) to this one."""
         self.keys.extend(other.keys)
         self._scores.extend(other._scores)
@@ -150,8 +160,11 @@ class CategoryAccumulator:
         """(normal scores, anomalous scores, region ids) as one array each. The normal scores
         are written into `out` (a scratch buffer that the caller reuses across categories and
         may sort in place), else into a new array; the state itself stays as it is."""
-        normal = np.concatenate(self._normal, out=None if out is None else out[:self.n_normal_pixels]) \
-            if self._normal else np.zeros(0, dtype=np.float32)
+        normal = (
+            np.concatenate(self._normal, out=None if out is None else out[: self.n_normal_pixels])
+            if self._normal
+            else np.zeros(0, dtype=np.float32)
+        )
         for parts in (self._anomalous, self._region):  # small: consolidated once, kept
             if len(parts) > 1:
                 parts[:] = [np.concatenate(parts)]
@@ -162,8 +175,10 @@ class CategoryAccumulator:
     def pixels_unavailable(self) -> str | None:
         """Why the pixel metrics cannot be computed for lack of data, or None."""
         if self.n_without_mask:
-            return (f"no ground-truth mask (or no anomaly map) for {self.n_without_mask} of "
-                    f"{self.n_images} images: pixel metrics are not available")
+            return (
+                f"no ground-truth mask (or no anomaly map) for {self.n_without_mask} of "
+                f"{self.n_images} images: pixel metrics are not available"
+            )
         if self.n_with_mask == 0:
             return "no anomaly maps given"
         return None
@@ -173,13 +188,28 @@ class CategoryAccumulator:
         img = self.images()
         return image_values(img.scores, img.labels)
 
-    def pixel_values(self, protocol: Protocol = "mvtec", fpr_limit: float = 0.3, backend: Backend = "numpy",
-                     device: str = "cpu", scratch: np.ndarray | None = None) -> dict[str, Value]:
+    def pixel_values(
+        self,
+        protocol: Protocol = "mvtec",
+        fpr_limit: float = 0.3,
+        backend: Backend = "numpy",
+        device: str = "cpu",
+        scratch: np.ndarray | None = None,
+    ) -> dict[str, Value]:
         """The four pixel metrics; `scratch` (>= n_normal_pixels, of pixel_dtype) saves a fresh
         copy of the normal scores, which the sort needs."""
         reason = self.pixels_unavailable()
         if reason is not None:
             return {m: UndefinedMetric(reason) for m in PIXEL_METRICS}
         normal, anomalous, region = self.pixels(out=scratch)
-        return pixel_values(normal, anomalous, region, self.n_regions, protocol=protocol, fpr_limit=fpr_limit,
-                            sort_in_place=True, backend=backend, device=device)
+        return pixel_values(
+            normal,
+            anomalous,
+            region,
+            self.n_regions,
+            protocol=protocol,
+            fpr_limit=fpr_limit,
+            sort_in_place=True,
+            backend=backend,
+            device=device,
+        )

@@ -18,11 +18,13 @@ and "pooled":
 A metric that cannot be computed (no anomalies, no normals, constant scores, no masks) has
 value None and the reason; never a made-up 0.5 or 0.
 """
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,8 +49,10 @@ def choose_backend(device: str, backend: Backend | None = None) -> tuple[Backend
 
         if torch.cuda.is_available():
             return "torch", device
-        print(f"[decodiff] metrics: device {device!r} asked for but CUDA is not available; using numpy on CPU",
-              file=sys.stderr)
+        print(
+            f"[decodiff] metrics: device {device!r} asked for but CUDA is not available; using numpy on CPU",
+            file=sys.stderr,
+        )
     return "numpy", "cpu"
 
 
@@ -69,7 +73,9 @@ def mean_records(records: Sequence[dict[str, Any]], dataset: str) -> list[dict[s
     out = []
     keys = list(dict.fromkeys((r["level"], r["metric"]) for r in records if r["category"] not in (MEAN, POOLED)))
     for level, metric in keys:
-        rows = [r for r in records if r["level"] == level and r["metric"] == metric and r["category"] not in (MEAN, POOLED)]
+        rows = [
+            r for r in records if r["level"] == level and r["metric"] == metric and r["category"] not in (MEAN, POOLED)
+        ]
         defined = [r for r in rows if r["value"] is not None]
         skipped = [r["category"] for r in rows if r["value"] is None]
         extra: dict[str, Any] = {"aggregate": MEAN, "n_categories": len(defined)}
@@ -93,8 +99,16 @@ class MetricSuite:
     region); compute adds one scratch copy of the largest category's normal scores, or of all
     of them for the pooled pixel metrics, which `pooled=False` skips."""
 
-    def __init__(self, dataset: str, aupro_protocol: str = "mvtec", fpr_limit: float = 0.3, device: str = "cpu",
-                 *, backend: Backend | None = None, pooled: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: str,
+        aupro_protocol: str = "mvtec",
+        fpr_limit: float = 0.3,
+        device: str = "cpu",
+        *,
+        backend: Backend | None = None,
+        pooled: bool = True,
+    ) -> None:
         check_protocol(aupro_protocol)
         check_fpr_limit(fpr_limit)
         self.dataset = dataset
@@ -110,8 +124,15 @@ class MetricSuite:
     def categories(self) -> list[str]:
         return list(self.state)
 
-    def update(self, category: str, image_scores: Any, image_labels: Any, maps: Any = None, masks: Any = None,
-               keys: Sequence[str] | None = None) -> None:
+    def update(
+        self,
+        category: str,
+        image_scores: Any,
+        image_labels: Any,
+        maps: Any = None,
+        masks: Any = None,
+        keys: Sequence[str] | None = None,
+    ) -> None:
         """Add a batch of one category: image scores [B], labels [B] (0/1), anomaly maps
         [B,H,W] and ground-truth masks [B,H,W] (None: these samples have no masks)."""
         if keys is not None:
@@ -123,7 +144,7 @@ class MetricSuite:
         if keys is not None:
             self._seen.update(keys)
 
-    def merge(self, other: "MetricSuite") -> None:
+    def merge(self, other: MetricSuite) -> None:
         """Add the samples another suite saw (another rank's share of the test set)."""
         for cat, acc in other.state.items():
             self.state.setdefault(cat, CategoryAccumulator()).merge(acc)
@@ -136,13 +157,18 @@ class MetricSuite:
         parts = [a.images() for a in accs]
         if not parts:
             return ImageData([], np.zeros(0), np.zeros(0, dtype=np.int8))
-        return ImageData([k for p in parts for k in p.keys], np.concatenate([p.scores for p in parts]),
-                         np.concatenate([p.labels for p in parts]))
+        return ImageData(
+            [k for p in parts for k in p.keys],
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.labels for p in parts]),
+        )
 
     def _pixel_records(self, category: str, values: dict[str, Value], **extra: Any) -> list[dict[str, Any]]:
         aupro_extra = {"protocol": self.aupro_protocol, "fpr_limit": self.fpr_limit}
-        return [record(self.dataset, category, "pixel", m, values[m], **extra, **(aupro_extra if m == "aupro" else {}))
-                for m in PIXEL_METRICS]
+        return [
+            record(self.dataset, category, "pixel", m, values[m], **extra, **(aupro_extra if m == "aupro" else {}))
+            for m in PIXEL_METRICS
+        ]
 
     def compute(self) -> list[dict[str, Any]]:
         """The long table: per category (in the order first seen), then mean, then pooled."""
@@ -151,8 +177,9 @@ class MetricSuite:
         scratch = None
         if with_pixels:  # one buffer for every category's sort (and then the pooled one)
             sizes = [a.n_normal_pixels for a in with_pixels]
-            scratch = np.empty(sum(sizes) if pooled_pixels else max(sizes),
-                               dtype=np.result_type(*[a.pixel_dtype for a in with_pixels]))
+            scratch = np.empty(
+                sum(sizes) if pooled_pixels else max(sizes), dtype=np.result_type(*[a.pixel_dtype for a in with_pixels])
+            )
         start = time.perf_counter()
         records: list[dict[str, Any]] = []
         for cat, acc in self.state.items():
@@ -173,8 +200,9 @@ class MetricSuite:
         out = [record(self.dataset, POOLED, "image", m, values[m], aggregate=POOLED) for m in IMAGE_METRICS]
         missing = [c for c, a in self.state.items() if a.pixels_unavailable() is not None]
         if missing:
-            pix: dict[str, Value] = {m: UndefinedMetric(f"pixel metrics not available for categories {missing}")
-                                     for m in PIXEL_METRICS}
+            pix: dict[str, Value] = {
+                m: UndefinedMetric(f"pixel metrics not available for categories {missing}") for m in PIXEL_METRICS
+            }
         elif not self.pooled:
             pix = {m: UndefinedMetric("pooled pixel metrics not computed (pooled=False)") for m in PIXEL_METRICS}
         else:
@@ -185,8 +213,11 @@ class MetricSuite:
         accs = list(self.state.values())
         dtype = np.result_type(*[a.pixel_dtype for a in accs])
         n = sum(a.n_normal_pixels for a in accs)
-        normal = scratch[:n] if scratch is not None and scratch.size >= n and scratch.dtype == dtype \
+        normal = (
+            scratch[:n]
+            if scratch is not None and scratch.size >= n and scratch.dtype == dtype
             else np.empty(n, dtype=dtype)
+        )
         start, anomalous, region, offset = 0, [], [], 0
         for a in accs:
             part, anom, reg = a.pixels(out=normal[start:])
@@ -194,6 +225,14 @@ class MetricSuite:
             anomalous.append(anom)
             region.append(reg + np.int32(offset))
             offset += a.n_regions
-        return pixel_values(normal, np.concatenate(anomalous).astype(dtype, copy=False), np.concatenate(region),
-                            offset, protocol=self.aupro_protocol, fpr_limit=self.fpr_limit, sort_in_place=True,
-                            backend=self.backend, device=self.device)
+        return pixel_values(
+            normal,
+            np.concatenate(anomalous).astype(dtype, copy=False),
+            np.concatenate(region),
+            offset,
+            protocol=self.aupro_protocol,
+            fpr_limit=self.fpr_limit,
+            sort_in_place=True,
+            backend=self.backend,
+            device=self.device,
+        )

@@ -1,5 +1,6 @@
 """What a sweep will cost, before it runs: trainings, optimizer steps, images through the
 sampler, and UNet FLOPs (counted on the meta device, so no weights are built)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,9 @@ def data_counts(cfg: Config, manifest: Manifest | None = None) -> tuple[int, int
     return len(size.categories), size.train, size.test, image_side(data, size)
 
 
-def estimate(plan: SweepPlan, manifests: dict[str, Any], trained: set[str] = frozenset(),
-             finished: set[str] = frozenset()) -> dict[str, Any]:
+def estimate(
+    plan: SweepPlan, manifests: dict[str, Any], trained: set[str] = frozenset(), finished: set[str] = frozenset()
+) -> dict[str, Any]:
     """Totals over the trials still to run; `manifests` maps data locations to manifests."""
     trainings: dict[str, dict[str, Any]] = {}
     evals = {"images": 0, "unet_calls": 0, "tflop": 0.0}
@@ -60,5 +62,7 @@ def estimate(plan: SweepPlan, manifests: dict[str, Any], trained: set[str] = fro
         "eval_unet_calls": evals["unet_calls"],
         "eval_tflop": round(evals["tflop"], 3),
         "total_tflop": round(train_tflop + evals["tflop"], 3),
-        "note": "UNet FLOPs only (training = 3 x forward per sample); VAE encoding/decoding and data loading not counted",
+        "note": (
+            "UNet FLOPs only (training = 3 x forward per sample); VAE encoding/decoding and data loading not counted"
+        ),
     }

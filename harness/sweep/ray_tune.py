@@ -5,6 +5,7 @@ The sweep expands its trials itself (deterministic ids for resume and --dry-run)
 Tune the list; Tune schedules them on the trial resources, retries failures
 (FailureConfig.max_failures) and keeps its experiment state under <sweep>/tune/.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,10 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from decodiff.harness.progress import log
 
@@ -38,8 +40,9 @@ class RaySession:
 
 
 @contextlib.contextmanager
-def ray_session(sweep_dir: Path, address: str | None = None, num_cpus: int | None = None,
-                num_gpus: int | None = None) -> Iterator[RaySession]:
+def ray_session(
+    sweep_dir: Path, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None
+) -> Iterator[RaySession]:
     """Start (or connect to) Ray for a sweep; shut it down afterwards if this call started it."""
     import ray
 
@@ -67,15 +70,24 @@ def ray_session(sweep_dir: Path, address: str | None = None, num_cpus: int | Non
                 link.unlink()
             link.symlink_to(temp, target_is_directory=True)
             given = link
-        if not any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) and \
-                not (Path.home() / ".ray" / "auth_token").is_file():
+        if (
+            not any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"))
+            and not (Path.home() / ".ray" / "auth_token").is_file()
+        ):
             # Ray turns token auth on for a local cluster; a token in the environment keeps it
             # from writing one to ~/.ray/auth_token
             os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
         # Ray announces the token auth it turns on for local clusters at WARNING level: not news here
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, _temp_dir=str(given),
-                 log_to_driver=False, configure_logging=True, logging_level="warning")
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            _temp_dir=str(given),
+            log_to_driver=False,
+            configure_logging=True,
+            logging_level="warning",
+        )
         session = RaySession(None, temp, link)
     _restore_sigterm(before)
     try:
@@ -120,13 +132,17 @@ def _progress_callback(labels: dict[str, str], phase: str, retries: int):
             log(f"{phase}: finished {self._name(trial)} in {secs:.0f}s{extra} [{self.done}/{total} done]")
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            log(f"{phase}: {self._name(trial)} failed ({_first_line(trial)}); retrying "
-                f"({trial.run_metadata.num_failures} of {retries} retries used)")
+            log(
+                f"{phase}: {self._name(trial)} failed ({_first_line(trial)}); retrying "
+                f"({trial.run_metadata.num_failures} of {retries} retries used)"
+            )
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.done += 1
-            log(f"{phase}: {self._name(trial)} failed after {retries} retries ({_first_line(trial)}) "
-                f"[{self.done}/{total} done]")
+            log(
+                f"{phase}: {self._name(trial)} failed after {retries} retries ({_first_line(trial)}) "
+                f"[{self.done}/{total} done]"
+            )
 
     return SweepProgress()
 
@@ -140,16 +156,25 @@ def _first_line(trial) -> str:
         return "error"
 
 
-def run_phase(phase: str, payloads: dict[str, dict[str, Any]], labels: dict[str, str], entry: Callable,
-              storage: Path, resources: dict[str, float], retries: int, max_concurrent: int | None) -> dict[str, str | None]:
+def run_phase(
+    phase: str,
+    payloads: dict[str, dict[str, Any]],
+    labels: dict[str, str],
+    entry: Callable,
+    storage: Path,
+    resources: dict[str, float],
+    retries: int,
+    max_concurrent: int | None,
+) -> dict[str, str | None]:
     """Run every payload as a Tune trial; returns id -> None (finished) or an error line."""
     from ray import tune
 
     if not payloads:
         return {}
     labels = {k: labels.get(k, "") for k in payloads}
-    trainable = tune.with_resources(tune.with_parameters(entry, payloads=payloads),
-                                    {k: v for k, v in resources.items() if v})
+    trainable = tune.with_resources(
+        tune.with_parameters(entry, payloads=payloads), {k: v for k, v in resources.items() if v}
+    )
     tuner = tune.Tuner(
         trainable,
         param_space={"id": tune.grid_search(list(payloads))},

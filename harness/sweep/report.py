@@ -1,6 +1,7 @@
 """A sweep's results: the combined long table of all trials (one record per trial, split, metric
 and category), the comparison report with validation and test side by side, and MLflow (one
 parent run per sweep, one child run per trial)."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,15 @@ from decodiff.reports.tables import fmt
 # MLflow is imported where the sweep's runs are logged (0.8 s): a sweep without tracking goes without it.
 
 HEADLINE = ("image_auroc", "image_auprc", "image_f1max", "pixel_auroc", "pixel_auprc", "pixel_f1max", "pixel_aupro")
-SHORT = {"image_auroc": "I-AUROC", "image_auprc": "I-AUPRC", "image_f1max": "I-F1", "pixel_auroc": "P-AUROC",
-         "pixel_auprc": "P-AUPRC", "pixel_f1max": "P-F1", "pixel_aupro": "AUPRO"}
+SHORT = {
+    "image_auroc": "I-AUROC",
+    "image_auprc": "I-AUPRC",
+    "image_f1max": "I-F1",
+    "pixel_auroc": "P-AUROC",
+    "pixel_auprc": "P-AUPRC",
+    "pixel_f1max": "P-F1",
+    "pixel_aupro": "AUPRO",
+}
 
 
 def trial_records(trial: TrialPlan, result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -59,12 +67,25 @@ def best_trial(plan: SweepPlan, results: dict[str, dict[str, Any]]) -> dict[str,
     if not scored:
         return None
     value, t = (max if obj.mode == "max" else min)(scored, key=lambda p: p[0])
-    return {"trial": t.id, "label": t.label, "overrides": t.overrides, "metric": obj.metric, "split": split,
-            "value": value, "test_value": mean_value(results[t.id].get("records"), obj.metric)}
+    return {
+        "trial": t.id,
+        "label": t.label,
+        "overrides": t.overrides,
+        "metric": obj.metric,
+        "split": split,
+        "value": value,
+        "test_value": mean_value(results[t.id].get("records"), obj.metric),
+    }
 
 
-def write_sweep_report(folder: Path, plan: SweepPlan, results: dict[str, dict[str, Any]], failed: dict[str, str],
-                       best: dict[str, Any] | None, provenance: dict[str, str]) -> Path:
+def write_sweep_report(
+    folder: Path,
+    plan: SweepPlan,
+    results: dict[str, dict[str, Any]],
+    failed: dict[str, str],
+    best: dict[str, Any] | None,
+    provenance: dict[str, str],
+) -> Path:
     """report.md: one row per trial with the mean metrics, validation beside test."""
     validating = plan.spec.validation is not None
     lines = [f"# DeCo-Diff sweep: {plan.name}", ""]
@@ -77,15 +98,20 @@ def write_sweep_report(folder: Path, plan: SweepPlan, results: dict[str, dict[st
     split = plan.objective_split()
     lines += ["## Selection", ""]
     if best:
-        lines.append(f"Best trial by mean {obj.metric} on the {split} set ({obj.mode}): **{best['trial']}** "
-                     f"({best['label']}): {fmt(best['value'])}" +
-                     (f"; its test value {fmt(best['test_value'])}" if split == "validation" else "") + ".")
+        lines.append(
+            f"Best trial by mean {obj.metric} on the {split} set ({obj.mode}): **{best['trial']}** "
+            f"({best['label']}): {fmt(best['value'])}"
+            + (f"; its test value {fmt(best['test_value'])}" if split == "validation" else "")
+            + "."
+        )
     else:
         lines.append("No finished trial has the objective's value yet.")
     if split == "test":
         lines.append("")
-        lines.append("Selected on the test set, as the paper does: the chosen setting's test numbers are optimistic. "
-                     "Add `validation:` to the sweep file to select on held-out training images with synthetic defects.")
+        lines.append(
+            "Selected on the test set, as the paper does: the chosen setting's test numbers are optimistic. "
+            "Add `validation:` to the sweep file to select on held-out training images with synthetic defects."
+        )
     lines += ["", "## Trials (mean over categories)", ""]
     axes = plan.axes
     metric_cols = []
@@ -117,10 +143,13 @@ def write_sweep_report(folder: Path, plan: SweepPlan, results: dict[str, dict[st
         for tid, err in failed.items():
             lines.append(f"- {tid}: {err} (logs in trials/{tid}/)")
         lines.append("")
-    lines += ["All values in percent; — where a trial has not finished or a value is undefined. "
-              "The per-category values of every trial are in metrics.csv (one row per trial, split, "
-              "category and metric) and in each trial's report; comparison/report.html compares the settings "
-              "with bootstrap intervals (and the paper's numbers, for its data sets).", ""]
+    lines += [
+        "All values in percent; — where a trial has not finished or a value is undefined. "
+        "The per-category values of every trial are in metrics.csv (one row per trial, split, "
+        "category and metric) and in each trial's report; comparison/report.html compares the settings "
+        "with bootstrap intervals (and the paper's numbers, for its data sets).",
+        "",
+    ]
     path = folder / "report.md"
     write_atomic(path, "\n".join(lines))
     return path
@@ -151,8 +180,14 @@ def start_parent_run(cfg: Config, plan: SweepPlan, folder: Path, existing: str |
             return existing
         except Exception:  # the store was replaced: start a new parent
             pass
-    tags = {"kind": "sweep", "sweep": plan.name, "sweep_file": plan.source, "code_version": code_version(),
-            "trials": str(len(plan.trials)), "sweep_folder": str(folder.resolve())}
+    tags = {
+        "kind": "sweep",
+        "sweep": plan.name,
+        "sweep_file": plan.source,
+        "code_version": code_version(),
+        "trials": str(len(plan.trials)),
+        "sweep_folder": str(folder.resolve()),
+    }
     rid = log_run(cfg, [], run_name=f"sweep-{plan.name}", tags=tags, artifacts=[])
     client.update_run(rid, status="RUNNING")
     return rid
@@ -160,19 +195,42 @@ def start_parent_run(cfg: Config, plan: SweepPlan, folder: Path, existing: str |
 
 def log_child_run(cfg: Config, parent: str, plan: SweepPlan, trial: TrialPlan, result: dict[str, Any]) -> str:
     run_dir = Path(result["run_dir"])
-    tags = {"kind": "sweep-trial", "sweep": plan.name, "trial": trial.id, "dataset": trial.dataset,
-            "overrides": json.dumps(trial.overrides, sort_keys=True)[:4000], "code_version": code_version(),
-            "model_checkpoint": str(result.get("train", {}).get("checkpoint", ""))[:250]}
+    tags = {
+        "kind": "sweep-trial",
+        "sweep": plan.name,
+        "trial": trial.id,
+        "dataset": trial.dataset,
+        "overrides": json.dumps(trial.overrides, sort_keys=True)[:4000],
+        "code_version": code_version(),
+        "model_checkpoint": str(result.get("train", {}).get("checkpoint", ""))[:250],
+    }
     extra = {"eval_images_per_second": float(result.get("eval_images_per_second") or 0.0)}
     for r in result.get("validation_records") or []:
         if r.get("value") is not None:
             extra[f"validation/{r['dataset']}/{r['category']}/{r['level']}_{r['metric']}"] = float(r["value"])
-    arts = [run_dir / n for n in ("config.yaml", "provenance.json", "report.md", "metrics.csv", "image_table.csv",
-                                  "pixel_table.csv", "defect_table.csv", "validation_metrics.csv")]
-    return log_run(trial.config.model_copy(update={"tracking": cfg.tracking}), result.get("records") or [],
-                   run_name=f"{plan.name}/{trial.id}", tags=tags, artifacts=arts, extra_metrics=extra,
-                   parent_run_id=parent,
-                   artifact_folders={n: run_dir / n for n in ("report_data", "figures", "tables") if (run_dir / n).is_dir()})
+    arts = [
+        run_dir / n
+        for n in (
+            "config.yaml",
+            "provenance.json",
+            "report.md",
+            "metrics.csv",
+            "image_table.csv",
+            "pixel_table.csv",
+            "defect_table.csv",
+            "validation_metrics.csv",
+        )
+    ]
+    return log_run(
+        trial.config.model_copy(update={"tracking": cfg.tracking}),
+        result.get("records") or [],
+        run_name=f"{plan.name}/{trial.id}",
+        tags=tags,
+        artifacts=arts,
+        extra_metrics=extra,
+        parent_run_id=parent,
+        artifact_folders={n: run_dir / n for n in ("report_data", "figures", "tables") if (run_dir / n).is_dir()},
+    )
 
 
 def finish_parent_run(cfg: Config, parent: str, folder: Path, best: dict[str, Any] | None, status: str) -> None:

@@ -16,6 +16,7 @@ The order of events in `run_sweep`:
 4. MLflow child runs for finished trials, the combined long table (metrics.csv), results.json
    (the results contract, one record per trial, split, metric and category) and report.md.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from decodiff.datasets.imageio import DataError
 from decodiff.datasets.files import write_atomic, write_json_atomic
+from decodiff.datasets.imageio import DataError
 from decodiff.datasets.stream import check_shards, load_manifest
 from decodiff.harness.config import Config
 from decodiff.harness.progress import log
@@ -106,29 +107,36 @@ def check_data(plan: SweepPlan) -> dict[str, Any]:
             except VAEError as exc:  # an unknown builtin:NAME
                 raise SweepError(f"{plan.source}: trial {t.label}: {exc}") from None
             if problem:
-                raise SweepError(f"{plan.source}: trial {t.label}: vae.pretrained={pre}: no VAE folder there "
-                                 f"({problem}; {EXPECTED_VAE})")
+                raise SweepError(
+                    f"{plan.source}: trial {t.label}: vae.pretrained={pre}: no VAE folder there "
+                    f"({problem}; {EXPECTED_VAE})"
+                )
         if d.shards:
             if d.shards not in manifests:
                 try:
                     manifests[d.shards] = load_manifest(_abs(d.shards))
                 except (DataError, OSError, ValueError) as exc:
-                    raise SweepError(f"{plan.source}: data set '{t.dataset}' is not sharded at {d.shards} ({exc})") from None
+                    raise SweepError(
+                        f"{plan.source}: data set '{t.dataset}' is not sharded at {d.shards} ({exc})"
+                    ) from None
                 try:  # every shard there at its manifest size: a damaged set fails now, not in every trial
                     check_shards(_abs(d.shards), manifests[d.shards])
                 except DataError as exc:
                     raise SweepError(f"{plan.source}: data set '{t.dataset}': {exc}") from None
             unknown = [c for c in d.categories or [] if c not in manifests[d.shards].categories]
             if unknown:
-                raise SweepError(f"{plan.source}: data set '{t.dataset}': unknown categories {unknown} "
-                                 f"(the shards at {d.shards} have {sorted(manifests[d.shards].categories)})")
+                raise SweepError(
+                    f"{plan.source}: data set '{t.dataset}': unknown categories {unknown} "
+                    f"(the shards at {d.shards} have {sorted(manifests[d.shards].categories)})"
+                )
         elif d.dataset != "demo":
             where = f" (data.root={d.root})" if d.root else ""
             raise SweepError(
                 f"{plan.source}: data set '{t.dataset}'{where} is not sharded: shard it once with `decodiff data shard "
                 f"--dataset {d.dataset} --root DIR --out SHARDS{' --masks-optional' if d.masks_optional else ''}` "
                 f"and pass --shards {t.dataset}=SHARDS "
-                f"(or data.shards=SHARDS, or shards_root in the sweep file); trials read shards, never raw folders")
+                f"(or data.shards=SHARDS, or shards_root in the sweep file); trials read shards, never raw folders"
+            )
     return manifests
 
 
@@ -145,9 +153,19 @@ def dry_run(plan: SweepPlan, out: Path | None = None) -> dict[str, Any]:
         "folder": str(folder),
         "axes": plan.axes,
         "recipe": plan.recipe(),
-        "trials": [{"trial": t.id, "dataset": t.dataset, "overrides": t.overrides, "recipe": t.config.recipe,
-                    "departures": t.config.departures(), "group": t.group,
-                    "shares_training_with": len(groups[t.group]) - 1, "finished": t.id in finished} for t in plan.trials],
+        "trials": [
+            {
+                "trial": t.id,
+                "dataset": t.dataset,
+                "overrides": t.overrides,
+                "recipe": t.config.recipe,
+                "departures": t.config.departures(),
+                "group": t.group,
+                "shares_training_with": len(groups[t.group]) - 1,
+                "finished": t.id in finished,
+            }
+            for t in plan.trials
+        ],
         "trainings": plan.trainings(),
         "cost": estimate(plan, manifests, trained, finished),
         "resources": plan.spec.resources.model_dump(),
@@ -160,8 +178,10 @@ def _open_folder(plan: SweepPlan, folder: Path, resume: bool) -> dict[str, Any]:
     state_path = folder / STATE
     if state_path.is_file():
         if not resume:
-            raise SweepError(f"{folder} already holds a sweep: --resume continues it (finished trials are kept), "
-                             f"--out DIR starts another")
+            raise SweepError(
+                f"{folder} already holds a sweep: --resume continues it (finished trials are kept), "
+                f"--out DIR starts another"
+            )
         state = json.loads(state_path.read_text())
         for run in state.get("runs", []):
             if run.get("status") == "running":  # that driver was killed before it could say so
@@ -172,9 +192,16 @@ def _open_folder(plan: SweepPlan, folder: Path, resume: bool) -> dict[str, Any]:
             log(f"sweep: nothing to resume in {folder}; starting")
         folder.mkdir(parents=True, exist_ok=True)
         state = {"name": plan.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": [], "parent_run_id": None}
-    state.update({"file": plan.source, "spec": plan.spec.model_dump(mode="json"), "cli_overrides": plan.cli_overrides,
-                  "trials": [{"trial": t.id, "dataset": t.dataset, "overrides": t.overrides, "group": t.group}
-                             for t in plan.trials]})
+    state.update(
+        {
+            "file": plan.source,
+            "spec": plan.spec.model_dump(mode="json"),
+            "cli_overrides": plan.cli_overrides,
+            "trials": [
+                {"trial": t.id, "dataset": t.dataset, "overrides": t.overrides, "group": t.group} for t in plan.trials
+            ],
+        }
+    )
     state["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resume": resume, "status": "running"})
     write_json_atomic(state_path, state)
     return state
@@ -188,11 +215,20 @@ def _save_state(folder: Path, state: dict[str, Any], status: str) -> None:
 def _trial_config(t: TrialPlan, folder: Path, reuse: bool | None = None) -> dict[str, Any]:
     """A trial's config for the workers: absolute paths, its own output folder."""
     cfg = t.config
-    run = cfg.run.model_copy(update={"out_dir": str((folder / "trials" / t.id).resolve()), "name": t.id,
-                                     "cache_dir": _abs(cfg.run.cache_dir)})
-    options = {**cfg.data.options, **({"split_csv": _abs(str(cfg.data.options["split_csv"]))}
-                                      if "split_csv" in cfg.data.options else {})}  # a file, read from the worker's folder
-    data = cfg.data.model_copy(update={"root": _abs(cfg.data.root), "shards": _abs(cfg.data.shards), "options": options})
+    run = cfg.run.model_copy(
+        update={
+            "out_dir": str((folder / "trials" / t.id).resolve()),
+            "name": t.id,
+            "cache_dir": _abs(cfg.run.cache_dir),
+        }
+    )
+    options = {
+        **cfg.data.options,
+        **({"split_csv": _abs(str(cfg.data.options["split_csv"]))} if "split_csv" in cfg.data.options else {}),
+    }  # a file, read from the worker's folder
+    data = cfg.data.model_copy(
+        update={"root": _abs(cfg.data.root), "shards": _abs(cfg.data.shards), "options": options}
+    )
     vae = cfg.vae.model_copy(update={"pretrained": _abs(cfg.vae.pretrained)})
     update: dict[str, Any] = {"run": run, "data": data, "vae": vae}
     if reuse is not None:
@@ -202,9 +238,15 @@ def _trial_config(t: TrialPlan, folder: Path, reuse: bool | None = None) -> dict
 
 def _prepare_key(t: TrialPlan, plan: SweepPlan) -> str:
     c = t.config
-    return "p" + digest({"data": c.data.model_dump(exclude={"num_workers"}), "vae": c.vae.model_dump(),
-                         "seed": c.run.seed, "cache": _abs(c.run.cache_dir),
-                         "validation": plan.spec.validation.model_dump() if plan.spec.validation else None})
+    return "p" + digest(
+        {
+            "data": c.data.model_dump(exclude={"num_workers"}),
+            "vae": c.vae.model_dump(),
+            "seed": c.run.seed,
+            "cache": _abs(c.run.cache_dir),
+            "validation": plan.spec.validation.model_dump() if plan.spec.validation else None,
+        }
+    )
 
 
 # ---- running ---------------------------------------------------------------------------------------------------
@@ -242,21 +284,41 @@ def run_sweep(plan: SweepPlan, options: SweepOptions) -> SweepResult:
             if read_result(folder / "trainings" / g) is not None:
                 continue
             lead = groups[g][0]
-            payloads[g] = {"kind": "train", "id": g, "folder": str(folder / "trainings" / g),
-                           "prepare": str(folder / "prepare" / _prepare_key(lead, plan)),
-                           "config": _trial_config(lead, folder), **common}
+            payloads[g] = {
+                "kind": "train",
+                "id": g,
+                "folder": str(folder / "trainings" / g),
+                "prepare": str(folder / "prepare" / _prepare_key(lead, plan)),
+                "config": _trial_config(lead, folder),
+                **common,
+            }
             labels[g] = f"{lead.dataset} training shared by {len(groups[g])} trials"
         for t in todo:
-            payloads[t.id] = {"kind": "trial", "id": t.id, "folder": str(folder / "trials" / t.id),
-                              "prepare": str(folder / "prepare" / _prepare_key(t, plan)),
-                              "config": _trial_config(t, folder, reuse=True if t.group in shared else None),
-                              "dataset": t.dataset, "overrides": t.overrides, "objective": objective, **common}
+            payloads[t.id] = {
+                "kind": "trial",
+                "id": t.id,
+                "folder": str(folder / "trials" / t.id),
+                "prepare": str(folder / "prepare" / _prepare_key(t, plan)),
+                "config": _trial_config(t, folder, reuse=True if t.group in shared else None),
+                "dataset": t.dataset,
+                "overrides": t.overrides,
+                "objective": objective,
+                **common,
+            }
             labels[t.id] = t.label
         log(f"sweep {plan.name}: {len(todo)} trial(s) to run, {len(shared)} shared training(s) first; folder {folder}")
         if payloads:
             with ray_session(folder, options.address, options.cpus, options.gpus):
-                status_of = run_phase("sweep", payloads, labels, tune_entry, folder / "tune",
-                                      {"cpu": res.cpus, "gpu": res.gpus}, spec.retries, spec.max_concurrent)
+                status_of = run_phase(
+                    "sweep",
+                    payloads,
+                    labels,
+                    tune_entry,
+                    folder / "tune",
+                    {"cpu": res.cpus, "gpu": res.gpus},
+                    spec.retries,
+                    spec.max_concurrent,
+                )
             for key, err in status_of.items():
                 if err and read_result(Path(payloads[key]["folder"])) is None:
                     if payloads[key]["kind"] == "trial":
@@ -286,13 +348,21 @@ def _comparison_report(plan: SweepPlan, folder: Path) -> str | None:
         datasets = {t.config.data.dataset for t in plan.trials}
         compare = any(published.has_published(d) for d in datasets)
         default_ds = inputs.runs[0].dataset if inputs.runs else "unknown"
-        meta = [("sweep folder", str(folder)), ("sweep file", plan.source),
-                ("trials", f"{len(inputs.runs)} of {len(plan.trials)} finished")]
+        meta = [
+            ("sweep folder", str(folder)),
+            ("sweep file", plan.source),
+            ("trials", f"{len(inputs.runs)} of {len(plan.trials)} finished"),
+        ]
         if plan.spec.description:
             meta.append(("description", plan.spec.description.strip()))
-        report = build_comparison_report(f"DeCo-Diff sweep: {plan.name}", meta, inputs.runs,
-                                         list(inputs.missing) + sweep_missing(inputs.sweep, default_ds),
-                                         compare_published=compare, sweep=inputs.sweep)
+        report = build_comparison_report(
+            f"DeCo-Diff sweep: {plan.name}",
+            meta,
+            inputs.runs,
+            list(inputs.missing) + sweep_missing(inputs.sweep, default_ds),
+            compare_published=compare,
+            sweep=inputs.sweep,
+        )
         return str(write_report_files(report, folder / "comparison"))
     except Exception as exc:  # the tables above are already written; a figure must not cost the sweep
         log(f"sweep: comparison report not written ({type(exc).__name__}: {exc})")
@@ -305,12 +375,21 @@ def _trial_rows(plan: SweepPlan, folder: Path, failed: dict[str, str] | None = N
         r = read_result(folder / "trials" / t.id)
         marker = folder / "trials" / t.id / "mlflow.json"
         failed_here = failed is not None and t.id in failed
-        rows.append({"trial": t.id, "dataset": t.dataset, "overrides": t.overrides, "group": t.group,
-                     "status": "finished" if r else ("failed" if failed_here else "not run"),
-                     "error": failed.get(t.id) if failed else None, "run_dir": r and r.get("run_dir"),
-                     "report": r and r.get("report"), "attempts": len(attempts(folder / "trials" / t.id)),
-                     "model_checkpoint": r and r.get("train", {}).get("checkpoint"),
-                     "mlflow_run_id": json.loads(marker.read_text())["run_id"] if marker.is_file() else None})
+        rows.append(
+            {
+                "trial": t.id,
+                "dataset": t.dataset,
+                "overrides": t.overrides,
+                "group": t.group,
+                "status": "finished" if r else ("failed" if failed_here else "not run"),
+                "error": failed.get(t.id) if failed else None,
+                "run_dir": r and r.get("run_dir"),
+                "report": r and r.get("report"),
+                "attempts": len(attempts(folder / "trials" / t.id)),
+                "model_checkpoint": r and r.get("train", {}).get("checkpoint"),
+                "mlflow_run_id": json.loads(marker.read_text())["run_id"] if marker.is_file() else None,
+            }
+        )
     return rows
 
 
@@ -341,8 +420,10 @@ def _adopt_earlier(plan: SweepPlan, folder: Path) -> None:
                 marker = trials_dir / old_id / "mlflow.json"
                 if marker.is_file():
                     write_json_atomic(trials_dir / t.id / "mlflow.json", json.loads(marker.read_text()))
-                log(f"sweep: trial {t.id} is finished trial {old_id} (same settings; config keys added since "
-                    f"are at their defaults): kept, not rerun")
+                log(
+                    f"sweep: trial {t.id} is finished trial {old_id} (same settings; config keys added since "
+                    f"are at their defaults): kept, not rerun"
+                )
                 del earlier[old_id]
                 break
 
@@ -357,13 +438,21 @@ def _start_parent(tcfg: Config, plan: SweepPlan, folder: Path, existing: str | N
         return None
 
 
-def _collect(plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[str, str], tcfg: Config | None,
-             status: str) -> SweepResult:
+def _collect(
+    plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[str, str], tcfg: Config | None, status: str
+) -> SweepResult:
     """Gather every finished trial (this run's and earlier ones), log new ones to MLflow, and write
     metrics.csv, results.json and report.md."""
     # the sweep's tables need pandas (0.2 s): `--dry-run` starts without it
-    from decodiff.harness.sweep.report import (best_trial, combined_table, finish_parent_run, log_child_run,
-                                               trial_records, write_results, write_sweep_report)
+    from decodiff.harness.sweep.report import (
+        best_trial,
+        combined_table,
+        finish_parent_run,
+        log_child_run,
+        trial_records,
+        write_results,
+        write_sweep_report,
+    )
 
     results: dict[str, dict[str, Any]] = {}
     for t in plan.trials:
@@ -386,26 +475,43 @@ def _collect(plan: SweepPlan, folder: Path, state: dict[str, Any], failed: dict[
     best = best_trial(plan, results)
     not_run = [t.id for t in plan.trials if t.id not in results and t.id not in failed]
     prov = {
-        "sweep file": plan.source + (f" (command-line overrides: {' '.join(plan.cli_overrides)})" if plan.cli_overrides else ""),
+        "sweep file": plan.source
+        + (f" (command-line overrides: {' '.join(plan.cli_overrides)})" if plan.cli_overrides else ""),
         "trials": f"{len(results)} finished, {len(failed)} failed, {len(not_run)} not run, of {len(plan.trials)}",
         "trainings": f"{plan.trainings()} distinct training setting(s) for {len(plan.trials)} trials",
-        "validation": (f"{plan.spec.validation.holdout:.0%} of each category's normal training images held out, "
-                       f"{plan.spec.validation.defects} synthetic defect(s) each" if plan.spec.validation else "none"),
+        "validation": (
+            f"{plan.spec.validation.holdout:.0%} of each category's normal training images held out, "
+            f"{plan.spec.validation.defects} synthetic defect(s) each"
+            if plan.spec.validation
+            else "none"
+        ),
         "code version": code_version(),
         "folder": str(folder),
     }
     report = write_sweep_report(folder, plan, results, failed, best, prov)
     trials = _trial_rows(plan, folder, failed)
-    summary = {"run_id": parent, "report": str(report), "comparison": None, "metrics": records, "sweep": str(folder),
-               "status": status if not failed else "finished with failures" if status == "finished" else status,
-               "trials": trials, "best": best,
-               "objective": {**plan.spec.objective.model_dump(), "split": plan.objective_split()}}
+    summary = {
+        "run_id": parent,
+        "report": str(report),
+        "comparison": None,
+        "metrics": records,
+        "sweep": str(folder),
+        "status": status if not failed else "finished with failures" if status == "finished" else status,
+        "trials": trials,
+        "best": best,
+        "objective": {**plan.spec.objective.model_dump(), "split": plan.objective_split()},
+    }
     write_results(folder, summary)
     if status == "finished" and results:  # the report stage reads results.json, then is named in it
         summary["comparison"] = _comparison_report(plan, folder)
         write_results(folder, summary)
-    final = "FINISHED" if status == "finished" and not failed and not not_run else \
-        "FAILED" if status == "finished" else "KILLED"
+    final = (
+        "FINISHED"
+        if status == "finished" and not failed and not not_run
+        else "FAILED"
+        if status == "finished"
+        else "KILLED"
+    )
     if tcfg is not None and parent:
         try:
             finish_parent_run(tcfg, parent, folder, best, final)

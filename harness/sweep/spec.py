@@ -22,6 +22,7 @@ config is validated here, so an unknown key or a bad value stops the sweep befor
 A trial's id is a digest of its resolved config (without bookkeeping keys such as output folders),
 so a resumed sweep recognises finished trials even when the file was edited around them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,13 +37,35 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from decodiff.harness.config import (BEHAVIOUR_BEFORE_KEY, DATASETS, Config, ConfigError, build_config, load_preset,
-                                      load_yaml, parse_override, set_dotted)
+from decodiff.harness.config import (
+    BEHAVIOUR_BEFORE_KEY,
+    DATASETS,
+    Config,
+    ConfigError,
+    build_config,
+    load_preset,
+    load_yaml,
+    parse_override,
+    set_dotted,
+)
 
 # Keys that change neither the trained weights nor the metrics: left out of trial identities.
-BOOKKEEPING = ("run.name", "run.out_dir", "run.cache_dir", "run.threads", "tracking", "train.reuse", "train.log_every",
-               "train.checkpoint_every", "train.keep_checkpoints", "infer.save_maps", "infer.batch_size",
-               "data.num_workers", "data.shards", "data.root")  # where the data lies: the data set's label stands for it
+BOOKKEEPING = (
+    "run.name",
+    "run.out_dir",
+    "run.cache_dir",
+    "run.threads",
+    "tracking",
+    "train.reuse",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "infer.save_maps",
+    "infer.batch_size",
+    "data.num_workers",
+    "data.shards",
+    "data.root",
+)  # where the data lies: the data set's label stands for it
 LOCATION_KEYS = ("data.shards", "data.root")
 # Keys that only change inference: trials that differ only here share one trained model.
 INFERENCE = ("infer", "metrics")
@@ -228,17 +251,26 @@ def _dataset_axis(spec: SweepSpec, source: str, shards: dict[str, str]) -> list[
         over = flatten(over)
         if "data.dataset" not in over:
             if label not in DATASETS:
-                raise SweepError(f"{source}: datasets.{label}: set data.dataset (one of {', '.join(DATASETS)}) "
-                                 f"or name the entry after one")
+                raise SweepError(
+                    f"{source}: datasets.{label}: set data.dataset (one of {', '.join(DATASETS)}) "
+                    f"or name the entry after one"
+                )
             over = {"data.dataset": label, **over}
         if label in shards:
             over["data.shards"] = shards[label]
-        elif spec.shards_root and over["data.dataset"] != "demo" and not over.get("data.shards") and not over.get("data.root"):
+        elif (
+            spec.shards_root
+            and over["data.dataset"] != "demo"
+            and not over.get("data.shards")
+            and not over.get("data.root")
+        ):
             over["data.shards"] = str(Path(spec.shards_root) / label)
         axis.append((label, over))
     unknown = sorted(set(shards) - set(entries))
     if unknown:
-        raise SweepError(f"--shards {unknown[0]}=...: no data set of that name in {source} (it has {', '.join(entries)})")
+        raise SweepError(
+            f"--shards {unknown[0]}=...: no data set of that name in {source} (it has {', '.join(entries)})"
+        )
     return axis
 
 
@@ -255,22 +287,30 @@ def _grid_axes(spec: SweepSpec, source: str) -> list[tuple[str, list[dict[str, A
             axes.append((key, [{key: v} for v in values]))
         else:  # a linked axis: each value is a mapping of dotted keys set together
             if not all(isinstance(v, dict) and v for v in values):
-                raise SweepError(f"{source}: grid.{key}: a key without a dot is a linked axis; its values must be "
-                                 f"mappings of config keys (e.g. {{infer.gamma_p: 0.4, infer.gamma_l: 0.2}})")
+                raise SweepError(
+                    f"{source}: grid.{key}: a key without a dot is a linked axis; its values must be "
+                    f"mappings of config keys (e.g. {{infer.gamma_p: 0.4, infer.gamma_l: 0.2}})"
+                )
             axes.append((key, [flatten(v) for v in values]))
     return axes
 
 
 def _draw(dist: dict[str, Any], key: str, rng: np.random.Generator, source: str) -> Any:
     if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
-        raise SweepError(f"{source}: space.{key}: expected one of {', '.join(DISTRIBUTIONS)} "
-                         f"(e.g. {{loguniform: [1.0e-5, 1.0e-3]}})")
+        raise SweepError(
+            f"{source}: space.{key}: expected one of {', '.join(DISTRIBUTIONS)} (e.g. {{loguniform: [1.0e-5, 1.0e-3]}})"
+        )
     kind, args = next(iter(dist.items()))
     if kind == "choice":
         if not isinstance(args, list) or not args:
             raise SweepError(f"{source}: space.{key}.choice: expected a non-empty list")
         return args[int(rng.integers(len(args)))]
-    if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args) and args[0] <= args[1]):
+    if not (
+        isinstance(args, list)
+        and len(args) == 2
+        and all(isinstance(a, (int, float)) for a in args)
+        and args[0] <= args[1]
+    ):
         raise SweepError(f"{source}: space.{key}.{kind}: expected [low, high] with low <= high")
     lo, hi = args
     if kind == "randint":
@@ -301,14 +341,24 @@ def _without(d: dict[str, Any], dotted: tuple[str, ...]) -> dict[str, Any]:
 def trial_identity(cfg: Config, validation: Validation | None, dataset: str) -> str:
     """What makes two trials the same experiment: the resolved config minus bookkeeping, and the
     data set's label (so that moving the shards does not make a finished trial new)."""
-    return "t" + digest({"config": _without(cfg.to_dict(), BOOKKEEPING), "dataset": dataset,
-                         "validation": validation.model_dump() if validation else None})
+    return "t" + digest(
+        {
+            "config": _without(cfg.to_dict(), BOOKKEEPING),
+            "dataset": dataset,
+            "validation": validation.model_dump() if validation else None,
+        }
+    )
 
 
 def training_group(cfg: Config, validation: Validation | None, dataset: str) -> str:
     """Trials with the same group differ only at inference time and share one trained model."""
-    return "g" + digest({"config": _without(cfg.to_dict(), BOOKKEEPING + INFERENCE), "dataset": dataset,
-                         "validation": validation.model_dump() if validation else None})
+    return "g" + digest(
+        {
+            "config": _without(cfg.to_dict(), BOOKKEEPING + INFERENCE),
+            "dataset": dataset,
+            "validation": validation.model_dump() if validation else None,
+        }
+    )
 
 
 def _matches(rule: dict[str, Any], dataset: str, over: dict[str, Any]) -> bool:
@@ -322,7 +372,9 @@ def _matches(rule: dict[str, Any], dataset: str, over: dict[str, Any]) -> bool:
 _MISSING = object()
 
 
-def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), shards: dict[str, str] | None = None) -> SweepPlan:
+def plan_sweep(
+    name_or_path: str, overrides: list[str] | tuple[str, ...] = (), shards: dict[str, str] | None = None
+) -> SweepPlan:
     """Read a sweep file and expand it into validated trials; raises SweepError (one line)."""
     spec, source, folder = read_spec(name_or_path)
     base: dict[str, Any] = {}
@@ -362,8 +414,11 @@ def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), s
 
     trials: dict[str, TrialPlan] = {}
     dropped = 0
-    combos = itertools.product(ds_axis, seed_axis, *[vals for _, vals in grid]) if grid else \
-        itertools.product(ds_axis, seed_axis)
+    combos = (
+        itertools.product(ds_axis, seed_axis, *[vals for _, vals in grid])
+        if grid
+        else itertools.product(ds_axis, seed_axis)
+    )
     for index, combo in enumerate(combos):
         (label, ds_over), seed_over, *points = combo
         fixed: dict[str, Any] = {**ds_over, **seed_over}
@@ -388,8 +443,11 @@ def plan_sweep(name_or_path: str, overrides: list[str] | tuple[str, ...] = (), s
             try:
                 cfg = build_config(None, (), base=data)
             except ConfigError as exc:
-                where = ", ".join(f"{k}={_short(v)}" for k, v in over.items() if k in str(exc)) or \
-                    ", ".join(f"{k}={_short(v)}" for k, v in over.items()) or "the base config"
+                where = (
+                    ", ".join(f"{k}={_short(v)}" for k, v in over.items() if k in str(exc))
+                    or ", ".join(f"{k}={_short(v)}" for k, v in over.items())
+                    or "the base config"
+                )
                 raise SweepError(f"{source}: trial {where}: {exc}") from None
             shown = {k: v for k, v in over.items() if k not in cli_keys and k not in LOCATION_KEYS}
             ds_label = label or cfg.data.dataset
@@ -407,6 +465,7 @@ def same_experiment(old: dict[str, Any], new: Config) -> bool:
     sweep file) is the experiment `new` describes: equal on every key both know, and every key
     only the new code knows at its default. So a code update that adds a config field does not
     turn finished trials into new ones, while any changed value does."""
+
     def flat(d: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in flatten(d).items() if not any(k == b or k.startswith(b + ".") for b in BOOKKEEPING)}
 
@@ -418,4 +477,3 @@ def same_experiment(old: dict[str, Any], new: Config) -> bool:
         elif key not in defaults or json.dumps(defaults[key]) != json.dumps(value):
             return False
     return True
-

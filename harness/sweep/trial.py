@@ -9,6 +9,7 @@ evaluate, finish_run) in a folder of its own:
 
 A folder with result.json is finished: a retry or a resumed sweep reports it without redoing it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from decodiff.datasets.locks import FileLock
 from decodiff.harness.config import Config, to_yaml
@@ -59,7 +61,12 @@ def start_attempt(folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "attempts.jsonl"
     n = 1 + (len(path.read_text().splitlines()) if path.is_file() else 0)
-    line = {"attempt": n, "pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    line = {
+        "attempt": n,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     with open(path, "a") as f:
         f.write(json.dumps(line) + "\n")
     return n
@@ -120,8 +127,13 @@ def prepare(payload: dict[str, Any]) -> dict[str, Any]:
     cfg = _config(payload)
     data, train, val = _data(cfg, payload.get("validation"))
     vae = get_vae(cfg, train)
-    return {"data": data.location, "checksum": data.manifest.checksum, "train_data": train.location,
-            "validation_data": val.location if val else None, "vae": vae.source}
+    return {
+        "data": data.location,
+        "checksum": data.manifest.checksum,
+        "train_data": train.location,
+        "validation_data": val.location if val else None,
+        "vae": vae.source,
+    }
 
 
 def _trained(cfg, data, train, payload: dict[str, Any]):
@@ -150,8 +162,8 @@ def train_group(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
-    from decodiff.harness.finishing import finish_run
     from decodiff.harness.evaluation.evaluate import evaluate
+    from decodiff.harness.finishing import finish_run
 
     started = time.time()
     cfg = _config(payload)
@@ -168,17 +180,28 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
         long_table(val_records).to_csv(run_dir / "validation_metrics.csv", index=False)
     untracked = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"enabled": False})})
     bench = finish_run(untracked, run_dir, data, vae, info, result, kind="sweep trial", started=started)
-    return {"kind": "trial", "id": payload["id"], "dataset": payload.get("dataset"), "overrides": payload.get("overrides"),
-            "run_dir": str(bench.run_dir.resolve()), "report": str(bench.report.resolve()), "records": result.records,
-            "validation_records": val_records, "train": info, "seconds": round(time.time() - started, 1),
-            "eval_images_per_second": result.images_per_second, "validation": payload.get("validation"),
-            "validation_data": val.source if val else None}
+    return {
+        "kind": "trial",
+        "id": payload["id"],
+        "dataset": payload.get("dataset"),
+        "overrides": payload.get("overrides"),
+        "run_dir": str(bench.run_dir.resolve()),
+        "report": str(bench.report.resolve()),
+        "records": result.records,
+        "validation_records": val_records,
+        "train": info,
+        "seconds": round(time.time() - started, 1),
+        "eval_images_per_second": result.images_per_second,
+        "validation": payload.get("validation"),
+        "validation_data": val.source if val else None,
+    }
 
 
 # Exec the launcher with PR_SET_PDEATHSIG=SIGTERM: if the trial's worker dies (even by SIGKILL), the
 # launcher gets SIGTERM and stops its ranks, which save a checkpoint first (harness/training/preemption.py).
-_DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
-                    "os.execv(sys.argv[1], sys.argv[1:])")
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); os.execv(sys.argv[1], sys.argv[1:])"
+)
 
 
 def launch_training(cfg, folder: Path, processes: int, use_gpu: bool) -> None:
@@ -189,9 +212,27 @@ def launch_training(cfg, folder: Path, processes: int, use_gpu: bool) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes), "--num_machines", "1",
-           "--main_process_port", str(port), "--mixed_precision", cfg.train.mixed_precision, "--dynamo_backend", "no",
-           "--multi_gpu", "-m", "decodiff.harness.cli", "train", "--config", str(cfg_file)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        cfg.train.mixed_precision,
+        "--dynamo_backend",
+        "no",
+        "--multi_gpu",
+        "-m",
+        "decodiff.harness.cli",
+        "train",
+        "--config",
+        str(cfg_file),
+    ]
     if sys.platform.startswith("linux"):
         cmd = [sys.executable, "-c", _DIE_WITH_PARENT, *cmd]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -201,8 +242,9 @@ def launch_training(cfg, folder: Path, processes: int, use_gpu: bool) -> None:
     print(f"[decodiff] sweep: {' '.join(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, env=env)
     if proc.returncode:
-        raise RuntimeError(f"accelerate launch of {processes} training processes exited with code {proc.returncode} "
-                           f"(log: {folder})")
+        raise RuntimeError(
+            f"accelerate launch of {processes} training processes exited with code {proc.returncode} (log: {folder})"
+        )
 
 
 WORK = {"train": train_group, "trial": run_trial}

@@ -15,6 +15,7 @@ removed. A save that fails (full disk, killed process) leaves the previous state
 latest.json as they were. Loading checks every file's sha256, so a corrupt or truncated
 checkpoint is a clear error, not a silently different run.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,22 +41,46 @@ STATE_FORMAT = "decodiff-train-state/1"
 _STEP_RE = re.compile(r"^step-(\d{8})$")
 
 
-
-def model_spec(size: str, num_classes: int, conditional: bool, latent_channels: int, sample_size: int,
-               dropout: float | None, classes: list[str]) -> dict[str, Any]:
-    return {"size": size, "num_classes": num_classes, "conditional": conditional, "latent_channels": latent_channels,
-            "sample_size": sample_size, "dropout": dropout, "classes": classes}
+def model_spec(
+    size: str,
+    num_classes: int,
+    conditional: bool,
+    latent_channels: int,
+    sample_size: int,
+    dropout: float | None,
+    classes: list[str],
+) -> dict[str, Any]:
+    return {
+        "size": size,
+        "num_classes": num_classes,
+        "conditional": conditional,
+        "latent_channels": latent_channels,
+        "sample_size": sample_size,
+        "dropout": dropout,
+        "classes": classes,
+    }
 
 
 def build_from_spec(spec: dict[str, Any]) -> DeviationUNet:
     """`size` names a preset; an imported model of another size ("custom") carries its own `preset`."""
     size = spec["preset"] if spec["size"] == "custom" else spec["size"]
-    return build_unet(size, num_classes=spec["num_classes"], conditional=spec["conditional"],
-                      latent_channels=spec["latent_channels"], sample_size=spec["sample_size"], dropout=spec["dropout"])
+    return build_unet(
+        size,
+        num_classes=spec["num_classes"],
+        conditional=spec["conditional"],
+        latent_channels=spec["latent_channels"],
+        sample_size=spec["sample_size"],
+        dropout=spec["dropout"],
+    )
 
 
-def save_model(folder: Path, model: DeviationUNet, spec: dict[str, Any], info: dict[str, Any],
-               state: dict[str, torch.Tensor] | None = None) -> None:
+def save_model(
+    folder: Path,
+    model: DeviationUNet,
+    spec: dict[str, Any],
+    info: dict[str, Any],
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write into a temporary folder, then swap it in: a failed save keeps the previous one.
     `state` replaces the model's own weights (e.g. the EMA average)."""
     folder = Path(folder)
@@ -76,7 +101,9 @@ def save_model(folder: Path, model: DeviationUNet, spec: dict[str, Any], info: d
         shutil.rmtree(old)
 
 
-def load_model(folder: Path, expect: dict[str, Any] | None = None) -> tuple[DeviationUNet, dict[str, Any], dict[str, Any]]:
+def load_model(
+    folder: Path, expect: dict[str, Any] | None = None
+) -> tuple[DeviationUNet, dict[str, Any], dict[str, Any]]:
     folder = Path(folder)
     for name in ("model.safetensors", "model.json"):
         if not (folder / name).is_file():
@@ -105,8 +132,10 @@ def load_model(folder: Path, expect: dict[str, Any] | None = None) -> tuple[Devi
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise CheckpointError(f"{folder}: weights do not fit model size {spec['size']!r} "
-                              f"({len(missing)} missing, {len(unexpected)} unexpected tensors)")
+        raise CheckpointError(
+            f"{folder}: weights do not fit model size {spec['size']!r} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors)"
+        )
     for k, v in own.items():
         if v.shape != state[k].shape:
             raise CheckpointError(f"{folder}: tensor {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
@@ -180,8 +209,9 @@ def latest_state(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_training_state(out: Path, state: TrainingState, *, rank: int, world: int, keep: int = 2,
-                        barrier: Callable[[], None] = lambda: None) -> Path:
+def save_training_state(
+    out: Path, state: TrainingState, *, rank: int, world: int, keep: int = 2, barrier: Callable[[], None] = lambda: None
+) -> Path:
     """Write one training state; every rank calls this (rank 0 writes the shared part).
 
     `barrier` synchronises the ranks (a shared file system is assumed across nodes)."""
@@ -198,8 +228,7 @@ def save_training_state(out: Path, state: TrainingState, *, rank: int, world: in
     try:
         save_file(_cpu(state.rank_tensors), str(tmp / f"rank-{rank}.safetensors"))
         _fsync_file(tmp / f"rank-{rank}.safetensors")
-        rank_meta = {**state.rank_meta, "rank": rank,
-                     "sha256": sha256_file(tmp / f"rank-{rank}.safetensors")}
+        rank_meta = {**state.rank_meta, "rank": rank, "sha256": sha256_file(tmp / f"rank-{rank}.safetensors")}
         _fsync_write(tmp / f"rank-{rank}.json", json.dumps(rank_meta))
     except BaseException:
         if rank == 0:
@@ -220,8 +249,14 @@ def save_training_state(out: Path, state: TrainingState, *, rank: int, world: in
             if not meta_path.is_file():
                 raise OSError(f"{meta_path}: rank {r} did not write its state (is {out} on a shared file system?)")
             files[meta_path.name] = sha256_file(meta_path)
-        meta = {**state.meta, "format": STATE_FORMAT, "step": state.step, "epoch": state.epoch,
-                "world_size": world, "files": files}
+        meta = {
+            **state.meta,
+            "format": STATE_FORMAT,
+            "step": state.step,
+            "epoch": state.epoch,
+            "world_size": world,
+            "files": files,
+        }
         _fsync_write(tmp / "state.json", json.dumps(meta, indent=1, default=str))
         _fsync_dir(tmp)
         aside = root / f".{name}.old"
@@ -235,11 +270,15 @@ def save_training_state(out: Path, state: TrainingState, *, rank: int, world: in
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     latest_tmp = root / f".{LATEST}.tmp"
-    _fsync_write(latest_tmp, json.dumps({"state": name, "step": state.step, "epoch": state.epoch,
-                                         "reason": state.meta.get("reason", "periodic")}))
+    _fsync_write(
+        latest_tmp,
+        json.dumps(
+            {"state": name, "step": state.step, "epoch": state.epoch, "reason": state.meta.get("reason", "periodic")}
+        ),
+    )
     os.replace(latest_tmp, root / LATEST)
     _fsync_dir(root)
-    for old in state_folders(out)[:-max(1, keep)]:
+    for old in state_folders(out)[: -max(1, keep)]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
@@ -259,7 +298,9 @@ def _check_file(folder: Path, name: str, expected: str | None) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{folder}: incomplete checkpoint (missing {name})")
     if expected is not None and sha256_file(path) != expected:
-        raise CheckpointError(f"{path}: corrupt checkpoint file (sha256 differs from the one recorded when it was saved)")
+        raise CheckpointError(
+            f"{path}: corrupt checkpoint file (sha256 differs from the one recorded when it was saved)"
+        )
     return path
 
 
@@ -280,16 +321,25 @@ def load_training_state(folder: Path, *, rank: int, world: int) -> TrainingState
     if not isinstance(files, dict):
         raise CheckpointError(f"{folder}/state.json: corrupt checkpoint (no file list)")
     if meta.get("world_size") != world:
-        raise CheckpointError(f"{folder}: written by {meta.get('world_size')} processes, resumed with {world}; an exact "
-                              f"resume needs the same number (each rank's random state and data position are saved)")
+        raise CheckpointError(
+            f"{folder}: written by {meta.get('world_size')} processes, resumed with {world}; an exact "
+            f"resume needs the same number (each rank's random state and data position are saved)"
+        )
     tensors = {}
     for name, digest in files.items():
         if name.endswith(".safetensors"):
             tensors[name[: -len(".safetensors")]] = _load_tensors(_check_file(folder, name, digest))
     rank_meta = _read_json(_check_file(folder, f"rank-{rank}.json", files.get(f"rank-{rank}.json")))
     rank_tensors = _load_tensors(_check_file(folder, f"rank-{rank}.safetensors", rank_meta.get("sha256")))
-    return TrainingState(step=int(meta["step"]), epoch=int(meta["epoch"]), tensors=tensors, meta=meta,
-                         rank_tensors=rank_tensors, rank_meta=rank_meta, folder=folder)
+    return TrainingState(
+        step=int(meta["step"]),
+        epoch=int(meta["epoch"]),
+        tensors=tensors,
+        meta=meta,
+        rank_tensors=rank_tensors,
+        rank_meta=rank_meta,
+        folder=folder,
+    )
 
 
 def optimizer_to_tensors(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -350,41 +400,79 @@ def clear_training_states(out: Path) -> None:
     shutil.rmtree(Path(out) / STATE_DIR, ignore_errors=True)
 
 
-def save_training(out: Path, pos: Position, *, model: torch.nn.Module, optimizer: Any, scheduler: Any, ema: Any,
-                  scaler: Any, generator: torch.Generator, meta: dict[str, Any], rank: int, world: int, keep: int,
-                  barrier: Callable[[], None], reason: str = "periodic") -> Path:
+def save_training(
+    out: Path,
+    pos: Position,
+    *,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    ema: Any,
+    scaler: Any,
+    generator: torch.Generator,
+    meta: dict[str, Any],
+    rank: int,
+    world: int,
+    keep: int,
+    barrier: Callable[[], None],
+    reason: str = "periodic",
+) -> Path:
     """Every rank calls this at the same step; `model` is the unwrapped model, `ema` may be None
     (and is only kept by rank 0)."""
     rng_tensors, rng_meta = rng_state.capture(generator)
-    state = TrainingState(step=pos.step, epoch=pos.epoch, rank_tensors=rng_tensors,
-                          rank_meta={"consumed": pos.consumed, "rng": rng_meta, "loss_sum": pos.loss_sum,
-                                     "loss_n": pos.loss_n})
+    state = TrainingState(
+        step=pos.step,
+        epoch=pos.epoch,
+        rank_tensors=rng_tensors,
+        rank_meta={"consumed": pos.consumed, "rng": rng_meta, "loss_sum": pos.loss_sum, "loss_n": pos.loss_n},
+    )
     if rank == 0:
         opt_tensors, opt_meta = optimizer_to_tensors(optimizer.state_dict())
         sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
         state.tensors = {"model": model.state_dict(), "optimizer": opt_tensors}
         if ema is not None:
             state.tensors["ema"] = ema.state_dict()
-        state.meta = {**meta, "reason": reason, "optimizer": opt_meta, "scheduler": sched,
-                      "scaler": scaler.state_dict() if scaler is not None else None,
-                      "seconds": pos.seconds, "loss": pos.loss}
+        state.meta = {
+            **meta,
+            "reason": reason,
+            "optimizer": opt_meta,
+            "scheduler": sched,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "seconds": pos.seconds,
+            "loss": pos.loss,
+        }
     return save_training_state(out, state, rank=rank, world=world, keep=keep, barrier=barrier)
 
 
-def restore_training(folder: Path, *, model: torch.nn.Module, optimizer: Any, scheduler: Any, ema: Any, scaler: Any,
-                     generator: torch.Generator, expect: dict[str, Any], rank: int, world: int) -> Position:
+def restore_training(
+    folder: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    ema: Any,
+    scaler: Any,
+    generator: torch.Generator,
+    expect: dict[str, Any],
+    rank: int,
+    world: int,
+) -> Position:
     """Load a training state into freshly built objects, after checking it was written for the
     same model and training settings (`expect`: the JSON a save puts into its meta)."""
     st = load_training_state(folder, rank=rank, world=world)
     saved_model, want_model = st.meta.get("model_spec", {}), expect.get("model_spec", {})
     if saved_model.get("size") != want_model.get("size"):
-        raise CheckpointError(f"{folder}: the checkpoint holds a UNet {saved_model.get('size')!r}; the config asks for "
-                              f"{want_model.get('size')!r} (model.size)")
+        raise CheckpointError(
+            f"{folder}: the checkpoint holds a UNet {saved_model.get('size')!r}; the config asks for "
+            f"{want_model.get('size')!r} (model.size)"
+        )
     diffs = [d for key in expect for d in spec_differences(st.meta.get(key), expect[key], key)]
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; and {len(diffs) - 6} more" if len(diffs) > 6 else "")
-        raise CheckpointError(f"{folder}: the config differs from the one this checkpoint was written with ({shown}); "
-                              f"resume with the same settings, or start a new training elsewhere")
+        raise CheckpointError(
+            f"{folder}: the config differs from the one this checkpoint was written with ({shown}); "
+            f"resume with the same settings, or start a new training elsewhere"
+        )
     try:
         model.load_state_dict(st.tensors["model"])
         optimizer.load_state_dict(optimizer_from_tensors(st.tensors["optimizer"], st.meta["optimizer"]))
@@ -399,6 +487,12 @@ def restore_training(folder: Path, *, model: torch.nn.Module, optimizer: Any, sc
         rng_state.restore(generator, st.rank_tensors, st.rank_meta["rng"])
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{folder}: cannot restore the training state ({str(exc).splitlines()[0]})") from None
-    return Position(step=st.step, epoch=st.epoch, consumed=int(st.rank_meta["consumed"]),
-                    seconds=float(st.meta.get("seconds") or 0.0), loss=st.meta.get("loss"),
-                    loss_sum=float(st.rank_meta.get("loss_sum", 0.0)), loss_n=int(st.rank_meta.get("loss_n", 0)))
+    return Position(
+        step=st.step,
+        epoch=st.epoch,
+        consumed=int(st.rank_meta["consumed"]),
+        seconds=float(st.meta.get("seconds") or 0.0),
+        loss=st.meta.get("loss"),
+        loss_sum=float(st.rank_meta.get("loss_sum", 0.0)),
+        loss_n=int(st.rank_meta.get("loss_n", 0)),
+    )

@@ -17,6 +17,7 @@ The control channel is a gloo process group beside NCCL: the small per-step exch
 counts, preemption, evaluation results) go over it as CPU tensors, so they never make the CPU
 wait for the GPU's queue.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -49,7 +50,11 @@ def device_for(cfg: Config) -> torch.device:
 def use_cpu(cfg: Config) -> bool:
     if cfg.run.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("run.device=cuda but CUDA is not available")
-    return cfg.run.device == "cpu" or not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return (
+        cfg.run.device == "cpu"
+        or not torch.cuda.is_available()
+        or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    )
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
@@ -64,8 +69,13 @@ def make_accelerator(cfg: Config) -> Accelerator:
         torch.backends.cudnn.allow_tf32 = True
     # the other ranks wait at a barrier while the main process makes shards or a VAE (can be long)
     timeout = InitProcessGroupKwargs(timeout=timedelta(hours=2))
-    acc = Accelerator(cpu=cpu, mixed_precision=t.mixed_precision, gradient_accumulation_steps=1,
-                      dynamo_backend="inductor" if t.compile else "no", kwargs_handlers=[timeout])
+    acc = Accelerator(
+        cpu=cpu,
+        mixed_precision=t.mixed_precision,
+        gradient_accumulation_steps=1,
+        dynamo_backend="inductor" if t.compile else "no",
+        kwargs_handlers=[timeout],
+    )
     control_group()  # every rank creates it here, in the same order
     if dist.is_initialized():
         atexit.register(shutdown)

@@ -5,6 +5,7 @@ Kept in float32 on the model's device, updated after every optimizer step with o
 is the averaged one (what DiT-style training evaluates); the raw weights stay in the
 training checkpoint for resuming.
 """
+
 from __future__ import annotations
 
 import torch

@@ -20,6 +20,7 @@ Data position and exact resume: the stream of an epoch is a pure function of (se
 rank, world, workers); image augmentation draws from an RNG seeded by (seed, epoch, sample
 key). A resumed run replays the epoch's stream and skips the samples this rank had used.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -107,8 +108,17 @@ def _identity(x: Any) -> Any:
 class TrainFeed:
     """Steps of an epoch for this rank, and the clean latents of a micro-batch."""
 
-    def __init__(self, cfg: Config, data: PreparedData, vae: FrozenVAE, *, rank: int, world: int,
-                 device: torch.device, latent_cache: tuple[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        data: PreparedData,
+        vae: FrozenVAE,
+        *,
+        rank: int,
+        world: int,
+        device: torch.device,
+        latent_cache: tuple[str, Any] | None = None,
+    ) -> None:
         t = cfg.train
         if t.batch_size < world:
             raise DataError(f"train.batch_size={t.batch_size} is smaller than the number of processes ({world})")
@@ -128,17 +138,30 @@ class TrainFeed:
             by_name = {s.name: s.count for s in manifest.shards}
             self.counts = [by_name[n] for n in names]
             self.pick = ExactPick(preprocess_for(cfg, True), cfg.run.seed) if t.cache_augment == "exact" else None
-            self.stream = ShardStream(urls, counts=self.counts, decode=self.pick or decode_latent,
-                                      shuffle_buffer=cfg.data.shuffle_buffer, seed=cfg.run.seed, rank=rank,
-                                      world_size=world)
+            self.stream = ShardStream(
+                urls,
+                counts=self.counts,
+                decode=self.pick or decode_latent,
+                shuffle_buffer=cfg.data.shuffle_buffer,
+                seed=cfg.run.seed,
+                rank=rank,
+                world_size=world,
+            )
         else:
             names = data.manifest.shard_names("train", data.categories)
             by_name = {s.name: s.count for s in data.manifest.shards}
             self.counts = [by_name[n] for n in names]
             self.augment = _Augment(preprocess_for(cfg, True), cfg.run.seed)
-            self.stream = ShardStream(data.urls("train"), counts=self.counts, decode=decode_record,
-                                      transform=self.augment, shuffle_buffer=cfg.data.shuffle_buffer,
-                                      seed=cfg.run.seed, rank=rank, world_size=world)
+            self.stream = ShardStream(
+                data.urls("train"),
+                counts=self.counts,
+                decode=decode_record,
+                transform=self.augment,
+                shuffle_buffer=cfg.data.shuffle_buffer,
+                seed=cfg.run.seed,
+                rank=rank,
+                world_size=world,
+            )
         self.latent_cache = latent_cache is not None
 
     # ---- planning ------------------------------------------------------------------------------
@@ -159,13 +182,20 @@ class TrainFeed:
             self.augment.epoch = epoch
         if self.pick is not None:
             self.pick.epoch = epoch
-        loader = DataLoader(self.stream, batch_size=None, num_workers=self.workers, collate_fn=_identity,
-                            generator=torch.Generator().manual_seed(epoch))  # never draws from the global RNG
+        loader = DataLoader(
+            self.stream,
+            batch_size=None,
+            num_workers=self.workers,
+            collate_fn=_identity,
+            generator=torch.Generator().manual_seed(epoch),
+        )  # never draws from the global RNG
         samples = iter(loader)
         for i in range(skip):
             if next(samples, None) is None:
-                raise DataError(f"resume: rank {self.rank} had used {skip} samples of epoch {epoch}, but the epoch "
-                                f"has only {i} here (did the data or data.num_workers change?)")
+                raise DataError(
+                    f"resume: rank {self.rank} had used {skip} samples of epoch {epoch}, but the epoch "
+                    f"has only {i} here (did the data or data.num_workers change?)"
+                )
         while True:
             chunk = list(itertools.islice(samples, self.share))
             n_global, n_stop = all_sum([len(chunk), int(bool(stop()))])
@@ -178,7 +208,7 @@ class TrainFeed:
             start = 0
             for size in split_sizes(len(chunk), self.accum):
                 if size:
-                    micro.append(collate(chunk[start:start + size]))
+                    micro.append(collate(chunk[start : start + size]))
                     start += size
             yield Step(micro, len(chunk), n_global, keys=[s["key"] for s in chunk])
 

@@ -12,6 +12,7 @@ model of ours (`decodiff model import`). Four sources, told apart by what they h
 Pickled files are read with torch.load(weights_only=True) only. The sha256 of what was read
 enters the training key, so a model trained from another initialisation is never reused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,8 +31,12 @@ from decodiff.models.ldm_unet import LDM_PREFIX, LDMParts, ldm_to_ours, split_ld
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.unet_init import WeightsPlan, match_weights
 
-KINDS = {"decodiff": "checkpoint of this project", "diffusers": "diffusers UNet folder",
-         "ldm": "LDM checkpoint", "authors": "the authors' DeCo-Diff checkpoint"}
+KINDS = {
+    "decodiff": "checkpoint of this project",
+    "diffusers": "diffusers UNet folder",
+    "ldm": "LDM checkpoint",
+    "authors": "the authors' DeCo-Diff checkpoint",
+}
 _DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -78,8 +83,12 @@ def source_files(path: Path | str, key: str = "model.init_from") -> tuple[str | 
             found = [folder / n for n in _DIFFUSERS_WEIGHTS if (folder / n).is_file()]
             if found:
                 return "diffusers", found[:1]
-    raise _bad(path, "a folder that is neither a checkpoint of this project (model.safetensors + model.json) nor a "
-                     "diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors/.bin)", key)
+    raise _bad(
+        path,
+        "a folder that is neither a checkpoint of this project (model.safetensors + model.json) nor a "
+        "diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors/.bin)",
+        key,
+    )
 
 
 @lru_cache(maxsize=8)
@@ -113,8 +122,12 @@ def _load(path: Path, key: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for code-carrying pickles, others for junk
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _bad(path, f"cannot be read as plain tensors with torch.load(weights_only=True) ({first}); save its "
-                         f"state dict alone, or as .safetensors", key) from None
+        raise _bad(
+            path,
+            f"cannot be read as plain tensors with torch.load(weights_only=True) ({first}); save its "
+            f"state dict alone, or as .safetensors",
+            key,
+        ) from None
 
 
 def _tensors(obj: Any) -> dict[str, torch.Tensor]:
@@ -146,8 +159,12 @@ def read_source(path: Path | str, key: str = "model.init_from") -> Source:
         state = _tensors(obj)
         kind = "ldm" if any(k.startswith(LDM_PREFIX) for k in state) else "authors"
     if "input_blocks.0.0.weight" not in state and LDM_PREFIX + "input_blocks.0.0.weight" not in state:
-        raise _bad(path, "holds no UNet in the LDM layout (expected {'model': state_dict} as the authors save it, or "
-                         "{'state_dict': {'model.diffusion_model.*': ...}} as LDM does)", key)
+        raise _bad(
+            path,
+            "holds no UNet in the LDM layout (expected {'model': state_dict} as the authors save it, or "
+            "{'state_dict': {'model.diffusion_model.*': ...}} as LDM does)",
+            key,
+        )
     return Source(p, kind, [p], ldm=split_ldm(state, prefixed=kind == "ldm"))
 
 
@@ -158,11 +175,20 @@ def plan_for(source: Source, model: DeviationUNet, labels: list[str]) -> Weights
     if source.ldm is None:
         tensors = dict(source.tensors)
         table = tensors.pop("class_tokens.weight", None)
-        return match_weights(own, tensors, source=source.label, class_table=table, class_names=source.class_names,
-                             categories=labels)
+        return match_weights(
+            own, tensors, source=source.label, class_table=table, class_names=source.class_names, categories=labels
+        )
     ours, origin, unused = ldm_to_ours(source.ldm.unet, model.unet.config)
-    return match_weights(own, ours, source=source.label, origin=origin, unused=unused, ignored=len(source.ldm.ignored),
-                         class_table=source.ldm.class_table, categories=labels)
+    return match_weights(
+        own,
+        ours,
+        source=source.label,
+        origin=origin,
+        unused=unused,
+        ignored=len(source.ldm.ignored),
+        class_table=source.ldm.class_table,
+        categories=labels,
+    )
 
 
 def row_labels(categories: list[str], conditional: bool) -> list[str]:
@@ -189,8 +215,11 @@ def init_params(info: dict[str, Any]) -> dict[str, str]:
     rec = info.get("init")
     if not rec:
         return {}
-    out = {f"init.{k}": str(rec[k]) for k in ("from", "sha256", "tensors", "loaded", "missing", "mismatched", "unused")
-           if k in rec}
+    out = {
+        f"init.{k}": str(rec[k])
+        for k in ("from", "sha256", "tensors", "loaded", "missing", "mismatched", "unused")
+        if k in rec
+    }
     for k in ("missing_names", "mismatched_names", "unused_names"):
         if rec.get(k):
             out[f"init.{k}"] = ", ".join(rec[k])[:500]

@@ -12,6 +12,7 @@ Two ways to hold the augmentation (`train.cache_augment`):
 - `variants`: `train.cache_variants` fixed draws per image (variant 0 un-augmented), one picked
   uniformly per sample: cheaper to build, but a different training distribution.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,14 +38,22 @@ from decodiff.harness.progress import Progress, log
 from decodiff.harness.training.distributed import device_for
 from decodiff.models.vae import FrozenVAE
 
-
 SHARD_SAMPLES = 32
 
 
 def cache_key(cfg: Config, data: PreparedData, vae: FrozenVAE) -> str:
-    spec = {"data": data.manifest.checksum, "categories": data.categories, "vae": vae.fingerprint or vae.source, "scale": vae.scale,
-            "resize": cfg.data.resize, "crop": cfg.data.crop, "translate": cfg.train.translate,
-            "rotate180": cfg.train.rotate180, "variants": cfg.train.cache_variants, "seed": cfg.run.seed}
+    spec = {
+        "data": data.manifest.checksum,
+        "categories": data.categories,
+        "vae": vae.fingerprint or vae.source,
+        "scale": vae.scale,
+        "resize": cfg.data.resize,
+        "crop": cfg.data.crop,
+        "translate": cfg.train.translate,
+        "rotate180": cfg.train.rotate180,
+        "variants": cfg.train.cache_variants,
+        "seed": cfg.run.seed,
+    }
     if cfg.train.cache_augment == "exact":  # no random draws at build time: neither the count nor the seed matter
         spec = {**spec, "augment": "exact", "variants": None, "seed": None}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -56,8 +65,9 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def build_latent_cache(cfg: Config, data: PreparedData, vae: FrozenVAE, batch_size: int = 32,
-                       quiet: bool = False) -> tuple[str, Manifest]:
+def build_latent_cache(
+    cfg: Config, data: PreparedData, vae: FrozenVAE, batch_size: int = 32, quiet: bool = False
+) -> tuple[str, Manifest]:
     """Encode (once) and return the cache's shard folder and manifest.
 
     Variant 0 of each image is un-augmented; the others are independent draws of the
@@ -104,13 +114,16 @@ def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch
         chunk = batch_size if exact else len(x)
         parts = []
         for i in range(0, len(x), chunk):
-            mean, std = vae.encode_dist(x[i:i + chunk].to(device))
+            mean, std = vae.encode_dist(x[i : i + chunk].to(device))
             parts.append(torch.stack([mean, std], dim=1).float().cpu())
         lat = torch.cat(parts).numpy()  # [N*K, 2, C, h, w]
         for i, (s, _) in enumerate(pending):
             meta = dict(s["meta"], has_mask=False, variants=K, augment="exact" if exact else "variants")
-            rec = {"__key__": member_key(s["key"]), "meta.json": json.dumps(meta).encode(),
-                   "latent.npy": _npy(lat[i * K:(i + 1) * K])}
+            rec = {
+                "__key__": member_key(s["key"]),
+                "meta.json": json.dumps(meta).encode(),
+                "latent.npy": _npy(lat[i * K : (i + 1) * K]),
+            }
             writer.add(rec, split="train", category=meta["category"], label=0, defect=meta["defect"], has_mask=False)
         pending.clear()
 
@@ -122,9 +135,16 @@ def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch
                 flush()
             p.update(1)
         flush()
-    manifest = writer.finish(data.manifest.dataset, {"latent_cache": True, "variants": K, "vae": vae.source,
-                                                     "augment": "exact" if exact else "variants",
-                                                     "table": [list(v) for v in table] if exact else None})
+    manifest = writer.finish(
+        data.manifest.dataset,
+        {
+            "latent_cache": True,
+            "variants": K,
+            "vae": vae.source,
+            "augment": "exact" if exact else "variants",
+            "table": [list(v) for v in table] if exact else None,
+        },
+    )
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
@@ -166,8 +186,10 @@ class ExactPick:
     def __call__(self, rec: dict[str, Any]) -> dict[str, Any]:
         meta = json.loads(rec["meta.json"])
         if meta.get("augment") != "exact" or meta.get("variants") != len(self.index):
-            raise ValueError(f"latent cache record {meta['key']}: not an exact cache of {len(self.index)} augmentation "
-                             f"variants (it has {meta.get('variants')}, {meta.get('augment', 'variants')})")
+            raise ValueError(
+                f"latent cache record {meta['key']}: not an exact cache of {len(self.index)} augmentation "
+                f"variants (it has {meta.get('variants')}, {meta.get('augment', 'variants')})"
+            )
         arr = np.load(io.BytesIO(rec["latent.npy"]), allow_pickle=False)
         i = self.pick(meta["key"])
-        return {"key": meta["key"], "latent": torch.from_numpy(arr[i:i + 1].copy()), "category": meta["category"]}
+        return {"key": meta["key"], "latent": torch.from_numpy(arr[i : i + 1].copy()), "category": meta["category"]}

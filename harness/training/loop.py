@@ -7,6 +7,7 @@ eta target, MSE, backward, step, log, checkpoint; stop cleanly on preemption) ->
 Helpers: feed.py (the epoch's steps, balanced over ranks), checkpoint.py (exact resume),
 distributed.py (processes), schedules.py, ema.py, preemption.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,22 +21,30 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from decodiff.datasets.locks import FileLock
-from decodiff.harness.training.checkpoint import (Position, build_from_spec, clear_training_states, latest_state, model_spec,
-                                         restore_training, save_model, save_training)
 from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.data import PreparedData, image_size
 from decodiff.harness.methods import make_process
-from decodiff.harness.training.distributed import barrier, make_accelerator, same_weights_on_all_ranks, seed_everything
-from decodiff.harness.training.ema import EMA
-from decodiff.harness.training.init_weights import init_plan, init_record, row_labels
-from decodiff.harness.training.latent_cache import latent_cache_for
-from decodiff.harness.training.preemption import Preempted, PreemptionWatch, mark_preempted
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.provenance import code_version
+from decodiff.harness.training.checkpoint import (
+    Position,
+    build_from_spec,
+    clear_training_states,
+    latest_state,
+    model_spec,
+    restore_training,
+    save_model,
+    save_training,
+)
+from decodiff.harness.training.distributed import barrier, make_accelerator, same_weights_on_all_ranks, seed_everything
+from decodiff.harness.training.ema import EMA
+from decodiff.harness.training.feed import Throughput, TrainFeed
+from decodiff.harness.training.init_weights import init_plan, init_record, row_labels
+from decodiff.harness.training.latent_cache import latent_cache_for
 from decodiff.harness.training.optimizer import make_optimizer
+from decodiff.harness.training.preemption import Preempted, PreemptionWatch, mark_preempted
 from decodiff.harness.training.schedules import make_scheduler, plan_steps
 from decodiff.harness.training.spec import training_spec
-from decodiff.harness.training.feed import Throughput, TrainFeed
 from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
 from decodiff.models.layout import to_layout
@@ -60,8 +69,14 @@ class TrainResult:
     timed_cpu_seconds: float = 0.0  # CPU time of this rank over those steps
 
 
-def backward(acc: Accelerator, model: torch.nn.Module, process: DeviationProcess | NoiseProcess,
-             batches: list[tuple[torch.Tensor, torch.Tensor]], weight: float, gen: torch.Generator) -> torch.Tensor:
+def backward(
+    acc: Accelerator,
+    model: torch.nn.Module,
+    process: DeviationProcess | NoiseProcess,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    weight: float,
+    gen: torch.Generator,
+) -> torch.Tensor:
     """Forward and backward of this rank's micro-batches (z0, class ids) of one optimizer step:
     masked forward process, eta target, per-sample MSE; the loss is the sum over samples x
     `weight`. DDP all-reduces the gradients on the last micro-batch only. Returns the summed
@@ -95,12 +110,22 @@ def initial_weights(cfg: Config, spec: dict, categories: list[str], log_it: bool
 
 def training_folder_lock(out: Path, wait: bool = False) -> FileLock:
     """The lock of a training folder: one training writes there at a time (the main process holds it)."""
-    return FileLock(Path(out) / TRAIN_LOCK, what=f"training folder {out}", wait=wait,
-                    hint="wait for it to finish, or choose another --out")
+    return FileLock(
+        Path(out) / TRAIN_LOCK,
+        what=f"training folder {out}",
+        wait=wait,
+        hint="wait for it to finish, or choose another --out",
+    )
 
 
-def train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, accelerator: Accelerator | None = None,
-          resume: bool = False) -> TrainResult:
+def train(
+    cfg: Config,
+    data: PreparedData,
+    vae: FrozenVAE,
+    out: Path,
+    accelerator: Accelerator | None = None,
+    resume: bool = False,
+) -> TrainResult:
     """Train into `out` (final model in out/checkpoint, training states in out/train_state);
     `resume` continues from the newest training state there (the config must match). A second
     training into the same folder is refused while this one runs."""
@@ -122,16 +147,26 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
     latent = vae.latent_size(image_size(cfg, data.manifest))
     bad = [p for p in cfg.process.patch_sizes if latent % p] if cfg.method == "deco-diff" else []
     if bad:  # the published code crashes mid-training here; say so before any work
-        raise ConfigError(f"process.patch_sizes {bad} do not divide the {latent}x{latent} latent "
-                         f"(image size {image_size(cfg, data.manifest)} / VAE factor {vae.factor})")
-    spec = model_spec(cfg.model.size, len(data.categories), cfg.model.conditional, vae.latent_channels, latent,
-                      cfg.model.dropout, data.categories)
+        raise ConfigError(
+            f"process.patch_sizes {bad} do not divide the {latent}x{latent} latent "
+            f"(image size {image_size(cfg, data.manifest)} / VAE factor {vae.factor})"
+        )
+    spec = model_spec(
+        cfg.model.size,
+        len(data.categories),
+        cfg.model.conditional,
+        vae.latent_channels,
+        latent,
+        cfg.model.dropout,
+        data.categories,
+    )
     init = initial_weights(cfg, spec, data.categories, log_it=acc.is_main_process)  # checked before any work
     cache_wall, cache_cpu = time.perf_counter(), time.process_time()
     cache = latent_cache_for(acc, cfg, data, vae) if t.latent_cache else None  # no VAE in the loop
     cache_wall, cache_cpu = time.perf_counter() - cache_wall, time.process_time() - cache_cpu
-    feed = TrainFeed(cfg, data, vae if cache else vae.to(acc.device), rank=rank, world=world, device=acc.device,
-                     latent_cache=cache)
+    feed = TrainFeed(
+        cfg, data, vae if cache else vae.to(acc.device), rank=rank, world=world, device=acc.device, latent_cache=cache
+    )
     plan = plan_steps(feed, t)
 
     # ---- model, optimizer, schedule, EMA; or all of them from a checkpoint -------------------------
@@ -144,12 +179,25 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
     optimizer = make_optimizer(net, t, acc.device)
     scheduler = make_scheduler(optimizer, t, plan)
     ema = EMA(net, t.ema) if t.ema and acc.is_main_process else None
-    meta = {"training_spec": training_spec(cfg, data, vae), "model_spec": spec,
-            "layout": {"num_workers": cfg.data.num_workers}}
+    meta = {
+        "training_spec": training_spec(cfg, data, vae),
+        "model_spec": spec,
+        "layout": {"num_workers": cfg.data.num_workers},
+    }
     pos, resumed_from, state = Position(), None, latest_state(out) if resume else None
     if state is not None:
-        pos = restore_training(state, model=net, optimizer=optimizer, scheduler=scheduler, ema=ema, scaler=acc.scaler,
-                               generator=gen, expect=meta, rank=rank, world=world)
+        pos = restore_training(
+            state,
+            model=net,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            ema=ema,
+            scaler=acc.scaler,
+            generator=gen,
+            expect=meta,
+            rank=rank,
+            world=world,
+        )
         resumed_from = pos.step
     else:
         if acc.is_main_process:
@@ -158,18 +206,33 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
     model, optimizer = acc.prepare(net, optimizer)  # DDP (and torch.compile) wrap `net`
     process = make_process(cfg)
     if acc.is_main_process:
-        log(f"train: UNet {cfg.model.size} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
+        log(
+            f"train: UNet {cfg.model.size} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
             f"{len(data.categories)} classes, latent {vae.latent_channels}x{latent}x{latent}, "
             f"{'latent cache' if cache else 'images + VAE'}; {plan.total} steps ({plan.per_epoch} per epoch) of global "
             f"batch {t.batch_size} over {world} process(es) on {acc.device}"
             + (f" (samples per rank in epoch 0: {feed.rank_counts(0)})" if world > 1 else "")
-            + (f"; resumed at step {pos.step} (epoch {pos.epoch})" if resumed_from is not None else ""))
+            + (f"; resumed at step {pos.step} (epoch {pos.epoch})" if resumed_from is not None else "")
+        )
 
     def checkpoint(reason: str) -> Path:
         pos.loss_sum, pos.seconds = float(run_loss), prior_seconds + time.time() - started
-        return save_training(out, pos, model=net, optimizer=optimizer, scheduler=scheduler, ema=ema,
-                             scaler=acc.scaler, generator=gen, meta=meta, rank=rank, world=world,
-                             keep=t.keep_checkpoints, barrier=barrier, reason=reason)
+        return save_training(
+            out,
+            pos,
+            model=net,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            ema=ema,
+            scaler=acc.scaler,
+            generator=gen,
+            meta=meta,
+            rank=rank,
+            world=world,
+            keep=t.keep_checkpoints,
+            barrier=barrier,
+            reason=reason,
+        )
 
     # ---- loop ----------------------------------------------------------------------------------
     per_epoch = t.lr_schedule == "published"
@@ -178,12 +241,22 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
     start_step, prior_seconds, started = pos.step, pos.seconds, time.time()
     speed = Throughput(acc.device)
     model.train()
-    with PreemptionWatch() as watch, Progress("train", total=plan.total, unit="step", initial=pos.step,
-                                              stream=None if acc.is_main_process else io.StringIO()) as prog:
+    with (
+        PreemptionWatch() as watch,
+        Progress(
+            "train",
+            total=plan.total,
+            unit="step",
+            initial=pos.step,
+            stream=None if acc.is_main_process else io.StringIO(),
+        ) as prog,
+    ):
         while pos.step < plan.total and pos.epoch < t.epochs:
             for step in feed.steps(pos.epoch, skip=pos.consumed, stop=lambda: watch.requested is not None):
                 if step.stop:
-                    stop = Preempted(watch.requested or "a signal on another rank", pos.step, str(checkpoint("preempted")))
+                    stop = Preempted(
+                        watch.requested or "a signal on another rank", pos.step, str(checkpoint("preempted"))
+                    )
                     mark_preempted(str(stop))
                     raise stop
                 # DDP averages gradients over ranks; this weight makes that the mean over the step's samples
@@ -198,13 +271,24 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
                     scheduler.step()
                 if ema is not None:
                     ema.update(net)
-                pos.step, pos.consumed, pos.loss_n = pos.step + 1, pos.consumed + step.n_local, pos.loss_n + step.n_local
+                pos.step, pos.consumed, pos.loss_n = (
+                    pos.step + 1,
+                    pos.consumed + step.n_local,
+                    pos.loss_n + step.n_local,
+                )
                 speed.add(step.n_global)
                 if pos.step % t.log_every == 0 or pos.step == plan.total:
-                    pos.loss, pos.loss_n = float(run_loss) / max(pos.loss_n, 1), 0  # this rank's mean since the last log
+                    pos.loss, pos.loss_n = (
+                        float(run_loss) / max(pos.loss_n, 1),
+                        0,
+                    )  # this rank's mean since the last log
                     run_loss.zero_()
-                prog.update(1, **({"loss": pos.loss} if pos.loss is not None else {}),
-                            lr=optimizer.param_groups[0]["lr"], epoch=pos.epoch)
+                prog.update(
+                    1,
+                    **({"loss": pos.loss} if pos.loss is not None else {}),
+                    lr=optimizer.param_groups[0]["lr"],
+                    epoch=pos.epoch,
+                )
                 if pos.step % t.checkpoint_every == 0:
                     checkpoint("periodic")
                 if pos.step >= plan.total:
@@ -223,17 +307,43 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
     digest = same_weights_on_all_ranks(net)
     ckpt = out / "checkpoint"
     if acc.is_main_process:
-        info = {"method": cfg.method, "steps": pos.step, "epochs": pos.epoch, "seconds": round(pos.seconds, 1), "final_loss": pos.loss,
-                "code_version": code_version(), "data_checksum": data.manifest.checksum, "vae": vae.source,
-                "vae_fingerprint": vae.fingerprint, "vae_location": vae.location, "vae_scale": vae.scale,
-                "config_digest": cfg.digest(), "processes": world, "ema": t.ema, "weights_sha256": digest,
-                "resumed_from": resumed_from, "latent_cache_seconds": round(cache_wall, 2),
-                "latent_cache_cpu_seconds": round(cache_cpu, 2), "samples_per_second": round(rate, 3),
-                "steps_per_second": round(rate / t.batch_size, 4), "timed_cpu_seconds": round(cpu, 2),
-                "config": cfg.to_dict()}  # the resolved config: `decodiff predict` preprocesses and scores as trained
+        info = {
+            "method": cfg.method,
+            "steps": pos.step,
+            "epochs": pos.epoch,
+            "seconds": round(pos.seconds, 1),
+            "final_loss": pos.loss,
+            "code_version": code_version(),
+            "data_checksum": data.manifest.checksum,
+            "vae": vae.source,
+            "vae_fingerprint": vae.fingerprint,
+            "vae_location": vae.location,
+            "vae_scale": vae.scale,
+            "config_digest": cfg.digest(),
+            "processes": world,
+            "ema": t.ema,
+            "weights_sha256": digest,
+            "resumed_from": resumed_from,
+            "latent_cache_seconds": round(cache_wall, 2),
+            "latent_cache_cpu_seconds": round(cache_cpu, 2),
+            "samples_per_second": round(rate, 3),
+            "steps_per_second": round(rate / t.batch_size, 4),
+            "timed_cpu_seconds": round(cpu, 2),
+            "config": cfg.to_dict(),
+        }  # the resolved config: `decodiff predict` preprocesses and scores as trained
         if init is not None:
             info["init"] = init_record(cfg.model.init_from, init)
         save_model(ckpt, net, spec, info, state=ema.averaged_state(net) if ema is not None else None)
     barrier()
-    return TrainResult(ckpt, pos.step, pos.epoch, seconds, float(pos.loss if pos.loss is not None else float("nan")),
-                       rate, resumed_from, digest, speed.samples, cpu)
+    return TrainResult(
+        ckpt,
+        pos.step,
+        pos.epoch,
+        seconds,
+        float(pos.loss if pos.loss is not None else float("nan")),
+        rate,
+        resumed_from,
+        digest,
+        speed.samples,
+        cpu,
+    )

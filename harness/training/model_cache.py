@@ -1,6 +1,7 @@
 """Trained models kept in the cache by what trained them, so that a rerun, an evaluation-only
 sweep trial or a second report reuses one training instead of repeating it; and a training
 that was interrupted (preempted, killed) continues from its last checkpoint."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,14 +31,23 @@ def model_folder(cfg: Config, data: PreparedData, vae: FrozenVAE) -> Path:
     return Path(cfg.run.cache_dir) / "models" / training_key(cfg, data, vae)
 
 
-def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator: Any = None,
-                  ) -> tuple[DeviationUNet | None, list[str], dict[str, Any], bool]:
+def trained_model(
+    cfg: Config,
+    data: PreparedData,
+    vae: FrozenVAE,
+    accelerator: Any = None,
+) -> tuple[DeviationUNet | None, list[str], dict[str, Any], bool]:
     """The model for this config: reused from the cache when one with the same training key
     exists (and train.reuse), continued from its last checkpoint when a training with this key
     was interrupted, else trained now. None for a method without a model (vae-recon).
     `accelerator`: the one this process already made (several launched processes)."""
     if cfg.method not in TRAINED:  # vae-recon: the VAE alone, nothing to train
-        return None, list(data.categories), {"method": cfg.method, "steps": 0, "checkpoint": None, "reused": False}, False
+        return (
+            None,
+            list(data.categories),
+            {"method": cfg.method, "steps": 0, "checkpoint": None, "reused": False},
+            False,
+        )
     folder = model_folder(cfg, data, vae)
     main = accelerator is None or accelerator.is_main_process
     # another run training the same key: wait for it, then reuse its model
@@ -45,8 +55,13 @@ def trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator: 
         return _trained_model(cfg, data, vae, accelerator, folder)
 
 
-def _trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator: Any, folder: Path,
-                   ) -> tuple[DeviationUNet | None, list[str], dict[str, Any], bool]:
+def _trained_model(
+    cfg: Config,
+    data: PreparedData,
+    vae: FrozenVAE,
+    accelerator: Any,
+    folder: Path,
+) -> tuple[DeviationUNet | None, list[str], dict[str, Any], bool]:
     reused = cfg.train.reuse and (folder / "checkpoint" / "model.safetensors").is_file()
     resume = not reused and cfg.train.reuse and latest_state(folder) is not None
     # several processes: the main one decides for all, so that no rank skips a training the others enter
@@ -58,8 +73,10 @@ def _trained_model(cfg: Config, data: PreparedData, vae: FrozenVAE, accelerator:
     else:
         train(cfg, data, vae, folder, accelerator=accelerator, resume=resume)
     if not (ckpt / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{ckpt}: the trained model is not on this machine; over several machines "
-                                f"run.cache_dir must be on a file system they share")
+        raise FileNotFoundError(
+            f"{ckpt}: the trained model is not on this machine; over several machines "
+            f"run.cache_dir must be on a file system they share"
+        )
     model, spec, info = load_model(ckpt)
     info = {**info, "checkpoint": str(ckpt), "reused": reused}
     return model, spec["classes"], info, reused

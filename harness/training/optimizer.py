@@ -2,6 +2,7 @@
 and the foreach (multi-tensor) kernel elsewhere: on CPU torch would otherwise pick the
 per-parameter loop, and foreach gives bitwise the same weights (checked in
 tests/harness/test_optimizer.py), so it is a pure speed change."""
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ itself exits 1 when a worker exits non-zero; the checkpoint folder then says why
 (`train_state/latest.json`: "reason": "preempted"), and where the job script names a file in
 DECODIFF_PREEMPTED_FILE, that file is written: the script requeues on either.
 """
+
 from __future__ import annotations
 
 import os
@@ -61,7 +62,7 @@ class PreemptionWatch:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = signal.Signals(signum).name
 
-    def __enter__(self) -> "PreemptionWatch":
+    def __enter__(self) -> PreemptionWatch:
         if threading.current_thread() is threading.main_thread():
             for name in SIGNALS:
                 sig = getattr(signal, name, None)

@@ -9,6 +9,7 @@ base rate (LambdaLR):
   step, stepped every optimizer step;
 - `constant` (after the warm-up).
 """
+
 from __future__ import annotations
 
 import math
@@ -66,4 +67,5 @@ def plan_steps(feed: Any, t: TrainSection) -> Plan:
 def make_scheduler(optimizer: torch.optim.Optimizer, t: TrainSection, plan: Plan) -> torch.optim.lr_scheduler.LambdaLR:
     per_epoch = t.lr_schedule == "published"
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(t.lr_schedule, t.warmup, t.epochs if per_epoch else plan.total, t.lr, t.min_lr))
+        optimizer, lr_lambda(t.lr_schedule, t.warmup, t.epochs if per_epoch else plan.total, t.lr, t.min_lr)
+    )

@@ -1,5 +1,6 @@
 """What changes a training's weights, as JSON: what a resume must match (kept in each
 checkpoint) and what the model cache's key is made of."""
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,19 @@ def training_spec(cfg: Config, data: PreparedData, vae: FrozenVAE) -> dict[str, 
             del sections[section][key]
     if cfg.model.init_from and not cfg.model.init_partial:  # a full load overwrites all that model.init sets
         model.pop("init", None)
-    spec = {"data": data.manifest.checksum, "categories": data.categories, "vae": vae.fingerprint or vae.source,
-            "scale": vae.scale, "model": model, "process": cfg.process.model_dump(mode="json"),
-            "train": train, "resize": cfg.data.resize, "crop": cfg.data.crop, "shuffle_buffer": cfg.data.shuffle_buffer,
-            "seed": cfg.run.seed}
+    spec = {
+        "data": data.manifest.checksum,
+        "categories": data.categories,
+        "vae": vae.fingerprint or vae.source,
+        "scale": vae.scale,
+        "model": model,
+        "process": cfg.process.model_dump(mode="json"),
+        "train": train,
+        "resize": cfg.data.resize,
+        "crop": cfg.data.crop,
+        "shuffle_buffer": cfg.data.shuffle_buffer,
+        "seed": cfg.run.seed,
+    }
     if cfg.method != "deco-diff":  # baselines train other objectives (DeCo-Diff keys are as before)
         spec["method"] = cfg.method
     if cfg.model.init_from:  # another initialisation, another model (keys without one are as before)

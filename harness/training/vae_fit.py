@@ -1,5 +1,6 @@
 """The VAE a run uses: a local pretrained folder, or a small AutoencoderKL trained here on
 the training images (reconstruction + KL), cached by data and settings and reused."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from decodiff.datasets.demo import foreign_textures
-from decodiff.harness.config import Config
 from decodiff.datasets.locks import FileLock
+from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, image_size, lock_path, train_image_loader
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.training.distributed import device_for
@@ -27,19 +28,27 @@ BUILTIN_PREFIX = "builtin:"
 def resolve_pretrained(path: str) -> Path:
     """`builtin:NAME` is a VAE shipped in the package (models/weights/NAME), else a folder."""
     if path.startswith(BUILTIN_PREFIX):
-        name = path[len(BUILTIN_PREFIX):]
+        name = path[len(BUILTIN_PREFIX) :]
         shipped = Path(str(resources.files("decodiff.models") / "weights"))
         if not (shipped / name).is_dir():
             known = sorted(p.name for p in shipped.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
-            raise VAEError(f"vae.pretrained={path}: no such built-in VAE (built in: "
-                           f"{', '.join(BUILTIN_PREFIX + k for k in known) or 'none'})")
+            raise VAEError(
+                f"vae.pretrained={path}: no such built-in VAE (built in: "
+                f"{', '.join(BUILTIN_PREFIX + k for k in known) or 'none'})"
+            )
         return shipped / name
     return Path(path).expanduser()
 
 
 def vae_cache_key(cfg: Config, data: PreparedData) -> str:
-    spec = {"vae": cfg.vae.model_dump(exclude={"pretrained", "scale"}), "data": data.manifest.checksum,
-            "categories": data.categories, "resize": cfg.data.resize, "crop": cfg.data.crop, "seed": cfg.run.seed}
+    spec = {
+        "vae": cfg.vae.model_dump(exclude={"pretrained", "scale"}),
+        "data": data.manifest.checksum,
+        "categories": data.categories,
+        "resize": cfg.data.resize,
+        "crop": cfg.data.crop,
+        "seed": cfg.run.seed,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -53,8 +62,10 @@ def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
     if not (folder / "decodiff.json").is_file():  # a finished VAE (renamed into place) is reused without the lock
         with FileLock(lock_path(folder), what=f"VAE {folder}"):  # one run trains it, the others wait and reuse it
             if not (folder / "decodiff.json").is_file():
-                log(f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the "
-                    "training images")
+                log(
+                    f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the "
+                    "training images"
+                )
                 fit_small_vae(cfg, data, folder)
                 return load_vae(folder, image_size=size, scale=cfg.vae.scale)
     vae = load_vae(folder, image_size=size, scale=cfg.vae.scale)
@@ -99,11 +110,18 @@ def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
         stream, loader = train_image_loader(cfg, data, 32, seed=0, augment=False, shuffle=False)
         zs = [vae.encode(b["image"].to(device)).latent_dist.mean.cpu() for b in loader]
     scale = float(1.0 / torch.cat(zs).std())
-    desc = (f"small AutoencoderKL ({cfg.vae.small}) trained by decodiff on the {data.manifest.dataset} training images "
-            f"({cfg.vae.steps} steps, {cfg.vae.crop or 'full'}-px crops, "
-            f"{cfg.vae.generic_images:.0%} generic photo crops, data {data.manifest.checksum[:12]})")
-    save_vae(vae.cpu(), folder, scale, desc, extra={"steps": cfg.vae.steps, "seconds": round(time.time() - t0, 1),
-                                                    "data_checksum": data.manifest.checksum})
+    desc = (
+        f"small AutoencoderKL ({cfg.vae.small}) trained by decodiff on the {data.manifest.dataset} training images "
+        f"({cfg.vae.steps} steps, {cfg.vae.crop or 'full'}-px crops, "
+        f"{cfg.vae.generic_images:.0%} generic photo crops, data {data.manifest.checksum[:12]})"
+    )
+    save_vae(
+        vae.cpu(),
+        folder,
+        scale,
+        desc,
+        extra={"steps": cfg.vae.steps, "seconds": round(time.time() - t0, 1), "data_checksum": data.manifest.checksum},
+    )
     log(f"VAE: saved {folder} (latent scale {scale:.4f})")
 
 
@@ -113,7 +131,7 @@ def _random_crops(x: torch.Tensor, size: int | None, gen: torch.Generator) -> to
     if size and size < min(h, w):
         tops = torch.randint(0, h - size + 1, (b,), generator=gen).tolist()
         lefts = torch.randint(0, w - size + 1, (b,), generator=gen).tolist()
-        x = torch.stack([x[i, :, t:t + size, l:l + size] for i, (t, l) in enumerate(zip(tops, lefts))])
+        x = torch.stack([x[i, :, t : t + size, left : left + size] for i, (t, left) in enumerate(zip(tops, lefts))])
     if torch.rand((), generator=gen) < 0.5:
         x = x.flip(-1)
     k = int(torch.randint(0, 4, (), generator=gen))
@@ -134,7 +152,7 @@ def _mix_generic(x: torch.Tensor, share: float, gen: torch.Generator) -> torch.T
         scale = int(torch.randint(1, 3, (), generator=gen))
         side = min(size * scale, img.shape[0], img.shape[1])
         t = int(torch.randint(0, img.shape[0] - side + 1, (), generator=gen))
-        l = int(torch.randint(0, img.shape[1] - side + 1, (), generator=gen))
-        crop = img[t:t + side, l:l + side].permute(2, 0, 1)[None] / 127.5 - 1.0
+        left = int(torch.randint(0, img.shape[1] - side + 1, (), generator=gen))
+        crop = img[t : t + side, left : left + side].permute(2, 0, 1)[None] / 127.5 - 1.0
         out[i] = F.interpolate(crop, size=(size, size), mode="area" if side > size else "bilinear")[0]
     return out

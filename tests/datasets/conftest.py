@@ -1,4 +1,5 @@
 """Small data sets in each native layout, written as real image files at test time."""
+
 import json
 
 import numpy as np
@@ -18,7 +19,7 @@ def noise(rng, shape):
 
 def box_mask(shape, i, value=255):
     m = np.zeros(shape, np.uint8)
-    m[2 + i: 8 + i, 3:9] = value
+    m[2 + i : 8 + i, 3:9] = value
     return m
 
 

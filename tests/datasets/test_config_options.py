@@ -1,4 +1,5 @@
 """`data.options` in the config: the reader's layout options reach the shards a run makes."""
+
 import pytest
 
 from decodiff.harness.config import ConfigError, build_config
@@ -8,8 +9,15 @@ from decodiff.harness.data import prepare_data
 def test_realiad_resolution_from_the_config_picks_the_image_folder(realiad_root, tmp_path):
     sizes = {}
     for res in (256, 512):
-        cfg = build_config("demo", ["data.dataset=realiad", f"data.root={realiad_root}", f"data.options.resolution={res}",
-                                    f"run.cache_dir={tmp_path / 'cache'}"])
+        cfg = build_config(
+            "demo",
+            [
+                "data.dataset=realiad",
+                f"data.root={realiad_root}",
+                f"data.options.resolution={res}",
+                f"run.cache_dir={tmp_path / 'cache'}",
+            ],
+        )
         data = prepare_data(cfg)
         sizes[res] = (data.location, tuple(data.manifest.image_size))
         assert data.manifest.count("test", ["toy"]) == 7  # 5 normal views, 2 anomalous
@@ -18,8 +26,11 @@ def test_realiad_resolution_from_the_config_picks_the_image_folder(realiad_root,
 
 
 def test_an_option_the_reader_does_not_have_is_named():
-    with pytest.raises(ConfigError, match=r"data.options \['split_csv'\]: not options of the realiad reader "
-                                          r"\(its options: resolution, json_dir\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.options \['split_csv'\]: not options of the realiad reader "
+        r"\(its options: resolution, json_dir\)",
+    ):
         build_config("demo", ["data.dataset=realiad", "data.options.split_csv=x.csv"])
 
 

@@ -215,8 +215,13 @@ def test_default_set_offline_fast_and_the_same_in_a_fresh_process(small_set, tmp
     )
     args = json.dumps({**SMALL, "categories": ALL, "seed": 5})
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "demo"), str(tmp_path / "small"), args],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "demo"), str(tmp_path / "small"), args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["images"] == 4 * (80 + 12) + 6 * sum(len(CATEGORIES[c].defects) for c in DEMO_CATEGORIES)

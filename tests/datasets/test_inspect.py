@@ -1,4 +1,5 @@
 """`decodiff data inspect` and `decodiff data shard` through the command line; what inspect finds wrong."""
+
 import json
 import os
 import subprocess
@@ -19,8 +20,25 @@ def test_shard_and_inspect_through_the_command_line(visa_raw_root, tmp_path, cap
     (visa_raw_root / "pcb1" / "Data" / "Images" / "Normal" / "0001.JPG").write_bytes(b"\xff\xd8broken")
     out = tmp_path / "shards"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    args = [DECODIFF, "data", "shard", "--dataset", "visa", "--root", str(visa_raw_root), "--out", str(out),
-            "--workers", "2", "--max-count", "3", "--skip-bad", "--verify", "--resize", "16"]
+    args = [
+        DECODIFF,
+        "data",
+        "shard",
+        "--dataset",
+        "visa",
+        "--root",
+        str(visa_raw_root),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--max-count",
+        "3",
+        "--skip-bad",
+        "--verify",
+        "--resize",
+        "16",
+    ]
     p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == str(out)  # stdout: the folder only; progress and warnings on stderr
@@ -28,17 +46,39 @@ def test_shard_and_inspect_through_the_command_line(visa_raw_root, tmp_path, cap
     assert main(["data", "inspect", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["kind"] == "shards" and report["dataset"] == "visa" and report["ok"]
-    assert report["totals"] == {"train": {"normal": 7, "anomalous": 0, "no_mask": 0},
-                                "test": {"normal": 4, "anomalous": 6, "no_mask": 0}}
-    assert report["counts"]["test"]["candle"]["defects"] == {"good": 2, "chunk of wax missing": 2,
-                                                             "damaged corner,weird candle wick": 1}
+    assert report["totals"] == {
+        "train": {"normal": 7, "anomalous": 0, "no_mask": 0},
+        "test": {"normal": 4, "anomalous": 6, "no_mask": 0},
+    }
+    assert report["counts"]["test"]["candle"]["defects"] == {
+        "good": 2,
+        "chunk of wax missing": 2,
+        "damaged corner,weird candle wick": 1,
+    }
     assert report["image_sizes"] == {"16x16": 17} and report["shards"]["count"] == 8
     assert [s["source"].split("VisA/")[1] for s in report["skipped"]] == ["pcb1/Data/Images/Normal/0001.JPG"]
     # bad arguments: a one-line error, exit code 1, nothing written
-    assert main(["data", "shard", "--dataset", "mvtec", "--root", str(visa_raw_root), "--out", str(tmp_path / "x"),
-                 "--resolution", "256"]) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == \
-        "decodiff: error: --resolution: not an option of the mvtec reader (its options: none)"
+    assert (
+        main(
+            [
+                "data",
+                "shard",
+                "--dataset",
+                "mvtec",
+                "--root",
+                str(visa_raw_root),
+                "--out",
+                str(tmp_path / "x"),
+                "--resolution",
+                "256",
+            ]
+        )
+        == 1
+    )
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "decodiff: error: --resolution: not an option of the mvtec reader (its options: none)"
+    )
     assert not (tmp_path / "x").exists()
 
 
@@ -53,8 +93,12 @@ def test_inspect_a_native_folder_lists_what_is_wrong(mpdd_root, capsys):
     assert errors.keys() == {"tubes/ground_truth/scratches/000.png", "tubes/train/good/002.png"}
     assert errors["tubes/ground_truth/scratches/000.png"].startswith("mask size 12x10 differs from its image 24x24")
     # a missing mask is counted (the image is anomalous) and said once for its category, not as an error per image
-    assert ins.counts["test"]["bracket_black"] == {"normal": 1, "anomalous": 2, "defects": {"good": 1, "scratches": 2},
-                                                  "no_mask": 1}
+    assert ins.counts["test"]["bracket_black"] == {
+        "normal": 1,
+        "anomalous": 2,
+        "defects": {"good": 1, "scratches": 2},
+        "no_mask": 1,
+    }
     notes = [p for p in ins.problems if "masks missing" in p.what]
     assert [(p.severity, p.where) for p in notes] == [("warning", "bracket_black")]
     assert "1 of its 2 anomalous test images" in notes[0].what and "--masks-optional" in notes[0].what

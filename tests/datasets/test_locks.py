@@ -1,5 +1,6 @@
 """File locks between real processes: refused or waited for, released when the owner dies (even by
 SIGKILL), a dead owner's lock taken over saying so, a timeout that names the owner."""
+
 import os
 import signal
 import subprocess
@@ -9,14 +10,17 @@ import pytest
 
 from decodiff.datasets.locks import FileLock, LockBusy
 
-HOLD = ("import sys; from decodiff.datasets.locks import FileLock; "
-        "l = FileLock(sys.argv[1], what='x').acquire(); print('held', flush=True); "
-        "sys.stdin.readline(); l.release()")  # held until told (a line on stdin), never for a guessed time
+HOLD = (
+    "import sys; from decodiff.datasets.locks import FileLock; "
+    "l = FileLock(sys.argv[1], what='x').acquire(); print('held', flush=True); "
+    "sys.stdin.readline(); l.release()"
+)  # held until told (a line on stdin), never for a guessed time
 
 
 def _holder(path):
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -25,8 +29,11 @@ def test_a_held_lock_is_refused_or_waited_for_and_a_killed_owner_releases_it(tmp
     path = tmp_path / "f.lock"
     owner = _holder(path)
     try:
-        with pytest.raises(LockBusy, match=rf"shards: another run is writing there \(\S+ pid={owner.pid} since .*; "
-                                           rf"lock {path}\); choose another"):
+        with pytest.raises(
+            LockBusy,
+            match=rf"shards: another run is writing there \(\S+ pid={owner.pid} since .*; "
+            rf"lock {path}\); choose another",
+        ):
             FileLock(path, what="shards", wait=False, hint="choose another").acquire()
         with pytest.raises(LockBusy, match=rf"timed out after \d+s waiting for \S+ pid={owner.pid}"):
             FileLock(path, what="shards", timeout=0.3).acquire()
@@ -36,7 +43,7 @@ def test_a_held_lock_is_refused_or_waited_for_and_a_killed_owner_releases_it(tmp
         with FileLock(path, what="shards", timeout=10, log=logs.append):
             seen = subprocess.run(["cat", str(path)], capture_output=True, text=True).stdout  # not read_text():
             assert f"pid={os.getpid()}" in seen  # closing any file of the lock in this process drops it
-        assert any(f"taking over the lock of" in line and f"pid={owner.pid}" in line for line in logs)
+        assert any("taking over the lock of" in line and f"pid={owner.pid}" in line for line in logs)
         assert path.read_text() == ""  # released cleanly: nothing to take over next time
     finally:
         owner.kill()
@@ -86,8 +93,16 @@ def test_nested_locks_in_one_process(tmp_path):
     path = tmp_path / "f.lock"
     outer = FileLock(path, what="a").acquire()
     FileLock(path, what="a", wait=False).acquire().release()  # the same process: no self-deadlock ...
-    probe = subprocess.run([sys.executable, "-c", "import sys; from decodiff.datasets.locks import FileLock; "
-                            "FileLock(sys.argv[1], what='a', wait=False).acquire()", str(path)],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from decodiff.datasets.locks import FileLock; "
+            "FileLock(sys.argv[1], what='a', wait=False).acquire()",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert probe.returncode == 1 and "another run is writing there" in probe.stderr  # ... and still held
     outer.release()

@@ -3,6 +3,7 @@ not 288 px) goes through sharding and the test loader of the default config, and
 and mask must equal an independent PIL computation of the protocol: resize to 288 x 288
 (bilinear, aspect ratio not kept), center crop 256, [-1, 1]; masks resized the same way and
 thresholded at > 0. Training augmentation: shifts of at most 4 px and 180-degree rotations."""
+
 import random
 
 import numpy as np
@@ -21,12 +22,16 @@ def mvtec_root(tmp_path, image_writer):
     root = tmp_path / "mvtec"
     h, w = 300, 340  # neither square nor the resize size
     for i in range(2):
-        image_writer(root / "bottle" / "train" / "good" / f"{i:03d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        image_writer(
+            root / "bottle" / "train" / "good" / f"{i:03d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        )
     image_writer(root / "bottle" / "test" / "good" / "000.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
     for i in range(2):
-        image_writer(root / "bottle" / "test" / "crack" / f"{i:03d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        image_writer(
+            root / "bottle" / "test" / "crack" / f"{i:03d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        )
         mask = np.zeros((h, w), np.uint8)
-        mask[100 + 40 * i: 131 + 40 * i, 150:157] = 255  # a thin region: its resized edges are fractional
+        mask[100 + 40 * i : 131 + 40 * i, 150:157] = 255  # a thin region: its resized edges are fractional
         mask[5, 5] = 1  # a faint pixel: "> 0" keeps it where it survives the resize
         image_writer(root / "bottle" / "ground_truth" / "crack" / f"{i:03d}_mask.png", mask)
     return root
@@ -69,7 +74,7 @@ def test_published_resize_crop_and_mask_threshold_end_to_end(mvtec_root, tmp_pat
 def test_training_augmentation_is_a_small_shift_or_a_half_turn():
     x = np.random.default_rng(1).integers(0, 256, (288, 288, 3), dtype=np.uint8)
     sample = {"key": "k", "image": x, "meta": {"label": 0, "category": "c", "defect": "good"}}
-    crops = {(dx, dy): x[16 + dy:272 + dy, 16 + dx:272 + dx] for dx in range(-4, 5) for dy in range(-4, 5)}
+    crops = {(dx, dy): x[16 + dy : 272 + dy, 16 + dx : 272 + dx] for dx in range(-4, 5) for dy in range(-4, 5)}
     shifts, turned = set(), 0
     for seed in range(24):
         out = Preprocess(resize=288, crop=256, translate=4, rotate180=True)(sample, random.Random(seed))["image"]

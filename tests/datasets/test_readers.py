@@ -1,4 +1,5 @@
 """Each native layout -> the same sample records: counts, labels, defect types, masks, keys, errors."""
+
 import json
 
 import numpy as np
@@ -119,8 +120,12 @@ def test_folder_single_category_with_masks(folder_root, image_writer):
     normal_test = [s for s in samples if s.split == "test" and s.label == 0]
     assert 1 <= len(normal_test) <= 10 and sum(s.split == "train" for s in samples) == 20 - len(normal_test)
     anomalous = by_key(s for s in samples if s.label)
-    assert sorted(anomalous) == ["anomalous/dent/dent0", "anomalous/dent/dent1",
-                                 "anomalous/scratch/scratch0", "anomalous/scratch/scratch1"]
+    assert sorted(anomalous) == [
+        "anomalous/dent/dent0",
+        "anomalous/dent/dent1",
+        "anomalous/scratch/scratch0",
+        "anomalous/scratch/scratch1",
+    ]
     assert anomalous["anomalous/dent/dent1"].defect == "dent" and anomalous["anomalous/dent/dent1"].mask().sum() == 36
     # the split is a function of each file's name: adding images never moves the others
     for i in range(20, 40):
@@ -162,13 +167,16 @@ def test_registry(mpdd_root, realiad_root, visa_raw_root, folder_root, tmp_path)
         read_dataset("kolektor", mpdd_root)
 
 
-@pytest.mark.parametrize("fault, message", [
-    ("extra-field", r"1cls.csv:3: 6 fields, expected 5"),
-    ("short-row", r"1cls.csv:3: fewer fields than the 5 columns"),
-    ("non-utf8", r"1cls.csv: not UTF-8 text"),
-    ("dotdot", r"1cls.csv:3: image path '\.\./outside/x.JPG' leaves the data set folder"),
-    ("absolute", r"1cls.csv:3: image path '/etc/x.JPG' leaves the data set folder"),
-])
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("extra-field", r"1cls.csv:3: 6 fields, expected 5"),
+        ("short-row", r"1cls.csv:3: fewer fields than the 5 columns"),
+        ("non-utf8", r"1cls.csv: not UTF-8 text"),
+        ("dotdot", r"1cls.csv:3: image path '\.\./outside/x.JPG' leaves the data set folder"),
+        ("absolute", r"1cls.csv:3: image path '/etc/x.JPG' leaves the data set folder"),
+    ],
+)
 def test_visa_split_csv_faults_name_the_file(visa_raw_root, fault, message):
     csv = visa_raw_root / "split_csv" / "1cls.csv"
     lines = csv.read_text().splitlines()

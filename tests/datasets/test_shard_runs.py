@@ -1,4 +1,5 @@
 """Shard runs: parallel = serial byte for byte, resumable after a kill, bad samples, bounds, --verify."""
+
 import json
 import os
 import signal
@@ -50,7 +51,9 @@ def test_parallel_run_is_byte_identical_and_round_trips(realiad_root, tmp_path):
 @pytest.mark.parametrize("layout", ["visa_raw_root", "mpdd_root", "folder_root", "visa_converted_root"])
 def test_round_trip_of_each_layout(layout, request, tmp_path):
     root = request.getfixturevalue(layout)
-    name = {"visa_raw_root": "visa", "mpdd_root": "mpdd", "folder_root": "folder", "visa_converted_root": "visa"}[layout]
+    name = {"visa_raw_root": "visa", "mpdd_root": "mpdd", "folder_root": "folder", "visa_converted_root": "visa"}[
+        layout
+    ]
     m = shard_dataset(name, root, tmp_path / "s", resize=12)
     originals = {s.key: s for s in read_dataset(name, root)}
     got = {**streamed(tmp_path / "s", "train"), **streamed(tmp_path / "s", "test")}
@@ -86,11 +89,14 @@ def _kill_when_blocked(root, out, fifo, workers):
     """Shard in a child process whose last sample reads from a named pipe: the run blocks in the middle
     of its last unit, deterministically; then SIGKILL the child alone (not its process group): its
     worker processes must die with it. Returns the worker pids seen."""
-    code = ("from decodiff.datasets.registry import read_dataset; from decodiff.datasets.shards import write_shards; "
-            f"samples = list(read_dataset('mpdd', {str(root)!r})); samples[-1].source = {str(fifo)!r}; "
-            f"write_shards(samples, {str(out)!r}, dataset='mpdd', max_count=3, workers={workers})")
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    code = (
+        "from decodiff.datasets.registry import read_dataset; from decodiff.datasets.shards import write_shards; "
+        f"samples = list(read_dataset('mpdd', {str(root)!r})); samples[-1].source = {str(fifo)!r}; "
+        f"write_shards(samples, {str(out)!r}, dataset='mpdd', max_count=3, workers={workers})"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     seen = []
     try:
         deadline = time.monotonic() + 60
@@ -166,9 +172,15 @@ def test_bad_samples_stop_the_run_or_are_skipped_and_listed(mpdd_root, tmp_path)
     logs = []
     m = shard_dataset("mpdd", mpdd_root, tmp_path / "c", skip_bad=True, workers=2, log=logs.append)
     reasons = {s["source"].split("mpdd/")[-1]: s["reason"] for s in m.skipped}
-    assert sorted(reasons) == ["bracket_black/test/scratches/000.png", "bracket_black/train/good/001.png",
-                               "bracket_black/train/good/002.png", "tubes/test/scratches/001.png"]
-    assert "000_mask.png: mask size 10x10 differs from its image 24x24" in reasons["bracket_black/test/scratches/000.png"]
+    assert sorted(reasons) == [
+        "bracket_black/test/scratches/000.png",
+        "bracket_black/train/good/001.png",
+        "bracket_black/train/good/002.png",
+        "tubes/test/scratches/001.png",
+    ]
+    assert (
+        "000_mask.png: mask size 10x10 differs from its image 24x24" in reasons["bracket_black/test/scratches/000.png"]
+    )
     assert "not a readable image (image file is truncated)" in reasons["bracket_black/train/good/002.png"]
     assert "without a mask" in reasons["tubes/test/scratches/001.png"]
     assert len([x for x in logs if "skipped" in x]) == 1  # the reader's; workers warn on stderr
@@ -179,9 +191,19 @@ def test_bad_samples_stop_the_run_or_are_skipped_and_listed(mpdd_root, tmp_path)
 
 def test_shards_stay_within_the_size_bound(tmp_path):
     rng = np.random.default_rng(0)
-    samples = [Sample(key=f"c/train/good/{i}", dataset="x", category="c", split="train", label=0, defect="good",
-                      source=f"mem{i}", load_image=lambda a=rng.integers(0, 255, (32, 32, 3), dtype=np.uint8): a)
-               for i in range(12)]
+    samples = [
+        Sample(
+            key=f"c/train/good/{i}",
+            dataset="x",
+            category="c",
+            split="train",
+            label=0,
+            defect="good",
+            source=f"mem{i}",
+            load_image=lambda a=rng.integers(0, 255, (32, 32, 3), dtype=np.uint8): a,  # noqa: B008 (one image per sample)
+        )
+        for i in range(12)
+    ]
     # the planner counts on in-memory images being small; the writer still keeps every tar under the bound
     (unit,) = plan_units(samples, max_bytes=1 << 20, max_count=100)
     out = tmp_path / "s"
@@ -231,8 +253,10 @@ def test_a_run_that_finds_the_set_finished_once_it_has_the_lock_writes_nothing(m
     import decodiff.datasets.shards as shards
 
     out = tmp_path / "s"
-    other = ("from decodiff.datasets.registry import read_dataset; from decodiff.datasets.shards import write_shards; "
-             f"write_shards(read_dataset('mpdd', {str(mpdd_root)!r}), {str(out)!r}, dataset='mpdd', max_count=3)")
+    other = (
+        "from decodiff.datasets.registry import read_dataset; from decodiff.datasets.shards import write_shards; "
+        f"write_shards(read_dataset('mpdd', {str(mpdd_root)!r}), {str(out)!r}, dataset='mpdd', max_count=3)"
+    )
     lock, finished = shards._lock, {}
 
     def late_lock(where, log):  # the other run (a real process) finishes while this one gets to its lock

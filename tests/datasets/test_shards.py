@@ -1,4 +1,5 @@
 """MVTec-AD layout -> WebDataset shards -> stream: counts, labels, masks and keys survive."""
+
 import json
 import tarfile
 
@@ -27,7 +28,7 @@ def mvtec(tmp_path, image_writer):
             for i in range(2):
                 image_writer(root / cat / "test" / defect / f"{i:03d}.png", rng.integers(0, 255, shape, dtype=np.uint8))
                 m = np.zeros((40, 40), np.uint8)
-                m[5 + i:15, 10:20] = 255
+                m[5 + i : 15, 10:20] = 255
                 image_writer(root / cat / "ground_truth" / defect / f"{i:03d}_mask.png", m)
     return root
 
@@ -58,7 +59,12 @@ def test_round_trip_through_shards(mvtec, tmp_path):
     manifest = write_shards(read_mvtec(mvtec), out, dataset="mvtec", max_count=3)
     assert {s.split for s in manifest.shards} == {"train", "test"}
     assert all(s.count <= 3 for s in manifest.shards)
-    assert manifest.counts["test"]["bottle"] == {"normal": 2, "anomalous": 4, "defects": {"good": 2, "crack": 2, "hole": 2}, "no_mask": 0}
+    assert manifest.counts["test"]["bottle"] == {
+        "normal": 2,
+        "anomalous": 4,
+        "defects": {"good": 2, "crack": 2, "hole": 2},
+        "no_mask": 0,
+    }
     assert manifest.image_size == [40, 40]
     loaded = Manifest.load(out)
     assert loaded.checksum == manifest.checksum and len(loaded.checksum) == 64

@@ -1,5 +1,6 @@
 """Streams: every sample exactly once over ranks x workers (remainders too), known per-rank counts,
 per-category streams, fixed evaluation order, and remote locations (http, pipe:, s3 through a pipe)."""
+
 import functools
 import http.server
 import random
@@ -14,8 +15,15 @@ from decodiff.datasets.imageio import DataError
 from decodiff.datasets.inspect import inspect_location
 from decodiff.datasets.records import Sample
 from decodiff.datasets.shards import write_shards
-from decodiff.datasets.stream import (ShardStream, assigned, category_streams, load_manifest, plan_epoch, resolve,
-                                      shard_urls)
+from decodiff.datasets.stream import (
+    ShardStream,
+    assigned,
+    category_streams,
+    load_manifest,
+    plan_epoch,
+    resolve,
+    shard_urls,
+)
 
 
 def _samples(n_per_cat, size=8):
@@ -23,8 +31,18 @@ def _samples(n_per_cat, size=8):
     for cat, n in n_per_cat.items():
         for i in range(n):
             arr = np.full((size, size, 3), i % 251, np.uint8)
-            out.append(Sample(key=f"{cat}/train/good/{i:03d}", dataset="x", category=cat, split="train", label=0,
-                              defect="good", source=f"{cat}-{i}", load_image=lambda a=arr: a))
+            out.append(
+                Sample(
+                    key=f"{cat}/train/good/{i:03d}",
+                    dataset="x",
+                    category=cat,
+                    split="train",
+                    label=0,
+                    defect="good",
+                    source=f"{cat}-{i}",
+                    load_image=lambda a=arr: a,
+                )
+            )
     return out
 
 
@@ -39,7 +57,7 @@ def uneven(tmp_path_factory):
 
 def test_plan_deals_every_shard_once_and_balances_ranks():
     rng = random.Random(0)
-    for trial in range(20):
+    for _trial in range(20):
         counts = [2000] * rng.randint(0, 30) + [rng.randint(1, 2000) for _ in range(rng.randint(1, 12))]
         world, workers = rng.randint(1, 8), rng.randint(1, 4)
         order = list(range(len(counts)))
@@ -66,8 +84,9 @@ def test_plan_by_samples_splits_to_within_one():
 def test_ranks_and_workers_read_every_sample_once(uneven, world, workers, split_by):
     seen, batches = Counter(), []
     for rank in range(world):
-        stream = ShardStream.from_manifest(uneven, "train", rank=rank, world_size=world, split_by=split_by,
-                                           shuffle_buffer=3, seed=7)
+        stream = ShardStream.from_manifest(
+            uneven, "train", rank=rank, world_size=world, split_by=split_by, shuffle_buffer=3, seed=7
+        )
         stream.set_epoch(3)
         loader = DataLoader(stream, batch_size=2, num_workers=workers, collate_fn=lambda b: b)
         got = [s["key"] for batch in loader for s in batch]
@@ -125,20 +144,23 @@ def test_remote_locations_http_pipe_and_s3(uneven, tmp_path, monkeypatch):
         server.server_close()
     pipe = f"pipe:cat {uneven}/{{name}}"
     assert resolve(pipe, "train-a-00000.tar") == f"pipe:cat {uneven}/train-a-00000.tar"
-    assert [s["key"] for s in ShardStream.from_manifest(pipe, "train", world_size=2, rank=1)] == \
-        [s["key"] for s in ShardStream.from_manifest(uneven, "train", world_size=2, rank=1)]
+    assert [s["key"] for s in ShardStream.from_manifest(pipe, "train", world_size=2, rank=1)] == [
+        s["key"] for s in ShardStream.from_manifest(uneven, "train", world_size=2, rank=1)
+    ]
     with pytest.raises(DataError, match=r"needs \{name\}"):
         load_manifest(f"pipe:cat {uneven}/manifest.json")
     # s3: the URL goes through the configured command (here a script that maps the bucket to the folder)
     script = tmp_path / "fake-s3-cat"
-    script.write_text(f"#!/bin/sh\nexec cat \"{uneven}/${{1#s3://bucket/shards/}}\"\n")
+    script.write_text(f'#!/bin/sh\nexec cat "{uneven}/${{1#s3://bucket/shards/}}"\n')
     script.chmod(0o755)
     monkeypatch.setenv("DECODIFF_S3_CMD", f"{script} {{url}}")
     m = load_manifest("s3://bucket/shards")
     urls = shard_urls("s3://bucket/shards", m, "train", ["c"])
     assert urls == [f"pipe:{script} s3://bucket/shards/train-c-00000.tar"]
-    assert [s["key"] for s in ShardStream.from_manifest("s3://bucket/shards", "train", ["c"])] == \
-        ["c/train/good/000", "c/train/good/001"]
+    assert [s["key"] for s in ShardStream.from_manifest("s3://bucket/shards", "train", ["c"])] == [
+        "c/train/good/000",
+        "c/train/good/001",
+    ]
 
 
 def _cut(tar, keep_members):
@@ -151,8 +173,13 @@ def _cut(tar, keep_members):
         f.truncate(offsets[keep_members])
 
 
-@pytest.mark.parametrize("keep, message", [(4, r"2 samples, the shard manifest says 4"),  # whole samples
-                                           (5, r"sample b/train/good/002 has no meta\.json")])  # inside one
+@pytest.mark.parametrize(
+    "keep, message",
+    [
+        (4, r"2 samples, the shard manifest says 4"),  # whole samples
+        (5, r"sample b/train/good/002 has no meta\.json"),
+    ],
+)  # inside one
 def test_a_truncated_shard_stops_the_read_naming_it(tmp_path, keep, message):
     import shutil
 

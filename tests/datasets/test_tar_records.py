@@ -1,4 +1,5 @@
 """The shard reader: the same records as WebDataset's tar reader, and one-line errors naming the shard."""
+
 import io
 import tarfile
 
@@ -23,16 +24,23 @@ def _tar(path, members, fmt):
 
 
 def _wds(path):
-    return [{k: v for k, v in r.items() if k != "__local_path__"}
-            for r in wds.tarfile_to_samples()(iter([{"url": str(path)}]))]
+    return [
+        {k: v for k, v in r.items() if k != "__local_path__"}
+        for r in wds.tarfile_to_samples()(iter([{"url": str(path)}]))
+    ]
 
 
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 def test_same_records_as_webdataset(tmp_path, fmt):
     deep = "d" * 60 + "/" + "e" * 60 + "/" + "k" * 40  # > 100 characters: pax, GNU long name or ustar prefix
-    members = [(f"{deep}.image.png", b"\x89PNG" * 300), (f"{deep}.meta.json", b"{}"),
-               ("x/y.z/plain.image.jpg", b"j" * 513), ("x/y.z/plain.meta.json", b"[1]"), ("no_extension", b"?"),
-               ("\u00e9t\u00e9/k.txt" if fmt != tarfile.USTAR_FORMAT else "ete/k.txt", b"")]
+    members = [
+        (f"{deep}.image.png", b"\x89PNG" * 300),
+        (f"{deep}.meta.json", b"{}"),
+        ("x/y.z/plain.image.jpg", b"j" * 513),
+        ("x/y.z/plain.meta.json", b"[1]"),
+        ("no_extension", b"?"),
+        ("\u00e9t\u00e9/k.txt" if fmt != tarfile.USTAR_FORMAT else "ete/k.txt", b""),
+    ]
     path = _tar(tmp_path / "a.tar", members, fmt)
     ours = list(open_records(str(path)))
     assert ours == _wds(path)

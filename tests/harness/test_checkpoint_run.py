@@ -1,6 +1,7 @@
 """`evaluate_checkpoint`, the call behind `decodiff evaluate`: a checkpoint trained here is
 evaluated into a run folder of its own; one that does not fit the config is refused, naming
 the key to change, before any image is read."""
+
 import json
 
 import pytest
@@ -14,9 +15,17 @@ from decodiff.harness.training.vae_fit import get_vae
 
 
 def test_a_trained_checkpoint_evaluates_and_a_mismatched_config_is_refused(tmp_path):
-    common = [f"run.out_dir={tmp_path / 'runs'}", f"run.cache_dir={tmp_path / 'cache'}", "tracking.enabled=false",
-              "metrics.bootstrap=0", "vae.steps=4", "train.max_steps=2", "run.threads=1", "infer.baselines=[]",
-              "infer.reverse_steps=1"]
+    common = [
+        f"run.out_dir={tmp_path / 'runs'}",
+        f"run.cache_dir={tmp_path / 'cache'}",
+        "tracking.enabled=false",
+        "metrics.bootstrap=0",
+        "vae.steps=4",
+        "train.max_steps=2",
+        "run.threads=1",
+        "infer.baselines=[]",
+        "infer.reverse_steps=1",
+    ]
     cfg = build_config("tiny", common)
     data = prepare_data(cfg)
     _, _, info, _ = trained_model(cfg, data, get_vae(cfg, data))
@@ -29,6 +38,7 @@ def test_a_trained_checkpoint_evaluates_and_a_mismatched_config_is_refused(tmp_p
     with pytest.raises(CheckpointError, match="a UNet of size tiny, but the config says model.size=XS"):
         evaluate_checkpoint(build_config("tiny", common + ["model.size=XS"]), info["checkpoint"])
     with pytest.raises(CheckpointError, match="pass method=deco-diff"):
-        evaluate_checkpoint(build_config("tiny", common + ["method=ddim-recon", "infer.start_step=4"]),
-                            info["checkpoint"])
+        evaluate_checkpoint(
+            build_config("tiny", common + ["method=ddim-recon", "infer.start_step=4"]), info["checkpoint"]
+        )
     assert len(list((tmp_path / "runs").iterdir())) == 1  # the refused ones made no run folder

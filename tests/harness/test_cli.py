@@ -1,4 +1,5 @@
 """Bad input through the real `decodiff` console script: exit codes, one-line errors, nothing written."""
+
 import os
 import subprocess
 import sys
@@ -16,7 +17,9 @@ def test_unknown_key_exits_2_and_writes_nothing(tmp_path):
     p = run(["bench", "--config", "tiny", "train.lrr=1"], tmp_path)
     assert p.returncode == 2
     lines = [line for line in p.stderr.splitlines() if line.strip()]
-    assert lines == ["decodiff: error: unknown config key 'train.lrr' (allowed under train: " + lines[0].split("train: ", 1)[1]]
+    assert lines == [
+        "decodiff: error: unknown config key 'train.lrr' (allowed under train: " + lines[0].split("train: ", 1)[1]
+    ]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -34,8 +37,15 @@ def test_missing_data_folder_names_the_path(tmp_path):
 
 
 def test_help_for_every_command(tmp_path):
-    for cmd in (["--help"], ["bench", "--help"], ["data", "shard", "--help"], ["train", "--help"],
-                ["evaluate", "--help"], ["report", "--help"], ["model", "info", "--help"]):
+    for cmd in (
+        ["--help"],
+        ["bench", "--help"],
+        ["data", "shard", "--help"],
+        ["train", "--help"],
+        ["evaluate", "--help"],
+        ["report", "--help"],
+        ["model", "info", "--help"],
+    ):
         p = run(cmd, tmp_path)
         assert p.returncode == 0 and "usage: decodiff" in p.stdout
 
@@ -55,7 +65,11 @@ def test_config_files_that_cannot_work_are_refused_before_anything_is_written(tm
         ("--config", "empty.yaml"): "empty.yaml: the file is empty",
         ("--config", "tiny", "data.resize=32", "data.crop=64"): "data.crop 64 is larger than data.resize 32",
         ("--config", "tiny", "run.out_dir=afile"): "'run.out_dir': afile is a file",
-        ("--config", "tiny", "tracking.uri=http://127.0.0.1:9"): "tracking.uri=http://127.0.0.1:9: no MLflow server answers",
+        (
+            "--config",
+            "tiny",
+            "tracking.uri=http://127.0.0.1:9",
+        ): "tracking.uri=http://127.0.0.1:9: no MLflow server answers",
         ("--config", "tiny", "tracking.uri=file:///tmp/mlruns"): "refuses its plain file store",
     }
     for args, expected in cases.items():
@@ -94,9 +108,11 @@ def test_an_error_from_a_loader_worker_is_its_own_line():
     from decodiff.datasets.imageio import DataError
     from decodiff.harness.cli import _original
 
-    wrapped = DataError("Caught DataError in DataLoader worker process 0.\n"
-                        "Original Traceback (most recent call last):\n"
-                        '  File "x.py", line 1, in f\ndecodiff.datasets.imageio.DataError: /s/t.tar: 2 samples, the '
-                        "shard manifest says 4\n")
+    wrapped = DataError(
+        "Caught DataError in DataLoader worker process 0.\n"
+        "Original Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\ndecodiff.datasets.imageio.DataError: /s/t.tar: 2 samples, the '
+        "shard manifest says 4\n"
+    )
     assert _original(wrapped) == "/s/t.tar: 2 samples, the shard manifest says 4"
     assert _original(DataError("plain")) == "plain"

@@ -1,4 +1,5 @@
 """Config: presets, overrides, and one-line errors that name the key."""
+
 import pytest
 
 from decodiff.harness.config import ConfigError, build_config, preset_names

@@ -1,5 +1,6 @@
 """Recipes: a recipe supplies values, explicit keys in a preset (and its extends chain) or on the
 command line win, and the resolved config, its YAML and the README say which values departed."""
+
 from pathlib import Path
 
 import pytest
@@ -42,13 +43,15 @@ def test_custom_is_the_config_defaults():
 
 
 def test_preset_and_command_line_win_and_departures_name_them(tmp_path):
-    base = write(tmp_path, "base.yaml", {"recipe": "paper", "infer": {"gamma_l": 0.2}, "train": {"epochs": 5}})
+    write(tmp_path, "base.yaml", {"recipe": "paper", "infer": {"gamma_l": 0.2}, "train": {"epochs": 5}})
     child = write(tmp_path, "child.yaml", {"extends": "base.yaml", "process": {"r_mask": 0.5}})
     cfg = build_config(child)
     assert cfg.recipe == "paper" and cfg.infer.gamma_l == 0.2 and cfg.process.r_mask == 0.5
     assert cfg.process.patch_sizes == [1, 2, 4, 8]  # not set anywhere: the recipe's
     assert [(d["key"], d["recipe"], d["value"]) for d in cfg.departures()] == [
-        ("infer.gamma_l", 0.4, 0.2), ("process.r_mask", 0.7, 0.5)]  # train.epochs is not a recipe key
+        ("infer.gamma_l", 0.4, 0.2),
+        ("process.r_mask", 0.7, 0.5),
+    ]  # train.epochs is not a recipe key
     assert cfg.recipe_text() == "paper; departs in infer.gamma_l=0.2 (paper: 0.4), process.r_mask=0.5 (paper: 0.7)"
     # the command line wins over the preset; setting a recipe value explicitly is no departure
     cfg = build_config(child, ["infer.gamma_l=0.4"])

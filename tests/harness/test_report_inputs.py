@@ -1,4 +1,5 @@
 """`decodiff report` inputs that cannot be read fail fast with one line, and create nothing."""
+
 from __future__ import annotations
 
 import socket

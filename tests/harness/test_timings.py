@@ -1,4 +1,5 @@
 """Phase timings of a run (timings.json) and the fresh-clone benchmark's reading of them."""
+
 import importlib.util
 import json
 import subprocess
@@ -46,12 +47,27 @@ def test_fresh_clone_bench_reads_a_run_folder(tmp_path):
     (tmp_path / "first.out").write_text(f"something else\n{run / 'report.md'}\n")
     rp = _run_phases()
     got = rp.phases_of_output(tmp_path / "first.out", wall=340.0, before={"set-up": 60.0})
-    assert got["phases"] == {"set-up": 60.0, "data": 1.0, "vae": 0.5, "training": 288.0, "evaluation": 20.0,
-                             "report": 5.0, "cache": 12.0, "other": 13.5}
+    assert got["phases"] == {
+        "set-up": 60.0,
+        "data": 1.0,
+        "vae": 0.5,
+        "training": 288.0,
+        "evaluation": 20.0,
+        "report": 5.0,
+        "cache": 12.0,
+        "other": 13.5,
+    }
     assert got["rates"]["train_steps_per_second"] == 3.1
-    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "fresh_clone_bench.sh"), "--parse", str(run)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "fresh_clone_bench.sh"), "--parse", str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(out.stdout)["phases"]["training"] == 288.0
-    missing = subprocess.run(["bash", str(ROOT / "benchmarks" / "fresh_clone_bench.sh"), "--parse", str(tmp_path)],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "fresh_clone_bench.sh"), "--parse", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode != 0 and "timings.json not found" in missing.stderr

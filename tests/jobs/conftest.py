@@ -5,6 +5,7 @@ Submission API), both on loopback, all files under the test's temporary folders,
 SLURM needs Debian's `slurm-wlm` and `munge` packages and root (SlurmUser=root); without them
 the SLURM tests are skipped with that reason. Ray needs `ray[default]` (the dashboard).
 """
+
 from __future__ import annotations
 
 import os
@@ -78,8 +79,7 @@ class LocalSlurm:
 def _slurm_missing() -> str | None:
     missing = [t for t in SLURM_TOOLS if shutil.which(t) is None]
     if missing:
-        return (f"SLURM/munge not installed ({', '.join(missing)} missing): "
-                "apt-get install slurm-wlm munge")
+        return f"SLURM/munge not installed ({', '.join(missing)} missing): apt-get install slurm-wlm munge"
     if os.geteuid() != 0:
         return "the local SLURM runs its daemons as root (SlurmUser=root); not root here"
     return None
@@ -99,9 +99,18 @@ def local_slurm(tmp_path_factory):
         (base / d).mkdir()
     subprocess.run(["mungekey", "--create", f"--keyfile={munge / 'munge.key'}"], check=True, capture_output=True)
     os.chmod(munge / "munge.key", 0o600)
-    subprocess.run(["munged", f"--socket={munge / 'munge.socket'}", f"--key-file={munge / 'munge.key'}",
-                    f"--pid-file={munge / 'munged.pid'}", f"--log-file={munge / 'munged.log'}",
-                    f"--seed-file={munge / 'munged.seed'}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "munged",
+            f"--socket={munge / 'munge.socket'}",
+            f"--key-file={munge / 'munge.key'}",
+            f"--pid-file={munge / 'munged.pid'}",
+            f"--log-file={munge / 'munged.log'}",
+            f"--seed-file={munge / 'munged.seed'}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     cluster = LocalSlurm(base)
     started: list[Path] = [munge / "munged.pid"]
     try:
@@ -110,44 +119,54 @@ def local_slurm(tmp_path_factory):
         host = fields.pop("NodeName")
         fields["RealMemory"] = str(max(500, int(int(fields["RealMemory"]) * 0.9)))
         (base / "plugstack.conf").write_text("")
-        cluster.conf.write_text("\n".join([
-            "ClusterName=decodiff-test",
-            f"SlurmctldHost={host}(127.0.0.1)",
-            "SlurmUser=root",
-            f"SlurmctldPort={free_port()}",
-            f"SlurmdPort={free_port()}",
-            "AuthType=auth/munge",
-            "CredType=cred/munge",
-            f"AuthInfo=socket={munge / 'munge.socket'}",
-            f"StateSaveLocation={base / 'state'}",
-            f"SlurmdSpoolDir={base / 'spool'}",
-            f"SlurmctldPidFile={base / 'slurmctld.pid'}",
-            f"SlurmdPidFile={base / 'slurmd.pid'}",
-            f"SlurmctldLogFile={base / 'slurmctld.log'}",
-            f"SlurmdLogFile={base / 'slurmd.log'}",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
-            "MpiDefault=none",
-            "MailProg=/bin/true",
-            f"PlugStackConfig={base / 'plugstack.conf'}",
-            "ReturnToService=2",
-            "KillWait=5",
-            "MinJobAge=600",
-            "SchedulerParameters=batch_sched_delay=0,sched_min_interval=100000",
-            f"NodeName={host} NodeAddr=127.0.0.1 " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "UpTime")
-            + " State=UNKNOWN",
-            f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
-        ]) + "\n")
+        cluster.conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=decodiff-test",
+                    f"SlurmctldHost={host}(127.0.0.1)",
+                    "SlurmUser=root",
+                    f"SlurmctldPort={free_port()}",
+                    f"SlurmdPort={free_port()}",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    f"AuthInfo=socket={munge / 'munge.socket'}",
+                    f"StateSaveLocation={base / 'state'}",
+                    f"SlurmdSpoolDir={base / 'spool'}",
+                    f"SlurmctldPidFile={base / 'slurmctld.pid'}",
+                    f"SlurmdPidFile={base / 'slurmd.pid'}",
+                    f"SlurmctldLogFile={base / 'slurmctld.log'}",
+                    f"SlurmdLogFile={base / 'slurmd.log'}",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "JobAcctGatherType=jobacct_gather/none",
+                    "AccountingStorageType=accounting_storage/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_Core",
+                    "MpiDefault=none",
+                    "MailProg=/bin/true",
+                    f"PlugStackConfig={base / 'plugstack.conf'}",
+                    "ReturnToService=2",
+                    "KillWait=5",
+                    "MinJobAge=600",
+                    "SchedulerParameters=batch_sched_delay=0,sched_min_interval=100000",
+                    f"NodeName={host} NodeAddr=127.0.0.1 "
+                    + " ".join(f"{k}={v}" for k, v in fields.items() if k != "UpTime")
+                    + " State=UNKNOWN",
+                    f"PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+                ]
+            )
+            + "\n"
+        )
         cluster.run("slurmctld", "-c", "-f", str(cluster.conf))
         started.append(base / "slurmctld.pid")
         cluster.run("slurmd", "-f", str(cluster.conf))
         started.append(base / "slurmd.pid")
-        _wait_for(lambda: cluster.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip() == "idle", 30,
-                  "the local SLURM node", base / "slurmd.log")
+        _wait_for(
+            lambda: cluster.run("sinfo", "-h", "-o", "%T", check=False).stdout.strip() == "idle",
+            30,
+            "the local SLURM node",
+            base / "slurmd.log",
+        )
         yield cluster
     finally:
         # cancel jobs and let the queue drain first: killing slurmd leaves job processes behind
@@ -183,22 +202,47 @@ def ray_head(tmp_path_factory):
     home = base / "home"
     home.mkdir()
     port, dash, client, agent = free_port(), free_port(), free_port(), free_port()
-    env = dict(os.environ, HOME=str(home), RAY_USAGE_STATS_ENABLED="0", PATH=f"{BIN}:{os.environ.get('PATH', '')}",
-               OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        RAY_USAGE_STATS_ENABLED="0",
+        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+    )
     log = open(base / "ray-start.log", "w")
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-         f"--ray-client-server-port={client}", f"--dashboard-agent-listen-port={agent}", "--num-cpus=2",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=base)
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--include-dashboard=true",
+            f"--ray-client-server-port={client}",
+            f"--dashboard-agent-listen-port={agent}",
+            "--num-cpus=2",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=base,
+    )
     address = f"http://127.0.0.1:{dash}"
     try:
         import urllib.request
 
         def up() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"ray start exited {proc.returncode}: {(base / 'ray-start.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"ray start exited {proc.returncode}: {(base / 'ray-start.log').read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{address}/api/version", timeout=2) as r:
                     return r.status == 200
@@ -228,14 +272,21 @@ def shared_work(tmp_path_factory):
     """One working folder for the cluster tests: their runs share the data, VAE and model cache
     (the first tiny bench trains; later ones reuse), and the job index lives there too."""
     work = tmp_path_factory.mktemp("work")
-    env = dict(os.environ, DECODIFF_STATE_DIR=str(work / "state"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        DECODIFF_STATE_DIR=str(work / "state"),
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+    )
     return work, env
 
 
 @pytest.fixture(scope="session")
 def decodiff():
     """The console script as a subprocess: decodiff(*args, cwd=, env=, timeout=)."""
+
     def run(*args: str, cwd: Path, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([DECODIFF, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
     return run

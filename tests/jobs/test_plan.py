@@ -1,5 +1,6 @@
 """Capacity planning: data-set sizes, FLOPs per phase, device profiles (built-in estimates and
 measured throughput files), run and sweep plans, time-limit checks, SLURM time strings."""
+
 import json
 
 import pytest
@@ -13,8 +14,10 @@ from decodiff.jobs.walltime import format_time, parse_time
 from decodiff.jobs.workload import measurement_gflops, unet_forward_gflops, workload
 
 
-@pytest.mark.parametrize("text, seconds", [("90", 5400), ("5:30", 330), ("4:00:00", 14400), ("2-00", 172800),
-                                           ("1-02:30", 95400), ("1-00:00:10", 86410)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("90", 5400), ("5:30", 330), ("4:00:00", 14400), ("2-00", 172800), ("1-02:30", 95400), ("1-00:00:10", 86410)],
+)
 def test_slurm_time_forms(text, seconds):
     assert parse_time(text) == seconds
 
@@ -44,8 +47,11 @@ def test_published_sizes_and_subsets():
 def test_manifest_sizes_win(tmp_path):
     from decodiff.datasets.manifest import Manifest, ShardInfo
 
-    shards = [ShardInfo("a-train-0.tar", "train", "a", 40, 1, "0" * 64), ShardInfo("a-test-0.tar", "test", "a", 9, 1, "1" * 64),
-              ShardInfo("b-train-0.tar", "train", "b", 7, 1, "2" * 64)]
+    shards = [
+        ShardInfo("a-train-0.tar", "train", "a", 40, 1, "0" * 64),
+        ShardInfo("a-test-0.tar", "test", "a", 9, 1, "1" * 64),
+        ShardInfo("b-train-0.tar", "train", "b", 7, 1, "2" * 64),
+    ]
     Manifest("mvtec", ["a", "b"], shards, {}, [256, 256]).save(tmp_path)
     got = manifest_size(tmp_path)
     assert (got.train, got.test) == (47, 9) and "manifest" in got.source
@@ -63,7 +69,11 @@ def test_workload_counts_steps_and_phases_like_the_trainer():
     unet = unet_forward_gflops("L", 15, 32)
     assert train.gflops == pytest.approx(3 * unet * 23200 * 128) and train.distributed
     # a pretrained VAE is not fitted; max_steps caps training
-    w2 = workload(build_config(None, ["data.dataset=mvtec", "data.root=/x", "vae.pretrained=/none", "train.max_steps=100"]).to_dict())
+    w2 = workload(
+        build_config(
+            None, ["data.dataset=mvtec", "data.root=/x", "vae.pretrained=/none", "train.max_steps=100"]
+        ).to_dict()
+    )
     assert [p.name for p in w2.phases][0] == "latent cache" and w2.train_steps == 100
 
 
@@ -83,12 +93,18 @@ def test_more_gpus_shorter_wall_clock_same_work():
     many = plan_run(w, prof, Allocation(nodes=4, gpus_per_node=8))
     t1, t32 = one.runs[0].phase_seconds["train"], many.runs[0].phase_seconds["train"]
     assert t32 == pytest.approx(t1 / (32 * 0.85))
-    assert many.wall_seconds < one.wall_seconds and many.runs[0].phase_seconds["evaluate"] == one.runs[0].phase_seconds["evaluate"]
+    assert (
+        many.wall_seconds < one.wall_seconds
+        and many.runs[0].phase_seconds["evaluate"] == one.runs[0].phase_seconds["evaluate"]
+    )
     assert one.gpu_hours == pytest.approx(one.wall_seconds / 3600)
     assert many.gpu_hours == pytest.approx(many.wall_seconds * 32 / 3600)
     # bf16 uses the half-precision peak: faster training than fp32 (TF32) on the same GPU
-    bf = workload(build_config(None, ["data.dataset=mvtec", "data.root=/x", "vae.pretrained=/none",
-                                      "train.mixed_precision=bf16"]).to_dict())
+    bf = workload(
+        build_config(
+            None, ["data.dataset=mvtec", "data.root=/x", "vae.pretrained=/none", "train.mixed_precision=bf16"]
+        ).to_dict()
+    )
     assert plan_run(bf, prof, Allocation()).runs[0].phase_seconds["train"] < t1
     table = format_table(many)
     assert "ESTIMATE" in table and "4 node(s) x 8 GPU(s)" in table and "GPU-hours" in table
@@ -96,16 +112,26 @@ def test_more_gpus_shorter_wall_clock_same_work():
 
 def _throughput_file(tmp_path, rate):
     path = tmp_path / "speed.json"
-    path.write_text(json.dumps({"format": "decodiff-throughput/1", "device": "NVIDIA H100 80GB HBM3",
-                                "entries": [{"model": "L", "latent_size": 32, "mixed_precision": "no",
-                                             "train_samples_per_second": rate}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "format": "decodiff-throughput/1",
+                "device": "NVIDIA H100 80GB HBM3",
+                "entries": [
+                    {"model": "L", "latent_size": 32, "mixed_precision": "no", "train_samples_per_second": rate}
+                ],
+            }
+        )
+    )
     return path
 
 
 def _measured(path):
-    return measured_profile(load_throughput(path),
-                            lambda m: measurement_gflops(m.model, m.latent_size, 4, m.num_classes)[0],
-                            lambda m: measurement_gflops(m.model, m.latent_size, 4, m.num_classes, m.reverse_steps)[1])
+    return measured_profile(
+        load_throughput(path),
+        lambda m: measurement_gflops(m.model, m.latent_size, 4, m.num_classes)[0],
+        lambda m: measurement_gflops(m.model, m.latent_size, 4, m.num_classes, m.reverse_steps)[1],
+    )
 
 
 def test_measured_throughput_sets_the_training_time(tmp_path):
@@ -117,22 +143,34 @@ def test_measured_throughput_sets_the_training_time(tmp_path):
     assert run.runs[0].phase_seconds["train"] == pytest.approx(23200 * 128 / 100.0, rel=1e-6)
     assert p100.measured and "measured" in p100.source and "ESTIMATE" not in format_table(run)
     p200 = _measured(_throughput_file(tmp_path, 200.0))
-    assert plan_run(w, p200, Allocation()).runs[0].phase_seconds["train"] == pytest.approx(23200 * 128 / 200.0, rel=1e-6)
+    assert plan_run(w, p200, Allocation()).runs[0].phase_seconds["train"] == pytest.approx(
+        23200 * 128 / 200.0, rel=1e-6
+    )
     # another preset on the measured GPU is priced by its FLOPs
-    xl = workload(build_config(None, ["data.dataset=mvtec", "data.root=/x", "vae.pretrained=/none", "model.size=XL"]).to_dict())
+    xl = workload(
+        build_config(None, ["data.dataset=mvtec", "data.root=/x", "vae.pretrained=/none", "model.size=XL"]).to_dict()
+    )
     ratio = unet_forward_gflops("XL", 15, 32) / unet_forward_gflops("L", 15, 32)
-    assert plan_run(xl, p100, Allocation()).runs[0].phase_seconds["train"] == pytest.approx(23200 * 128 / 100.0 * ratio, rel=1e-6)
+    assert plan_run(xl, p100, Allocation()).runs[0].phase_seconds["train"] == pytest.approx(
+        23200 * 128 / 100.0 * ratio, rel=1e-6
+    )
 
 
-@pytest.mark.parametrize("content, match", [
-    ("not json", "not valid JSON"),
-    ('{"device": "x", "entries": []}', "entries"),
-    ('{"device": "x", "entries": [{"model": "L"}]}', "missing 'latent_size'"),
-    ('{"device": "x", "entries": [{"model": "L", "latent_size": 32, "train_samples_per_second": -1}]}', "positive"),
-    ('{"device": "x", "entries": [{"model": "L", "latent_size": 32, "train_samples_per_second": 5, "mixed_precision": "fp8"}]}',
-     "mixed_precision"),
-    ('{"format": "other/2", "device": "x", "entries": []}', "format"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("not json", "not valid JSON"),
+        ('{"device": "x", "entries": []}', "entries"),
+        ('{"device": "x", "entries": [{"model": "L"}]}', "missing 'latent_size'"),
+        ('{"device": "x", "entries": [{"model": "L", "latent_size": 32, "train_samples_per_second": -1}]}', "positive"),
+        (
+            '{"device": "x", "entries": [{"model": "L", "latent_size": 32, "train_samples_per_second": 5, '
+            '"mixed_precision": "fp8"}]}',
+            "mixed_precision",
+        ),
+        ('{"format": "other/2", "device": "x", "entries": []}', "format"),
+    ],
+)
 def test_bad_throughput_files(tmp_path, content, match):
     path = tmp_path / "t.json"
     path.write_text(content)
@@ -198,8 +236,9 @@ def test_sweep_estimates_and_plans_count_the_same_flops_steps_and_images():
     assert cost["train_steps"] == sum(w.train_steps for w in first.values())
     assert cost["eval_images"] == sum(w.data.test for w in loads)
     unet = {w.label: unet_gflops(w.model, w.latent_size) for w in loads}
-    assert cost["train_tflop"] == round(sum(TRAINING_FLOPS_FACTOR * unet[w.label] * w.train_steps * w.batch_size
-                                            for w in first.values()) / 1e3, 3)
+    assert cost["train_tflop"] == round(
+        sum(TRAINING_FLOPS_FACTOR * unet[w.label] * w.train_steps * w.batch_size for w in first.values()) / 1e3, 3
+    )
     steps = {t.label: t.config.infer.reverse_steps for t in sweep.trials}
     assert cost["eval_unet_calls"] == sum(w.data.test * steps[w.label] for w in loads)
     assert unet_forward_gflops("L", 15, 32) == unet_gflops("L", 32) == unet_forward_gflops("L", 1, 32)
@@ -224,10 +263,14 @@ def test_a_manifest_already_read_gives_counts_and_image_side(tmp_path):
     from decodiff.datasets.manifest import Manifest, ShardInfo
     from decodiff.jobs.datasizes import image_side
 
-    shards = [ShardInfo("a-train-0.tar", "train", "a", 12, 1, "0" * 64), ShardInfo("a-test-0.tar", "test", "a", 5, 1, "1" * 64)]
+    shards = [
+        ShardInfo("a-train-0.tar", "train", "a", 12, 1, "0" * 64),
+        ShardInfo("a-test-0.tar", "test", "a", 5, 1, "1" * 64),
+    ]
     man = Manifest("mvtec", ["a"], shards, {}, [320, 320])
-    data = build_config(None, ["data.dataset=mvtec", "data.shards=https://host/set", "data.resize=null",
-                               "data.crop=null"]).to_dict()["data"]
+    data = build_config(
+        None, ["data.dataset=mvtec", "data.shards=https://host/set", "data.resize=null", "data.crop=null"]
+    ).to_dict()["data"]
     size = data_size(data, man)
     assert (size.train, size.test, size.image_size) == (12, 5, 320) and image_side(data, size) == 320
     assert image_side({**data, "resize": 288, "crop": 256}, size) == 256

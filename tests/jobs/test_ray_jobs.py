@@ -1,6 +1,7 @@
 """The tiny demo bench as a Ray job: a real Ray head on loopback (dashboard = Job Submission
 API) receives it through `decodiff submit ray`, runs it to completion, and its status and logs
 come back through `decodiff jobs`."""
+
 import json
 from pathlib import Path
 
@@ -12,13 +13,16 @@ pytestmark = pytest.mark.slow
 def test_bench_as_a_ray_job(ray_head, shared_work, decodiff):
     work, env = shared_work
     env = {**env, "HOME": ray_head.env["HOME"]}
-    p = decodiff("submit", "ray", "bench", "tiny", "--address", ray_head.address, "--cpus", "1", "--json",
-                 cwd=work, env=env)
+    p = decodiff(
+        "submit", "ray", "bench", "tiny", "--address", ray_head.address, "--cpus", "1", "--json", cwd=work, env=env
+    )
     assert p.returncode == 0, p.stderr
     sub = json.loads(p.stdout)
     job_id = sub["id"]
     assert sub["submitted"] and job_id.startswith("decodiff-bench-tiny-")
-    assert sub["runtime_env"]["working_dir"].endswith("upload") and sub["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    assert (
+        sub["runtime_env"]["working_dir"].endswith("upload") and sub["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    )
     # the job index remembers the address: no --address from here on
     w = decodiff("jobs", "wait", job_id, "--timeout", "400", "--json", cwd=work, env=env, timeout=420)
     st = json.loads(w.stdout)

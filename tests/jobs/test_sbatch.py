@@ -1,5 +1,6 @@
 """Rendered sbatch scripts: valid bash, the launcher arguments accelerate itself parses, job
 arrays, the Ray cluster of a sweep, and option errors before anything is written."""
+
 import os
 import re
 import shlex
@@ -17,8 +18,7 @@ BIN = Path(sys.executable).parent
 
 def _job(tmp_path, kind="train", n_tasks=1, **kw) -> SlurmJob:
     tasks = [Task(tmp_path / f"config-{i}.yaml", f"tiny:{i}") for i in range(n_tasks)] if kind != "sweep" else []
-    return SlurmJob(kind=kind, name="tiny", job_dir=tmp_path / "job", workdir=tmp_path, tasks=tasks,
-                    env_bin=BIN, **kw)
+    return SlurmJob(kind=kind, name="tiny", job_dir=tmp_path / "job", workdir=tmp_path, tasks=tasks, env_bin=BIN, **kw)
 
 
 def _bash_n(text: str, tmp_path: Path) -> None:
@@ -55,8 +55,10 @@ def _parse_accelerate(argv: list[str]):
 
 
 def test_four_nodes_one_launcher_per_node_with_accelerate_arguments(tmp_path):
-    text = render(_job(tmp_path), SlurmResources(nodes=4, gpus_per_node=8, time="2:00:00", partition="gpu",
-                                                 account="proj", cpus_per_task=32))
+    text = render(
+        _job(tmp_path),
+        SlurmResources(nodes=4, gpus_per_node=8, time="2:00:00", partition="gpu", account="proj", cpus_per_task=32),
+    )
     _bash_n(text, tmp_path)
     opts = _sbatch_options(text)
     assert opts["nodes"] == "4" and opts["ntasks-per-node"] == "1" and opts["gpus-per-node"] == "8"
@@ -70,8 +72,17 @@ def test_four_nodes_one_launcher_per_node_with_accelerate_arguments(tmp_path):
     assert 'MAIN_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in text
     assert "MAIN_PORT=$(free_port $((20000 + SLURM_JOB_ID % 20000)))" in text and "NUM_PROCESSES=32" in text
     # what node 2 runs, parsed by accelerate's own argument parser
-    argv = _launcher_argv(text, {"SLURM_NNODES": "4", "SLURM_NODEID": "2", "MAIN_ADDR": "gpu-017",
-                                 "MAIN_PORT": "29517", "NUM_PROCESSES": "32", "CONFIG": "/jobs/config.yaml"})
+    argv = _launcher_argv(
+        text,
+        {
+            "SLURM_NNODES": "4",
+            "SLURM_NODEID": "2",
+            "MAIN_ADDR": "gpu-017",
+            "MAIN_PORT": "29517",
+            "NUM_PROCESSES": "32",
+            "CONFIG": "/jobs/config.yaml",
+        },
+    )
     a = _parse_accelerate(argv)
     assert (a.num_machines, a.machine_rank, a.main_process_ip, a.main_process_port) == (4, 2, "gpu-017", 29517)
     assert a.num_processes == 32 and a.multi_gpu and a.rdzv_backend == "static" and a.same_network
@@ -91,8 +102,19 @@ def test_one_node(tmp_path):
     text = render(_job(tmp_path), SlurmResources(nodes=1, gpus_per_node=4, mem="200G"))
     _bash_n(text, tmp_path)
     assert _sbatch_options(text)["gpus-per-node"] == "4" and _sbatch_options(text)["mem"] == "200G"
-    a = _parse_accelerate(_launcher_argv(text, {"SLURM_NNODES": "1", "SLURM_NODEID": "0", "MAIN_ADDR": "n1",
-                                                "MAIN_PORT": "20001", "NUM_PROCESSES": "4", "CONFIG": "c.yaml"}))
+    a = _parse_accelerate(
+        _launcher_argv(
+            text,
+            {
+                "SLURM_NNODES": "1",
+                "SLURM_NODEID": "0",
+                "MAIN_ADDR": "n1",
+                "MAIN_PORT": "20001",
+                "NUM_PROCESSES": "4",
+                "CONFIG": "c.yaml",
+            },
+        )
+    )
     assert (a.num_machines, a.machine_rank, a.num_processes, a.multi_gpu) == (1, 0, 4, True)
     assert a.rdzv_backend == "static" and not a.same_network  # accelerate's default; no multi-node options
     assert f"export PATH={shlex.quote(str(BIN))}:" in text
@@ -100,8 +122,19 @@ def test_one_node(tmp_path):
     text = render(_job(tmp_path), SlurmResources(nodes=1, processes_per_node=2))
     _bash_n(text, tmp_path)
     assert "export ACCELERATE_USE_CPU=true" in text and "NUM_PROCESSES=2" in text and "gpus-per-node" not in text
-    a = _parse_accelerate(_launcher_argv(text, {"SLURM_NNODES": "1", "SLURM_NODEID": "0", "MAIN_ADDR": "n1",
-                                                "MAIN_PORT": "20001", "NUM_PROCESSES": "2", "CONFIG": "c.yaml"}))
+    a = _parse_accelerate(
+        _launcher_argv(
+            text,
+            {
+                "SLURM_NNODES": "1",
+                "SLURM_NODEID": "0",
+                "MAIN_ADDR": "n1",
+                "MAIN_PORT": "20001",
+                "NUM_PROCESSES": "2",
+                "CONFIG": "c.yaml",
+            },
+        )
+    )
     assert (a.num_processes, a.multi_gpu, a.gpu_ids) == (2, True, None)
     with pytest.raises(JobError, match="processes-per-node"):
         render(_job(tmp_path), SlurmResources(gpus_per_node=4, processes_per_node=8))
@@ -127,14 +160,23 @@ def test_array_tasks_pick_their_config(tmp_path):
     # the task index selects the config: run the selection lines in bash
     sel = "\n".join(line for line in text.splitlines() if line.startswith(("CONFIGS=", "LABELS=", "CONFIG=")))
     for task in range(3):
-        p = subprocess.run(["bash", "-c", f'TASK={task}\n{sel}\necho "$CONFIG ${{LABELS[$TASK]}}"'],
-                           capture_output=True, text=True, check=True)
+        p = subprocess.run(
+            ["bash", "-c", f'TASK={task}\n{sel}\necho "$CONFIG ${{LABELS[$TASK]}}"'],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert p.stdout.split() == [str(tmp_path / f"config-{task}.yaml"), f"tiny:{task}"]
 
 
 def test_sweep_starts_ray_head_and_workers_then_the_sweep(tmp_path):
-    job = _job(tmp_path, kind="sweep", grid=tmp_path / "grid.yaml", sweep_overrides=["train.max_steps=5"],
-               sweep_options=["--shards=mvtec=/data/mvtec"])
+    job = _job(
+        tmp_path,
+        kind="sweep",
+        grid=tmp_path / "grid.yaml",
+        sweep_overrides=["train.max_steps=5"],
+        sweep_options=["--shards=mvtec=/data/mvtec"],
+    )
     text = render(job, SlurmResources(nodes=4, gpus_per_node=8, cpus_per_task=64))
     _bash_n(text, tmp_path)
     head = next(line for line in text.splitlines() if "ray start --head" in line)
@@ -145,8 +187,11 @@ def test_sweep_starts_ray_head_and_workers_then_the_sweep(tmp_path):
     assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | tail -n +2' in text  # workers on the other nodes
     sweep = next(line for line in text.splitlines() if line.startswith("run_step decodiff sweep"))
     # overrides right after the file (argparse positionals), then the cluster address and folder
-    assert re.search(r'decodiff sweep "\$GRID" train\.max_steps=5 --address "\$HEAD_IP:\$RAY_PORT" '
-                     r'--out "\$SWEEP_DIR" "\$\{RESUME\[@\]\}" --shards=mvtec=/data/mvtec', sweep), sweep
+    assert re.search(
+        r'decodiff sweep "\$GRID" train\.max_steps=5 --address "\$HEAD_IP:\$RAY_PORT" '
+        r'--out "\$SWEEP_DIR" "\$\{RESUME\[@\]\}" --shards=mvtec=/data/mvtec',
+        sweep,
+    ), sweep
     assert text.index("ray status") < text.index("for node in")  # workers join once the head answers
     assert "stop_ray" in text.split("decodiff sweep")[1]
 
@@ -155,26 +200,39 @@ def test_sweep_command_line_is_accepted_by_decodiff_sweep(tmp_path):
     """The rendered sweep call parses with the real `decodiff sweep` parser."""
     from decodiff.harness.cli import build_parser
 
-    job = _job(tmp_path, kind="sweep", grid=tmp_path / "grid.yaml", sweep_overrides=["train.max_steps=5"],
-               sweep_options=["--shards=mvtec=/data/mvtec"])
+    job = _job(
+        tmp_path,
+        kind="sweep",
+        grid=tmp_path / "grid.yaml",
+        sweep_overrides=["train.max_steps=5"],
+        sweep_options=["--shards=mvtec=/data/mvtec"],
+    )
     text = render(job, SlurmResources(nodes=2))
     line = next(x for x in text.splitlines() if x.startswith("run_step decodiff sweep"))
     env = {"GRID": str(tmp_path / "grid.yaml"), "HEAD_IP": "10.0.0.1", "RAY_PORT": "40001", "SWEEP_DIR": "/j/sweep"}
-    p = subprocess.run(["bash", "-c", "RESUME=(--resume)\n" + line.replace("run_step decodiff", "printf '%s\\n'", 1)],
-                       capture_output=True, text=True, env=dict(os.environ, **env), check=True)
+    p = subprocess.run(
+        ["bash", "-c", "RESUME=(--resume)\n" + line.replace("run_step decodiff", "printf '%s\\n'", 1)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **env),
+        check=True,
+    )
     args = build_parser().parse_args(p.stdout.splitlines())
     assert args.command == "sweep" and args.sweep == env["GRID"] and args.overrides == ["train.max_steps=5"]
     assert args.address == "10.0.0.1:40001" and str(args.out) == "/j/sweep" and args.resume
     assert args.shards == ["mvtec=/data/mvtec"]
 
 
-@pytest.mark.parametrize("res, match", [
-    (SlurmResources(nodes=0), "--nodes"),
-    (SlurmResources(time="2 hours"), "--time"),
-    (SlurmResources(partition="a b"), "spaces"),
-    (SlurmResources(sbatch_args=["exclusive"]), "--sbatch-arg"),
-    (SlurmResources(max_parallel=0), "--max-parallel"),
-])
+@pytest.mark.parametrize(
+    "res, match",
+    [
+        (SlurmResources(nodes=0), "--nodes"),
+        (SlurmResources(time="2 hours"), "--time"),
+        (SlurmResources(partition="a b"), "spaces"),
+        (SlurmResources(sbatch_args=["exclusive"]), "--sbatch-arg"),
+        (SlurmResources(max_parallel=0), "--max-parallel"),
+    ],
+)
 def test_bad_options(tmp_path, res, match):
     with pytest.raises(JobError, match=match):
         render(_job(tmp_path), res)
@@ -201,15 +259,23 @@ def _run_with_fake_slurm(text: str, tmp_path: Path, srun_body: str) -> tuple[sub
     fake = tmp_path / "fake-bin"
     fake.mkdir()
     (fake / "srun").write_text("#!/bin/bash\n" + srun_body + "\n")
-    (fake / "scontrol").write_text('#!/bin/bash\necho "$*" >> "$SCONTROL_LOG"\n'
-                                   '[ "$1 $2" = "show hostnames" ] && echo localhost\nexit 0\n')
+    (fake / "scontrol").write_text(
+        '#!/bin/bash\necho "$*" >> "$SCONTROL_LOG"\n[ "$1 $2" = "show hostnames" ] && echo localhost\nexit 0\n'
+    )
     for f in fake.iterdir():
         f.chmod(0o755)
     script = tmp_path / "job.sbatch"
     script.write_text(text)
     log = tmp_path / "scontrol.log"
-    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}", SLURM_JOB_ID="4242", SLURM_NNODES="1",
-               SLURM_NODEID="0", SLURM_JOB_NODELIST="localhost", SCONTROL_LOG=str(log))
+    env = dict(
+        os.environ,
+        PATH=f"{fake}:{os.environ['PATH']}",
+        SLURM_JOB_ID="4242",
+        SLURM_NNODES="1",
+        SLURM_NODEID="0",
+        SLURM_JOB_NODELIST="localhost",
+        SCONTROL_LOG=str(log),
+    )
     env.pop("SLURM_ARRAY_JOB_ID", None)
     return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=60), log
 
@@ -219,7 +285,7 @@ def test_a_training_that_flags_its_preemption_checkpoint_is_requeued(tmp_path, f
     """Under accelerate launch the step exits 1 even when the workers exited 75; the flag file the
     training writes ($DECODIFF_PREEMPTED_FILE) makes the script requeue. Without it, exit 1 is a failure."""
     text = render(_job(tmp_path), SlurmResources(nodes=1, gpus_per_node=2, time="10", partition="gpu"))
-    body = ('echo "preempted by SIGTERM at step 3" > "$DECODIFF_PREEMPTED_FILE"; exit 1' if flagged else "exit 1")
+    body = 'echo "preempted by SIGTERM at step 3" > "$DECODIFF_PREEMPTED_FILE"; exit 1' if flagged else "exit 1"
     p, log = _run_with_fake_slurm(text, tmp_path, body)
     status = tmp_path / "job" / "status"
     if flagged:
@@ -233,6 +299,8 @@ def test_a_training_that_flags_its_preemption_checkpoint_is_requeued(tmp_path, f
 
 def test_a_sweep_job_does_not_hand_the_flag_to_its_trials(tmp_path):
     """A sweep's trials may be stopped by Ray: that must never requeue the whole job."""
-    sweep = render(_job(tmp_path, kind="sweep", grid=tmp_path / "grid.yaml"), SlurmResources(nodes=2, gpus_per_node=1, time="10"))
+    sweep = render(
+        _job(tmp_path, kind="sweep", grid=tmp_path / "grid.yaml"), SlurmResources(nodes=2, gpus_per_node=1, time="10")
+    )
     train = render(_job(tmp_path), SlurmResources(nodes=2, gpus_per_node=1, time="10"))
     assert "DECODIFF_PREEMPTED_FILE" not in sweep and 'export DECODIFF_PREEMPTED_FILE="$PREEMPTED_FLAG"' in train

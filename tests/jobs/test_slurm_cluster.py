@@ -1,6 +1,7 @@
 """The tiny demo bench through a real single-node SLURM on this machine: one job, a job array of
 two, and a time-limit warning that checkpoints, requeues and resumes a training - all through
 `decodiff submit slurm` and `decodiff jobs`."""
+
 import json
 import time
 from pathlib import Path
@@ -51,7 +52,10 @@ def test_bench_job_then_an_array_of_two(local_slurm, shared_work, decodiff):
     w = decodiff("jobs", "wait", arr["id"], "--timeout", "400", "--json", cwd=work, env=env, timeout=420)
     assert w.returncode == 0, decodiff("jobs", "logs", arr["id"], cwd=work, env=env).stdout[-4000:]
     tasks = json.loads(w.stdout)["tasks"]
-    assert sorted((t["id"], t["state"]) for t in tasks) == [(f"{arr['id']}_0", "COMPLETED"), (f"{arr['id']}_1", "COMPLETED")]
+    assert sorted((t["id"], t["state"]) for t in tasks) == [
+        (f"{arr['id']}_0", "COMPLETED"),
+        (f"{arr['id']}_1", "COMPLETED"),
+    ]
     logs = decodiff("jobs", "logs", arr["id"], cwd=work, env=env).stdout
     assert f"==> slurm-{arr['id']}_0.out <==" in logs and f"==> slurm-{arr['id']}_1.out <==" in logs
     assert logs.count("train: reusing") == 2 and logs.count("finished with exit code 0") == 2
@@ -69,8 +73,21 @@ def test_time_limit_warning_checkpoints_requeues_and_resumes(local_slurm, shared
     and the training resumes from the checkpoint."""
     work, env = _env(local_slurm, shared_work)
     # a training long enough to be interrupted
-    p = decodiff("submit", "slurm", "train", "tiny", "train.max_steps=100000", "train.checkpoint_every=100000",
-                 "--processes-per-node", "2", "--cpus-per-task", "2", "--json", cwd=work, env=env)
+    p = decodiff(
+        "submit",
+        "slurm",
+        "train",
+        "tiny",
+        "train.max_steps=100000",
+        "train.checkpoint_every=100000",
+        "--processes-per-node",
+        "2",
+        "--cpus-per-task",
+        "2",
+        "--json",
+        cwd=work,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr
     sub = json.loads(p.stdout)
     job_id, job_dir = sub["id"], Path(sub["job_dir"])

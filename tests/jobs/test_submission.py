@@ -1,5 +1,6 @@
 """The library calls behind `decodiff submit` and `decodiff plan`, from Python with plain
 arguments: job arrays as a product, dry runs that write the job folder, plans as objects."""
+
 import json
 from pathlib import Path
 
@@ -22,15 +23,21 @@ def here(tmp_path, monkeypatch):
 
 
 def test_job_tasks_are_configs_x_categories_x_values(here):
-    tasks = job_tasks(["tiny"], ["train.max_steps=3"], per_category="grass,brick",
-                      arrays=["infer.reverse_steps=1,2,3", "process.patch_sizes=[1,2,4]"])
+    tasks = job_tasks(
+        ["tiny"],
+        ["train.max_steps=3"],
+        per_category="grass,brick",
+        arrays=["infer.reverse_steps=1,2,3", "process.patch_sizes=[1,2,4]"],
+    )
     assert len(tasks) == 2 * 3
     assert tasks[0].label == "tiny:grass:infer.reverse_steps=1:process.patch_sizes=[1,2,4]"
-    assert {(tuple(t.cfg.data.categories), t.cfg.infer.reverse_steps) for t in tasks} == \
-        {((c,), s) for c in ("grass", "brick") for s in (1, 2, 3)}
+    assert {(tuple(t.cfg.data.categories), t.cfg.infer.reverse_steps) for t in tasks} == {
+        ((c,), s) for c in ("grass", "brick") for s in (1, 2, 3)
+    }
     assert all(t.cfg.train.max_steps == 3 for t in tasks)
-    assert [t.label for t in job_tasks(["tiny"], per_category="")] == [f"tiny:{c}" for c in
-                                                                       ("grass", "brick", "coins", "coffee")]
+    assert [t.label for t in job_tasks(["tiny"], per_category="")] == [
+        f"tiny:{c}" for c in ("grass", "brick", "coins", "coffee")
+    ]
     with pytest.raises(UsageError, match="expected KEY=V1,V2"):
         job_tasks(["tiny"], arrays=["infer.reverse_steps"])
     with pytest.raises(ConfigError, match="bottle not in tiny's data set"):
@@ -39,16 +46,31 @@ def test_job_tasks_are_configs_x_categories_x_values(here):
 
 
 def test_submit_slurm_dry_run_from_python(here):
-    job = submit_slurm("bench", ["tiny"], ["infer.reverse_steps=2"], resources=SlurmResources(time="30"),
-                       arrays=["train.max_steps=4,6"], dry_run=True)
+    job = submit_slurm(
+        "bench",
+        ["tiny"],
+        ["infer.reverse_steps=2"],
+        resources=SlurmResources(time="30"),
+        arrays=["train.max_steps=4,6"],
+        dry_run=True,
+    )
     assert not job.submitted and job.id is None and job.tasks == 2 and job.script.read_text() == job.text
     assert job.script.stat().st_mode & 0o111 and "#SBATCH --array=0-1" in job.text
     configs = [yaml.safe_load((job.job_dir / f"config-{i}.yaml").read_text()) for i in range(2)]
     assert [c["train"]["max_steps"] for c in configs] == [4, 6] and configs[0]["infer"]["reverse_steps"] == 2
     assert configs[0]["run"]["out_dir"] == str(here / "runs")  # absolute: the job runs elsewhere
     assert len(job.plans) == 2 and job.to_json()["plan"][0]["runs"][0]["train_steps"] == 4
-    assert list(job.to_json()) == ["backend", "kind", "name", "job_dir", "script", "tasks", "submitted", "warnings",
-                                   "plan"]
+    assert list(job.to_json()) == [
+        "backend",
+        "kind",
+        "name",
+        "job_dir",
+        "script",
+        "tasks",
+        "submitted",
+        "warnings",
+        "plan",
+    ]
     with pytest.raises(UsageError, match="give a config"):
         submit_slurm("bench", [], ["train.lr=1e-3"], dry_run=True)
     with pytest.raises(ConfigError, match="train.batch_size 8"):
@@ -59,8 +81,9 @@ def test_submit_slurm_dry_run_from_python(here):
 def test_submit_ray_dry_run_from_python(here):
     env_file = here / "renv.yaml"
     env_file.write_text("env_vars: {B: 2}\nconda: base\n")
-    job = submit_ray("train", ["tiny"], ["train.max_steps=3"], env=["A=1"], runtime_env=env_file, pip=["einops"],
-                     dry_run=True)
+    job = submit_ray(
+        "train", ["tiny"], ["train.max_steps=3"], env=["A=1"], runtime_env=env_file, pip=["einops"], dry_run=True
+    )
     assert job.entrypoint == "decodiff train --config config.yaml --json" and not job.submitted
     env = job.runtime_env
     assert env["env_vars"]["A"] == "1" and env["env_vars"]["B"] == "2" and env["conda"] == "base"

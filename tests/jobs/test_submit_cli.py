@@ -1,6 +1,7 @@
 """`decodiff submit|plan|jobs` through the CLI entry point: dry runs write a job folder with the
 script and resolved configs; missing options, bad configs and unreachable Ray addresses fail in
 seconds with one line and submit nothing."""
+
 import json
 import socket
 import subprocess
@@ -33,8 +34,27 @@ def _nothing_written(root: Path) -> None:
 
 
 def test_slurm_dry_run_writes_script_and_resolved_config(here, capsys):
-    rc = main(["submit", "slurm", "train", "tiny", "train.batch_size=64", "--nodes", "4", "--gpus-per-node", "8",
-               "--time", "1:00:00", "--partition", "gpu", "--gpu", "h100", "--dry-run", "--json"])
+    rc = main(
+        [
+            "submit",
+            "slurm",
+            "train",
+            "tiny",
+            "train.batch_size=64",
+            "--nodes",
+            "4",
+            "--gpus-per-node",
+            "8",
+            "--time",
+            "1:00:00",
+            "--partition",
+            "gpu",
+            "--gpu",
+            "h100",
+            "--dry-run",
+            "--json",
+        ]
+    )
     assert rc == 0
     out = _json(capsys)
     script = Path(out["script"])
@@ -53,8 +73,19 @@ def test_slurm_dry_run_writes_script_and_resolved_config(here, capsys):
 
 
 def test_per_category_and_array_make_a_job_array(here, capsys):
-    rc = main(["submit", "slurm", "bench", "tiny", "--per-category", "--array", "infer.reverse_steps=2,3", "--dry-run",
-               "--json"])
+    rc = main(
+        [
+            "submit",
+            "slurm",
+            "bench",
+            "tiny",
+            "--per-category",
+            "--array",
+            "infer.reverse_steps=2,3",
+            "--dry-run",
+            "--json",
+        ]
+    )
     assert rc == 0
     out = _json(capsys)
     job = Path(out["job_dir"])
@@ -71,9 +102,30 @@ def test_per_category_and_array_make_a_job_array(here, capsys):
 
 def test_time_limit_shorter_than_plan_warns(here, capsys):
     # the published MVTec-AD protocol (UNet-L, 800 epochs) on one A100 in 10 minutes
-    rc = main(["submit", "slurm", "train", "tiny", "data.dataset=mvtec", "data.root=/nowhere", "model.size=L",
-               "train.max_steps=null", "train.epochs=800", "train.batch_size=128", "data.resize=288", "data.crop=256",
-               "--gpus-per-node", "1", "--gpu", "a100", "--time", "10", "--dry-run", "--json"])
+    rc = main(
+        [
+            "submit",
+            "slurm",
+            "train",
+            "tiny",
+            "data.dataset=mvtec",
+            "data.root=/nowhere",
+            "model.size=L",
+            "train.max_steps=null",
+            "train.epochs=800",
+            "train.batch_size=128",
+            "data.resize=288",
+            "data.crop=256",
+            "--gpus-per-node",
+            "1",
+            "--gpu",
+            "a100",
+            "--time",
+            "10",
+            "--dry-run",
+            "--json",
+        ]
+    )
     assert rc == 0
     out = _json(capsys)
     assert len(out["warnings"]) == 1 and "--time 10" in out["warnings"][0] and "shorter than" in out["warnings"][0]
@@ -148,10 +200,35 @@ def test_plan_command(here, capsys, tmp_path):
     text = capsys.readouterr().out
     assert text.startswith("plan: tiny on 1 node(s) x CPU only") and "node-hours" in text and "WARNING" in text
     speed = tmp_path / "speed.json"
-    speed.write_text(json.dumps({"device": "NVIDIA H100 80GB HBM3", "entries": [
-        {"model": "L", "latent_size": 32, "mixed_precision": "no", "train_samples_per_second": 400}]}))
-    assert main(["plan", "tiny", "data.dataset=mvtec", "data.root=/x", "model.size=L", "data.resize=288",
-                 "data.crop=256", "train.max_steps=1000", "train.batch_size=128", "--throughput", str(speed), "--json"]) == 0
+    speed.write_text(
+        json.dumps(
+            {
+                "device": "NVIDIA H100 80GB HBM3",
+                "entries": [
+                    {"model": "L", "latent_size": 32, "mixed_precision": "no", "train_samples_per_second": 400}
+                ],
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                "plan",
+                "tiny",
+                "data.dataset=mvtec",
+                "data.root=/x",
+                "model.size=L",
+                "data.resize=288",
+                "data.crop=256",
+                "train.max_steps=1000",
+                "train.batch_size=128",
+                "--throughput",
+                str(speed),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = _json(capsys)
     train = next(p for p in out["runs"][0]["phases"] if p["name"] == "train")
     assert train["seconds"] == pytest.approx(1000 * 128 / 400, rel=1e-3) and out["estimate"] is False

@@ -1,4 +1,5 @@
 """Eq. 15 on small hand-built inputs, and the blur against scipy's gaussian_filter."""
+
 import numpy as np
 import pytest
 import torch
@@ -105,8 +106,10 @@ def test_full_geometric_map_equals_the_published_recipe_in_numpy():
     assert np.unravel_index(want[0].argmax(), want[0].shape)[0] in range(6, 16)
 
 
-@pytest.mark.parametrize("shape,size", [((8, 8), (32, 32)), ((4, 6), (32, 48)), ((32, 32), (256, 256)),
-                                        ((5, 5), (64, 64)), ((16, 16), (16, 16))])
+@pytest.mark.parametrize(
+    "shape,size",
+    [((8, 8), (32, 32)), ((4, 6), (32, 48)), ((32, 32), (256, 256)), ((5, 5), (64, 64)), ((16, 16), (16, 16))],
+)
 def test_latent_resize_equals_skimage_resize(shape, size):
     """The published code enlarges the latent part with skimage.transform.resize (bilinear,
     mirrored borders); torch's bilinear would differ in the outer half latent cell."""

@@ -1,5 +1,6 @@
 """The ddim-recon baseline's process (standard forward process, epsilon target, DDIM steps) and
 its relation to DeCo-Diff's deviation process, checked from the equations."""
+
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -59,6 +60,7 @@ def test_explicit_noise_step_and_oracle(start):
     z0 = torch.randn(2, 4, 8, 8, dtype=torch.float64)
     noise = torch.randn_like(z0)
     for n in range(1, start + 2):
+
         def oracle(z_t, t):
             ab = proc.alpha_bar[t].view(-1, 1, 1, 1)
             return (z_t - ab.sqrt() * z0) / (1 - ab).sqrt()
@@ -71,8 +73,13 @@ def test_ddim_steps_equal_diffusers_ddim_scheduler():
     """The same loop as diffusers' DDIMScheduler (eta 0, 5 of 10 steps: 8, 6, 4, 2, 0) on a
     fixed non-oracle model."""
     proc = NoiseProcess()
-    sched = DDIMScheduler(num_train_timesteps=10, beta_schedule="squaredcos_cap_v2", clip_sample=False,
-                          set_alpha_to_one=True, timestep_spacing="leading")
+    sched = DDIMScheduler(
+        num_train_timesteps=10,
+        beta_schedule="squaredcos_cap_v2",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        timestep_spacing="leading",
+    )
     sched.set_timesteps(5)
     assert sched.timesteps.tolist() == proc.timesteps(5) == [8, 6, 4, 2, 0]
     g = torch.Generator().manual_seed(3)

@@ -1,4 +1,5 @@
 """The DeCo-Diff equations, each checked on its own (paper Eqs. 7-14)."""
+
 import pytest
 import torch
 
@@ -133,12 +134,23 @@ def test_zt1_step_follows_eq14():
     z0_hat = z_t - (1 - proc.alpha_bar[8]).sqrt() * eta
     torch.testing.assert_close(out.z0_hat, z0_hat)
     torch.testing.assert_close(out.z_prev, z0_hat + (1 - proc.alpha_bar[6]).sqrt() * eta)
-    assert torch.equal(proc.correction_step(eta, 8, 6, z_t, "z0").z_prev, proc.correction_step(eta, 8, 6, z_t, "z0").z0_hat)
+    assert torch.equal(
+        proc.correction_step(eta, 8, 6, z_t, "z0").z_prev, proc.correction_step(eta, 8, 6, z_t, "z0").z0_hat
+    )
 
 
-FROM_TOP = {1: [9], 2: [9, 4], 3: [9, 5, 2], 4: [9, 6, 4, 1], 5: [9, 7, 5, 3, 1], 6: [9, 7, 5, 4, 2, 0],
-            7: [9, 7, 6, 4, 3, 1, 0], 8: [9, 7, 6, 5, 4, 2, 1, 0], 9: [9, 7, 6, 5, 4, 3, 2, 1, 0],
-            10: [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]}
+FROM_TOP = {
+    1: [9],
+    2: [9, 4],
+    3: [9, 5, 2],
+    4: [9, 6, 4, 1],
+    5: [9, 7, 5, 3, 1],
+    6: [9, 7, 5, 4, 2, 0],
+    7: [9, 7, 6, 4, 3, 1, 0],
+    8: [9, 7, 6, 5, 4, 2, 1, 0],
+    9: [9, 7, 6, 5, 4, 3, 2, 1, 0],
+    10: [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+}
 
 
 @pytest.mark.parametrize("n", list(range(1, 11)))

@@ -1,4 +1,5 @@
 """The latent nearest-neighbour baseline: patches, banks, distances."""
+
 import torch
 
 from decodiff.models.latent_nn import LatentNearestNeighbour, latent_patches

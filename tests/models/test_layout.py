@@ -1,5 +1,6 @@
 """Channels-last layout and the bf16 inference switch: same results as the faithful path
 (up to float rounding for the layout; within bf16 rounding, in float32, for the switch)."""
+
 import pytest
 import torch
 

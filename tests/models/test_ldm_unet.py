@@ -1,5 +1,6 @@
 """The authors' (LDM-layout) UNet weights in our UNet: the same function as their model, on their
 tiny fixture (outputs computed by their code), and their UNet_L tensor for tensor onto our L."""
+
 import re
 from pathlib import Path
 
@@ -17,8 +18,9 @@ TINY = SHARED / "fixtures" / "authors-unet-tiny"
 L_LIST = SHARED / "paper" / "authors-unet-L-state-dict.txt"
 # the fixture's README: create_unet_model(latent_size=16, model_channels=32, num_res_blocks=2, num_heads=2,
 # channel_mult=[1, 2, 4], context_dim=32, ncls=3)
-TINY_PRESET = dict(channels=32, heads=2, context_dim=32, mult=(1, 2, 4), attention=(True, True, True), layers=2,
-                   dropout=0.4)
+TINY_PRESET = dict(
+    channels=32, heads=2, context_dim=32, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
+)
 
 
 def need(path: Path) -> Path:
@@ -35,11 +37,19 @@ def fixture_parts(name: str) -> LDMParts:
 
 
 def loaded(parts: LDMParts, arch: dict, categories: list[str]):
-    model = build_unet(arch["preset"] if arch["size"] == "custom" else arch["size"], num_classes=len(categories),
-                       sample_size=16).eval()
+    model = build_unet(
+        arch["preset"] if arch["size"] == "custom" else arch["size"], num_classes=len(categories), sample_size=16
+    ).eval()
     ours, origin, unused = ldm_to_ours(parts.unet, model.unet.config)
-    plan = match_weights(model.state_dict(), ours, source="fixture", origin=origin, unused=unused,
-                         class_table=parts.class_table, categories=categories)
+    plan = match_weights(
+        model.state_dict(),
+        ours,
+        source="fixture",
+        origin=origin,
+        unused=unused,
+        class_table=parts.class_table,
+        categories=categories,
+    )
     apply_weights(model, plan)
     return model, plan.report
 
@@ -83,8 +93,10 @@ def test_a_renamed_or_reshaped_tensor_is_named():
     reshaped = dict(parts.unet)
     reshaped["output_blocks.3.0.skip_connection.weight"] = torch.zeros(64, 100, 1, 1)
     _, rep = loaded(LDMParts(reshaped, parts.class_table), arch, ["a", "b", "c"])
-    assert rep.mismatched == ["unet.up_blocks.1.resnets.0.conv_shortcut.weight (file: output_blocks.3.0.skip_"
-                              "connection.weight): file (64, 100, 1, 1) vs model (64, 192, 1, 1)"]
+    assert rep.mismatched == [
+        "unet.up_blocks.1.resnets.0.conv_shortcut.weight (file: output_blocks.3.0.skip_"
+        "connection.weight): file (64, 100, 1, 1) vs model (64, 192, 1, 1)"
+    ]
     assert not rep.missing and not rep.unused and "output_blocks.3.0.skip_connection.weight" in rep.line()
 
 
@@ -102,8 +114,15 @@ def test_authors_unet_L_maps_onto_our_L_tensor_for_tensor():
     with torch.device("meta"):  # shapes only: no 395M weights allocated
         ours = build_unet("L", num_classes=15)
     converted, origin, unused = ldm_to_ours(parts.unet, ours.unet.config)
-    plan = match_weights(ours.state_dict(), converted, source="L list", origin=origin, unused=unused,
-                         class_table=parts.class_table, categories=[f"c{i}" for i in range(15)])
+    plan = match_weights(
+        ours.state_dict(),
+        converted,
+        source="L list",
+        origin=origin,
+        unused=unused,
+        class_table=parts.class_table,
+        categories=[f"c{i}" for i in range(15)],
+    )
     rep = plan.report
     assert rep.full and len(rep.loaded) == rep.total == 627
     assert sum(int(np.prod(s)) for s in shapes.values()) == 394_991_876 == count_parameters(ours)

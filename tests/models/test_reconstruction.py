@@ -1,5 +1,6 @@
 """What each method reconstructs from a test batch (deco-diff, ddim-recon, vae-recon), on a
 small real VAE and a fixed stand-in for the UNet."""
+
 import pytest
 import torch
 
@@ -53,8 +54,14 @@ def test_ddim_recon_noise_follows_the_image_not_the_batch(vae, x):
     part = reconstruct(x[1:], vae, _model, proc, s, keys=keys[1:])
     torch.testing.assert_close(part.z0_hat, whole.z0_hat[1:], rtol=1e-5, atol=1e-6)
     assert not torch.allclose(whole.z0_hat, whole.z)  # noised and denoised: not the input latent
-    other = reconstruct(x, vae, _model, proc, ReconstructionSettings(method="ddim-recon", reverse_steps=2,
-                                                                    start_step=4, noise_seed=6), keys=keys)
+    other = reconstruct(
+        x,
+        vae,
+        _model,
+        proc,
+        ReconstructionSettings(method="ddim-recon", reverse_steps=2, start_step=4, noise_seed=6),
+        keys=keys,
+    )
     assert not torch.allclose(other.z0_hat, whole.z0_hat)
 
 

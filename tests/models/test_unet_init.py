@@ -1,4 +1,5 @@
 """Matching weights onto our UNet: counts, names, and the class table sliced or extended."""
+
 import torch
 
 from decodiff.models.unet import build_unet
@@ -21,8 +22,9 @@ def test_extension_rows_keep_the_models_own_initialisation_and_the_rest_loads():
     fresh = dst.state_dict()[CLASS_KEY].clone()
     tensors = dict(src.state_dict())
     table = tensors.pop(CLASS_KEY)
-    plan = match_weights(dst.state_dict(), tensors, source="src", class_table=table, class_names=["b", "a"],
-                         categories=["a", "b", "new"])
+    plan = match_weights(
+        dst.state_dict(), tensors, source="src", class_table=table, class_names=["b", "a"], categories=["a", "b", "new"]
+    )
     assert plan.report.full and plan.report.class_rows == {"a": 1, "b": 0, "new": None}
     apply_weights(dst, plan)
     got = dst.state_dict()
@@ -37,8 +39,9 @@ def test_no_class_table_or_another_token_width_is_not_a_full_load():
     tensors = {k: v for k, v in src.state_dict().items() if k != CLASS_KEY}
     rep = match_weights(dst.state_dict(), tensors, source="f", categories=["a", "b"]).report
     assert rep.missing == [CLASS_KEY] and len(rep.loaded) == rep.total - 1
-    rep = match_weights(dst.state_dict(), tensors, source="f", class_table=torch.zeros(2, 7),
-                        categories=["a", "b"]).report
+    rep = match_weights(
+        dst.state_dict(), tensors, source="f", class_table=torch.zeros(2, 7), categories=["a", "b"]
+    ).report
     assert rep.mismatched and rep.mismatched[0].startswith(f"{CLASS_KEY}: file (2, 7)")
     assert f"{rep.total - 1} of {rep.total} tensors loaded" in rep.line()
     assert f"shape mismatch (1): {CLASS_KEY}" in rep.line()

@@ -1,5 +1,6 @@
 """LDM's initialisation (model.init=ldm): the layers LDM's UNet zero-initialises are zero, so a
 fresh model predicts eta = 0; model.init=diffusers keeps diffusers' defaults."""
+
 import pytest
 import torch
 from diffusers.models.resnet import ResnetBlock2D

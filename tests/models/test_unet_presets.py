@@ -1,4 +1,5 @@
 """UNet presets: the published parameter counts and head layout, and the unconditional option."""
+
 import json
 
 import pytest
@@ -15,7 +16,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
 
 
 @pytest.mark.parametrize("size", ["XS", "S", "M", "L", "XL"])

@@ -1,4 +1,5 @@
 """The frozen VAE: save/load offline, scale, latent-shape checks, clear errors."""
+
 import json
 
 import pytest
@@ -48,8 +49,10 @@ def test_errors_name_the_folder(tmp_path):
 def test_a_saved_vae_with_a_changed_byte_is_refused_naming_the_file(tmp_path):
     save_vae(build_small_vae("f8-tiny"), tmp_path / "v", scale=0.5, description="test VAE")
     (weights,) = (tmp_path / "v").glob("*.safetensors")
-    assert json.loads((tmp_path / "v" / "decodiff.json").read_text())["weights_sha256"] == \
-        load_vae(tmp_path / "v").fingerprint
+    assert (
+        json.loads((tmp_path / "v" / "decodiff.json").read_text())["weights_sha256"]
+        == load_vae(tmp_path / "v").fingerprint
+    )
     data = bytearray(weights.read_bytes())
     data[-3] ^= 0x01
     weights.write_bytes(bytes(data))

@@ -1,6 +1,7 @@
 """One Stable-Diffusion-layout weights file as the VAE: a small AutoencoderKL is saved in the
 LDM key layout (as the SD release files are) and must load offline to the same network, from
 .safetensors and from a .ckpt read with weights_only=True; files that do not fit are errors."""
+
 import json
 import re
 
@@ -16,9 +17,14 @@ from decodiff.models.vae_single_file import config_from_shapes, load_single_file
 def _small_sd_like_vae() -> AutoencoderKL:
     """The SD KL-f8 family at toy width: GroupNorm 32, mid-block attention, quant convs."""
     torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-                         up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
-                         norm_num_groups=32).eval()
+    return AutoencoderKL(
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+    ).eval()
 
 
 def _to_ldm_layout(state: dict[str, torch.Tensor], levels: int) -> dict[str, torch.Tensor]:
@@ -28,10 +34,16 @@ def _to_ldm_layout(state: dict[str, torch.Tensor], levels: int) -> dict[str, tor
         k = key
         k = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"encoder.down.\1.block.\2.", k)
         k = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", k)
-        k = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
-                   lambda m: f"decoder.up.{levels - 1 - int(m.group(1))}.block.{m.group(2)}.", k)
-        k = re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-                   lambda m: f"decoder.up.{levels - 1 - int(m.group(1))}.upsample.", k)
+        k = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
+            lambda m: f"decoder.up.{levels - 1 - int(m.group(1))}.block.{m.group(2)}.",
+            k,
+        )
+        k = re.sub(
+            r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+            lambda m: f"decoder.up.{levels - 1 - int(m.group(1))}.upsample.",
+            k,
+        )
         k = re.sub(r"mid_block\.resnets\.(\d)\.", lambda m: f"mid.block_{int(m.group(1)) + 1}.", k)
         k = k.replace("mid_block.attentions.0.", "mid.attn_1.")
         k = k.replace("attn_1.group_norm.", "attn_1.norm.").replace("attn_1.to_q.", "attn_1.q.")
@@ -87,8 +99,9 @@ def test_matches_diffusers_from_single_file_with_a_local_config(sd_files, tmp_pa
     """diffusers' own single-file loader, kept offline by a local config folder, gives the same VAE."""
     vae, ldm, folder = sd_files
     (tmp_path / "config.json").write_text(json.dumps(config_from_shapes(ldm)))
-    theirs = AutoencoderKL.from_single_file(str(folder / "vae.safetensors"), config=str(tmp_path),
-                                            local_files_only=True)
+    theirs = AutoencoderKL.from_single_file(
+        str(folder / "vae.safetensors"), config=str(tmp_path), local_files_only=True
+    )
     _same_network(theirs, load_single_file_vae(folder / "vae.safetensors"))
     _same_network(vae, load_single_file_vae(folder / "vae.safetensors", config=tmp_path))
 

@@ -1,5 +1,7 @@
 """One real tiny benchmark run, logged over HTTP to a real MLflow server on loopback, shared by the
-report tests of this folder (the run checks that the server answers before it starts). The server (SQLite store, artifacts proxied to a folder) is killed at the end."""
+report tests of this folder (the run checks that the server answers before it starts). The server
+(SQLite store, artifacts proxied to a folder) is killed at the end."""
+
 from __future__ import annotations
 
 import json
@@ -58,21 +60,51 @@ def tracked_bench(tmp_path_factory) -> TrackedBench:
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server_log = root / "mlflow-server.log"
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", HF_HUB_OFFLINE="1",
-               MLFLOW_HTTP_REQUEST_MAX_RETRIES="8")
+    env = dict(
+        os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", HF_HUB_OFFLINE="1", MLFLOW_HTTP_REQUEST_MAX_RETRIES="8"
+    )
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--artifacts-destination", str(root / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=root, stdout=server_log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            str(root / "server-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=server_log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     bench = None
     try:
         _wait_for_server(uri, server, server_log)  # bench checks the server before it starts working
         bench_log = root / "bench.log"
         bench = subprocess.Popen(
-            [str(BIN / "decodiff"), "bench", "--config", "tiny", f"tracking.uri={uri}",
-             f"tracking.experiment={EXPERIMENT}", "metrics.bootstrap=300", "--json"],
-            cwd=root, stdout=subprocess.PIPE, stderr=bench_log.open("w"), text=True, env=env)
+            [
+                str(BIN / "decodiff"),
+                "bench",
+                "--config",
+                "tiny",
+                f"tracking.uri={uri}",
+                f"tracking.experiment={EXPERIMENT}",
+                "metrics.bootstrap=300",
+                "--json",
+            ],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=bench_log.open("w"),
+            text=True,
+            env=env,
+        )
         out, _ = bench.communicate(timeout=900)
         assert bench.returncode == 0, bench_log.read_text()[-4000:]
         summary = json.loads(out)

@@ -1,5 +1,6 @@
 """Tables in the paper's layouts rendered to Markdown, LaTeX, HTML and CSV; best / second marks;
 seed groups, interval overlap notes and gaps; figures that are the same bytes for the same data."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,11 +27,21 @@ def test_ranks_follow_the_printed_value():
 
 
 def _table(rank="column") -> Table:
-    rows = [Row("a_1", [[Value(0.9)], [Value(0.5, std=0.01, n=3)]]),
-            Row("b", [[Value(0.95)], [Value(None)]], kind="published"),
-            Row("c", [[Value(0.7)], [Value(0.4, low=0.3, high=0.5)]])]
-    return Table("t", "Caption 100%", "Method", ["AUROC", "AUPRO"], rows, groups=[("Image-level", 1), ("Pixel-level", 1)],
-                 rank=rank, intervals=True)
+    rows = [
+        Row("a_1", [[Value(0.9)], [Value(0.5, std=0.01, n=3)]]),
+        Row("b", [[Value(0.95)], [Value(None)]], kind="published"),
+        Row("c", [[Value(0.7)], [Value(0.4, low=0.3, high=0.5)]]),
+    ]
+    return Table(
+        "t",
+        "Caption 100%",
+        "Method",
+        ["AUROC", "AUPRO"],
+        rows,
+        groups=[("Image-level", 1), ("Pixel-level", 1)],
+        rank=rank,
+        intervals=True,
+    )
 
 
 def test_marks_per_column_and_per_row():
@@ -108,11 +119,15 @@ def test_seeds_are_averaged_and_settings_labelled():
     runs = [_run("a", 0, 0.0), _run("b", 1, 0.02), _run("c", 0, 0.05, gamma="0.2")]
     groups = group_by_setting(runs)
     assert [(label, [r.name for r in members]) for label, members in groups] == [
-        ("infer.gamma_p=0.4 (2 runs, seeds 0, 1)", ["a", "b"]), ("infer.gamma_p=0.2", ["c"])]
+        ("infer.gamma_p=0.4 (2 runs, seeds 0, 1)", ["a", "b"]),
+        ("infer.gamma_p=0.2", ["c"]),
+    ]
     e = entry_from_runs(*groups[0])
     v = e.value(("mean", "pixel", "aupro"))
     assert v.mean == pytest.approx(0.86) and v.std == pytest.approx(np.std([0.85, 0.87], ddof=1)) and v.n == 2
-    assert overlaps(v, Value(0.861, std=0.001, n=2)) and not overlaps(Value(0.5, low=0.4, high=0.6), Value(0.7, low=0.65, high=0.8))
+    assert overlaps(v, Value(0.861, std=0.001, n=2)) and not overlaps(
+        Value(0.5, low=0.4, high=0.6), Value(0.7, low=0.65, high=0.8)
+    )
 
 
 def test_comparison_report_with_published_and_unresolved_differences():
@@ -155,9 +170,15 @@ def test_figures_are_the_same_bytes_for_the_same_data():
     a = roc_pr_figure({"x": pts}, "t")
     assert a == roc_pr_figure({"x": pts}, "t") and a[:8] == b"\x89PNG\r\n\x1a\n"
     rng = np.random.default_rng(0)
-    item = {"role": "best", "key": "bottle/test/broken/000", "score": 0.5,
-            "input": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), "reconstruction": np.zeros((16, 16, 3), np.uint8),
-            "mask": np.eye(16, dtype=np.uint8), "map": rng.random((16, 16)).astype(np.float16)}
+    item = {
+        "role": "best",
+        "key": "bottle/test/broken/000",
+        "score": 0.5,
+        "input": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8),
+        "reconstruction": np.zeros((16, 16, 3), np.uint8),
+        "mask": np.eye(16, dtype=np.uint8),
+        "map": rng.random((16, 16)).astype(np.float16),
+    }
     assert qualitative_figure("bottle", [item]) == qualitative_figure("bottle", [item])
     series = {"": [[(1, 0.5, 0.1), (2, 0.6, None)]] * 7}
     assert sweep_figure("k", series, [str(i) for i in range(7)], "t")[:4] == b"\x89PNG"

@@ -3,6 +3,7 @@ the mean of its category rows, the main tables against the appendix, the ablatio
 rows against Table 1, the main tables' printed margins against our best/second ranking; each
 disagreement the paper itself contains is a named exception in known_inconsistencies.csv, and
 the test fails on any other (a transcription error) or on an exception that no longer occurs."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -26,7 +27,7 @@ def _exceptions(check: str) -> set[tuple[str, str, str, str]]:
 
 
 def test_shipped_tables_have_every_method_category_and_metric():
-    for (dataset, level), (name, _) in P.CATEGORY_TABLES.items():
+    for (dataset, _level), (name, _) in P.CATEGORY_TABLES.items():
         df = P.read_csv(name)
         n_cats = {"mvtec": 15, "visa": 12}[dataset]
         assert df["category"].nunique() == n_cats + 1, name  # + average
@@ -72,9 +73,14 @@ def test_main_tables_repeat_the_appendix_averages_except_named():
 def test_ablation_reference_rows_equal_table1():
     table1 = P.summary("mvtec").query("method == 'DeCo-Diff'")
     ref = {f"{r.level}_{r.metric}": r.value for r in table1.itertuples()}
-    reference_rows = [r for r in P.ablations()
-                      if r.default or r.label in ("zt-1, 5 steps", "geometric mean (Eq. 15)", "UNet-L (395M)")]
-    assert len(reference_rows) == 1 + 1 + 1 + 4  # one each in Tables 3, 4, appendix Table 1; four defaults in appendix Table 2
+    reference_rows = [
+        r
+        for r in P.ablations()
+        if r.default or r.label in ("zt-1, 5 steps", "geometric mean (Eq. 15)", "UNet-L (395M)")
+    ]
+    assert (
+        len(reference_rows) == 1 + 1 + 1 + 4
+    )  # one each in Tables 3, 4, appendix Table 1; four defaults in appendix Table 2
     assert {r.table for r in reference_rows} == set(P.ABLATION_TABLES.values())
     for row in reference_rows:
         for col, v in row.values.items():
@@ -88,10 +94,24 @@ def test_ablation_reference_rows_equal_table1():
 # The grey margins printed under DeCo-Diff in Tables 1 and 2 (its value minus the best other
 # method's, or minus the second where DeCo-Diff is best).
 MARGINS = {
-    "mvtec": {"image_auroc": 0.7, "image_auprc": 0.2, "image_f1max": 0.7, "pixel_auroc": 0.7, "pixel_auprc": 14.1,
-              "pixel_f1max": 9.0, "pixel_aupro": 1.8},
-    "visa": {"image_auroc": 2.1, "image_auprc": 1.7, "image_f1max": 2.4, "pixel_auroc": -0.2, "pixel_auprc": 11.7,
-             "pixel_f1max": 7.2, "pixel_aupro": 0.1},
+    "mvtec": {
+        "image_auroc": 0.7,
+        "image_auprc": 0.2,
+        "image_f1max": 0.7,
+        "pixel_auroc": 0.7,
+        "pixel_auprc": 14.1,
+        "pixel_f1max": 9.0,
+        "pixel_aupro": 1.8,
+    },
+    "visa": {
+        "image_auroc": 2.1,
+        "image_auprc": 1.7,
+        "image_f1max": 2.4,
+        "pixel_auroc": -0.2,
+        "pixel_auprc": 11.7,
+        "pixel_f1max": 7.2,
+        "pixel_aupro": 0.1,
+    },
 }
 
 

@@ -1,5 +1,6 @@
 """--compare-published says when a run's recipe, AUPRO protocol or image labels differ from those
 behind the published column it sits beside (reports/published/column_protocols.csv)."""
+
 from __future__ import annotations
 
 from decodiff.reports import published
@@ -7,16 +8,23 @@ from decodiff.reports.build import build_comparison_report, build_run_report
 from decodiff.reports.markdown import render_markdown
 from decodiff.reports.rundata import RunData
 
-RECIPE_WARNING = ("Run r1 used recipe 'custom', while the published DeCo-Diff column comes from recipe 'paper' "
-                  "(README \"Recipes\"): the difference is not only the data or the method.")
-AUPRO_WARNING = ("Run r1 scored AUPRO with protocol 'mvtec', while the published DeCo-Diff AUPRO comes from "
-                 "'deco-diff-code' (metrics.aupro_protocol): the AUPRO values are not computed the same way.")
+RECIPE_WARNING = (
+    "Run r1 used recipe 'custom', while the published DeCo-Diff column comes from recipe 'paper' "
+    '(README "Recipes"): the difference is not only the data or the method.'
+)
+AUPRO_WARNING = (
+    "Run r1 scored AUPRO with protocol 'mvtec', while the published DeCo-Diff AUPRO comes from "
+    "'deco-diff-code' (metrics.aupro_protocol): the AUPRO values are not computed the same way."
+)
 
 
 def _run(params: dict[str, str], provenance: list[tuple[str, str]] | None = None) -> RunData:
-    recs = [{"dataset": "mvtec", "category": c, "level": lv, "metric": m, "value": 0.9}
-            for c in ("bottle", "mean") for lv, ms in (("image", ("auroc", "auprc", "f1max")),
-                                                       ("pixel", ("auroc", "auprc", "f1max", "aupro"))) for m in ms]
+    recs = [
+        {"dataset": "mvtec", "category": c, "level": lv, "metric": m, "value": 0.9}
+        for c in ("bottle", "mean")
+        for lv, ms in (("image", ("auroc", "auprc", "f1max")), ("pixel", ("auroc", "auprc", "f1max", "aupro")))
+        for m in ms
+    ]
     return RunData(name="r1", title="r1", dataset="mvtec", records=recs, params=params, provenance=provenance or [])
 
 
@@ -47,5 +55,6 @@ def test_a_paper_recipe_run_is_not_flagged_but_its_departures_are_named():
     text = render_markdown(build_run_report(_run(same, [("recipe", line)]), "mvtec"))
     assert "Run r1 departs from recipe 'paper': infer.gamma_l=0.2 (paper: 0.4)." in text
     # a run made before recipes existed counts as custom
-    assert "used recipe 'custom'" in render_markdown(build_run_report(_run({"metrics.aupro_protocol": "mvtec"}),
-                                                                      "mvtec"))
+    assert "used recipe 'custom'" in render_markdown(
+        build_run_report(_run({"metrics.aupro_protocol": "mvtec"}), "mvtec")
+    )

@@ -2,6 +2,7 @@
 report rebuilt from the server alone equals the one the run wrote; comparisons with the paper;
 clear messages and marked gaps for missing runs, runs without pixel metrics and unknown
 experiments; the HTML report rendered in headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,14 @@ def _files(folder: Path) -> dict[str, bytes]:
 def test_run_writes_report_tables_figures_and_logs_them(tracked_bench):
     run_dir = tracked_bench.run_dir
     files = _files(run_dir)
-    assert {"tables/summary.csv", "tables/image_categories.csv", "tables/pixel_categories.tex",
-            "figures/roc_pr_image.png", "figures/roc_pr_pixel.png", "figures/correction_trajectory.png"} <= set(files)
+    assert {
+        "tables/summary.csv",
+        "tables/image_categories.csv",
+        "tables/pixel_categories.tex",
+        "figures/roc_pr_image.png",
+        "figures/roc_pr_pixel.png",
+        "figures/correction_trajectory.png",
+    } <= set(files)
     cats = {"brick", "coffee", "coins", "grass"}
     assert {f"figures/qualitative_{c}.png" for c in cats} <= set(files)
     md = files["report.md"].decode()
@@ -46,7 +53,9 @@ def test_run_writes_report_tables_figures_and_logs_them(tracked_bench):
     assert summary.iloc[1:]["Image AUROC low"].isna().all()
     summary = summary.iloc[:1]
     for col in ("Image AUROC", "Pixel AUPRO"):
-        assert (summary[f"{col} low"] <= summary[col] + 1e-9).all() and (summary[col] <= summary[f"{col} high"] + 1e-9).all()
+        assert (summary[f"{col} low"] <= summary[col] + 1e-9).all() and (
+            summary[col] <= summary[f"{col} high"] + 1e-9
+        ).all()
     # the server holds the run: stable metric names, reason tags, artifacts
     tracked = read_run(tracked_bench.uri, tracked_bench.run_id)
     assert tracked.status == "FINISHED" and tracked.experiment == tracked_bench.experiment
@@ -68,8 +77,17 @@ def test_report_from_the_server_alone_equals_the_run_time_report(tracked_bench, 
     hidden = tracked_bench.run_dir.with_name(tracked_bench.run_dir.name + ".hidden")
     tracked_bench.run_dir.rename(hidden)  # nothing of the run folder can be read meanwhile
     try:
-        rc = main(["report", "--run", tracked_bench.run_id, "--tracking-uri", tracked_bench.uri, "--out",
-                   str(tmp_path / "from-server")])
+        rc = main(
+            [
+                "report",
+                "--run",
+                tracked_bench.run_id,
+                "--tracking-uri",
+                tracked_bench.uri,
+                "--out",
+                str(tmp_path / "from-server"),
+            ]
+        )
     finally:
         hidden.rename(tracked_bench.run_dir)
     assert rc == 0
@@ -81,8 +99,20 @@ def test_report_from_the_server_alone_equals_the_run_time_report(tracked_bench, 
 
 def test_compare_published_marks_copied_numbers_and_best(tracked_bench, tmp_path, capsys):
     out = tmp_path / "cmp"
-    rc = main(["report", "--experiment", tracked_bench.experiment, "--tracking-uri", tracked_bench.uri, "--published-dataset", "mvtec",
-               "--out", str(out), "--json"])
+    rc = main(
+        [
+            "report",
+            "--experiment",
+            tracked_bench.experiment,
+            "--tracking-uri",
+            tracked_bench.uri,
+            "--published-dataset",
+            "mvtec",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
     assert [r["run_id"] for r in result["runs"]] == [tracked_bench.run_id]
@@ -109,8 +139,21 @@ def test_compare_published_marks_copied_numbers_and_best(tracked_bench, tmp_path
 def test_missing_runs_are_gaps_with_reasons(tracked_bench, tmp_path, capsys):
     out = tmp_path / "gaps"
     ghost = "0" * 32
-    rc = main(["report", "--run", tracked_bench.run_id, "--run", ghost, "--run", str(tmp_path / "no-such-run"),
-               "--tracking-uri", tracked_bench.uri, "--out", str(out)])
+    rc = main(
+        [
+            "report",
+            "--run",
+            tracked_bench.run_id,
+            "--run",
+            ghost,
+            "--run",
+            str(tmp_path / "no-such-run"),
+            "--tracking-uri",
+            tracked_bench.uri,
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0  # what exists is reported
     err = capsys.readouterr().err
     assert f"MLflow run '{ghost}' not found at {tracked_bench.uri}" in err
@@ -125,8 +168,20 @@ def test_missing_runs_are_gaps_with_reasons(tracked_bench, tmp_path, capsys):
 
 def test_unknown_experiment_says_so_and_still_shows_the_paper(tracked_bench, tmp_path, capsys):
     out = tmp_path / "unknown"
-    rc = main(["report", "--experiment", "no-such-experiment", "--tracking-uri", tracked_bench.uri,
-               "--compare-published", "--published-dataset", "visa", "--out", str(out)])
+    rc = main(
+        [
+            "report",
+            "--experiment",
+            "no-such-experiment",
+            "--tracking-uri",
+            tracked_bench.uri,
+            "--compare-published",
+            "--published-dataset",
+            "visa",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "MLflow experiment 'no-such-experiment' not found" in err and tracked_bench.experiment in err
@@ -163,15 +218,32 @@ def test_sweep_report_plots_swept_keys_and_matches_paper_rows(tracked_bench, tmp
     trials pointing at the real run, one trial failed."""
     folder = tmp_path / "sweep"
     folder.mkdir()
-    trials = [("t0", {"infer.strategy": "zt-1", "infer.reverse_steps": 5, "run.seed": 0}, "finished"),
-              ("t1", {"infer.strategy": "zt-1", "infer.reverse_steps": 5, "run.seed": 1}, "finished"),
-              ("t2", {"infer.strategy": "z0", "infer.reverse_steps": 2, "run.seed": 0}, "finished"),
-              ("t3", {"infer.strategy": "z0", "infer.reverse_steps": 10, "run.seed": 0}, "failed")]
-    (folder / "sweep.json").write_text(json.dumps({"name": "steps", "trials": [
-        {"trial": t, "dataset": "demo", "overrides": o} for t, o, _ in trials]}))
-    (folder / "results.json").write_text(json.dumps({"sweep": str(folder), "trials": [
-        {"trial": t, "overrides": o, "status": s, "run_dir": str(tracked_bench.run_dir) if s == "finished" else None,
-         "error": "CUDA out of memory" if s == "failed" else None} for t, o, s in trials]}))
+    trials = [
+        ("t0", {"infer.strategy": "zt-1", "infer.reverse_steps": 5, "run.seed": 0}, "finished"),
+        ("t1", {"infer.strategy": "zt-1", "infer.reverse_steps": 5, "run.seed": 1}, "finished"),
+        ("t2", {"infer.strategy": "z0", "infer.reverse_steps": 2, "run.seed": 0}, "finished"),
+        ("t3", {"infer.strategy": "z0", "infer.reverse_steps": 10, "run.seed": 0}, "failed"),
+    ]
+    (folder / "sweep.json").write_text(
+        json.dumps({"name": "steps", "trials": [{"trial": t, "dataset": "demo", "overrides": o} for t, o, _ in trials]})
+    )
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "sweep": str(folder),
+                "trials": [
+                    {
+                        "trial": t,
+                        "overrides": o,
+                        "status": s,
+                        "run_dir": str(tracked_bench.run_dir) if s == "finished" else None,
+                        "error": "CUDA out of memory" if s == "failed" else None,
+                    }
+                    for t, o, s in trials
+                ],
+            }
+        )
+    )
     out = tmp_path / "report"
     assert main(["report", "--sweep", str(folder), "--compare-published", "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
@@ -196,9 +268,19 @@ def chromium():
 
 
 def _chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", *args]
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -210,21 +292,32 @@ def test_html_report_renders_in_headless_chromium(tracked_bench, tmp_path, chrom
     n_images = html.count("<img ")
     assert n_images >= 7
     probe = tmp_path / "probe.html"
-    probe.write_text(html.replace("</body>", """<script>
+    probe.write_text(
+        html.replace(
+            "</body>",
+            """<script>
 window.addEventListener('load', () => {
   const imgs = Array.from(document.images);
   document.body.setAttribute('data-images', imgs.length);
   document.body.setAttribute('data-loaded', imgs.filter(i => i.complete && i.naturalWidth > 0).length);
 });
-</script></body>"""))
+</script></body>""",
+        )
+    )
     dom = _chromium(chromium, tmp_path / "profile1", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     m = re.search(r'data-images="(\d+)" data-loaded="(\d+)"', dom.stdout)
     assert m, dom.stdout[:500]
     assert int(m.group(1)) == n_images and int(m.group(2)) == n_images
     shot = tmp_path / "shot.png"
-    res = _chromium(chromium, tmp_path / "profile2", "--window-size=1280,4000", "--hide-scrollbars",
-                    f"--screenshot={shot}", (tracked_bench.run_dir / "report.html").as_uri())
+    res = _chromium(
+        chromium,
+        tmp_path / "profile2",
+        "--window-size=1280,4000",
+        "--hide-scrollbars",
+        f"--screenshot={shot}",
+        (tracked_bench.run_dir / "report.html").as_uri(),
+    )
     assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
     import numpy as np
     from PIL import Image

@@ -1,4 +1,5 @@
 """The baselines scored beside DeCo-Diff: vae-recon equals method=vae-recon's map without a second decode."""
+
 import pytest
 import torch
 
@@ -24,10 +25,16 @@ def test_vae_recon_baseline_is_the_vae_recon_method_and_reuses_the_decode(refere
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     settings = MapSettings(gamma_p=None, sigma_pixel=1.0)
     ref = reconstruct(x, vae, None, None, ReconstructionSettings(method="vae-recon", pixel_reference="input"))
-    expected = anomaly_map(ref.x_rec, ref.x_ref, ref.z0_hat, ref.z, MapSettings(combination="pixel", gamma_p=None,
-                                                                               sigma_pixel=1.0))
-    rec = reconstruct(x, vae, lambda zt, t: torch.zeros_like(zt), DeviationProcess(),
-                      ReconstructionSettings(method="deco-diff", pixel_reference=reference))
+    expected = anomaly_map(
+        ref.x_rec, ref.x_ref, ref.z0_hat, ref.z, MapSettings(combination="pixel", gamma_p=None, sigma_pixel=1.0)
+    )
+    rec = reconstruct(
+        x,
+        vae,
+        lambda zt, t: torch.zeros_like(zt),
+        DeviationProcess(),
+        ReconstructionSettings(method="deco-diff", pixel_reference=reference),
+    )
     bases = Baselines(["vae-recon"], MapSettings(combination="pixel", gamma_p=None, sigma_pixel=1.0), vae)
     CountingVAE.decodes = 0
     maps, scores = bases.maps(x, rec, ["a", "a"], reference)["vae-recon"]

@@ -2,13 +2,14 @@
 both a UNet that outputs zeros (no correction: the map is empty) and the same UNet untrained. A
 training loop that does nothing, a loss that does not reach the weights, or a sampler that ignores
 the model fails this test."""
+
 import pytest
 import torch
 
-from decodiff.harness.training.checkpoint import build_from_spec, load_model
 from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.evaluation.evaluate import evaluate
+from decodiff.harness.training.checkpoint import build_from_spec, load_model
 from decodiff.harness.training.loop import train
 from decodiff.harness.training.vae_fit import get_vae
 
@@ -26,10 +27,22 @@ def _means(records):
 
 @pytest.mark.slow  # 12 s on a quiet 2-core machine, 28 s under load
 def test_trained_deco_diff_beats_no_correction_and_an_untrained_unet(tmp_path):
-    cfg = build_config("tiny", [f"run.cache_dir={tmp_path / 'cache'}", "vae.pretrained=builtin:demo-vae",
-                                "vae.small=f8-small", "data.categories=[coins,brick]", "train.max_steps=25",
-                                "train.lr=2e-3", "train.warmup=5", "run.threads=1", "infer.baselines=[]",
-                                "metrics.bootstrap=0", "tracking.enabled=false"])
+    cfg = build_config(
+        "tiny",
+        [
+            f"run.cache_dir={tmp_path / 'cache'}",
+            "vae.pretrained=builtin:demo-vae",
+            "vae.small=f8-small",
+            "data.categories=[coins,brick]",
+            "train.max_steps=25",
+            "train.lr=2e-3",
+            "train.warmup=5",
+            "run.threads=1",
+            "infer.baselines=[]",
+            "metrics.bootstrap=0",
+            "tracking.enabled=false",
+        ],
+    )
     data = prepare_data(cfg)
     vae = get_vae(cfg, data)
     result = train(cfg, data, vae, tmp_path / "train")

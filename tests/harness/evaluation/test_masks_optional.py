@@ -1,4 +1,5 @@
 """Data sets without masks as a first-class case: one config key equal to `data shard --masks-optional`."""
+
 import numpy as np
 import pytest
 from PIL import Image

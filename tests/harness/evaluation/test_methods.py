@@ -1,6 +1,7 @@
 """The method switch (deco-diff | ddim-recon | vae-recon) through the harness: config checks,
 training keys that keep the baselines' models apart, and a tiny bench run of each method on
 the same data and VAE."""
+
 import json
 
 import pytest
@@ -11,7 +12,10 @@ from decodiff.harness.config import ConfigError, build_config
 
 def test_config_checks_the_method_combinations():
     assert build_config("tiny").method == "deco-diff"
-    assert build_config("tiny", ["method=ddim-recon", "infer.start_step=4", "infer.reverse_steps=3"]).method == "ddim-recon"
+    assert (
+        build_config("tiny", ["method=ddim-recon", "infer.start_step=4", "infer.reverse_steps=3"]).method
+        == "ddim-recon"
+    )
     with pytest.raises(ConfigError, match="expected 'deco-diff', 'ddim-recon' or 'vae-recon'"):
         build_config("tiny", ["method=diffusion"])
     with pytest.raises(ConfigError, match="strategy=z0 applies to method=deco-diff only"):
@@ -32,9 +36,14 @@ def test_demo_baselines_sweep_trains_each_method_once():
         by_method.setdefault(t.config.method, set()).add(t.group)
     assert {m: len(g) for m, g in by_method.items()} == {"deco-diff": 1, "ddim-recon": 1, "vae-recon": 1}
     deco = [t.config for t in plan.trials if t.config.method == "deco-diff"]
-    assert {(c.infer.strategy, c.infer.combination) for c in deco} >= {("zt-1", "geometric"), ("z0", "geometric"),
-                                                                       ("zt-1", "pixel")}
-    budgets = {(t.config.train.model_dump_json(), t.config.model.size, t.config.vae.model_dump_json()) for t in plan.trials}
+    assert {(c.infer.strategy, c.infer.combination) for c in deco} >= {
+        ("zt-1", "geometric"),
+        ("z0", "geometric"),
+        ("zt-1", "pixel"),
+    }
+    budgets = {
+        (t.config.train.model_dump_json(), t.config.model.size, t.config.vae.model_dump_json()) for t in plan.trials
+    }
     assert len(budgets) == 1  # equal training budget, model size and VAE for every method
 
 
@@ -42,15 +51,22 @@ def test_demo_baselines_sweep_trains_each_method_once():
 def test_each_method_runs_on_the_same_data_and_vae(tmp_path, capsys):
     from decodiff.harness.bench import bench
     from decodiff.harness.data import prepare_data
+    from decodiff.harness.methods import make_process
     from decodiff.harness.training.model_cache import training_key
     from decodiff.harness.training.spec import training_spec
-    from decodiff.harness.methods import make_process
     from decodiff.harness.training.vae_fit import get_vae
     from decodiff.models.ddim_recon import NoiseProcess
     from decodiff.models.deviation import DeviationProcess
 
-    common = [f"run.out_dir={tmp_path / 'runs'}", f"run.cache_dir={tmp_path / 'cache'}", "tracking.enabled=false",
-              "metrics.bootstrap=0", "vae.steps=10", "train.max_steps=6", "run.threads=1"]
+    common = [
+        f"run.out_dir={tmp_path / 'runs'}",
+        f"run.cache_dir={tmp_path / 'cache'}",
+        "tracking.enabled=false",
+        "metrics.bootstrap=0",
+        "vae.steps=10",
+        "train.max_steps=6",
+        "run.threads=1",
+    ]
     methods = {
         "deco-diff": [],
         "ddim-recon": ["method=ddim-recon", "infer.start_step=4", "infer.reverse_steps=3"],
@@ -77,8 +93,11 @@ def test_each_method_runs_on_the_same_data_and_vae(tmp_path, capsys):
             assert prov["model"]["steps"] == 0 and prov["model"]["checkpoint"] is None
             assert "Decoder(Encoder(x)) - x" in (r.run_dir / "report.md").read_text()
         else:
-            info = json.loads((tmp_path / "cache" / "models" / training_key(cfgs[m], data, vae) / "checkpoint"
-                               / "info.json").read_text())
+            info = json.loads(
+                (
+                    tmp_path / "cache" / "models" / training_key(cfgs[m], data, vae) / "checkpoint" / "info.json"
+                ).read_text()
+            )
             assert info["method"] == m and info["steps"] == 6
     models = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir() if p.is_dir())
     assert len(models) == 2  # one per trained method; vae-recon trains nothing

@@ -1,6 +1,7 @@
 """`decodiff predict` on real image files: maps, scores, a threshold chosen without test labels, and
 images of another size, grey-scale or unreadable handled in the open (never a silent wrong answer).
 The checkpoint is a real (untrained) tiny UNet saved as training saves one, with the shipped demo VAE."""
+
 import csv
 import json
 
@@ -10,10 +11,10 @@ import torch
 from PIL import Image
 
 from decodiff.datasets.imageio import DataError
-from decodiff.harness.training.checkpoint import model_spec, save_model
 from decodiff.harness.cli import main
 from decodiff.harness.config import build_config
 from decodiff.harness.evaluation.predict import choose_threshold, load_scorer, predict
+from decodiff.harness.training.checkpoint import model_spec, save_model
 from decodiff.harness.training.vae_fit import resolve_pretrained
 from decodiff.models.unet import build_unet
 
@@ -23,8 +24,9 @@ CATS = ["brick", "coffee", "coins", "grass"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("ckpt")
-    cfg = build_config("tiny", ["vae.pretrained=builtin:demo-vae", "vae.small=f8-small",
-                                f"run.cache_dir={root / 'cache'}"])
+    cfg = build_config(
+        "tiny", ["vae.pretrained=builtin:demo-vae", "vae.small=f8-small", f"run.cache_dir={root / 'cache'}"]
+    )
     torch.manual_seed(0)
     spec = model_spec("tiny", len(CATS), True, 4, 8, None, CATS)
     model = build_unet("tiny", num_classes=len(CATS), conditional=True, latent_channels=4, sample_size=8)
@@ -77,8 +79,10 @@ def test_predict_writes_maps_scores_and_decisions_and_says_what_it_changed(check
 def test_threshold_from_held_out_normal_images_is_their_quantile(checkpoint, images, tmp_path):
     scorer = load_scorer(checkpoint, category="coins")
     t = choose_threshold(scorer, normal=[images], quantile=0.5)
-    scores = sorted(float(r["score"]) for r in csv.DictReader(
-        predict(scorer, [images], tmp_path / "o", t).out.joinpath("scores.csv").open()))
+    scores = sorted(
+        float(r["score"])
+        for r in csv.DictReader(predict(scorer, [images], tmp_path / "o", t).out.joinpath("scores.csv").open())
+    )
     assert t.value == pytest.approx(scores[1], rel=1e-6)  # the "higher" median of three
     assert "0.5 quantile of the scores of 3 normal images" in t.how
 
@@ -88,18 +92,51 @@ def test_no_readable_image_is_one_line_and_exit_1(checkpoint, tmp_path, capsys):
     d.mkdir()
     (d / "a.png").write_bytes(b"xx")
     with pytest.raises(DataError, match="no readable image among the 1 file"):
-        predict(load_scorer(checkpoint, category="grass"), [d], tmp_path / "o", choose_threshold(
-            load_scorer(checkpoint, category="grass"), threshold=0.1))
+        predict(
+            load_scorer(checkpoint, category="grass"),
+            [d],
+            tmp_path / "o",
+            choose_threshold(load_scorer(checkpoint, category="grass"), threshold=0.1),
+        )
     assert not (tmp_path / "o" / "scores.csv").exists()
-    assert main(["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), str(d),
-                 "--threshold", "0.1", "--category", "grass"]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o"),
+                str(d),
+                "--threshold",
+                "0.1",
+                "--category",
+                "grass",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("decodiff: error: no readable image")
 
 
 def test_cli_chooses_the_threshold_on_training_images_and_prints_json(checkpoint, images, tmp_path, capsys):
-    assert main(["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--category", "brick",
-                 "--json", str(images / "plain.png")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o"),
+                "--category",
+                "brick",
+                "--json",
+                str(images / "plain.png"),
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == 1 and "normal training images of 'brick'" in out["threshold"]["how"]
     assert "seen in training" in out["threshold"]["how"]

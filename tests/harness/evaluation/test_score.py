@@ -1,11 +1,12 @@
 """score_maps: any method's maps, read by key from one .npz or a folder, scored like a run."""
+
 import numpy as np
 import pytest
 import torch
 
 from decodiff.datasets.imageio import DataError
-from decodiff.harness.metrics import MetricSuite
 from decodiff.harness.evaluation.score import TruthSample, score_maps, truth_from_batches
+from decodiff.harness.metrics import MetricSuite
 
 
 def make_truth(seed=0, size=16):
@@ -15,7 +16,7 @@ def make_truth(seed=0, size=16):
         for i in range(6):
             mask = np.zeros((size, size), dtype=bool)
             if i % 2:
-                mask[rng.integers(0, 10):, rng.integers(0, 10):rng.integers(11, 16)] = True
+                mask[rng.integers(0, 10) :, rng.integers(0, 10) : rng.integers(11, 16)] = True
             key = f"{cat}/test/{'crack' if i % 2 else 'good'}/{i:03d}"
             truth.append(TruthSample(key, cat, int(mask.any()), mask, "crack" if i % 2 else "good"))
             maps[key] = (rng.random((size, size)) + 0.5 * mask).astype(np.float16)
@@ -84,18 +85,28 @@ def test_missing_maps_shapes_and_nan_name_the_sample(tmp_path):
 
 def test_samples_without_masks_have_no_pixel_metrics(tmp_path):
     truth, maps = make_truth(4)
-    truth = [TruthSample(t.key, t.category, t.label, None if t.category == "wood" and t.label else t.mask, t.defect)
-             for t in truth]
+    truth = [
+        TruthSample(t.key, t.category, t.label, None if t.category == "wood" and t.label else t.mask, t.defect)
+        for t in truth
+    ]
     np.savez(tmp_path / "m.npz", keys=np.array(list(maps)), maps=np.stack(list(maps.values())))
     rec = {(r["category"], r["level"], r["metric"]): r for r in score_maps(tmp_path / "m.npz", truth, "demo").records}
-    assert rec[("wood", "pixel", "auroc")]["value"] is None and "not available" in rec[("wood", "pixel", "auroc")]["reason"]
+    assert (
+        rec[("wood", "pixel", "auroc")]["value"] is None
+        and "not available" in rec[("wood", "pixel", "auroc")]["reason"]
+    )
     assert rec[("wood", "image", "auroc")]["value"] is not None
     assert rec[("bottle", "pixel", "aupro")]["value"] is not None
 
 
 def test_truth_from_loader_batches():
-    batch = {"key": ["a/test/good/000", "a/test/crack/001"], "category": ["a", "a"], "label": torch.tensor([0, 1]),
-             "mask": torch.zeros(2, 4, 4, dtype=torch.bool), "has_mask": torch.tensor([True, False]),
-             "defect": ["good", "crack"]}
+    batch = {
+        "key": ["a/test/good/000", "a/test/crack/001"],
+        "category": ["a", "a"],
+        "label": torch.tensor([0, 1]),
+        "mask": torch.zeros(2, 4, 4, dtype=torch.bool),
+        "has_mask": torch.tensor([True, False]),
+        "defect": ["good", "crack"],
+    }
     out = list(truth_from_batches([batch]))
     assert [t.key for t in out] == batch["key"] and out[0].mask.shape == (4, 4) and out[1].mask is None

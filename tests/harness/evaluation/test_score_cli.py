@@ -1,5 +1,6 @@
 """`decodiff score` through the console script (and `score_run`, the call behind it): another
 method's maps, matched by key."""
+
 import json
 import os
 import subprocess
@@ -29,7 +30,7 @@ def _layout(root: Path) -> dict[str, np.ndarray]:
                 key = f"{cat}/{split}/{defect}/{i:03d}"
                 m = np.zeros((16, 16), bool)
                 if defect != "good":
-                    m[2 + i:8, 3:9] = True
+                    m[2 + i : 8, 3:9] = True
                     q = root / cat / "ground_truth" / defect / f"{i:03d}_mask.png"
                     q.parent.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(m.astype(np.uint8) * 255).save(q)
@@ -39,16 +40,35 @@ def _layout(root: Path) -> dict[str, np.ndarray]:
 
 
 def _run(args, cwd):
-    return subprocess.run([DECODIFF, *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    return subprocess.run(
+        [DECODIFF, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
 
 
 def test_perfect_maps_score_one_and_missing_keys_are_named(tmp_path):
     truth = _layout(tmp_path / "data")
     keys = sorted(truth)
     np.savez(tmp_path / "maps.npz", keys=np.array(keys), maps=np.stack([truth[k].astype(np.float32) for k in keys]))
-    p = _run(["score", "--maps", str(tmp_path / "maps.npz"), "--truth", str(tmp_path / "data"), "--out",
-              str(tmp_path / "out"), "--json", "tracking.enabled=false", f"run.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    p = _run(
+        [
+            "score",
+            "--maps",
+            str(tmp_path / "maps.npz"),
+            "--truth",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+            "tracking.enabled=false",
+            f"run.cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(p.stdout)
     mean = {(r["level"], r["metric"]): r["value"] for r in res["metrics"] if r["category"] == "mean"}
@@ -56,9 +76,25 @@ def test_perfect_maps_score_one_and_missing_keys_are_named(tmp_path):
     assert abs(mean[("pixel", "aupro")] - 1.0) < 1e-12  # an integral up to FPR 0.3, divided by 0.3: float rounding
     assert Path(res["report"]).is_file()
 
-    np.savez(tmp_path / "partial.npz", keys=np.array(keys[1:]), maps=np.stack([truth[k].astype(np.float32) for k in keys[1:]]))
-    p = _run(["score", "--maps", str(tmp_path / "partial.npz"), "--truth", str(tmp_path / "data"), "--out",
-              str(tmp_path / "out2"), "tracking.enabled=false", f"run.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    np.savez(
+        tmp_path / "partial.npz",
+        keys=np.array(keys[1:]),
+        maps=np.stack([truth[k].astype(np.float32) for k in keys[1:]]),
+    )
+    p = _run(
+        [
+            "score",
+            "--maps",
+            str(tmp_path / "partial.npz"),
+            "--truth",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out2"),
+            "tracking.enabled=false",
+            f"run.cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path,
+    )
     assert p.returncode == 1 and keys[0] in p.stderr and "no anomaly map" in p.stderr
 
 

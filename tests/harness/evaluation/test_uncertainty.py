@@ -1,12 +1,19 @@
 """Bootstrap intervals: the binned pixel metrics agree with the exact ones, the image-level
 resamples are exact, and the intervals are reproducible and bracket the measured values."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from decodiff.harness.evaluation.uncertainty import (
+    PixelStats,
+    _image_resamples,
+    _weights,
+    binned_pixel_metrics,
+    bootstrap,
+)
 from decodiff.harness.metrics import MetricSuite, binary_metrics
-from decodiff.harness.evaluation.uncertainty import PixelStats, _image_resamples, _weights, binned_pixel_metrics, bootstrap
 
 
 def _category(rng, n_images=12, size=32):
@@ -16,7 +23,7 @@ def _category(rng, n_images=12, size=32):
         mask = np.zeros((size, size), dtype=bool)
         if i % 2:
             y, x = rng.integers(2, size - 10, 2)
-            mask[y:y + 8, x:x + 6] = True
+            mask[y : y + 8, x : x + 6] = True
             mask[1:3, 1:3] = i % 4 == 1  # a second region in some images
             m[mask] += rng.random(mask.sum()) * 0.6
         maps.append(m.astype(np.float32))
@@ -35,7 +42,9 @@ def data():
         scores = maps.reshape(len(maps), -1).max(axis=1)
         suite.update(cat, scores, labels, maps, masks, keys=keys)
         stats.update(cat, keys, labels, maps, masks)
-        samples += [{"key": k, "category": cat, "label": int(y), "score": float(s)} for k, y, s in zip(keys, labels, scores)]
+        samples += [
+            {"key": k, "category": cat, "label": int(y), "score": float(s)} for k, y, s in zip(keys, labels, scores)
+        ]
     return suite.compute(), stats, samples
 
 
@@ -44,9 +53,13 @@ def test_binned_pixel_metrics_agree_with_the_exact_ones(data):
     for cat in ("a", "b"):
         a = stats.arrays(cat)
         ones = np.ones((1, len(a["keys"])))
-        binned = binned_pixel_metrics(ones @ a["h_norm"], ones @ a["h_anom"], ones @ a["pro"], ones @ a["n_regions"], 0.3)
+        binned = binned_pixel_metrics(
+            ones @ a["h_norm"], ones @ a["h_anom"], ones @ a["pro"], ones @ a["n_regions"], 0.3
+        )
         for m in ("auroc", "auprc", "f1max", "aupro"):
-            exact = next(r["value"] for r in records if r["category"] == cat and r["level"] == "pixel" and r["metric"] == m)
+            exact = next(
+                r["value"] for r in records if r["category"] == cat and r["level"] == "pixel" and r["metric"] == m
+            )
             assert binned[m][0] == pytest.approx(exact, abs=3e-3), (cat, m)
 
 
@@ -69,9 +82,12 @@ def test_bootstrap_is_reproducible_and_brackets_the_values(data, tmp_path):
     b = bootstrap("t", samples, stats, records, resamples=300, seed=1)
     assert a.intervals == b.intervals
     keyed = {(i["category"], i["level"], i["metric"]): i for i in a.intervals}
-    assert set(keyed) == {(c, lvl, m) for c in ("a", "b", "mean") for lvl, ms in
-                          (("image", ("auroc", "auprc", "f1max")), ("pixel", ("auroc", "auprc", "f1max", "aupro")))
-                          for m in ms}
+    assert set(keyed) == {
+        (c, lvl, m)
+        for c in ("a", "b", "mean")
+        for lvl, ms in (("image", ("auroc", "auprc", "f1max")), ("pixel", ("auroc", "auprc", "f1max", "aupro")))
+        for m in ms
+    }
     for r in records:
         i = keyed.get((r["category"], r["level"], r["metric"]))
         if i is not None and r["level"] == "pixel":

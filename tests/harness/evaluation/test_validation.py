@@ -1,13 +1,14 @@
 """The validation split: held-out normal training images, never trained on, plus synthetic defects
 with exact masks; deterministic, reused, and read by `evaluate` like any test set."""
+
 import json
 
 import pytest
 import webdataset as wds
 
 from decodiff.datasets.imageio import DataError, read_mask, read_rgb
-from decodiff.harness.config import build_config
 from decodiff.harness import data as data_mod
+from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.evaluation.validation import ValidationSettings, held_out, validation_split
 
@@ -59,8 +60,9 @@ def test_split_is_deterministic_and_reused(demo, tmp_path):
     other = build_config("tiny", [f"run.cache_dir={tmp_path}", "data.demo.categories=[grass,coins]"])
     b_train, b_val = validation_split(other, prepare_data(other), settings)
     assert b_val.manifest.checksum == stamp[0]  # byte-identical elsewhere (training records keep their source paths)
-    assert {json.loads(r["meta.json"])["key"] for r in records(b_train, "train")} == \
-        {json.loads(r["meta.json"])["key"] for r in records(a_train, "train")}
+    assert {json.loads(r["meta.json"])["key"] for r in records(b_train, "train")} == {
+        json.loads(r["meta.json"])["key"] for r in records(a_train, "train")
+    }
     c_train, _ = validation_split(cfg, data, ValidationSettings(holdout=0.25, defects=1, seed=1))
     assert c_train.manifest.checksum != a_train.manifest.checksum
 

@@ -1,4 +1,5 @@
 """Image labels: the data set's, or the authors' code's max of the cropped mask."""
+
 import numpy as np
 import pytest
 
@@ -24,7 +25,8 @@ def test_a_defect_the_crop_cuts_away_is_normal_only_under_mask_max():
     image = np.zeros((40, 40, 3), np.uint8)
     mask = np.zeros((40, 40), bool)
     mask[0:3, 0:3] = True  # in the corner: cropped away by the 32-px center crop
-    out = Preprocess(resize=None, crop=32)({"key": "k", "image": image, "mask": mask,
-                                           "meta": {"label": 1, "category": "c", "defect": "d"}})
+    out = Preprocess(resize=None, crop=32)(
+        {"key": "k", "image": image, "mask": mask, "meta": {"label": 1, "category": "c", "defect": "d"}}
+    )
     m = out["mask"].numpy()
     assert image_label("metadata", int(out["label"]), m) == 1 and image_label("mask-max", int(out["label"]), m) == 0

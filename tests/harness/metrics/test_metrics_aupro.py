@@ -1,6 +1,7 @@
 """AUPRO against slow, plain reference implementations written here: the MVTec-AD definition
 (a pass per distinct threshold, exact integration with interpolation at the limit) and the
 DeCo-Diff code's variant (200 thresholds, rescaled FPR axis); 8-connected regions."""
+
 import numpy as np
 import pytest
 from skimage import measure
@@ -78,7 +79,7 @@ def blobs(rng, n, h, w, levels=None, p_anomalous=0.7):
         if rng.random() < p_anomalous:
             for _ in range(int(rng.integers(1, 4))):
                 y, x = rng.integers(0, h - 3), rng.integers(0, w - 3)
-                masks[i, y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)] = True
+                masks[i, y : y + rng.integers(1, 6), x : x + rng.integers(1, 6)] = True
     maps = rng.random((n, h, w)) + 0.6 * masks * rng.random((n, 1, 1))
     if levels is not None:  # quantised: many ties, inside and across classes
         maps = np.floor(maps * levels) / levels
@@ -142,7 +143,9 @@ def test_deco_diff_code_protocol_equals_its_plain_description(seed, levels, dtyp
 def test_the_two_protocols_differ_and_are_not_mixed_up():
     rng = np.random.default_rng(8)
     maps, masks = blobs(rng, 4, 16, 16)
-    assert aupro(maps, masks, protocol="mvtec") != pytest.approx(aupro(maps, masks, protocol="deco-diff-code"), abs=1e-4)
+    assert aupro(maps, masks, protocol="mvtec") != pytest.approx(
+        aupro(maps, masks, protocol="deco-diff-code"), abs=1e-4
+    )
     with pytest.raises(ValueError, match="protocol"):
         aupro(maps, masks, protocol="anomalib")
     with pytest.raises(ValueError, match="fpr_limit"):

@@ -1,5 +1,6 @@
 """AUROC / average precision equal scikit-learn's to 1e-9, ties included; F1max equals a brute
 force over every threshold; undefined inputs raise UndefinedMetric; torch path == numpy path."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score

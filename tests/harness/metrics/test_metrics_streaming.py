@@ -1,5 +1,6 @@
 """MetricSuite: batch-by-batch equals all-at-once, per category / mean / pooled records in the
 results contract, undefined cases as None with a reason, torch path == numpy path."""
+
 import json
 
 import numpy as np
@@ -20,7 +21,7 @@ def dataset(seed=0, n=10, h=20, w=20, levels=None):
         for i in range(n // 2):
             for _ in range(int(rng.integers(1, 4))):
                 y, x = rng.integers(0, h - 4), rng.integers(0, w - 4)
-                masks[i, y:y + rng.integers(2, 6), x:x + rng.integers(2, 6)] = True
+                masks[i, y : y + rng.integers(2, 6), x : x + rng.integers(2, 6)] = True
         maps = rng.random((n, h, w)) + (0.3 + 0.2 * c) * masks
         if levels:
             maps = np.floor(maps * levels) / levels
@@ -54,10 +55,15 @@ def test_batch_by_batch_equals_all_at_once_and_the_plain_functions():
             assert parts[k]["value"] == pytest.approx(whole[k]["value"], abs=1e-12), k
     for cat, (maps, masks, scores, labels, _) in data.items():
         assert whole[(cat, "image", "auroc")]["value"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
-        assert whole[(cat, "image", "auprc")]["value"] == pytest.approx(average_precision_score(labels, scores), abs=1e-9)
-        assert whole[(cat, "pixel", "auroc")]["value"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
+        assert whole[(cat, "image", "auprc")]["value"] == pytest.approx(
+            average_precision_score(labels, scores), abs=1e-9
+        )
+        assert whole[(cat, "pixel", "auroc")]["value"] == pytest.approx(
+            roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9
+        )
         assert whole[(cat, "pixel", "auprc")]["value"] == pytest.approx(
-            average_precision_score(masks.ravel(), maps.ravel()), abs=1e-9)
+            average_precision_score(masks.ravel(), maps.ravel()), abs=1e-9
+        )
         assert whole[(cat, "pixel", "f1max")]["value"] == pytest.approx(f1max(maps, masks), abs=1e-12)
         assert whole[(cat, "pixel", "aupro")]["value"] == pytest.approx(aupro(maps, masks), abs=1e-12)
 
@@ -74,7 +80,9 @@ def test_mean_and_pooled():
     scores = np.concatenate([d[2] for d in data.values()])
     labels = np.concatenate([d[3] for d in data.values()])
     assert rec[(POOLED, "image", "auroc")]["value"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
-    assert rec[(POOLED, "pixel", "auroc")]["value"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
+    assert rec[(POOLED, "pixel", "auroc")]["value"] == pytest.approx(
+        roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9
+    )
     assert rec[(POOLED, "pixel", "aupro")]["value"] == pytest.approx(aupro(maps, masks), abs=1e-12)
     assert rec[(POOLED, "pixel", "aupro")]["aggregate"] == "pooled"
 
@@ -101,8 +109,13 @@ def test_undefined_cases_are_none_with_a_reason_and_the_mean_says_what_it_skippe
     maps, masks, scores, labels, keys = data["wood"]
     good = labels == 0
     suite.update("wood", scores[good], labels[good], maps[good], masks[good], keys=[k for k, g in zip(keys, good) if g])
-    suite.update("flat", np.ones(4), np.array([0, 1, 0, 1]), np.full((4, 8, 8), 0.25, np.float32),
-                 np.pad(np.ones((4, 2, 2), bool), ((0, 0), (3, 3), (3, 3))))
+    suite.update(
+        "flat",
+        np.ones(4),
+        np.array([0, 1, 0, 1]),
+        np.full((4, 8, 8), 0.25, np.float32),
+        np.pad(np.ones((4, 2, 2), bool), ((0, 0), (3, 3), (3, 3))),
+    )
     suite.update("nomask", np.array([0.1, 0.9]), np.array([0, 1]), np.random.default_rng(0).random((2, 8, 8)), None)
     rec = table(suite.compute())
     for level, metric in [("image", "auroc"), ("image", "auprc"), ("pixel", "aupro"), ("pixel", "f1max")]:
@@ -116,8 +129,9 @@ def test_undefined_cases_are_none_with_a_reason_and_the_mean_says_what_it_skippe
         assert r["value"] is None and "not available" in r["reason"]
     mean = rec[(MEAN, "pixel", "aupro")]
     assert mean["n_categories"] == 2 and mean["skipped"] == ["wood", "flat", "nomask"]
-    assert mean["value"] == pytest.approx((rec[("bottle", "pixel", "aupro")]["value"]
-                                           + rec[("cable", "pixel", "aupro")]["value"]) / 2, abs=1e-12)
+    assert mean["value"] == pytest.approx(
+        (rec[("bottle", "pixel", "aupro")]["value"] + rec[("cable", "pixel", "aupro")]["value"]) / 2, abs=1e-12
+    )
     pooled = rec[(POOLED, "pixel", "auroc")]
     assert pooled["value"] is None and "nomask" in pooled["reason"]
     assert rec[(POOLED, "image", "auroc")]["value"] is not None
@@ -125,8 +139,13 @@ def test_undefined_cases_are_none_with_a_reason_and_the_mean_says_what_it_skippe
 
 def test_a_category_without_anything_defined_has_an_undefined_mean():
     suite = MetricSuite("x")
-    suite.update("only-good", np.array([0.1, 0.2]), np.array([0, 0]), np.zeros((2, 4, 4)) + [[[0.1]], [[0.2]]],
-                 np.zeros((2, 4, 4), bool))
+    suite.update(
+        "only-good",
+        np.array([0.1, 0.2]),
+        np.array([0, 0]),
+        np.zeros((2, 4, 4)) + [[[0.1]], [[0.2]]],
+        np.zeros((2, 4, 4), bool),
+    )
     rec = table(suite.compute())
     assert rec[(MEAN, "image", "auroc")]["value"] is None
     assert "every category" in rec[(MEAN, "image", "auroc")]["reason"]
@@ -137,10 +156,14 @@ def test_bad_samples_are_named():
     maps = np.zeros((2, 4, 4), np.float32)
     maps[1, 2, 2] = np.nan
     with pytest.raises(ValueError, match="b/001"):
-        suite.update("b", np.array([0.1, 0.2]), np.array([0, 1]), maps, np.zeros((2, 4, 4), bool), keys=["b/000", "b/001"])
+        suite.update(
+            "b", np.array([0.1, 0.2]), np.array([0, 1]), maps, np.zeros((2, 4, 4), bool), keys=["b/000", "b/001"]
+        )
     suite.update("b", np.array([0.1]), np.array([0]), np.zeros((1, 4, 4)), np.zeros((1, 4, 4), bool), keys=["b/000"])
     with pytest.raises(ValueError, match="b/000.*twice"):
-        suite.update("b", np.array([0.1]), np.array([0]), np.zeros((1, 4, 4)), np.zeros((1, 4, 4), bool), keys=["b/000"])
+        suite.update(
+            "b", np.array([0.1]), np.array([0]), np.zeros((1, 4, 4)), np.zeros((1, 4, 4), bool), keys=["b/000"]
+        )
     with pytest.raises(ValueError, match="shape"):
         suite.update("b", np.array([0.1]), np.array([0]), np.zeros((1, 4, 4)), np.zeros((1, 4, 5), bool))
 
@@ -178,8 +201,14 @@ def test_torch_path_equals_numpy_path(protocol):
     ref = table(fill(MetricSuite("mvtec", aupro_protocol=protocol), data, 4).compute())
     suite = MetricSuite("mvtec", aupro_protocol=protocol, device="cpu", backend="torch")
     for cat, (maps, masks, scores, labels, keys) in data.items():  # tensors in, as evaluation may pass them
-        suite.update(cat, torch.from_numpy(scores), torch.from_numpy(labels), torch.from_numpy(maps),
-                     torch.from_numpy(masks), keys=keys)
+        suite.update(
+            cat,
+            torch.from_numpy(scores),
+            torch.from_numpy(labels),
+            torch.from_numpy(maps),
+            torch.from_numpy(masks),
+            keys=keys,
+        )
     got = table(suite.compute())
     for k in ref:
         assert got[k]["value"] == ref[k]["value"], k

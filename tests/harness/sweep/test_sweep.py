@@ -1,6 +1,7 @@
 """Sweeps end to end with a real local Ray (2 CPUs) through the `decodiff` console script:
 a 2x2 grid, a killed trial retried, an evaluation-only sweep that trains once, and a sweep
 stopped after its first finished trial that resumes without rerunning it."""
+
 import glob
 import json
 import os
@@ -35,8 +36,9 @@ def cache(tmp_path_factory):
 
 def sweep(args, out, cache, **kw):
     cmd = [DECODIFF, "sweep", *args, *FAST, f"run.cache_dir={cache}", f"run.out_dir={out}", "--cpus", "2"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(out.with_suffix(".log"), "a"), text=True,
-                            env=ENV, **kw)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=open(out.with_suffix(".log"), "a"), text=True, env=ENV, **kw
+    )
 
 
 def wait_for(pattern, proc, timeout=180):
@@ -78,14 +80,29 @@ def test_grid_2x2_end_to_end_with_a_killed_trial_retried(tmp_path, cache):
     assert [a["attempt"] for a in lines(killed / "attempts.jsonl")] == [1, 2]
     assert json.loads((killed / "result.json").read_text())["attempt"] == 2
 
-    rows = [r for r in result["metrics"] if r["split"] == "test" and r["level"] == "image"
-            and r["metric"] == "auroc" and r["category"] == "mean"]
+    rows = [
+        r
+        for r in result["metrics"]
+        if r["split"] == "test" and r["level"] == "image" and r["metric"] == "auroc" and r["category"] == "mean"
+    ]
     assert len(rows) == 4 and len({r["trial"] for r in rows}) == 4
-    assert sorted((r["overrides"]["train.max_steps"], r["overrides"]["infer.reverse_steps"]) for r in rows) == \
-        [(10, 1), (10, 2), (20, 1), (20, 2)]
+    assert sorted((r["overrides"]["train.max_steps"], r["overrides"]["infer.reverse_steps"]) for r in rows) == [
+        (10, 1),
+        (10, 2),
+        (20, 1),
+        (20, 2),
+    ]
     for metric in ("auroc", "auprc", "f1max", "aupro"):
-        assert len([r for r in result["metrics"] if r["level"] == "pixel" and r["metric"] == metric
-                    and r["category"] == "mean"]) == 4
+        assert (
+            len(
+                [
+                    r
+                    for r in result["metrics"]
+                    if r["level"] == "pixel" and r["metric"] == metric and r["category"] == "mean"
+                ]
+            )
+            == 4
+        )
     assert all(isinstance(r["value"], float) for r in rows)
     # two trainings for four trials: trials sharing train.max_steps share one checkpoint
     trials = result["trials"]
@@ -99,7 +116,9 @@ def test_grid_2x2_end_to_end_with_a_killed_trial_retried(tmp_path, cache):
     import pandas as pd
 
     table = pd.read_csv(folder / "metrics.csv")
-    assert set(table["trial"]) == {t["trial"] for t in trials} and {"train.max_steps", "infer.reverse_steps"} <= set(table)
+    assert set(table["trial"]) == {t["trial"] for t in trials} and {"train.max_steps", "infer.reverse_steps"} <= set(
+        table
+    )
     report = (folder / "report.md").read_text()
     assert all(t["trial"] in report for t in trials) and "Selected on the test set" in report
     assert all(Path(t["run_dir"]).is_relative_to(folder) for t in trials)
@@ -107,7 +126,8 @@ def test_grid_2x2_end_to_end_with_a_killed_trial_retried(tmp_path, cache):
     assert (folder / "comparison" / "report.html").is_file() and "tiny-grid" in Path(result["comparison"]).read_text()
     assert list((folder / "ray").glob("session_*/logs"))  # Ray's session files live in the sweep folder
     assert not glob.glob("/tmp/decodiff-ray-*") or all(
-        not os.path.realpath(p).startswith(str(folder)) for p in glob.glob("/tmp/decodiff-ray-*"))
+        not os.path.realpath(p).startswith(str(folder)) for p in glob.glob("/tmp/decodiff-ray-*")
+    )
     # MLflow: one parent run, a child per trial
     parent, children = mlflow_runs(out, result["run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["kind"] == "sweep"
@@ -116,9 +136,16 @@ def test_grid_2x2_end_to_end_with_a_killed_trial_retried(tmp_path, cache):
 
 
 def test_evaluation_only_sweep_trains_once_and_resumes_after_a_stop(tmp_path, cache):
-    spec = {"name": "gammas", "config": "tiny", "set": {"train.max_steps": 4},
-            "grid": {"infer.gamma_p": [0.2, 0.4, 0.6]}, "max_concurrent": 1, "retries": 1,
-            "validation": {"holdout": 0.25, "defects": 1}, "objective": {"metric": "pixel_aupro"}}
+    spec = {
+        "name": "gammas",
+        "config": "tiny",
+        "set": {"train.max_steps": 4},
+        "grid": {"infer.gamma_p": [0.2, 0.4, 0.6]},
+        "max_concurrent": 1,
+        "retries": 1,
+        "validation": {"holdout": 0.25, "defects": 1},
+        "objective": {"metric": "pixel_aupro"},
+    }
     (tmp_path / "gammas.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "runs"
     folder = out / "sweeps" / "gammas"
@@ -144,12 +171,17 @@ def test_evaluation_only_sweep_trains_once_and_resumes_after_a_stop(tmp_path, ca
     assert len(trainings) == 1 and len(lines(trainings[0] / "attempts.jsonl")) == 1
     trained = json.loads((trainings[0] / "result.json").read_text())["train"]
     assert trained["reused"] is False
-    infos = [json.loads((folder / "trials" / t["trial"] / "result.json").read_text())["train"] for t in result["trials"]]
+    infos = [
+        json.loads((folder / "trials" / t["trial"] / "result.json").read_text())["train"] for t in result["trials"]
+    ]
     assert all(i["reused"] is True and i["checkpoint"] == trained["checkpoint"] for i in infos)
 
     # validation beside test, selection on validation
-    val = [r for r in result["metrics"] if r["split"] == "validation" and r["category"] == "mean"
-           and r["level"] == "pixel" and r["metric"] == "aupro"]
+    val = [
+        r
+        for r in result["metrics"]
+        if r["split"] == "validation" and r["category"] == "mean" and r["level"] == "pixel" and r["metric"] == "aupro"
+    ]
     assert len(val) == 3 and result["best"]["split"] == "validation"
     report = (folder / "report.md").read_text()
     assert "AUPRO val | AUPRO test" in report and "held out" in report
@@ -178,11 +210,21 @@ def test_a_sigkilled_driver_resumes_and_a_trial_failing_every_retry_ends_it_non_
     """The driver SIGKILLed after the first finished trial (Ray's processes die with it); --resume
     redoes no finished trial; a trial whose training fails on every retry ends the sweep with exit
     code 1, listed as failed (with its error) in the summary and the report."""
-    spec = {"name": "killed", "config": "tiny", "set": {"train.max_steps": 2}, "retries": 1, "max_concurrent": 1,
-            "grid": {"infer.reverse_steps": [1, 2],
-                     "patches": [{"process.patch_sizes": [1, 2, 4], "process.patch_probs": [0.4, 0.3, 0.3]},
-                                 {"process.patch_sizes": [3], "process.patch_probs": [1.0]}]},  # 3 does not divide 8
-            "exclude": [{"process.patch_sizes": [3], "infer.reverse_steps": 2}]}
+    spec = {
+        "name": "killed",
+        "config": "tiny",
+        "set": {"train.max_steps": 2},
+        "retries": 1,
+        "max_concurrent": 1,
+        "grid": {
+            "infer.reverse_steps": [1, 2],
+            "patches": [
+                {"process.patch_sizes": [1, 2, 4], "process.patch_probs": [0.4, 0.3, 0.3]},
+                {"process.patch_sizes": [3], "process.patch_probs": [1.0]},
+            ],
+        },  # 3 does not divide 8
+        "exclude": [{"process.patch_sizes": [3], "infer.reverse_steps": 2}],
+    }
     (tmp_path / "killed.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "runs"
     folder = out / "sweeps" / "killed"

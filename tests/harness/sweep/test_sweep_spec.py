@@ -1,5 +1,6 @@
 """Sweep files: expansion into trials, identities, training groups, presets, cost, and the errors
 that must stop a sweep before any trial starts (no Ray, no sweep folder)."""
+
 import json
 from pathlib import Path
 
@@ -18,11 +19,17 @@ def write(tmp_path: Path, spec: dict, name: str = "grid.yaml") -> str:
 
 
 def test_grid_product_linked_axes_exclude_and_groups(tmp_path):
-    spec = {"config": "tiny", "grid": {
-        "infer.strategy": ["z0", "zt-1"], "infer.reverse_steps": [1, 2, 5],
-        "gammas": [{"infer.gamma_p": 0.2, "infer.gamma_l": 0.4}, {"infer": {"gamma_p": 0.4, "gamma_l": 0.2}}],
-        "train.max_steps": [5, 6]},
-        "exclude": [{"infer.strategy": "zt-1", "infer.reverse_steps": 1}], "seeds": [0, 1]}
+    spec = {
+        "config": "tiny",
+        "grid": {
+            "infer.strategy": ["z0", "zt-1"],
+            "infer.reverse_steps": [1, 2, 5],
+            "gammas": [{"infer.gamma_p": 0.2, "infer.gamma_l": 0.4}, {"infer": {"gamma_p": 0.4, "gamma_l": 0.2}}],
+            "train.max_steps": [5, 6],
+        },
+        "exclude": [{"infer.strategy": "zt-1", "infer.reverse_steps": 1}],
+        "seeds": [0, 1],
+    }
     plan = plan_sweep(write(tmp_path, spec))
     # 2 seeds x (2 x 3 - 1) x 2 gamma pairs x 2 step budgets
     assert len(plan.trials) == 2 * 5 * 2 * 2
@@ -31,8 +38,14 @@ def test_grid_product_linked_axes_exclude_and_groups(tmp_path):
     assert len(plan.groups()) == 4
     t = plan.trials[0]
     assert t.config.infer.gamma_l == 0.4 and t.config.run.seed == 0 and t.dataset == "demo"
-    assert t.overrides == {"run.seed": 0, "infer.strategy": "z0", "infer.reverse_steps": 1, "infer.gamma_p": 0.2,
-                           "infer.gamma_l": 0.4, "train.max_steps": 5}
+    assert t.overrides == {
+        "run.seed": 0,
+        "infer.strategy": "z0",
+        "infer.reverse_steps": 1,
+        "infer.gamma_p": 0.2,
+        "infer.gamma_l": 0.4,
+        "train.max_steps": 5,
+    }
     assert not any(x.config.infer.strategy == "zt-1" and x.config.infer.reverse_steps == 1 for x in plan.trials)
 
 
@@ -49,9 +62,18 @@ def test_identity_ignores_bookkeeping_and_follows_results(tmp_path):
 
 
 def test_random_search_is_deterministic_and_in_range(tmp_path):
-    spec = {"config": "tiny", "grid": {"infer.reverse_steps": [1, 2]}, "samples": 3, "sample_seed": 7,
-            "space": {"train.lr": {"loguniform": [1e-5, 1e-3]}, "infer.strategy": {"choice": ["z0", "zt-1"]},
-                      "train.max_steps": {"randint": [3, 5]}, "process.r_mask": {"uniform": [0.3, 0.7]}}}
+    spec = {
+        "config": "tiny",
+        "grid": {"infer.reverse_steps": [1, 2]},
+        "samples": 3,
+        "sample_seed": 7,
+        "space": {
+            "train.lr": {"loguniform": [1e-5, 1e-3]},
+            "infer.strategy": {"choice": ["z0", "zt-1"]},
+            "train.max_steps": {"randint": [3, 5]},
+            "process.r_mask": {"uniform": [0.3, 0.7]},
+        },
+    }
     a = plan_sweep(write(tmp_path, spec))
     b = plan_sweep(write(tmp_path, spec))
     assert len(a.trials) == 6 and [t.id for t in a.trials] == [t.id for t in b.trials]
@@ -63,8 +85,10 @@ def test_random_search_is_deterministic_and_in_range(tmp_path):
 
 
 def test_dataset_axis_with_shards(tmp_path):
-    spec = {"datasets": {"mvtec": {"model.size": "tiny"}, "mpdd": {"data": {"dataset": "mpdd"}, "model.size": "XS"}},
-            "set": {"train.max_steps": 3}}
+    spec = {
+        "datasets": {"mvtec": {"model.size": "tiny"}, "mpdd": {"data": {"dataset": "mpdd"}, "model.size": "XS"}},
+        "set": {"train.max_steps": 3},
+    }
     plan = plan_sweep(write(tmp_path, spec), shards={"mvtec": "/s/mvtec", "mpdd": "/s/mpdd"})
     by = {t.dataset: t for t in plan.trials}
     assert by["mvtec"].config.data.dataset == "mvtec" and by["mvtec"].config.data.shards == "/s/mvtec"
@@ -76,19 +100,22 @@ def test_dataset_axis_with_shards(tmp_path):
         plan_sweep(write(tmp_path, spec), shards={"visa": "/s"})
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"config": "tiny", "grid": {"train.lrr": [1, 2]}}, "unknown config key 'train.lrr'"),
-    ({"config": "tiny", "grid": {}}, "'grid' is empty"),
-    ({"config": "tiny", "grid": {"infer.gamma_p": []}}, "grid.infer.gamma_p: expected a non-empty list"),
-    ({"config": "tiny", "grid": {"infer.reverse_steps": [0]}}, "infer.reverse_steps"),
-    ({"config": "tiny", "grdi": {"infer.gamma_p": [1]}}, "unknown sweep key 'grdi'"),
-    ({"config": "tiny", "grid": {"gammas": [0.2]}}, "linked axis"),
-    ({"config": "tiny", "grid": {"infer.gamma_p": [0.2]}, "samples": 3}, "needs a random 'space'"),
-    ({"config": "tiny", "space": {"train.lr": {"gauss": [0, 1]}}}, "space.train.lr: expected one of"),
-    ({"config": "tiny", "grid": {"infer.gamma_p": [0.2]}, "exclude": [{"infer.gamma_l": 0.2}]}, "not a sweep axis"),
-    ({"config": "tiny", "grid": {"infer.gamma_p": [0.2]}, "exclude": [{"infer.gamma_p": 0.2}]}, "no trials left"),
-    ({"config": "no-such-preset", "grid": {"infer.gamma_p": [0.2]}}, "no such preset"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"config": "tiny", "grid": {"train.lrr": [1, 2]}}, "unknown config key 'train.lrr'"),
+        ({"config": "tiny", "grid": {}}, "'grid' is empty"),
+        ({"config": "tiny", "grid": {"infer.gamma_p": []}}, "grid.infer.gamma_p: expected a non-empty list"),
+        ({"config": "tiny", "grid": {"infer.reverse_steps": [0]}}, "infer.reverse_steps"),
+        ({"config": "tiny", "grdi": {"infer.gamma_p": [1]}}, "unknown sweep key 'grdi'"),
+        ({"config": "tiny", "grid": {"gammas": [0.2]}}, "linked axis"),
+        ({"config": "tiny", "grid": {"infer.gamma_p": [0.2]}, "samples": 3}, "needs a random 'space'"),
+        ({"config": "tiny", "space": {"train.lr": {"gauss": [0, 1]}}}, "space.train.lr: expected one of"),
+        ({"config": "tiny", "grid": {"infer.gamma_p": [0.2]}, "exclude": [{"infer.gamma_l": 0.2}]}, "not a sweep axis"),
+        ({"config": "tiny", "grid": {"infer.gamma_p": [0.2]}, "exclude": [{"infer.gamma_p": 0.2}]}, "no trials left"),
+        ({"config": "no-such-preset", "grid": {"infer.gamma_p": [0.2]}}, "no such preset"),
+    ],
+)
 def test_bad_sweep_files_fail_with_one_line(tmp_path, spec, message):
     with pytest.raises(SweepError) as err:
         plan_sweep(write(tmp_path, spec))
@@ -104,17 +131,21 @@ def test_unsharded_data_set_is_an_error_before_anything(tmp_path):
     plan = plan_sweep(write(tmp_path, spec), shards={"mvtec": str(tmp_path / "nowhere")})
     with pytest.raises(SweepError, match="is not sharded at"):
         check_data(plan)
-    plan = plan_sweep(write(tmp_path, {"config": "tiny", "grid": {"infer.gamma_p": [0.2]}}),
-                      [f"vae.pretrained={tmp_path / 'no-vae'}"])
+    plan = plan_sweep(
+        write(tmp_path, {"config": "tiny", "grid": {"infer.gamma_p": [0.2]}}), [f"vae.pretrained={tmp_path / 'no-vae'}"]
+    )
     with pytest.raises(SweepError, match="no VAE folder there"):
         check_data(plan)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["grid.yaml"], "unknown config key 'train.lrr'"),
-    (["empty.yaml"], "'grid' is empty"),
-    (["mvtec.yaml"], "data set 'mvtec' is not sharded"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["grid.yaml"], "unknown config key 'train.lrr'"),
+        (["empty.yaml"], "'grid' is empty"),
+        (["mvtec.yaml"], "data set 'mvtec' is not sharded"),
+    ],
+)
 def test_cli_errors_exit_2_before_any_trial(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, {"config": "tiny", "grid": {"train.lrr": [1]}}, "grid.yaml")
@@ -129,9 +160,17 @@ def test_cli_errors_exit_2_before_any_trial(tmp_path, capsys, monkeypatch, args,
 
 def test_every_preset_expands(tmp_path):
     names = sweep_preset_names()
-    assert {"tiny-grid", "table3-strategy-steps", "table4-discrepancy", "appendix-table1-model-sizes",
-            "appendix-table2-patch-sizes", "appendix-table2-r-mask", "appendix-table2-r-shuffle",
-            "appendix-table2-gammas", "paper-main"} <= set(names)
+    assert {
+        "tiny-grid",
+        "table3-strategy-steps",
+        "table4-discrepancy",
+        "appendix-table1-model-sizes",
+        "appendix-table2-patch-sizes",
+        "appendix-table2-r-mask",
+        "appendix-table2-r-shuffle",
+        "appendix-table2-gammas",
+        "paper-main",
+    } <= set(names)
     counts = {}
     for name in names:
         plan = plan_sweep(name)
@@ -160,8 +199,11 @@ def test_dry_run_lists_trials_and_cost(tmp_path, capsys):
     assert main(["sweep", "tiny-grid", "--dry-run", "--json", f"run.out_dir={tmp_path}"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [t["overrides"] for t in out["trials"]] == [
-        {"train.max_steps": 10, "infer.reverse_steps": 1}, {"train.max_steps": 10, "infer.reverse_steps": 2},
-        {"train.max_steps": 20, "infer.reverse_steps": 1}, {"train.max_steps": 20, "infer.reverse_steps": 2}]
+        {"train.max_steps": 10, "infer.reverse_steps": 1},
+        {"train.max_steps": 10, "infer.reverse_steps": 2},
+        {"train.max_steps": 20, "infer.reverse_steps": 1},
+        {"train.max_steps": 20, "infer.reverse_steps": 2},
+    ]
 
 
 def test_resume_keeps_trials_whose_ids_changed_with_the_code(tmp_path):
@@ -179,8 +221,9 @@ def test_resume_keeps_trials_whose_ids_changed_with_the_code(tmp_path):
         run_dir = folder / "trials" / old_id / "run"
         run_dir.mkdir(parents=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
-        (folder / "trials" / old_id / "result.json").write_text(json.dumps(
-            {"id": old_id, "dataset": "demo", "validation": None, "run_dir": str(run_dir), "records": []}))
+        (folder / "trials" / old_id / "result.json").write_text(
+            json.dumps({"id": old_id, "dataset": "demo", "validation": None, "run_dir": str(run_dir), "records": []})
+        )
     _adopt_earlier(plan, folder)
     adopted = json.loads((folder / "trials" / plan.trials[0].id / "result.json").read_text())
     assert adopted["adopted_from"] == "told1" and adopted["id"] == plan.trials[0].id
@@ -189,9 +232,16 @@ def test_resume_keeps_trials_whose_ids_changed_with_the_code(tmp_path):
 
 
 # ---- recipes (README "Recipes") ------------------------------------------------------------------
-PAPER_PRESETS = ("paper-main", "table3-strategy-steps", "table4-discrepancy", "appendix-table1-model-sizes",
-                 "appendix-table2-gammas", "appendix-table2-patch-sizes", "appendix-table2-r-mask",
-                 "appendix-table2-r-shuffle")
+PAPER_PRESETS = (
+    "paper-main",
+    "table3-strategy-steps",
+    "table4-discrepancy",
+    "appendix-table1-model-sizes",
+    "appendix-table2-gammas",
+    "appendix-table2-patch-sizes",
+    "appendix-table2-r-mask",
+    "appendix-table2-r-shuffle",
+)
 
 
 def test_every_preset_names_its_recipe_and_paper_trials_depart_only_in_their_axis():
@@ -224,8 +274,16 @@ def test_dry_run_json_shows_the_recipe_of_paper_main_and_the_ablations(tmp_path,
 
     shards = prepare_data(build_config("tiny", [f"run.cache_dir={tmp_path / 'cache'}"])).location
     out = tmp_path / "runs"
-    sets = ["--shards", f"mvtec={shards}", "--shards", f"visa={shards}", "--shards", f"mpdd={shards}",
-            "--shards", f"realiad={shards}"]
+    sets = [
+        "--shards",
+        f"mvtec={shards}",
+        "--shards",
+        f"visa={shards}",
+        "--shards",
+        f"mpdd={shards}",
+        "--shards",
+        f"realiad={shards}",
+    ]
     assert main(["sweep", "paper-main", "--dry-run", "--json", *sets, f"run.out_dir={out}"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["recipe"] == "paper" and len(info["trials"]) == 4
@@ -234,8 +292,9 @@ def test_dry_run_json_shows_the_recipe_of_paper_main_and_the_ablations(tmp_path,
         assert main(["sweep", name, "--dry-run", "--json", "--shards", f"mvtec={shards}", f"run.out_dir={out}"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["recipe"] == "paper" and all(t["recipe"] == "paper" for t in info["trials"]), name
-    assert main(["sweep", "table3-strategy-steps", "--dry-run", "--shards", f"mvtec={shards}",
-                 f"run.out_dir={out}"]) == 0
+    assert (
+        main(["sweep", "table3-strategy-steps", "--dry-run", "--shards", f"mvtec={shards}", f"run.out_dir={out}"]) == 0
+    )
     text = capsys.readouterr().out
     assert "recipe: paper" in text and "[departs from paper: infer.reverse_steps" in text
     assert not (out / "sweeps").exists()

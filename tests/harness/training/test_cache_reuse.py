@@ -1,5 +1,6 @@
 """A finished cache (shards, VAE, latents) is reused without taking its lock: a cache that other runs
 made can be read where no lock file can be written (a read-only share), and readers never queue."""
+
 from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.training.latent_cache import build_latent_cache
@@ -8,9 +9,19 @@ from decodiff.harness.training.vae_fit import get_vae
 
 def test_finished_caches_are_reused_without_their_locks(tmp_path):
     cache = tmp_path / "cache"
-    cfg = build_config("tiny", [f"run.cache_dir={cache}", "vae.steps=2", "data.categories=[grass]",
-                                "data.demo.categories=[grass]", "data.demo.n_train=4", "data.demo.n_test_good=1",
-                                "data.demo.n_test_per_defect=1", "run.threads=1"])
+    cfg = build_config(
+        "tiny",
+        [
+            f"run.cache_dir={cache}",
+            "vae.steps=2",
+            "data.categories=[grass]",
+            "data.demo.categories=[grass]",
+            "data.demo.n_train=4",
+            "data.demo.n_test_good=1",
+            "data.demo.n_test_per_defect=1",
+            "run.threads=1",
+        ],
+    )
     data = prepare_data(cfg)
     vae = get_vae(cfg, data)
     build_latent_cache(cfg, data, vae)

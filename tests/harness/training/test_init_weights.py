@@ -1,6 +1,7 @@
 """model.init_from: the four sources told apart and read without unpickling code, a load short of
 complete stopping the run with the names before any training, the init file's digest in the
 training key, and a training from an initialisation resuming bitwise."""
+
 import json
 import shutil
 from pathlib import Path
@@ -9,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from decodiff.harness.training.checkpoint import CheckpointError, build_from_spec, load_model
 from decodiff.harness.cli import main
+from decodiff.harness.training.checkpoint import CheckpointError, build_from_spec, load_model
 from decodiff.harness.training.init_weights import init_digest, init_plan, read_source
 
 TINY = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "authors-unet-tiny"
@@ -29,16 +30,29 @@ def skeleton(spec: dict):
 
 
 def custom_spec(classes: list[str]) -> dict:
-    return {"size": "custom", "preset": CUSTOM, "num_classes": len(classes), "conditional": True, "latent_channels": 4,
-            "sample_size": 16, "dropout": None, "classes": classes}
+    return {
+        "size": "custom",
+        "preset": CUSTOM,
+        "num_classes": len(classes),
+        "conditional": True,
+        "latent_channels": 4,
+        "sample_size": 16,
+        "dropout": None,
+        "classes": classes,
+    }
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """A 4-step tiny training: the checkpoint other trainings start from."""
     root = tmp_path_factory.mktemp("init")
-    ov = [f"run.cache_dir={root / 'cache'}", "run.device=cpu", "vae.steps=4", "train.max_steps=4",
-          "train.checkpoint_every=2"]
+    ov = [
+        f"run.cache_dir={root / 'cache'}",
+        "run.device=cpu",
+        "vae.steps=4",
+        "train.max_steps=4",
+        "train.checkpoint_every=2",
+    ]
     assert main(["train", "--config", "tiny", "--out", str(root / "base"), *ov]) == 0
     return ov, root, root / "base" / "checkpoint"
 
@@ -85,8 +99,10 @@ def test_a_diffusers_folder_has_no_class_table_so_only_a_partial_load(base, tmp_
 def test_a_renamed_or_reshaped_tensor_stops_the_training_before_it_starts(base, tmp_path, capsys):
     ov, _, ckpt = base
     state = load_file(str(ckpt / "model.safetensors"))
-    for case, edit in (("renamed", lambda s: s.update({"unet.conv_in.weightX": s.pop("unet.conv_in.weight")})),
-                       ("reshaped", lambda s: s.update({"unet.conv_out.bias": torch.zeros(5)}))):
+    for case, edit in (
+        ("renamed", lambda s: s.update({"unet.conv_in.weightX": s.pop("unet.conv_in.weight")})),
+        ("reshaped", lambda s: s.update({"unet.conv_out.bias": torch.zeros(5)})),
+    ):
         bad = tmp_path / case
         bad.mkdir()
         shutil.copy(ckpt / "model.json", bad / "model.json")

@@ -1,6 +1,7 @@
 """Augmentation under the latent cache (train.cache_augment=exact): every distinct translation is
 encoded, and each sample's variant is drawn per epoch by the published augmentation's own draw,
 so the training distribution equals the one without a cache (a fresh +-4 px shift with p = 0.5)."""
+
 import io
 import json
 import random
@@ -12,8 +13,8 @@ import torch
 from scipy import stats
 
 from decodiff.datasets.transforms import Preprocess
-from decodiff.harness.training.latent_cache import ExactPick, build_latent_cache
 from decodiff.harness.training.feed import _Augment
+from decodiff.harness.training.latent_cache import ExactPick, build_latent_cache
 
 
 def published_probability(dx: int, dy: int, rot: bool, translate: int = 4, rotate180: bool = False) -> float:
@@ -74,8 +75,16 @@ def test_exact_cache_holds_the_encoding_of_every_shift_and_training_reads_the_dr
     from decodiff.harness.training.feed import TrainFeed
     from decodiff.harness.training.vae_fit import get_vae
 
-    cfg = build_config("tiny", [f"run.cache_dir={tmp_path}", "vae.steps=2", "train.cache_augment=exact",
-                                "data.demo.categories=[coins]", "train.translate=2"])
+    cfg = build_config(
+        "tiny",
+        [
+            f"run.cache_dir={tmp_path}",
+            "vae.steps=2",
+            "train.cache_augment=exact",
+            "data.demo.categories=[coins]",
+            "train.translate=2",
+        ],
+    )
     data = prepare_data(cfg)
     vae = get_vae(cfg, data)
     location, manifest = build_latent_cache(cfg, data, vae)

@@ -1,5 +1,6 @@
 """`decodiff model import` then `decodiff evaluate --checkpoint`: the authors' tiny fixture scored
 end to end with our metrics, its VAE from the config; and what import refuses."""
+
 import json
 from pathlib import Path
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from decodiff.harness.training.checkpoint import load_model
 from decodiff.harness.cli import main
+from decodiff.harness.training.checkpoint import load_model
 
 TINY = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "authors-unet-tiny"
 
@@ -23,11 +24,33 @@ def authors_file():
 
 def test_import_gives_a_checkpoint_of_the_authors_function(authors_file, tmp_path, capsys):
     out = tmp_path / "imported"
-    assert main(["model", "import", str(authors_file), "--categories", "brick,coins,grass", "--out", str(out),
-                 "--heads", "2", "--latent", "16", "--json"]) == 0
+    assert (
+        main(
+            [
+                "model",
+                "import",
+                str(authors_file),
+                "--categories",
+                "brick,coins,grass",
+                "--out",
+                str(out),
+                "--heads",
+                "2",
+                "--latent",
+                "16",
+                "--json",
+            ]
+        )
+        == 0
+    )
     got = json.loads(capsys.readouterr().out)
     assert {k: got[k] for k in ("tensors", "loaded", "missing", "mismatched", "unused")} == {
-        "tensors": 627, "loaded": 627, "missing": 0, "mismatched": 0, "unused": 0}
+        "tensors": 627,
+        "loaded": 627,
+        "missing": 0,
+        "mismatched": 0,
+        "unused": 0,
+    }
     assert got["size"] == "custom" and got["preset"]["channels"] == 32 and got["class_rows"]["grass"] == 2
     model, spec, info = load_model(out)
     assert spec["size"] == "custom" and spec["classes"] == ["brick", "coins", "grass"] and info["format"] == "authors"
@@ -65,12 +88,36 @@ def test_import_refuses_what_it_cannot_make_whole(authors_file, tmp_path, capsys
 @pytest.mark.slow
 def test_imported_checkpoint_evaluates_with_the_configs_vae(authors_file, tmp_path, capsys):
     ckpt = tmp_path / "imported"
-    assert main(["model", "import", str(authors_file), "--categories", "brick,coins,grass", "--out", str(ckpt),
-                 "--heads", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "model",
+                "import",
+                str(authors_file),
+                "--categories",
+                "brick,coins,grass",
+                "--out",
+                str(ckpt),
+                "--heads",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["loaded"] == 627
-    ov = [f"run.cache_dir={tmp_path / 'cache'}", f"run.out_dir={tmp_path / 'runs'}", "run.device=cpu",
-          "data.demo.size=64", "data.demo.n_train=4", "data.demo.n_test_good=1", "data.demo.n_test_per_defect=1",
-          "data.demo.categories=[coins]", "metrics.bootstrap=0", "infer.reverse_steps=2"]
+    ov = [
+        f"run.cache_dir={tmp_path / 'cache'}",
+        f"run.out_dir={tmp_path / 'runs'}",
+        "run.device=cpu",
+        "data.demo.size=64",
+        "data.demo.n_train=4",
+        "data.demo.n_test_good=1",
+        "data.demo.n_test_per_defect=1",
+        "data.demo.categories=[coins]",
+        "metrics.bootstrap=0",
+        "infer.reverse_steps=2",
+    ]
     # the tiny preset trains its own VAE: an imported checkpoint has none, so that is refused, saying why
     assert main(["evaluate", "--checkpoint", str(ckpt), "--config", "tiny", *ov]) == 1
     assert "holds no VAE of its own: pass vae.pretrained=" in capsys.readouterr().err

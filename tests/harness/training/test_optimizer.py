@@ -1,4 +1,5 @@
 """AdamW's foreach kernel on CPU gives bitwise the weights of torch's per-parameter loop."""
+
 import copy
 
 import torch

@@ -1,5 +1,6 @@
 """Training states: exact round trip, clear errors for corrupt / other-size / other-config
 checkpoints, saves that fail without touching the previous one, and nothing unpickled."""
+
 import json
 import pickle
 import random
@@ -9,8 +10,15 @@ import pytest
 import torch
 
 from decodiff.harness.training import checkpoint as ck
-from decodiff.harness.training.checkpoint import (CheckpointError, Position, latest_state, model_spec, restore_training,
-                                         save_training, state_folders)
+from decodiff.harness.training.checkpoint import (
+    CheckpointError,
+    Position,
+    latest_state,
+    model_spec,
+    restore_training,
+    save_training,
+    state_folders,
+)
 from decodiff.harness.training.ema import EMA
 from decodiff.harness.training.schedules import lr_lambda
 from decodiff.models.unet import build_unet
@@ -26,8 +34,11 @@ def one_thread():
 
 
 SPEC = model_spec("tiny", 3, True, 4, 8, 0.0, ["a", "b", "c"])
-META = {"training_spec": {"train": {"lr": 1e-3, "epochs": 5}, "model": {"size": "tiny"}}, "model_spec": SPEC,
-        "layout": {"num_workers": 0}}
+META = {
+    "training_spec": {"train": {"lr": 1e-3, "epochs": 5}, "model": {"size": "tiny"}},
+    "model_spec": SPEC,
+    "layout": {"num_workers": 0},
+}
 
 
 def objects(seed: int = 0):
@@ -50,14 +61,38 @@ def step(model, opt, sched, ema):
 
 def save(out, pos, objs, **kw):
     model, opt, sched, ema, gen = objs
-    return save_training(out, pos, model=model, optimizer=opt, scheduler=sched, ema=ema, scaler=None, generator=gen,
-                         meta=kw.pop("meta", META), rank=0, world=1, keep=kw.pop("keep", 2), barrier=lambda: None, **kw)
+    return save_training(
+        out,
+        pos,
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        ema=ema,
+        scaler=None,
+        generator=gen,
+        meta=kw.pop("meta", META),
+        rank=0,
+        world=1,
+        keep=kw.pop("keep", 2),
+        barrier=lambda: None,
+        **kw,
+    )
 
 
 def restore(folder, objs, expect=META, world=1):
     model, opt, sched, ema, gen = objs
-    return restore_training(folder, model=model, optimizer=opt, scheduler=sched, ema=ema, scaler=None, generator=gen,
-                            expect=expect, rank=0, world=world)
+    return restore_training(
+        folder,
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        ema=ema,
+        scaler=None,
+        generator=gen,
+        expect=expect,
+        rank=0,
+        world=world,
+    )
 
 
 @pytest.fixture
@@ -97,8 +132,13 @@ def test_round_trip_restores_every_state_exactly(saved):
 def test_files_are_safetensors_and_json_only_and_nothing_is_unpickled(saved, monkeypatch):
     out, folder, _ = saved
     assert sorted(p.name for p in folder.iterdir()) == [
-        "ema.safetensors", "model.safetensors", "optimizer.safetensors", "rank-0.json", "rank-0.safetensors",
-        "state.json"]
+        "ema.safetensors",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rank-0.json",
+        "rank-0.safetensors",
+        "state.json",
+    ]
 
     def refuse(*a, **k):
         raise AssertionError("a checkpoint was unpickled")

@@ -5,6 +5,7 @@ The data: three categories of the tiny demo set, 9 training images each, re-shar
 per shard: the shards (6, 3, 6, 3, 6, 3) cannot be dealt evenly to two ranks (15 and 12
 samples), so one rank runs out a step early in every epoch.
 """
+
 import json
 import os
 import signal
@@ -18,10 +19,10 @@ import torch
 
 from decodiff.datasets.mvtec import read_mvtec
 from decodiff.datasets.shards import write_shards
-from decodiff.harness.training.checkpoint import STATE_DIR, latest_state, load_model
 from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.evaluation.evaluate import evaluate
+from decodiff.harness.training.checkpoint import STATE_DIR, latest_state, load_model
 from decodiff.harness.training.vae_fit import get_vae
 
 SCRIPT = Path(__file__).with_name("train_ranks_script.py")
@@ -31,10 +32,30 @@ DEMO = ["data.demo.n_train=9", "data.demo.categories=[brick,coffee,coins]"]
 
 
 def launch(args: list[str], port: int, extra_env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONWARNINGS="ignore", **(extra_env or {}))
-    cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port), *args]
+    env = dict(
+        os.environ,
+        ACCELERATE_USE_CPU="true",
+        OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONWARNINGS="ignore",
+        **(extra_env or {}),
+    )
+    cmd = [
+        ACCELERATE,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *args,
+    ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -51,9 +72,22 @@ def uneven(tmp_path_factory):
     shards = root / "uneven-shards"
     base = build_config("tiny", [f"run.cache_dir={cache}", *DEMO])
     write_shards(_demo_samples(base), shards, dataset="demo", max_count=6)
-    overrides = [f"run.cache_dir={cache}", "run.device=cpu", *DEMO, f"data.shards={shards}",
-                 "train.batch_size=6", "train.grad_accum=2", "train.max_steps=24", "train.lr_schedule=cosine", "train.ema=0.9",
-                 "train.warmup=2", "train.checkpoint_every=2", "train.log_every=1", "infer.batch_size=4", "vae.steps=4"]
+    overrides = [
+        f"run.cache_dir={cache}",
+        "run.device=cpu",
+        *DEMO,
+        f"data.shards={shards}",
+        "train.batch_size=6",
+        "train.grad_accum=2",
+        "train.max_steps=24",
+        "train.lr_schedule=cosine",
+        "train.ema=0.9",
+        "train.warmup=2",
+        "train.checkpoint_every=2",
+        "train.log_every=1",
+        "infer.batch_size=4",
+        "vae.steps=4",
+    ]
     cfg = build_config("tiny", overrides)
     data = prepare_data(cfg)
     get_vae(cfg, data)
@@ -65,8 +99,15 @@ def _demo_samples(cfg):
 
     d = cfg.data.demo
     root = Path(cfg.run.cache_dir) / "demo-uneven"
-    generate_demo(root, size=d.size, n_train=d.n_train, n_test_good=d.n_test_good,
-                  n_test_per_defect=d.n_test_per_defect, categories=d.categories, seed=0)
+    generate_demo(
+        root,
+        size=d.size,
+        n_train=d.n_train,
+        n_test_good=d.n_test_good,
+        n_test_per_defect=d.n_test_per_defect,
+        categories=d.categories,
+        seed=0,
+    )
     return read_mvtec(root, dataset="demo")
 
 
@@ -228,17 +269,33 @@ def test_killed_then_preempted_run_resumes_bitwise(uneven, ranks_run, tmp_path, 
     assert latest["reason"] == "preempted" and step < latest["step"] < 24
     state = run / STATE_DIR / latest["state"]
     assert sorted(f.name for f in state.iterdir()) == sorted(
-        ["ema.safetensors", "model.safetensors", "optimizer.safetensors", "state.json", "rank-0.json", "rank-1.json",
-         "rank-0.safetensors", "rank-1.safetensors"])  # nothing pickled
+        [
+            "ema.safetensors",
+            "model.safetensors",
+            "optimizer.safetensors",
+            "state.json",
+            "rank-0.json",
+            "rank-1.json",
+            "rank-0.safetensors",
+            "rank-1.safetensors",
+        ]
+    )  # nothing pickled
 
     rc, out, err = finish(launch(_train_cmd(uneven["overrides"], run, "--resume"), PORT + 3))
     assert rc == 0, err[-3000:]
     assert json.loads(out.strip().splitlines()[-1])["resumed_from"] == latest["step"]
 
-    assert (run / "checkpoint" / "model.safetensors").read_bytes() == (ref / "checkpoint" / "model.safetensors").read_bytes()
+    assert (run / "checkpoint" / "model.safetensors").read_bytes() == (
+        ref / "checkpoint" / "model.safetensors"
+    ).read_bytes()
     a, b = ref / STATE_DIR / "step-00000024", run / STATE_DIR / "step-00000024"
-    for name in ("model.safetensors", "optimizer.safetensors", "ema.safetensors", "rank-0.safetensors",
-                 "rank-1.safetensors"):
+    for name in (
+        "model.safetensors",
+        "optimizer.safetensors",
+        "ema.safetensors",
+        "rank-0.safetensors",
+        "rank-1.safetensors",
+    ):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
@@ -249,8 +306,20 @@ def test_evaluate_command_over_two_ranks_reports_once(uneven, ranks_run, tmp_pat
     of a one-process evaluation."""
     r, out = ranks_run
     runs = tmp_path / "runs"
-    args = ["-m", "decodiff.harness.cli", "evaluate", "--checkpoint", str(out / "checkpoint"), "--config", "tiny", "--json",
-            *uneven["overrides"], f"run.out_dir={runs}", "tracking.enabled=false", "metrics.bootstrap=0"]
+    args = [
+        "-m",
+        "decodiff.harness.cli",
+        "evaluate",
+        "--checkpoint",
+        str(out / "checkpoint"),
+        "--config",
+        "tiny",
+        "--json",
+        *uneven["overrides"],
+        f"run.out_dir={runs}",
+        "tracking.enabled=false",
+        "metrics.bootstrap=0",
+    ]
     rc, stdout, err = finish(launch(args, PORT + 4))
     assert rc == 0, err[-3000:]
     assert [p.name.split("-")[1] for p in runs.iterdir()] == ["evaluate"]  # one run folder, not one per rank
@@ -266,8 +335,19 @@ def test_bench_command_over_two_ranks_trains_evaluates_and_reports_once(uneven, 
     the main one alone writes the run folder and prints the results. Run again, every rank
     reuses the model (the main process decides for all) and the numbers are the same."""
     runs = tmp_path / "runs"
-    args = ["-m", "decodiff.harness.cli", "bench", "--config", "tiny", "--json", *uneven["overrides"],
-            "train.max_steps=4", f"run.out_dir={runs}", "tracking.enabled=false", "metrics.bootstrap=0"]
+    args = [
+        "-m",
+        "decodiff.harness.cli",
+        "bench",
+        "--config",
+        "tiny",
+        "--json",
+        *uneven["overrides"],
+        "train.max_steps=4",
+        f"run.out_dir={runs}",
+        "tracking.enabled=false",
+        "metrics.bootstrap=0",
+    ]
     rc, stdout, err = finish(launch(args, PORT + 5))
     assert rc == 0, err[-3000:]
     assert "over 2 process(es)" in err and "on 2 processes" in err
@@ -287,13 +367,23 @@ def test_evaluate_refuses_another_model_size_and_keeps_the_checkpoints_vae(uneve
     _, out = ranks_run
     cli = str(Path(sys.executable).with_name("decodiff"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    base = ["evaluate", "--checkpoint", str(out / "checkpoint"), "--config", "tiny", *uneven["overrides"],
-            f"run.out_dir={tmp_path / 'runs'}", "tracking.enabled=false", "metrics.bootstrap=0"]
+    base = [
+        "evaluate",
+        "--checkpoint",
+        str(out / "checkpoint"),
+        "--config",
+        "tiny",
+        *uneven["overrides"],
+        f"run.out_dir={tmp_path / 'runs'}",
+        "tracking.enabled=false",
+        "metrics.bootstrap=0",
+    ]
     p = subprocess.run([cli, *base, "model.size=demo"], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1 and "a UNet of size tiny, but the config says model.size=demo" in p.stderr
     assert not (tmp_path / "runs").exists()
-    p = subprocess.run([cli, *base, "data.categories=[coins]", "--json"], capture_output=True, text=True, env=env,
-                       timeout=300)
+    p = subprocess.run(
+        [cli, *base, "data.categories=[coins]", "--json"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "VAE: the checkpoint's own" in p.stderr and "training a small AutoencoderKL" not in p.stderr
     assert {r["category"] for r in json.loads(p.stdout)["metrics"]} >= {"coins", "mean"}
@@ -309,9 +399,26 @@ def test_two_machines_train_to_the_weights_of_one_machine_with_two_processes(une
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     machines = []
     for rank in (0, 1):
-        cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_machines", "2", "--num_processes", "2", "--machine_rank",
-               str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(PORT + 7),
-               "--mixed_precision", "no", "--dynamo_backend", "no", *_train_cmd(uneven["overrides"], run)]
+        cmd = [
+            ACCELERATE,
+            "launch",
+            "--multi_gpu",
+            "--num_machines",
+            "2",
+            "--num_processes",
+            "2",
+            "--machine_rank",
+            str(rank),
+            "--main_process_ip",
+            "127.0.0.1",
+            "--main_process_port",
+            str(PORT + 7),
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            *_train_cmd(uneven["overrides"], run),
+        ]
         machines.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         launched.append(machines[-1])
     results = [finish(p, timeout=400) for p in machines]

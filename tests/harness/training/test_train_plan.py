@@ -1,5 +1,6 @@
 """The pieces around the training loop: learning-rate schedules, the per-rank deal of shards,
 the epoch's steps, EMA, preemption signals, and `decodiff train --out/--resume` errors."""
+
 import json
 import os
 import signal
@@ -8,11 +9,11 @@ import pytest
 import torch
 
 from decodiff.datasets.imageio import DataError
-from decodiff.harness.training.ema import EMA
-from decodiff.harness.training.preemption import PREEMPTED_EXIT, Preempted, PreemptionWatch
 from decodiff.harness.config import TrainSection
-from decodiff.harness.training.schedules import Plan, lr_lambda, plan_steps
+from decodiff.harness.training.ema import EMA
 from decodiff.harness.training.feed import split_sizes
+from decodiff.harness.training.preemption import PREEMPTED_EXIT, Preempted, PreemptionWatch
+from decodiff.harness.training.schedules import Plan, lr_lambda, plan_steps
 
 
 @pytest.fixture(autouse=True)
@@ -85,8 +86,13 @@ def test_sigterm_and_sigusr1_are_caught_and_handlers_restored():
 @pytest.fixture(scope="module")
 def tiny_overrides(tmp_path_factory):
     root = tmp_path_factory.mktemp("train-cli")
-    return [f"run.cache_dir={root / 'cache'}", "run.device=cpu", "vae.steps=4", "train.max_steps=4",
-            "train.checkpoint_every=2"], root
+    return [
+        f"run.cache_dir={root / 'cache'}",
+        "run.device=cpu",
+        "vae.steps=4",
+        "train.max_steps=4",
+        "train.checkpoint_every=2",
+    ], root
 
 
 def test_train_cli_out_resume_and_changed_config(tiny_overrides, capsys):
@@ -110,7 +116,10 @@ def test_train_cli_out_resume_and_changed_config(tiny_overrides, capsys):
     assert main(["train", "--config", "tiny", "--out", str(out), "--resume", "--json", *ov]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["resumed_from"] == 4 and again["info"]["weights_sha256"] == first["info"]["weights_sha256"]
-    assert main(["train", "--config", "tiny", "--out", str(root / "uncond"), "--json", "model.conditional=false", *ov]) == 0
+    assert (
+        main(["train", "--config", "tiny", "--out", str(root / "uncond"), "--json", "model.conditional=false", *ov])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["info"]["steps"] == 4
 
 

@@ -3,6 +3,7 @@ test_train_multiprocess.py: checks that need every rank, reported as one JSON fi
 
     python train_ranks_script.py REPORT.json OUT_DIR key.sub=value ...
 """
+
 import json
 import sys
 from pathlib import Path
@@ -11,15 +12,15 @@ import torch
 import torch.distributed as dist
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from decodiff.harness.training.checkpoint import load_model
 from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data
-from decodiff.harness.training.distributed import gather_to_main, make_accelerator, shutdown
 from decodiff.harness.evaluation.evaluate import evaluate
-from decodiff.harness.training.latent_cache import latent_cache_for
 from decodiff.harness.methods import make_process
-from decodiff.harness.training.loop import backward, train
+from decodiff.harness.training.checkpoint import load_model
+from decodiff.harness.training.distributed import gather_to_main, make_accelerator, shutdown
 from decodiff.harness.training.feed import TrainFeed
+from decodiff.harness.training.latent_cache import latent_cache_for
+from decodiff.harness.training.loop import backward, train
 from decodiff.harness.training.vae_fit import get_vae
 from decodiff.models.unet import build_unet
 
@@ -32,13 +33,18 @@ def coverage(cfg, data, vae, acc, cache) -> dict:
     """Keys each rank gets over two epochs, and how many steps each rank takes."""
     out = {}
     for name, lc in (("latent_cache", cache), ("images", None)):
-        feed = TrainFeed(cfg, data, vae, rank=acc.process_index, world=acc.num_processes, device=acc.device,
-                         latent_cache=lc)
+        feed = TrainFeed(
+            cfg, data, vae, rank=acc.process_index, world=acc.num_processes, device=acc.device, latent_cache=lc
+        )
         for epoch in (0, 1):
             steps = list(feed.steps(epoch))
-            mine = {"keys": [k for s in steps for k in s.keys], "steps": len(steps),
-                    "empty_steps": sum(1 for s in steps if not s.micro),
-                    "n_global": [s.n_global for s in steps], "planned": feed.rank_counts(epoch)}
+            mine = {
+                "keys": [k for s in steps for k in s.keys],
+                "steps": len(steps),
+                "empty_steps": sum(1 for s in steps if not s.micro),
+                "n_global": [s.n_global for s in steps],
+                "planned": feed.rank_counts(epoch),
+            }
             out[f"{name}-{epoch}"] = gather_to_main(mine)
     return out
 
@@ -84,8 +90,10 @@ def main() -> None:
 
     grads: list[torch.Tensor] = []  # the synced gradients the real loop steps with, per step
     hook = register_optimizer_step_pre_hook(
-        lambda opt, args, kwargs: grads.append(torch.cat([p.grad.flatten().clone() for g in opt.param_groups
-                                                          for p in g["params"] if p.grad is not None])))
+        lambda opt, args, kwargs: grads.append(
+            torch.cat([p.grad.flatten().clone() for g in opt.param_groups for p in g["params"] if p.grad is not None])
+        )
+    )
     res = train(cfg, data, vae, out, accelerator=acc)
     hook.remove()
     all_grads = gather_to_main(grads[:3])
@@ -100,13 +108,14 @@ def main() -> None:
             "max_abs_diff_to_reference": float((ddp_all[0] - w["reference"]).abs().max()),
             "reference_norm": float(w["reference"].norm()),
         }
-        result["loop_gradients"] = {"steps": len(all_grads[0]),
-                                    "ranks_equal": all(torch.equal(a, b) for a, b in zip(all_grads[0], all_grads[1])),
-                                    "nonzero": all(bool(g.abs().sum() > 0) for g in all_grads[0])}
+        result["loop_gradients"] = {
+            "steps": len(all_grads[0]),
+            "ranks_equal": all(torch.equal(a, b) for a, b in zip(all_grads[0], all_grads[1])),
+            "nonzero": all(bool(g.abs().sum() > 0) for g in all_grads[0]),
+        }
         result["digests"] = digests
         result["steps"] = res.steps
-        result["eval"] = {"records": ev.records, "samples": ev.samples,
-                          "ranks_same": len(set(same_eval_on_ranks)) == 1}
+        result["eval"] = {"records": ev.records, "samples": ev.samples, "ranks_same": len(set(same_eval_on_ranks)) == 1}
         report.write_text(json.dumps(result))
     dist.barrier()
     shutdown()
