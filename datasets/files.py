@@ -1,5 +1,5 @@
-"""Files written so that a reader never sees half of one, and file checksums: the one home of both,
-used by every package (datasets is the floor the others stand on)."""
+"""Files written so that a reader never sees half of one, file checksums, and JSON files read with
+one-line errors: the one home of each, used by every package (datasets is the floor the others stand on)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,14 @@ def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_json(path: Path, error: Callable[[str], Exception], missing: str, invalid: str) -> Any:
+    """The parsed JSON of `path`. A missing file raises `error(missing)`, one that is not JSON
+    `error(f"{invalid} ({what the parser said})")`: the caller's exception and words, in one line."""
+    if not path.is_file():
+        raise error(missing)
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise error(f"{invalid} ({exc})") from None

@@ -108,15 +108,7 @@ def read_folder(
             split_of = {p: "test" if _is_test(p.name, test_fraction) else "train" for p in normals}
         for split in ("train", "test"):
             for img in (p for p in split_of if split_of[p] == split):
-                yield Sample(
-                    key=img.relative_to(root).with_suffix("").as_posix(),
-                    dataset=dataset,
-                    category=cat,
-                    split=split,
-                    label=0,
-                    defect=NORMAL,
-                    source=str(img),
-                )
+                yield Sample.from_file(root, img, dataset=dataset, category=cat, split=split, label=0, defect=NORMAL)
         if anomalous_dir is None:
             continue
         groups = [(ANOMALOUS, anomalous_dir, mask_dir)] + [
@@ -137,13 +129,6 @@ def read_folder(
                         f"{img.stem}.png or {img.stem}_mask.png; {MASKS_HINT})",
                     )
                     continue
-                yield Sample(
-                    key=img.relative_to(root).with_suffix("").as_posix(),
-                    dataset=dataset,
-                    category=cat,
-                    split="test",
-                    label=1,
-                    defect=defect,
-                    source=str(img),
-                    mask_source=str(mask) if mask is not None else None,
+                yield Sample.from_file(
+                    root, img, mask, dataset=dataset, category=cat, split="test", label=1, defect=defect
                 )

@@ -4,13 +4,12 @@ the check of the shards on disk against it."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.files import sha256_file, write_json_atomic
+from decodiff.datasets.files import read_json, sha256_file, write_json_atomic
 from decodiff.datasets.imageio import DataError
 
 FORMAT = "decodiff-shards/1"
@@ -67,12 +66,8 @@ class Manifest:
     @classmethod
     def load(cls, folder: Path) -> Manifest:
         path = Path(folder) / MANIFEST
-        if not path.is_file():
-            raise DataError(f"{path}: no shard manifest (run `decodiff data shard` first)")
-        try:
-            d = json.loads(path.read_text())
-        except ValueError as exc:
-            raise DataError(f"{path}: not a valid shard manifest ({exc})") from None
+        missing = f"{path}: no shard manifest (run `decodiff data shard` first)"
+        d = read_json(path, DataError, missing, f"{path}: not a valid shard manifest")
         return cls.from_json(d, str(path))
 
     @classmethod

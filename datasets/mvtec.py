@@ -99,15 +99,8 @@ def read_mvtec(
                                 f"{gt_dir / (img.stem + mask_suffixes[0] + '.png')}; {MASKS_HINT})",
                             )
                             continue
-                    yield Sample(
-                        key=img.relative_to(root).with_suffix("").as_posix(),
-                        dataset=dataset,
-                        category=cat,
-                        split=split,
-                        label=label,
-                        defect=defect,
-                        source=str(img),
-                        mask_source=str(mask) if mask is not None else None,
+                    yield Sample.from_file(
+                        root, img, mask, dataset=dataset, category=cat, split=split, label=label, defect=defect
                     )
             if not found:  # an empty category would otherwise drop out of the data set unnoticed
                 bad_sample(

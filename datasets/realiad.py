@@ -209,14 +209,14 @@ def read_realiad(
                 extra = {"view": view.group(1)} if view else {}
                 if label:
                     extra["defect_name"] = DEFECT_NAMES.get(code, code)
-                yield Sample(
-                    key=img.relative_to(img_root).with_suffix("").as_posix(),
+                yield Sample.from_file(
+                    img_root,
+                    img,
+                    mask,
                     dataset=dataset,
                     category=cat,
                     split=split,
                     label=label,
                     defect=NORMAL if not label else code,
-                    source=str(img),
-                    mask_source=str(mask) if mask is not None else None,
                     extra=extra,
                 )

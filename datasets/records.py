@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,12 @@ class Sample:
             "has_mask": self.has_mask,
             **self.extra,
         }
+
+    @classmethod
+    def from_file(cls, root: Path, image: Path, mask: Path | None = None, **fields: Any) -> Sample:
+        """The sample of an image file under a data set's root: its key is the path there."""
+        key = image.relative_to(root).with_suffix("").as_posix()
+        return cls(key=key, source=str(image), mask_source=str(mask) if mask is not None else None, **fields)
 
     @property
     def has_mask(self) -> bool:

@@ -77,14 +77,8 @@ def read_visa(
             "<root>/<category>/Data/Images, or the converted <root>/<category>/train/good)"
         )
     if split_csv is not None or is_raw(root):
-        yield from read_visa_raw(
-            root,
-            dataset=dataset,
-            categories=categories,
-            split_csv=split_csv,
-            require_masks=require_masks,
-            on_bad=on_bad,
-        )
+        csv_path = Path(split_csv) if split_csv else root / "split_csv" / "1cls.csv"
+        yield from _read_raw(root, csv_path, categories, dataset, require_masks, on_bad)
     else:
         yield from read_mvtec(
             converted_root(root),
@@ -171,18 +165,15 @@ def _defect_labels(cat_dir: Path) -> dict[str, str]:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
 
 
-def read_visa_raw(
+def _read_raw(
     root: Path,
-    *,
-    dataset: str = "visa",
-    categories: Sequence[str] | None = None,
-    split_csv: str | Path | None = None,
-    require_masks: bool = True,
-    on_bad: OnBad | None = None,
+    csv_path: Path,
+    categories: Sequence[str] | None,
+    dataset: str,
+    require_masks: bool,
+    on_bad: OnBad | None,
 ) -> Iterator[Sample]:
     """Samples in the split file's categories, each category's train rows then its test rows."""
-    root = Path(root)
-    csv_path = Path(split_csv) if split_csv else root / "split_csv" / "1cls.csv"
     rows = _read_split_csv(csv_path)
     available = list(dict.fromkeys(r["object"] for r in rows))
     wanted = select_categories(csv_path, available, categories)
@@ -214,13 +205,6 @@ def read_visa_raw(
                             continue
                         mask = None
                 defect = NORMAL if not label else (defects.get(row["image"]) or ANOMALOUS)
-                yield Sample(
-                    key=img.relative_to(root).with_suffix("").as_posix(),
-                    dataset=dataset,
-                    category=cat,
-                    split=split,
-                    label=label,
-                    defect=defect,
-                    source=str(img),
-                    mask_source=str(mask) if mask is not None else None,
+                yield Sample.from_file(
+                    root, img, mask, dataset=dataset, category=cat, split=split, label=label, defect=defect
                 )

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from decodiff.datasets.registry import spec as dataset_spec
 from decodiff.harness.recipes import DEFAULT_RECIPE, RECIPE_NAMES, departures, departures_text, recipe_tree
@@ -26,6 +27,18 @@ DATASETS = ("demo", "mvtec", "visa", "mpdd", "realiad", "folder")
 # Sweeps match finished trials with it (sweep/spec.same_experiment); training keys leave such a key
 # out at this value, so trainings that behave as before keep their keys (training/spec.training_spec).
 BEHAVIOUR_BEFORE_KEY = {"model.init": "diffusers", "train.cache_augment": "variants", "train.channels_last": False}
+
+
+def one_of(known: Collection[str], shown: str) -> AfterValidator:
+    """A field check for names from a list kept elsewhere (presets, metrics), too long for a Literal;
+    the error lists them as `shown`."""
+
+    def check(value: str) -> str:
+        if value not in known:
+            raise ValueError(f"must be one of {shown}")
+        return value
+
+    return AfterValidator(check)
 
 
 class ConfigError(ValueError):
@@ -108,7 +121,7 @@ class VAESection(Section):
 
 
 class ModelSection(Section):
-    size: str = "L"
+    size: Annotated[str, one_of(UNET_PRESETS, str(sorted(UNET_PRESETS)))] = "L"
     conditional: bool = True
     dropout: float | None = Field(default=None, ge=0, lt=1)  # None: the preset's
     # start training from these weights (a checkpoint of ours, a diffusers UNet folder, an LDM
@@ -118,13 +131,6 @@ class ModelSection(Section):
     # from scratch: ldm zero-initialises the residual blocks' conv2, the transformers' proj_out and
     # conv_out, as LDM's UNet (the authors' model) does; diffusers keeps diffusers' defaults
     init: Literal["ldm", "diffusers"] = "ldm"
-
-    @field_validator("size")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in UNET_PRESETS:
-            raise ValueError(f"must be one of {sorted(UNET_PRESETS)}")
-        return v
 
 
 class ProcessSection(Section):

@@ -4,11 +4,16 @@ take them from here."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any, TypeVar
+
 from decodiff.harness.config import Config
 from decodiff.models.anomaly_map import MapSettings
 from decodiff.models.ddim_recon import NoiseProcess
 from decodiff.models.deviation import DeviationProcess
 from decodiff.models.reconstruction import ReconstructionSettings
+
+S = TypeVar("S", MapSettings, ReconstructionSettings)
 
 
 def make_process(cfg: Config) -> DeviationProcess | NoiseProcess:
@@ -21,28 +26,14 @@ def make_process(cfg: Config) -> DeviationProcess | NoiseProcess:
 
 
 def reconstruction_settings(cfg: Config) -> ReconstructionSettings:
-    i = cfg.infer
-    return ReconstructionSettings(
-        method=cfg.method,
-        reverse_steps=i.reverse_steps,
-        start_step=i.start_step,
-        step_mapping=i.step_mapping,
-        strategy=i.strategy,
-        pixel_reference=i.pixel_reference,
-        noise_seed=cfg.run.seed,
-        precision=i.precision,
-    )
+    return _from_infer(ReconstructionSettings, cfg, method=cfg.method, noise_seed=cfg.run.seed)
 
 
 def map_settings(cfg: Config) -> MapSettings:
-    i = cfg.infer
-    return MapSettings(
-        combination=i.combination,
-        gamma_p=i.gamma_p,
-        gamma_l=i.gamma_l,
-        sigma_pixel=i.sigma_pixel,
-        sigma_latent=i.sigma_latent,
-        image_score=i.image_score,
-        topk=i.topk,
-        pool=i.pool,
-    )
+    return _from_infer(MapSettings, cfg)
+
+
+def _from_infer(settings: type[S], cfg: Config, **given: Any) -> S:
+    """The models' settings from cfg.infer, whose keys carry the same names (but for `given`)."""
+    infer = {f.name: getattr(cfg.infer, f.name) for f in fields(settings) if f.name not in given}
+    return settings(**infer, **given)

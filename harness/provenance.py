@@ -12,6 +12,13 @@ from typing import Any
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _git(*args: str) -> str:
+    """What a git command in the package's checkout prints (SubprocessError when it fails)."""
+    return subprocess.run(
+        ["git", "-C", str(PACKAGE_ROOT), *args], capture_output=True, text=True, timeout=5, check=True
+    ).stdout.strip()
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """`<version>+g<commit>[.dirty]` in a git checkout, else the installed version."""
@@ -20,20 +27,8 @@ def code_version() -> str:
     except metadata.PackageNotFoundError:
         version = "unknown"
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(PACKAGE_ROOT), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(PACKAGE_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = _git("rev-parse", "--short=12", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
         return f"{version}+g{commit}{'.dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return version

@@ -23,12 +23,12 @@ measurement (say model L on an H100) also prices the other presets and image siz
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decodiff.datasets.files import read_json
 from decodiff.jobs.errors import JobError
 
 FORMAT = "decodiff-throughput/1"
@@ -100,12 +100,7 @@ class Measured:
 def load_throughput(path: str | Path) -> Measured:
     """Read and check a throughput file; JobError names the file and the bad field."""
     p = Path(path)
-    if not p.is_file():
-        raise JobError(f"--throughput {p}: file not found")
-    try:
-        d = json.loads(p.read_text())
-    except ValueError as exc:
-        raise JobError(f"--throughput {p}: not valid JSON ({exc})") from None
+    d = read_json(p, JobError, f"--throughput {p}: file not found", f"--throughput {p}: not valid JSON")
     if not isinstance(d, dict):
         raise JobError(f"--throughput {p}: expected an object with device and entries")
     if d.get("format", FORMAT) != FORMAT:

@@ -14,26 +14,17 @@ from typing import Any
 # heads double per level where they divide (XS..L), and XL (320 channels, 12 heads -> 26 per
 # head) has 12, 24 and 49 heads whose attention runs at 312, 624 and 1274 channels inside its
 # 320/640/1280-wide blocks, exactly as the published model (612.7M parameters).
+_LDM = dict(mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4)  # the published family's shape
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(channels=32, heads=2, context_dim=32, mult=(1, 2), attention=(False, True), layers=1, dropout=0.0),
     "demo": dict(
         channels=64, heads=4, context_dim=64, mult=(1, 2, 2), attention=(False, True, True), layers=1, dropout=0.0
     ),
-    "XS": dict(
-        channels=64, heads=4, context_dim=128, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
-    ),
-    "S": dict(
-        channels=128, heads=4, context_dim=256, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
-    ),
-    "M": dict(
-        channels=192, heads=6, context_dim=384, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
-    ),
-    "L": dict(
-        channels=256, heads=8, context_dim=512, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
-    ),
-    "XL": dict(
-        channels=320, heads=12, context_dim=640, mult=(1, 2, 4), attention=(True, True, True), layers=2, dropout=0.4
-    ),
+    "XS": dict(channels=64, heads=4, context_dim=128, **_LDM),
+    "S": dict(channels=128, heads=4, context_dim=256, **_LDM),
+    "M": dict(channels=192, heads=6, context_dim=384, **_LDM),
+    "L": dict(channels=256, heads=8, context_dim=512, **_LDM),
+    "XL": dict(channels=320, heads=12, context_dim=640, **_LDM),
 }
 
 # Parameters of the published presets with 15 classes (reference implementation facts).

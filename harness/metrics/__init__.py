@@ -14,7 +14,7 @@ AUPRO, per category, mean over categories and pooled, streamed batch by batch.
 from decodiff.harness.metrics.aupro import CONNECTIVITY, PROTOCOLS, label_regions
 from decodiff.harness.metrics.category import IMAGE_METRICS, PIXEL_METRICS, aupro, image_values, pixel_values
 from decodiff.harness.metrics.curves import UndefinedMetric, auroc, average_precision, binary_metrics, f1max
-from decodiff.harness.metrics.streaming import CategoryAccumulator, ImageData
+from decodiff.harness.metrics.streaming import CategoryAccumulator, ImageData, ScoredBatch
 from decodiff.harness.metrics.suite import MEAN, POOLED, MetricSuite, mean_records, record
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "pixel_values",
     "CategoryAccumulator",
     "ImageData",
+    "ScoredBatch",
     "MEAN",
     "POOLED",
     "MetricSuite",

@@ -56,6 +56,17 @@ class ImageData:
     labels: np.ndarray
 
 
+@dataclass
+class ScoredBatch:
+    """What MetricSuite.update hands to a category's accumulator: its arguments but the category."""
+
+    image_scores: Any
+    image_labels: Any
+    maps: Any
+    masks: Any
+    keys: Sequence[str] | None
+
+
 class CategoryAccumulator:
     """Image scores/labels and pixel scores split by ground truth, for one category."""
 
@@ -71,19 +82,13 @@ class CategoryAccumulator:
         self.n_without_mask = 0  # images given without a mask (or without a map)
 
     # -- filling ---------------------------------------------------------------------------
-    def update(
-        self,
-        image_scores: Any,
-        image_labels: Any,
-        maps: Any = None,
-        masks: Any = None,
-        keys: Sequence[str] | None = None,
-    ) -> None:
+    def update(self, batch: ScoredBatch) -> None:
         """Add a batch. `maps` [B,H,W] float; `masks` [B,H,W] bool (non-zero = anomalous) or
         None when these samples have no ground-truth masks (their pixels are then left out and
         the category's pixel metrics are reported as not available)."""
-        scores = _score_dtype(as_numpy(image_scores)).reshape(-1)
-        labels = as_numpy(image_labels).reshape(-1)
+        maps, masks, keys = batch.maps, batch.masks, batch.keys
+        scores = _score_dtype(as_numpy(batch.image_scores)).reshape(-1)
+        labels = as_numpy(batch.image_labels).reshape(-1)
         b = scores.shape[0]
         if labels.shape[0] != b:
             raise ValueError(f"{b} image scores but {labels.shape[0]} labels")

@@ -32,7 +32,7 @@ from decodiff.harness.metrics.aupro import check_fpr_limit, check_protocol
 from decodiff.harness.metrics.category import IMAGE_METRICS, PIXEL_METRICS, Value, image_values, pixel_values
 from decodiff.harness.metrics.curves import UndefinedMetric
 from decodiff.harness.metrics.ranks import Backend
-from decodiff.harness.metrics.streaming import CategoryAccumulator, ImageData
+from decodiff.harness.metrics.streaming import CategoryAccumulator, ImageData, ScoredBatch
 
 MEAN = "mean"
 POOLED = "pooled"
@@ -140,7 +140,9 @@ class MetricSuite:
             dup = [k for k in keys if k in self._seen] or [k for k in set(keys) if keys.count(k) > 1]
             if dup:
                 raise ValueError(f"sample key {dup[0]!r} given twice")
-        self.state.setdefault(category, CategoryAccumulator()).update(image_scores, image_labels, maps, masks, keys)
+        self.state.setdefault(category, CategoryAccumulator()).update(
+            ScoredBatch(image_scores, image_labels, maps, masks, keys)
+        )
         if keys is not None:
             self._seen.update(keys)
 

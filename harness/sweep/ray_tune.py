@@ -30,6 +30,8 @@ from decodiff.harness.progress import log
 # AF_UNIX socket paths are limited to 107 bytes; Ray puts its sockets at
 # <temp>/session_<date>_<pid>/sockets/<name> (about 70 bytes below <temp>).
 _MAX_TEMP_LEN = 36
+# how a sweep starts its own local Ray: no dashboard, and Ray's logs kept to warnings, off the driver's output
+_LOCAL_RAY = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True, "logging_level": "warning"}
 
 
 @dataclass
@@ -79,15 +81,7 @@ def ray_session(
             os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
         # Ray announces the token auth it turns on for local clusters at WARNING level: not news here
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(
-            num_cpus=num_cpus,
-            num_gpus=num_gpus,
-            include_dashboard=False,
-            _temp_dir=str(given),
-            log_to_driver=False,
-            configure_logging=True,
-            logging_level="warning",
-        )
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, _temp_dir=str(given), **_LOCAL_RAY)
         session = RaySession(None, temp, link)
     _restore_sigterm(before)
     try:

@@ -32,10 +32,10 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from decodiff.harness.config import (
     BEHAVIOUR_BEFORE_KEY,
@@ -45,6 +45,7 @@ from decodiff.harness.config import (
     build_config,
     load_preset,
     load_yaml,
+    one_of,
     parse_override,
     set_dotted,
 )
@@ -98,16 +99,11 @@ class Validation(_Strict):
 
 
 class Objective(_Strict):
-    metric: str = "image_auroc"  # <level>_<metric> of the mean over categories
+    metric: Annotated[str, one_of(METRIC_NAMES, ", ".join(METRIC_NAMES))] = (
+        "image_auroc"  # <level>_<metric> of the mean over categories
+    )
     split: Literal["validation", "test"] | None = None  # default: validation when enabled, else test
     mode: Literal["max", "min"] = "max"
-
-    @field_validator("metric")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in METRIC_NAMES:
-            raise ValueError(f"must be one of {', '.join(METRIC_NAMES)}")
-        return v
 
 
 class SweepSpec(_Strict):

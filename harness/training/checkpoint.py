@@ -400,16 +400,24 @@ def clear_training_states(out: Path) -> None:
     shutil.rmtree(Path(out) / STATE_DIR, ignore_errors=True)
 
 
+@dataclass
+class Trainables:
+    """What a training state saves and restores, besides the position: `model` is the unwrapped
+    model, `ema` may be None (and is only kept by rank 0), `scaler` None without mixed precision."""
+
+    model: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    ema: Any
+    scaler: Any
+    generator: torch.Generator
+
+
 def save_training(
     out: Path,
     pos: Position,
+    objs: Trainables,
     *,
-    model: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    ema: Any,
-    scaler: Any,
-    generator: torch.Generator,
     meta: dict[str, Any],
     rank: int,
     world: int,
@@ -417,9 +425,8 @@ def save_training(
     barrier: Callable[[], None],
     reason: str = "periodic",
 ) -> Path:
-    """Every rank calls this at the same step; `model` is the unwrapped model, `ema` may be None
-    (and is only kept by rank 0)."""
-    rng_tensors, rng_meta = rng_state.capture(generator)
+    """Every rank calls this at the same step."""
+    rng_tensors, rng_meta = rng_state.capture(objs.generator)
     state = TrainingState(
         step=pos.step,
         epoch=pos.epoch,
@@ -427,36 +434,24 @@ def save_training(
         rank_meta={"consumed": pos.consumed, "rng": rng_meta, "loss_sum": pos.loss_sum, "loss_n": pos.loss_n},
     )
     if rank == 0:
-        opt_tensors, opt_meta = optimizer_to_tensors(optimizer.state_dict())
-        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-        state.tensors = {"model": model.state_dict(), "optimizer": opt_tensors}
-        if ema is not None:
-            state.tensors["ema"] = ema.state_dict()
+        opt_tensors, opt_meta = optimizer_to_tensors(objs.optimizer.state_dict())
+        sched = {k: v for k, v in objs.scheduler.state_dict().items() if k != "lr_lambdas"}
+        state.tensors = {"model": objs.model.state_dict(), "optimizer": opt_tensors}
+        if objs.ema is not None:
+            state.tensors["ema"] = objs.ema.state_dict()
         state.meta = {
             **meta,
             "reason": reason,
             "optimizer": opt_meta,
             "scheduler": sched,
-            "scaler": scaler.state_dict() if scaler is not None else None,
+            "scaler": objs.scaler.state_dict() if objs.scaler is not None else None,
             "seconds": pos.seconds,
             "loss": pos.loss,
         }
     return save_training_state(out, state, rank=rank, world=world, keep=keep, barrier=barrier)
 
 
-def restore_training(
-    folder: Path,
-    *,
-    model: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    ema: Any,
-    scaler: Any,
-    generator: torch.Generator,
-    expect: dict[str, Any],
-    rank: int,
-    world: int,
-) -> Position:
+def restore_training(folder: Path, objs: Trainables, *, expect: dict[str, Any], rank: int, world: int) -> Position:
     """Load a training state into freshly built objects, after checking it was written for the
     same model and training settings (`expect`: the JSON a save puts into its meta)."""
     st = load_training_state(folder, rank=rank, world=world)
@@ -474,17 +469,17 @@ def restore_training(
             f"resume with the same settings, or start a new training elsewhere"
         )
     try:
-        model.load_state_dict(st.tensors["model"])
-        optimizer.load_state_dict(optimizer_from_tensors(st.tensors["optimizer"], st.meta["optimizer"]))
-        sched = dict(st.meta["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups))
-        scheduler.load_state_dict(sched)
-        if ema is not None:
+        objs.model.load_state_dict(st.tensors["model"])
+        objs.optimizer.load_state_dict(optimizer_from_tensors(st.tensors["optimizer"], st.meta["optimizer"]))
+        sched = dict(st.meta["scheduler"], lr_lambdas=[None] * len(objs.optimizer.param_groups))
+        objs.scheduler.load_state_dict(sched)
+        if objs.ema is not None:
             if "ema" not in st.tensors:
                 raise KeyError("the checkpoint has no EMA weights (was train.ema set?)")
-            ema.load_state_dict(st.tensors["ema"])
-        if scaler is not None and st.meta.get("scaler"):
-            scaler.load_state_dict(st.meta["scaler"])
-        rng_state.restore(generator, st.rank_tensors, st.rank_meta["rng"])
+            objs.ema.load_state_dict(st.tensors["ema"])
+        if objs.scaler is not None and st.meta.get("scaler"):
+            objs.scaler.load_state_dict(st.meta["scaler"])
+        rng_state.restore(objs.generator, st.rank_tensors, st.rank_meta["rng"])
     except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"{folder}: cannot restore the training state ({str(exc).splitlines()[0]})") from None
     return Position(

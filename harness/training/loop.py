@@ -28,6 +28,7 @@ from decodiff.harness.progress import Progress, log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.training.checkpoint import (
     Position,
+    Trainables,
     build_from_spec,
     clear_training_states,
     latest_state,
@@ -184,26 +185,17 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
         "model_spec": spec,
         "layout": {"num_workers": cfg.data.num_workers},
     }
+    trainables = Trainables(net, optimizer, scheduler, ema, acc.scaler, gen)
     pos, resumed_from, state = Position(), None, latest_state(out) if resume else None
     if state is not None:
-        pos = restore_training(
-            state,
-            model=net,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            ema=ema,
-            scaler=acc.scaler,
-            generator=gen,
-            expect=meta,
-            rank=rank,
-            world=world,
-        )
+        pos = restore_training(state, trainables, expect=meta, rank=rank, world=world)
         resumed_from = pos.step
     else:
         if acc.is_main_process:
             clear_training_states(out)
         seed_everything(cfg.run.seed + rank)  # dropout differs per rank
     model, optimizer = acc.prepare(net, optimizer)  # DDP (and torch.compile) wrap `net`
+    trainables.optimizer = optimizer  # saved through accelerate's wrapper (its state_dict is the optimizer's)
     process = make_process(cfg)
     if acc.is_main_process:
         log(
@@ -220,12 +212,7 @@ def _train(cfg: Config, data: PreparedData, vae: FrozenVAE, out: Path, acc: Acce
         return save_training(
             out,
             pos,
-            model=net,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            ema=ema,
-            scaler=acc.scaler,
-            generator=gen,
+            trainables,
             meta=meta,
             rank=rank,
             world=world,

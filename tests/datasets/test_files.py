@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from decodiff.datasets.files import sha256_file, write_atomic, write_json_atomic
+from decodiff.datasets.files import read_json, sha256_file, write_atomic, write_json_atomic
 
 
 def test_text_bytes_and_json_are_written_whole_with_no_temporary_left(tmp_path):
@@ -44,3 +44,14 @@ def test_sha256_file_matches_hashlib_across_blocks(tmp_path):
     data = bytes(range(256)) * 1000
     (tmp_path / "f").write_bytes(data)
     assert sha256_file(tmp_path / "f", chunk=4096) == hashlib.sha256(data).hexdigest()
+
+
+def test_read_json_gives_the_callers_one_line_errors(tmp_path):
+    path = tmp_path / "m.json"
+    with pytest.raises(KeyError, match="no m.json"):
+        read_json(path, KeyError, "no m.json", "bad m.json")
+    path.write_text('{"a": [1, 2]')
+    with pytest.raises(ValueError, match=r"^bad m.json \(Expecting .* line 1 column 13 \(char 12\)\)$"):
+        read_json(path, ValueError, "no m.json", "bad m.json")
+    path.write_text('{"a": [1, 2]}')
+    assert read_json(path, ValueError, "no m.json", "bad m.json") == {"a": [1, 2]}

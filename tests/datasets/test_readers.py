@@ -8,6 +8,7 @@ import pytest
 from decodiff.datasets.folder import read_folder
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.realiad import read_realiad
+from decodiff.datasets.records import Sample
 from decodiff.datasets.registry import dataset_names, detect_layout, read_dataset
 from decodiff.datasets.visa import read_visa
 
@@ -218,3 +219,18 @@ def test_an_empty_category_is_named(mpdd_root):
     kept = list(read_dataset("mpdd", mpdd_root, on_bad=lambda p, r: skipped.append(p)))
     assert skipped == [str(mpdd_root / "empty" / s) for s in ("train", "test")]  # empty, and missing
     assert {s.category for s in kept} == {"bracket_black", "tubes"}
+
+
+def test_a_files_sample_is_keyed_by_its_path_under_the_root_without_extension(tmp_path):
+    img, mask = tmp_path / "cat" / "test" / "crack" / "000.png", tmp_path / "cat" / "gt" / "000_mask.png"
+    s = Sample.from_file(tmp_path, img, mask, dataset="d", category="cat", split="test", label=1, defect="crack")
+    assert (s.key, s.source, s.mask_source) == ("cat/test/crack/000", str(img), str(mask))
+    assert (s.dataset, s.category, s.split, s.label, s.defect, s.extra) == ("d", "cat", "test", 1, "crack", {})
+    normal = Sample.from_file(
+        tmp_path, tmp_path / "a.JPG", dataset="d", category="a", split="train", label=0, defect="good"
+    )
+    assert (normal.key, normal.mask_source, normal.has_mask) == ("a", None, True)
+    with pytest.raises(ValueError):  # an image outside the root has no key
+        Sample.from_file(
+            tmp_path / "cat", tmp_path / "x.png", dataset="d", category="c", split="test", label=0, defect=""
+        )

@@ -1,8 +1,11 @@
 """Config: presets, overrides, and one-line errors that name the key."""
 
-import pytest
+from typing import Annotated
 
-from decodiff.harness.config import ConfigError, build_config, preset_names
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from decodiff.harness.config import ConfigError, build_config, one_of, preset_names
 
 
 def test_defaults_are_the_published_protocol():
@@ -69,3 +72,12 @@ def test_extends_of_a_missing_preset_names_the_file_that_says_it(tmp_path):
     child.write_text("extends: base.yaml\n")
     with pytest.raises(ConfigError, match=rf"{base}: extends: nosuch: no such preset"):
         build_config(str(child))
+
+
+def test_one_of_checks_a_fields_value_and_lists_the_names_as_given():
+    class Pick(BaseModel):
+        name: Annotated[str, one_of({"a": 1, "b": 2}, "a or b")] = "a"
+
+    assert Pick(name="b").name == "b"
+    with pytest.raises(ValidationError, match="must be one of a or b"):
+        Pick(name="c")

@@ -13,6 +13,7 @@ from decodiff.harness.training import checkpoint as ck
 from decodiff.harness.training.checkpoint import (
     CheckpointError,
     Position,
+    Trainables,
     latest_state,
     model_spec,
     restore_training,
@@ -64,12 +65,7 @@ def save(out, pos, objs, **kw):
     return save_training(
         out,
         pos,
-        model=model,
-        optimizer=opt,
-        scheduler=sched,
-        ema=ema,
-        scaler=None,
-        generator=gen,
+        Trainables(model, opt, sched, ema, None, gen),
         meta=kw.pop("meta", META),
         rank=0,
         world=1,
@@ -83,12 +79,7 @@ def restore(folder, objs, expect=META, world=1):
     model, opt, sched, ema, gen = objs
     return restore_training(
         folder,
-        model=model,
-        optimizer=opt,
-        scheduler=sched,
-        ema=ema,
-        scaler=None,
-        generator=gen,
+        Trainables(model, opt, sched, ema, None, gen),
         expect=expect,
         rank=0,
         world=world,
