@@ -1,5 +1,5 @@
 """`decodiff`: a thin command line over the library. Each command lives in
-harness/commands/<name>.py with `add_parser(subparsers)` and `run(args) -> int`."""
+harness/commands/<name>.py: its words (`HELP`, `DESCRIPTION`), `add_arguments(parser)` and a `run(args) -> int`."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         mod = importlib.import_module(f"decodiff.harness.commands.{name}")
-        mod.add_parser(sub)
+        mod.add_arguments(sub.add_parser(name, help=mod.HELP, description=mod.DESCRIPTION))
     return parser
 
 

@@ -74,30 +74,14 @@ class Submission:
     exit_code: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "backend": self.backend,
-            "kind": self.kind,
-            "name": self.name,
-            "job_dir": str(self.job_dir),
-        }
+        head = {"backend": self.backend, "kind": self.kind, "name": self.name, "job_dir": str(self.job_dir)}
+        status = {"submitted": self.submitted, "warnings": self.warnings}
         if self.backend == "slurm":
-            out.update(
-                script=str(self.script),
-                tasks=self.tasks,
-                submitted=self.submitted,
-                warnings=self.warnings,
-                plan=[p.to_json() for p in self.plans] if self.plans else None,
-            )
-            if self.submitted:
-                out.update(id=self.id, log=self.log)
-            return out
-        out.update(
-            address=self.address,
-            entrypoint=self.entrypoint,
-            runtime_env=self.runtime_env,
-            submitted=self.submitted,
-            warnings=self.warnings,
-        )
+            out = {**head, "script": str(self.script), "tasks": self.tasks, **status}
+            out["plan"] = [p.to_json() for p in self.plans] if self.plans else None
+            return {**out, "id": self.id, "log": self.log} if self.submitted else out
+        ray = {"address": self.address, "entrypoint": self.entrypoint, "runtime_env": self.runtime_env}
+        out = {**head, **ray, **status}
         if self.submitted:
             out["id"] = self.id
         if self.state is not None:
@@ -243,18 +227,15 @@ def submit_slurm(
         log(f"dry run: wrote {script}; submit it with `sbatch {script}`")
         return out
     out.id = slurm.submit(script)
-    add_record(
-        JobRecord(
-            id=out.id,
-            backend="slurm",
-            kind=kind,
-            name=name,
-            job_dir=str(job_dir),
-            submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            script=str(script),
-            tasks=out.tasks,
-            extra={"labels": [t.label for t in tasks]},
-        )
+    _remember(
+        out.id,
+        "slurm",
+        kind,
+        name,
+        job_dir,
+        script=str(script),
+        tasks=out.tasks,
+        extra={"labels": [t.label for t in tasks]},
     )
     log(f"submitted SLURM job {out.id} ({out.tasks} task(s)); logs in {job_dir}; `decodiff jobs status {out.id}`")
     out.submitted, out.log = True, sbatch.log_pattern(job)
@@ -395,17 +376,7 @@ def submit_ray(
         log(f"dry run: wrote {job_dir / 'submission.json'}; nothing submitted")
         return out
     out.id = ray_jobs.submit(address, sub)
-    add_record(
-        JobRecord(
-            id=out.id,
-            backend="ray",
-            kind=kind,
-            name=name,
-            job_dir=str(job_dir),
-            submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            address=address,
-        )
-    )
+    _remember(out.id, "ray", kind, name, job_dir, address=address)
     log(f"submitted Ray job {out.id} to {address}; `decodiff jobs logs {out.id}`")
     out.submitted = True
     if follow:
@@ -553,3 +524,18 @@ def _check_processes(tasks: list[Task], processes: int) -> None:
 def _env_bin() -> Path | None:
     here = Path(sys.executable).parent
     return here if (here / "decodiff").exists() else None
+
+
+def _remember(job_id: str, backend: str, kind: str, name: str, job_dir: Path, **fields: Any) -> None:
+    """The job index entry `decodiff jobs` reads: who, where, when, and the backend's own fields."""
+    add_record(
+        JobRecord(
+            id=job_id,
+            backend=backend,
+            kind=kind,
+            name=name,
+            job_dir=str(job_dir),
+            submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **fields,
+        )
+    )

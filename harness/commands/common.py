@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from decodiff.harness.config import Config, build_config
+from decodiff.harness.progress import log
 
 
 def add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -21,6 +22,13 @@ def add_config_args(p: argparse.ArgumentParser, default: str | None = None) -> N
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=3e-4")
 
 
+def add_actions(p: argparse.ArgumentParser, dest: str, metavar: str = "ACTION") -> argparse._SubParsersAction:
+    """A command made of actions (`decodiff data demo|shard|...`): one of them must be given."""
+    actions = p.add_subparsers(dest=dest, metavar=metavar)
+    actions.required = True
+    return actions
+
+
 def add_json_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
 
@@ -32,6 +40,27 @@ def config_from(args: argparse.Namespace) -> Config:
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
     sys.stdout.flush()
+
+
+def print_result(
+    args: argparse.Namespace,
+    report: Any,
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    run_id: str | None = None,
+    shown: Any = None,
+) -> int:
+    """The end of every command that scores: where the report is, the mean line, then stdout (JSON or path);
+    `shown` is the report path as the log line gives it, where that differs from the printed one."""
+    log(f"report: {report if shown is None else shown}")
+    if run_id is not None:
+        log(f"MLflow run: {run_id}")
+    log(f"mean: {headline(records)}")
+    if args.json:
+        print_json(summary)
+    else:
+        print(report)
+    return 0
 
 
 def headline(records: list[dict[str, Any]]) -> str:

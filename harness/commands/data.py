@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from decodiff.datasets.registry import DATASETS
+from decodiff.harness.commands.common import add_actions
 
 READER_OPTIONS = ("split_csv", "resolution", "json_dir", "normal", "anomalous", "masks", "normal_test", "test_fraction")
 
@@ -40,12 +41,12 @@ def _reader_options(args: argparse.Namespace) -> dict:
     return {k: getattr(args, k) for k in READER_OPTIONS if getattr(args, k, None) is not None}
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "data", help="data sets: generate the demo set, shard native layouts, inspect", description="Data set tools."
-    )
-    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    dsub.required = True
+HELP = "data sets: generate the demo set, shard native layouts, inspect"
+DESCRIPTION = "Data set tools."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    dsub = add_actions(p, "data_command")
 
     d = dsub.add_parser(
         "demo",

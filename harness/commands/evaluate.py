@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from decodiff.harness.commands.common import add_config_args, add_json_arg, config_from, headline, print_json
+from decodiff.harness.commands.common import add_config_args, add_json_arg, config_from, print_result
+
+HELP = "evaluate a checkpoint: maps, metrics, report, MLflow run"
+DESCRIPTION = """Run deviation correction on the test split with a trained checkpoint and write the per-category report
+and an MLflow run."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="evaluate a checkpoint: maps, metrics, report, MLflow run",
-        description="Run deviation correction on the test split with a trained checkpoint and write "
-        "the per-category report and an MLflow run.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (from `decodiff train`)")
     add_config_args(p, default="demo")
     add_json_arg(p)
@@ -24,15 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     from decodiff.harness.checkpoint_run import evaluate_checkpoint  # torch and the models: deferred (--help)
-    from decodiff.harness.progress import log
 
     res = evaluate_checkpoint(cfg, args.checkpoint)
     if res is None:  # not the main process of several: the main one reports
         return 0
-    log(f"report: {res.report}")
-    log(f"mean: {headline(res.records)}")
-    if args.json:
-        print_json(res.summary)
-    else:
-        print(res.report)
-    return 0
+    return print_result(args, res.report, res.records, res.summary)

@@ -10,19 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from decodiff.harness.commands.common import print_json
+from decodiff.harness.commands.common import add_actions, print_json
 from decodiff.harness.errors import UsageError
 
+HELP = "status, logs and stopping of submitted SLURM and Ray jobs"
+DESCRIPTION = "Follow jobs submitted with `decodiff submit` (SLURM job ids, array tasks as ID_N; Ray submission ids)."
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "jobs",
-        help="status, logs and stopping of submitted SLURM and Ray jobs",
-        description="Follow jobs submitted with `decodiff submit` (SLURM job ids, array tasks as ID_N; "
-        "Ray submission ids).",
-    )
-    jsub = p.add_subparsers(dest="jobs_command", metavar="ACTION")
-    jsub.required = True
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    jsub = add_actions(p, "jobs_command")
 
     ls = jsub.add_parser("list", help="the jobs submitted from here, newest first")
     ls.add_argument("-n", type=int, default=20, help="how many (default 20)")

@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from decodiff.harness.commands.common import add_json_arg, print_json
+from decodiff.harness.commands.common import add_actions, add_json_arg, print_json
 from decodiff.harness.errors import UsageError
 
+HELP = "model presets; the authors' weights as a checkpoint of ours"
+DESCRIPTION = "Model tools."
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "model", help="model presets; the authors' weights as a checkpoint of ours", description="Model tools."
-    )
-    msub = p.add_subparsers(dest="model_command", metavar="ACTION")
-    msub.required = True
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    msub = add_actions(p, "model_command")
     i = msub.add_parser(
         "info",
         help="parameters and GFLOPs per sample of a UNet preset",

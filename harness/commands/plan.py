@@ -8,17 +8,14 @@ from pathlib import Path
 
 from decodiff.harness.commands.common import print_json
 
+HELP = "estimate GPU-hours and wall-clock of a run or a sweep on an allocation"
+DESCRIPTION = """Count each phase's FLOPs (VAE fit, latent cache, training, evaluation) for a config or every trial of
+a sweep, with data-set sizes from shard manifests or the published sizes, and turn them into time with
+a measured throughput file (--throughput, from benchmarks/train_speed.py) or the GPU's data-sheet peak
+x an assumed utilisation (labelled ESTIMATE)."""
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plan",
-        help="estimate GPU-hours and wall-clock of a run or a sweep on an allocation",
-        description="Count each phase's FLOPs (VAE fit, latent cache, training, evaluation) for a config "
-        "or every trial of a sweep, with data-set sizes from shard manifests or the published "
-        "sizes, and turn them into time with a measured throughput file (--throughput, from "
-        "benchmarks/train_speed.py) or the GPU's data-sheet peak x an assumed utilisation "
-        "(labelled ESTIMATE).",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "target", metavar="CONFIG_OR_GRID", help="config preset/YAML, or a sweep file/preset (configs/sweeps/)"
     )
@@ -41,20 +38,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+PLAN_OPTIONS = ("gpu", "throughput", "nodes", "gpus_per_node", "time", "shards")
+
+
 def run(args: argparse.Namespace) -> int:
     from decodiff.harness.planning import plan  # the library: deferred (--help)
     from decodiff.jobs.plan import format_table
 
-    result = plan(
-        args.target,
-        args.overrides,
-        gpu=args.gpu,
-        throughput=args.throughput,
-        nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node,
-        time=args.time,
-        shards=args.shards,
-    )
+    # the options are plan()'s keywords under the same names
+    result = plan(args.target, args.overrides, **{k: getattr(args, k) for k in PLAN_OPTIONS})
     if args.json:
         print_json(result.to_json())
     else:

@@ -15,17 +15,15 @@ def _quantile(text: str) -> float:
     return q
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "predict",
-        help="anomaly maps, scores and a normal/anomalous decision for new images",
-        description="Score images (files or folders, streamed in batches) with a trained checkpoint: "
-        "OUT/scores.csv (score and decision per image), OUT/maps/*.npy (float32 anomaly "
-        "maps), OUT/overlays/*.png and OUT/predict.json (threshold and how it was chosen, "
-        "skipped files, conversions). The threshold is chosen without test labels: "
-        "--threshold, else a quantile of the scores of --normal images, else of the "
-        "checkpoint's training images.",
-    )
+HELP = "anomaly maps, scores and a normal/anomalous decision for new images"
+DESCRIPTION = """Score images (files or folders, streamed in batches) with a trained checkpoint: OUT/scores.csv (score
+and decision per image), OUT/maps/*.npy (float32 anomaly maps), OUT/overlays/*.png and
+OUT/predict.json (threshold and how it was chosen, skipped files, conversions). The threshold is
+chosen without test labels: --threshold, else a quantile of the scores of --normal images, else of the
+checkpoint's training images."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder (from `decodiff train`)")
     p.add_argument(
         "inputs",

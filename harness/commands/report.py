@@ -11,15 +11,12 @@ from pathlib import Path
 
 from decodiff.harness.commands.common import add_json_arg, print_json
 
+HELP = "write the report of a run, an experiment or a sweep (tables, figures, HTML)"
+DESCRIPTION = """Rebuild a run's report from its run folder or from the tracking server alone, or compare runs (seeds
+averaged, bootstrap intervals, the paper's methods beside them with --compare-published)."""
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report",
-        help="write the report of a run, an experiment or a sweep (tables, figures, HTML)",
-        description="Rebuild a run's report from its run folder or from the tracking server alone, "
-        "or compare runs (seeds averaged, bootstrap intervals, the paper's methods beside "
-        "them with --compare-published).",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--run", action="append", metavar="ID|DIR", help="a run folder or an MLflow run id; repeat to compare runs"

@@ -6,19 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from decodiff.harness.commands.common import add_json_arg, headline, print_json
+from decodiff.harness.commands.common import add_json_arg, print_result
+
+HELP = "score another method's anomaly maps against a test split"
+DESCRIPTION = """Match maps to the ground truth by sample key (image path relative to the data set root, without
+extension) and write the per-category report and an MLflow run. Maps: one .npz with `keys` and `maps`
+(optionally `scores`), or a folder with <key>.npy/.npz per image. The truth is used as stored (no
+resize or crop) unless overrides say otherwise, e.g. data.resize=288 data.crop=256."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "score",
-        help="score another method's anomaly maps against a test split",
-        description="Match maps to the ground truth by sample key (image path relative to the data set "
-        "root, without extension) and write the per-category report and an MLflow run. "
-        "Maps: one .npz with `keys` and `maps` (optionally `scores`), or a folder with "
-        "<key>.npy/.npz per image. The truth is used as stored (no resize or crop) unless "
-        "overrides say otherwise, e.g. data.resize=288 data.crop=256.",
-    )
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--maps", required=True, type=Path, help=".npz of maps or a folder of per-image maps")
     p.add_argument("--truth", required=True, help="shard set (folder with manifest.json) or a native data set folder")
     p.add_argument("--dataset", default="mvtec", help="layout of a native --truth folder (default mvtec)")
@@ -36,7 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from decodiff.harness.progress import log
     from decodiff.harness.score_run import score_run  # the library: deferred (--help)
 
     res = score_run(
@@ -48,10 +44,5 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         overrides=args.overrides,
     )
-    log(f"report: {args.out / res.report.name}")  # as given (the printed path is absolute)
-    log(f"mean: {headline(res.records)}")
-    if args.json:
-        print_json(res.summary)
-    else:
-        print(res.report)
-    return 0
+    # the log names the report as given; the printed path is absolute
+    return print_result(args, res.report, res.records, res.summary, shown=args.out / res.report.name)

@@ -7,19 +7,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from decodiff.harness.commands.common import print_json
+from decodiff.harness.commands.common import add_actions, print_json
+
+HELP = "submit a train, bench or sweep job to SLURM or a Ray cluster"
+DESCRIPTION = """Render and submit a cluster job. The job calls `decodiff` on the cluster; its script, resolved configs
+and logs stay in its job folder. `decodiff jobs status|logs|stop ID` follows it."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "submit",
-        help="submit a train, bench or sweep job to SLURM or a Ray cluster",
-        description="Render and submit a cluster job. The job calls `decodiff` on the cluster; its "
-        "script, resolved configs and logs stay in its job folder. "
-        "`decodiff jobs status|logs|stop ID` follows it.",
-    )
-    bsub = p.add_subparsers(dest="backend", metavar="BACKEND")
-    bsub.required = True
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    bsub = add_actions(p, "backend", metavar="BACKEND")
 
     s = bsub.add_parser(
         "slurm",

@@ -13,16 +13,14 @@ from pathlib import Path
 from decodiff.harness.commands.common import add_json_arg, headline, print_json
 from decodiff.harness.errors import UsageError
 
+HELP = "run a grid/random search of trials on Ray Tune (paper ablations in configs/sweeps/)"
+DESCRIPTION = """Expand a sweep file (configs/sweeps/NAME.yaml or a path) into trials, each a config; train each
+distinct training setting once, evaluate every trial, and write one comparison report, one MLflow
+parent run with a child per trial, and the combined long table. A local Ray by default (files inside
+the sweep folder), a cluster with --address."""
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sweep",
-        help="run a grid/random search of trials on Ray Tune (paper ablations in configs/sweeps/)",
-        description="Expand a sweep file (configs/sweeps/NAME.yaml or a path) into trials, each a config; train "
-        "each distinct training setting once, evaluate every trial, and write one comparison report, "
-        "one MLflow parent run with a child per trial, and the combined long table. A local Ray by "
-        "default (files inside the sweep folder), a cluster with --address.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "sweep", nargs="?", metavar="GRID", help="sweep file (YAML path) or preset name from configs/sweeps/"
     )

@@ -15,16 +15,13 @@ from pathlib import Path
 from decodiff.harness.commands.common import add_config_args, add_json_arg, config_from, print_json
 from decodiff.harness.errors import UsageError
 
+HELP = "train DeCo-Diff for a config (reuses a finished identical training)"
+DESCRIPTION = """Prepare the data and VAE, then train the UNet; prints the checkpoint folder. Without --out, the model
+goes to the cache, keyed by everything that changes its weights: a finished identical training is
+reused and an interrupted one continues. SIGTERM/SIGUSR1 save a checkpoint and exit with code 75."""
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train DeCo-Diff for a config (reuses a finished identical training)",
-        description="Prepare the data and VAE, then train the UNet; prints the checkpoint folder. "
-        "Without --out, the model goes to the cache, keyed by everything that changes "
-        "its weights: a finished identical training is reused and an interrupted one "
-        "continues. SIGTERM/SIGUSR1 save a checkpoint and exit with code 75.",
-    )
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p, default="demo")
     p.add_argument(
         "--out",

@@ -6,14 +6,15 @@ import argparse
 import os
 from pathlib import Path
 
-from decodiff.harness.commands.common import add_config_args
+from decodiff.harness.commands.common import add_actions, add_config_args
 from decodiff.harness.errors import UsageError
 
+HELP = "VAE tools"
+DESCRIPTION = "VAE tools."
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("vae", help="VAE tools", description="VAE tools.")
-    vsub = p.add_subparsers(dest="vae_command", metavar="ACTION")
-    vsub.required = True
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    vsub = add_actions(p, "vae_command")
     t = vsub.add_parser(
         "train",
         help="train a small AutoencoderKL on a config's training images",
