@@ -47,13 +47,19 @@ def run(args: argparse.Namespace) -> int:
 
     check_folders(cfg)
     from decodiff.harness.training.distributed import make_accelerator
-    from decodiff.harness.training.loop import training_folder_lock
+    from decodiff.harness.training.loop import TRAIN_LOCK, training_folder_lock
 
     acc = make_accelerator(cfg)
-    with ExitStack() as stack:
-        if args.out is not None and acc.is_main_process:  # before any work: a second run into --out is refused
-            stack.enter_context(training_folder_lock(args.out))
-        return _run(args, cfg, acc)
+    made = args.out is not None and acc.is_main_process and not args.out.exists()
+    try:
+        with ExitStack() as stack:
+            if args.out is not None and acc.is_main_process:  # before any work: a second run into --out is refused
+                stack.enter_context(training_folder_lock(args.out))
+            return _run(args, cfg, acc)
+    finally:  # a run that failed before writing anything leaves no folder holding only its lock file
+        if made and args.out.is_dir() and [p.name for p in args.out.iterdir()] == [TRAIN_LOCK]:
+            (args.out / TRAIN_LOCK).unlink()
+            args.out.rmdir()
 
 
 def _run(args: argparse.Namespace, cfg, acc) -> int:

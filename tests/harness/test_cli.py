@@ -102,6 +102,14 @@ def test_preflight_refuses_a_tracking_store_that_is_not_a_database_and_train_out
     p = run(["train", "--config", "tiny", "--out", str(bad)], tmp_path)
     assert p.returncode == 2 and f"--out {bad}: is a file, expected a training folder" in p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["bad.db"]
+    # a training that fails before it writes anything leaves no --out folder (not even its lock file)
+    new, missing = tmp_path / "new-out", tmp_path / "no-such-weights"
+    p = run(
+        ["train", "--config", "tiny", "--out", str(new), f"model.init_from={missing}", "tracking.enabled=false"],
+        tmp_path,
+    )
+    assert p.returncode == 1 and str(missing) in p.stderr.strip().splitlines()[-1]
+    assert not new.exists()
 
 
 def test_an_error_from_a_loader_worker_is_its_own_line():
