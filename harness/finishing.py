@@ -18,6 +18,7 @@ from decodiff.harness.evaluation.score import ScoreResult
 from decodiff.harness.evaluation.uncertainty import Uncertainty, bootstrap
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
+from decodiff.harness.recipes import departures, departures_text
 from decodiff.harness.runs import write_run_files, write_summary
 from decodiff.harness.tracking import (
     end_run,
@@ -152,6 +153,7 @@ def finish_run(
         f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score {cfg.infer.image_score}",
         "AUPRO": _aupro_line(cfg),
         "recipe": cfg.recipe_text(),
+        **({"training recipe": made_by} if (made_by := training_recipe(train_info, cfg)) else {}),
         "baselines": baselines_line(result),
         "code version": prov["code_version"],
         "config": f"{run_dir / 'config.yaml'} (digest {prov['config_digest']})",
@@ -167,6 +169,7 @@ def finish_run(
             "model_reused": str(train_info.get("reused")),
             "recipe": cfg.recipe,
             "recipe_departures": ",".join(d["key"] for d in cfg.departures())[:4000] or "none",
+            **({"training_recipe": made_by[:4000]} if made_by else {}),
         }
         try:
             run_id = start_run(cfg, run_name=run_dir.name, tags=tags)
@@ -338,3 +341,13 @@ def write_run_report(
     run = load_run_data(folder, result.records, params, run_id=run_id)
     write_run_tables(run_dir, result.records, result.samples, result.baseline_records, method=method)
     return write_report_files(build_run_report(run), run_dir)
+
+
+def training_recipe(train_info: dict[str, Any], cfg: Config) -> str | None:
+    """The recipe the model was trained with, where it differs from this run's (a checkpoint evaluated,
+    or a cached model reused, under another config): a number must say which recipe made its model."""
+    trained = train_info.get("config")
+    if not isinstance(trained, dict) or "recipe" not in trained:
+        return None
+    text = departures_text(trained["recipe"], departures(trained["recipe"], trained))
+    return None if text == cfg.recipe_text() else text

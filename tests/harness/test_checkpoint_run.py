@@ -35,10 +35,15 @@ def test_a_trained_checkpoint_evaluates_and_a_mismatched_config_is_refused(tmp_p
     prov = json.loads((res.run_dir / "provenance.json").read_text())
     assert prov["model"]["checkpoint"] == info["checkpoint"] and prov["model"]["reused"] is True
     assert {r["category"] for r in res.records} >= {"grass", "mean"}
+    assert "training recipe" not in res.report.read_text()  # evaluated under the recipe it was trained with
+    # evaluated under another recipe: the report and provenance say which one made the model
+    other = evaluate_checkpoint(build_config("tiny", common + ["recipe=paper"]), info["checkpoint"])
+    text = other.report.read_text()
+    assert "training recipe" in text and "custom (no recipe" in text.split("training recipe", 1)[1].splitlines()[0]
     with pytest.raises(CheckpointError, match="a UNet of size tiny, but the config says model.size=XS"):
         evaluate_checkpoint(build_config("tiny", common + ["model.size=XS"]), info["checkpoint"])
     with pytest.raises(CheckpointError, match="pass method=deco-diff"):
         evaluate_checkpoint(
             build_config("tiny", common + ["method=ddim-recon", "infer.start_step=4"]), info["checkpoint"]
         )
-    assert len(list((tmp_path / "runs").iterdir())) == 1  # the refused ones made no run folder
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # the refused ones made no run folder
