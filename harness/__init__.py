@@ -2,6 +2,8 @@
 
 Run-level modules (the floor; they import no sub-package): `config`, `recipes`, `errors`,
 `progress`, `provenance`, `runs`, `tracking`, `timings`, `data`, `methods`, `report_inputs`.
-Sub-packages: `training`, `evaluation`, `metrics`, `sweep`, `commands`; `bench` finishes a run
-from training and evaluation, `cli` and `commands` sit on top.
+Sub-packages: `training`, `evaluation`, `metrics`, `sweep`, `commands`. Run entry points (one library
+call per command, over training and evaluation): `bench`, `checkpoint_run`, `score_run`, sharing
+`finishing`. Cluster side (above `sweep`): `planning`, `submission`. `cli` and `commands` sit on top.
+The README's "For developers" map says the same, with what each may import.
 """

@@ -109,6 +109,9 @@ def finish_run(
     uncertainty: Uncertainty | None = None,
     qualitative: dict[str, Any] | None = None,
 ) -> RunResult:
+    """The one ending of every run that evaluated a model (bench, evaluate, sweep trials): provenance and
+    config files, the MLflow run (started first, so the report names it), report data, tables and report,
+    summary.json; a tracking failure leaves the folder whole and says so."""
     prov = write_run_files(
         run_dir,
         cfg,

@@ -208,8 +208,7 @@ def submit_slurm(
                 job.tasks.append(sbatch.Task(path, t.label))
         text = sbatch.render(job, res)
         script = job_dir / sbatch.script_name()
-        write_atomic(script, text)
-        script.chmod(0o755)
+        write_atomic(script, lambda p: (p.write_text(text), p.chmod(0o755)))  # executable as it appears
     except JobError as exc:
         raise UsageError(str(exc)) from None
     out = Submission(

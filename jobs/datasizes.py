@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from decodiff.datasets.manifest import Manifest
+from decodiff.datasets.manifest import MANIFEST, Manifest
+from decodiff.datasets.registry import DATASETS
 
 MVTEC = {  # category: (train, test)
     "bottle": (209, 83),
@@ -56,8 +55,6 @@ class DataSize:
 
 def published_categories(dataset: str) -> list[str] | None:
     """The official category list of a benchmark data set (from the data set registry)."""
-    from decodiff.datasets.registry import DATASETS
-
     spec = DATASETS.get(dataset)
     return list(spec.categories) if spec is not None and spec.categories else None
 
@@ -82,8 +79,6 @@ def manifest_size(
 ) -> DataSize | None:
     """Counts from a shard manifest: `manifest` when the caller has read it already, else the local
     file at `location` (None when there is none)."""
-    from decodiff.datasets.manifest import MANIFEST, Manifest
-
     folder = Path(location)
     if manifest is None:
         if not (folder / MANIFEST).is_file():
@@ -103,7 +98,7 @@ def manifest_size(
 
 def demo_size(demo: dict, categories: list[str] | None = None) -> DataSize:
     """The embedded demo set's counts from its settings (data.demo.*), without generating it."""
-    from decodiff.datasets.demo import CATEGORIES, DEMO_CATEGORIES
+    from decodiff.datasets.demo import CATEGORIES, DEMO_CATEGORIES  # scikit-image: 0.4 s, only for the demo
 
     cats = list(categories or demo.get("categories") or DEMO_CATEGORIES)
     test = sum(

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from decodiff.datasets.files import write_atomic
+
 
 @dataclass
 class JobRecord:
@@ -47,9 +49,7 @@ def add_record(rec: JobRecord) -> None:
     """Append the record to the index and write job.json into the job's folder."""
     folder = Path(rec.job_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".job.json.tmp"
-    tmp.write_text(json.dumps(rec.to_json(), indent=2) + "\n")
-    os.replace(tmp, folder / "job.json")
+    write_atomic(folder / "job.json", json.dumps(rec.to_json(), indent=2) + "\n")
     path = index_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(rec.to_json(), separators=(",", ":")) + "\n"

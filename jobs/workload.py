@@ -83,7 +83,7 @@ def _vae_spec(vae: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 k: (tuple(d[k]) if isinstance(d[k], list) else d[k]) for k in keys if k in d
             }
         return "Stable-Diffusion KL-f8 (pretrained folder not readable here)", dict(SD_VAE)
-    from decodiff.models.vae import SMALL_VAE_PRESETS
+    from decodiff.models.vae import SMALL_VAE_PRESETS  # torch and diffusers (~3 s): only for a small VAE
 
     preset = vae["small"]
     if preset not in SMALL_VAE_PRESETS:
@@ -143,7 +143,7 @@ def cache_variants(train: dict[str, Any]) -> int:
     them: every distinct augmentation (cache_augment=exact) or `cache_variants` draws."""
     if train["cache_augment"] != "exact":
         return int(train["cache_variants"])
-    from decodiff.datasets.transforms import Preprocess
+    from decodiff.datasets.transforms import Preprocess  # torch (~1 s): only for the exact latent cache
 
     return len(Preprocess(translate=train["translate"], rotate180=train["rotate180"]).variants())
 

@@ -29,4 +29,4 @@ def run(args: argparse.Namespace) -> int:
     result = bench(cfg)
     if result is None:  # not the main process of several: the main one reports
         return 0
-    return print_result(args, result.report, result.records, result.summary, run_id=result.run_id)
+    return print_result(args, result.report, result.records, result.summary, run_id=result.run_id, tracked=True)

@@ -49,11 +49,13 @@ def print_result(
     summary: dict[str, Any],
     run_id: str | None = None,
     shown: Any = None,
+    tracked: bool = False,
 ) -> int:
     """The end of every command that scores: where the report is, the mean line, then stdout (JSON or path);
-    `shown` is the report path as the log line gives it, where that differs from the printed one."""
+    `shown` is the report path as the log line gives it, where that differs from the printed one; `tracked`:
+    the command names its MLflow run (None when tracking is off)."""
     log(f"report: {report if shown is None else shown}")
-    if run_id is not None:
+    if tracked:
         log(f"MLflow run: {run_id}")
     log(f"mean: {headline(records)}")
     if args.json:

@@ -1,7 +1,7 @@
 """The optimizer: AdamW (lr and weight decay from the config), with the fused kernel on CUDA
 and the foreach (multi-tensor) kernel elsewhere: on CPU torch would otherwise pick the
 per-parameter loop, and foreach gives bitwise the same weights (checked in
-tests/harness/test_optimizer.py), so it is a pure speed change."""
+tests/harness/training/test_optimizer.py), so it is a pure speed change."""
 
 from __future__ import annotations
 

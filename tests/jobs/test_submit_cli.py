@@ -260,3 +260,13 @@ def test_slurm_status_from_the_job_folder_when_slurm_has_forgotten(here, capsys,
     capsys.readouterr()
     assert main(["jobs", "status", "4243"]) == 2  # neither SLURM nor a folder knows it
     assert "SLURM does not know it" in capsys.readouterr().err
+
+
+def test_plan_reads_a_config_file_with_top_level_method_or_recipe_as_a_config(here, capsys, tmp_path):
+    """Every top-level config key tells a config from a sweep file (the keys of the config model, so
+    `method:` and `recipe:` too): such a file is planned as one run, not refused as a bad sweep."""
+    own = tmp_path / "own.yaml"
+    own.write_text(yaml.safe_dump({"extends": "tiny", "method": "deco-diff", "recipe": "custom"}))
+    assert main(["plan", str(own), "--gpus-per-node", "0", "--json"]) == 0
+    out = _json(capsys)
+    assert len(out["runs"]) == 1 and "train" in {p["name"] for p in out["runs"][0]["phases"]}
