@@ -70,4 +70,5 @@ def test_bench_keeps_its_budget_and_records_the_steps_it_chose(tmp_path):
     assert plan["budget_minutes"] == minutes and plan["actual_seconds"] <= minutes * 60
     recorded = yaml.safe_load((out.run_dir / "config.yaml").read_text())
     assert recorded["train"]["max_steps"] == plan["steps"] and recorded["run"]["time_budget"] is None
-    assert out.summary["model"]["steps"] == plan["steps"] and out.summary["model"]["budget"]["steps"] == plan["steps"]
+    model = json.loads((out.run_dir / "provenance.json").read_text())["model"]
+    assert model["steps"] == plan["steps"] and model["budget"]["steps"] == plan["steps"]
