@@ -15,6 +15,7 @@ from decodiff.harness.progress import log
 from decodiff.harness.runs import check_folders, new_run_dir
 from decodiff.harness.timings import Timings
 from decodiff.harness.tracking import check_tracking
+from decodiff.harness.training.budget import fit_to_budget, plan_line
 from decodiff.harness.training.distributed import accelerator_if_launched, builders_first
 from decodiff.harness.training.init_weights import source_files
 from decodiff.harness.training.model_cache import trained_model
@@ -35,9 +36,17 @@ def bench(cfg: Config) -> RunResult | None:
     acc = accelerator_if_launched(cfg)
     main = acc is None or acc.is_main_process
     timings = Timings()
+    budget = None
     with builders_first(acc):
         with timings.phase("data"):
             data = prepare_data(cfg)
+    if cfg.run.time_budget:  # measured and decided before the VAE, the latent cache and the training
+        with timings.phase("budget"):
+            cfg, budget = fit_to_budget(cfg, data, t0, main, acc.num_processes if acc is not None else 1)
+        timings.notes["budget"] = budget
+        if main:
+            log(plan_line(budget))
+    with builders_first(acc):
         with timings.phase("vae"):
             vae = get_vae(cfg, data)
     with timings.phase("training"):
@@ -53,6 +62,8 @@ def bench(cfg: Config) -> RunResult | None:
             if train_info.get(key):
                 timings.rates[f"train_{key}"] = train_info[key]
     timings.notes["model_reused"] = reused
+    if budget is not None:
+        train_info = {**train_info, "budget": budget}  # the plan, in summary.json beside the steps it chose
     if acc is not None:
         acc.free_memory()  # the DDP wrapper and optimizer state of the training: not needed to evaluate
     run_dir = new_run_dir(cfg, "bench") if main else None  # made once there is a model: a failed training leaves none
@@ -68,6 +79,10 @@ def bench(cfg: Config) -> RunResult | None:
         out = finish_run(
             cfg, run_dir, data, vae, train_info, result, kind="bench", started=t0, uncertainty=unc, qualitative=qual
         )
+    if budget is not None:
+        used = time.time() - t0
+        timings.notes["budget"] = {**budget, "actual_seconds": round(used, 1)}
+        log(f"budget {budget['budget_minutes']:g} min: the run took {used / 60:.1f} min")
     timings.write(run_dir)
     log(f"timings: {timings.line()} ({run_dir / 'timings.json'})")
     return out

@@ -56,6 +56,8 @@ class RunSection(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(default=None, ge=1)  # torch CPU threads (None: torch's default)
+    # minutes for the whole run: training steps sized to fit (README "Your own images on a CPU"); None: as set
+    time_budget: float | None = Field(default=None, gt=0)
 
 
 class DemoSection(Section):

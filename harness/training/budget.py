@@ -1,0 +1,221 @@
+"""`run.time_budget`: size the training to the minutes the user can give, from rates measured on
+this machine before any heavy work, and say the plan (with an ETA) in one line.
+
+The main process times a few optimizer steps of the run's UNet on random latents of the run's
+shape, the VAE's encode/decode of a batch (the latent cache and the evaluation), a few VAE
+training steps when the VAE must be trained, and the UNet's no-grad forward (the evaluation's
+reverse steps); what the phases then cost follows from the image counts. The steps that fit go
+into `train.max_steps` of the config the run records, with the budget cleared, so the recorded
+config reproduces the run without it. Weights do not change the speed, so random ones serve."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from decodiff.harness.config import Config, ConfigError
+from decodiff.harness.data import PreparedData, image_size
+from decodiff.harness.methods import make_process
+from decodiff.harness.training.checkpoint import build_from_spec, model_spec
+from decodiff.harness.training.distributed import broadcast_from_main, device_for
+from decodiff.harness.training.optimizer import make_optimizer
+from decodiff.harness.training.vae_fit import resolve_pretrained, vae_cache_key
+from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae
+
+MIN_STEPS = 100  # the least training worth running; also at least 2 x train.warmup
+TIMED_STEPS = 3  # timed after two untimed warm-up steps
+TRAIN_SHARE = 0.92  # of the time left for training: the rest absorbs the estimates' error
+# What the timed kernels leave out, from one demo run beside its own measurement on the shared 2-core
+# machine (train.max_steps=150, load 2.4-3.7): the latent cache took 6.1x its encodes (augmentation, shard
+# writing), the evaluation 5.5x its encode + reverse steps + decode (maps, blurs, metrics, baselines), the
+# report 0.7x the evaluation; the tiny preset's VAE fit took 25 s beyond its steps (loaders, generic crops,
+# the latent scale); the own preset's 2,000-step VAE fit on the demo images laid out as a folder ran at
+# 0.30-0.36 s per step against 0.168 s timed (loader, generic crops): 2.2x. Training in the loop ran at
+# 2.0 s per step against 3.2 s timed (demo) and 2.5 s against 2.2 s (own preset, load ~3): no factor.
+CACHE_FACTOR = 6.0
+EVAL_FACTOR = 5.5
+REPORT_FACTOR = 0.7
+REPORT_SECONDS = 5.0
+VAE_FIT_SECONDS = 25.0
+VAE_FACTOR = 2.2
+EPOCH_SECONDS = 0.8  # the training feed's start per epoch (tiny preset: 4.7 s for 5 epochs of 4 steps)
+BASELINE_SHARE = 0.15  # the baselines' cost relative to DeCo-Diff's evaluation work (measured 0.107 on the demo)
+
+
+def minimum_steps(cfg: Config) -> int:
+    return max(MIN_STEPS, 2 * cfg.train.warmup)
+
+
+def round_steps(n: float) -> int:
+    """Down to a coarse grid, so that a rerun on the same machine usually picks the same count
+    (and reuses the trained model) despite small differences in the measured rate."""
+    grid = 10 if n < 500 else 50 if n < 5000 else 500
+    return int(n // grid * grid)
+
+
+def _timed(fn: Any, repeats: int) -> float:
+    """Median seconds per call of `fn` over `repeats` calls after two untimed ones (allocations,
+    lazy initialisation, and an occasional slow second call seen on CPU): the median, not the
+    mean, so that one call slowed by other load does not size the whole run."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _vae_for_timing(cfg: Config, data: PreparedData, size: int) -> tuple[FrozenVAE, bool]:
+    """The run's VAE when loading it is cheap (pretrained or already trained and cached), else the
+    architecture it will have (random weights); True when it still has to be trained."""
+    if cfg.vae.pretrained:
+        return load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale), False
+    folder = Path(cfg.run.cache_dir) / "vae" / vae_cache_key(cfg, data)
+    if (folder / "decodiff.json").is_file():
+        return load_vae(folder, image_size=size, scale=cfg.vae.scale), False
+    return FrozenVAE(build_small_vae(cfg.vae.small).eval(), 1.0, "timing"), True
+
+
+def measure(cfg: Config, data: PreparedData, world: int = 1) -> dict[str, float]:
+    """Seconds per unit of each phase on this machine: a training step, a VAE training step (0
+    when none is needed), the encoding of one image, the evaluation of one image."""
+    device = device_for(cfg)
+    size = image_size(cfg, data.manifest)
+    torch.manual_seed(cfg.run.seed)
+    vae, must_fit = _vae_for_timing(cfg, data, size)
+    vae = vae.to(device)
+    latent, ch = vae.latent_size(size), vae.latent_channels
+    n_cls = len(data.categories)
+    spec = model_spec(cfg.model.size, n_cls, cfg.model.conditional, ch, latent, cfg.model.dropout, data.categories)
+    net = build_from_spec(spec).to(device).train()
+    opt = make_optimizer(net, cfg.train, device)
+    process = make_process(cfg)
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    t = cfg.train
+    micro = max(1, t.batch_size // (world * t.grad_accum))  # this rank's micro-batch
+
+    def train_step() -> None:
+        for _ in range(t.grad_accum):
+            z0 = torch.randn(micro, ch, latent, latent).to(device)
+            ids = torch.randint(0, n_cls, (micro,)).to(device)
+            inp = process.training_input(z0, generator=gen)
+            F.mse_loss(net(inp.z_t, inp.t, ids), inp.eta).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    out = {"train_step": _timed(train_step, TIMED_STEPS)}
+    net.eval()
+    bsz = max(1, min(cfg.infer.batch_size, 16))
+    x = torch.rand(bsz, 3, size, size, device=device) * 2 - 1
+    ids = torch.zeros(bsz, dtype=torch.long, device=device)
+    tt = torch.full((bsz,), cfg.process.steps // 2, device=device)
+    with torch.no_grad():
+        encode = _timed(lambda: vae.encode(x), 3) / bsz
+
+        def evaluate_batch() -> None:
+            z = vae.encode(x)
+            for _ in range(cfg.infer.reverse_steps):
+                net(z, tt, ids)
+            vae.decode(z)
+
+        out["encode_image"] = encode
+        out["eval_image"] = _timed(evaluate_batch, 3) / bsz * (1 + (BASELINE_SHARE if cfg.infer.baselines else 0))
+    out["vae_step"] = 0.0
+    if must_fit:
+        small = build_small_vae(cfg.vae.small).to(device).train()
+        vopt = torch.optim.AdamW(small.parameters(), lr=cfg.vae.lr)
+        crop = cfg.vae.crop or size
+        xv = torch.rand(cfg.vae.batch_size, 3, crop, crop, device=device) * 2 - 1
+
+        def vae_step() -> None:
+            post = small.encode(xv).latent_dist
+            rec = small.decode(post.sample()).sample
+            (F.l1_loss(rec, xv) + F.mse_loss(rec, xv) + post.kl().mean()).backward()
+            vopt.step()
+            vopt.zero_grad(set_to_none=True)
+
+        out["vae_step"] = _timed(vae_step, 3)
+    return out
+
+
+def plan(cfg: Config, data: PreparedData, elapsed: float, rates: dict[str, float]) -> dict[str, Any]:
+    """The training steps that fit in the budget after the other phases' estimated cost.
+    Raises ConfigError (one line) when not even the minimum training fits."""
+    budget = float(cfg.run.time_budget) * 60
+    n_train = data.manifest.count("train", data.categories)
+    n_test = data.manifest.count("test", data.categories)
+    variants = cfg.train.cache_variants if cfg.train.latent_cache and cfg.train.cache_augment == "variants" else 1
+    evaluation = rates["eval_image"] * n_test * EVAL_FACTOR
+    other = {
+        "vae": rates["vae_step"] * cfg.vae.steps * VAE_FACTOR + VAE_FIT_SECONDS if rates["vae_step"] else 0.0,
+        "cache": rates["encode_image"] * n_train * variants * CACHE_FACTOR if cfg.train.latent_cache else 0.0,
+        "evaluation": evaluation,
+        "report": evaluation * REPORT_FACTOR + REPORT_SECONDS,
+    }
+    left = budget - elapsed - sum(other.values())
+    per_epoch = max(1, math.ceil(n_train / cfg.train.batch_size))
+    step = rates["train_step"] + EPOCH_SECONDS / per_epoch
+    need = minimum_steps(cfg)
+    steps = round_steps(max(left, 0.0) * TRAIN_SHARE / step)
+    if steps < need:
+        least = (elapsed + sum(other.values()) + need * step / TRAIN_SHARE) / 60
+        raise ConfigError(
+            f"run.time_budget={cfg.run.time_budget:g} min is too small for the minimum training of {need} steps "
+            f"(max({MIN_STEPS}, 2 x train.warmup)) at {1 / step:.2g} steps/s on this machine after "
+            f"~{sum(other.values()) + elapsed:.0f} s of the other phases: give at least {math.ceil(least)} min"
+        )
+    train_s = steps * step
+    eta = datetime.now() + timedelta(seconds=train_s + sum(other.values()))
+    return {
+        "budget_minutes": cfg.run.time_budget,
+        "steps": steps,
+        "steps_per_second": round(1 / step, 3),
+        "estimated_seconds": {"training": round(train_s, 1), **{k: round(v, 1) for k, v in other.items()}},
+        "elapsed_before_plan": round(elapsed, 1),
+        "measured_seconds_per": {k: round(v, 5) for k, v in rates.items()},
+        "eta": eta.strftime("%H:%M"),
+        "eta_iso": eta.isoformat(timespec="seconds"),
+    }
+
+
+def _mmss(s: float) -> str:
+    return f"{int(s // 60)} min {int(s % 60)} s" if s >= 60 else f"{s:.0f} s"
+
+
+def plan_line(p: dict[str, Any]) -> str:
+    e = p["estimated_seconds"]
+    parts = [f"training {p['steps']:,} steps at {p['steps_per_second']:.2g} steps/s = {_mmss(e['training'])}"]
+    if e["vae"]:
+        parts.append(f"VAE fit {_mmss(e['vae'])}")
+    if e["cache"]:
+        parts.append(f"latent cache ~{_mmss(e['cache'])}")
+    parts += [f"evaluation ~{_mmss(e['evaluation'])}", f"report ~{_mmss(e['report'])}"]
+    return f"budget {p['budget_minutes']:g} min: " + ", ".join(parts) + f", ETA {p['eta']}"
+
+
+def fit_to_budget(cfg: Config, data: PreparedData, started: float, main: bool, world: int = 1) -> tuple[Config, dict]:
+    """The config with `train.max_steps` set to the steps that fit in `run.time_budget` (which it
+    clears), and the plan. The main process measures and decides, every rank gets its answer."""
+    answer: Any = None
+    if main:
+        try:
+            rates = measure(cfg, data, world)
+            answer = plan(cfg, data, time.time() - started, rates)
+        except ConfigError as e:
+            answer = e
+    answer = broadcast_from_main(answer)
+    if isinstance(answer, ConfigError):
+        raise answer
+    sized = cfg.model_copy(deep=True)
+    sized.train.max_steps = answer["steps"]
+    sized.run.time_budget = None
+    return sized, answer
