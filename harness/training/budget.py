@@ -25,6 +25,7 @@ from decodiff.harness.data import PreparedData, image_size
 from decodiff.harness.methods import make_process
 from decodiff.harness.training.checkpoint import build_from_spec, model_spec
 from decodiff.harness.training.distributed import broadcast_from_main, device_for
+from decodiff.harness.training.latent_cache import encodings_per_image
 from decodiff.harness.training.optimizer import make_optimizer
 from decodiff.harness.training.vae_fit import resolve_pretrained, vae_cache_key
 from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae
@@ -153,7 +154,7 @@ def plan(cfg: Config, data: PreparedData, elapsed: float, rates: dict[str, float
     budget = float(cfg.run.time_budget) * 60
     n_train = data.manifest.count("train", data.categories)
     n_test = data.manifest.count("test", data.categories)
-    variants = cfg.train.cache_variants if cfg.train.latent_cache and cfg.train.cache_augment == "variants" else 1
+    variants = encodings_per_image(cfg)  # 81 per image for the exact cache, not 1
     evaluation = rates["eval_image"] * n_test * EVAL_FACTOR
     other = {
         "vae": rates["vae_step"] * cfg.vae.steps * VAE_FACTOR + VAE_FIT_SECONDS if rates["vae_step"] else 0.0,

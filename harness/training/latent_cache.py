@@ -85,6 +85,14 @@ def build_latent_cache(
     return str(folder), manifest
 
 
+def encodings_per_image(cfg: Config) -> int:
+    """How many encodings of each training image the cache holds: every distinct augmentation (exact)
+    or `train.cache_variants` draws."""
+    if cfg.train.cache_augment == "exact":
+        return len(preprocess_for(cfg, True).variants())
+    return cfg.train.cache_variants
+
+
 def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch_size: int) -> tuple[str, Manifest]:
     device = device_for(cfg)
     vae = vae.to(device)
@@ -92,7 +100,7 @@ def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch
     rng = random.Random(cfg.run.seed)
     exact = cfg.train.cache_augment == "exact"
     table = pre_aug.variants()
-    K = len(table) if exact else cfg.train.cache_variants
+    K = encodings_per_image(cfg)
 
     def encodings(s: dict[str, Any]) -> list[torch.Tensor]:
         if exact:

@@ -37,6 +37,20 @@ def test_plan_fills_the_budget_with_training_and_says_so(tmp_path):
     assert no_vae["steps"] > p["steps"] and "VAE" not in budget.plan_line(no_vae)  # a loaded VAE: more training
 
 
+def test_the_cache_estimate_counts_the_encodings_the_cache_makes(tmp_path):
+    """The exact cache encodes every shift of every image (81 at +-4 px), the variants cache a few draws."""
+    from decodiff.harness.training.latent_cache import encodings_per_image
+
+    exact = _tiny(tmp_path, "run.time_budget=30", "train.cache_augment=exact", "train.translate=4")
+    drawn = _tiny(tmp_path, "run.time_budget=30", "train.cache_augment=variants", "train.cache_variants=4")
+    assert encodings_per_image(exact) == 81 and encodings_per_image(drawn) == 4
+    data = prepare_data(exact)
+    slow_encode = {**RATES, "encode_image": 0.1}  # estimates are rounded to 0.1 s: make them large
+    est_exact = budget.plan(exact, data, 0.0, slow_encode)["estimated_seconds"]["cache"]
+    est_drawn = budget.plan(drawn, data, 0.0, slow_encode)["estimated_seconds"]["cache"]
+    assert est_exact == pytest.approx(est_drawn * 81 / 4, rel=0.01)
+
+
 def test_a_budget_below_the_minimum_training_is_one_config_error(tmp_path):
     cfg = _tiny(tmp_path, "run.time_budget=0.5")
     data = prepare_data(cfg)
