@@ -352,5 +352,10 @@ def training_recipe(train_info: dict[str, Any], cfg: Config) -> str | None:
     trained = train_info.get("config")
     if not isinstance(trained, dict) or "recipe" not in trained:
         return None
-    text = departures_text(trained["recipe"], departures(trained["recipe"], trained))
-    return None if text == cfg.recipe_text() else text
+
+    def made(name: str, resolved: dict[str, Any]) -> str:  # inference and metrics are this run's own
+        items = [d for d in departures(name, resolved) if not d["key"].startswith(("infer.", "metrics."))]
+        return departures_text(name, items)
+
+    text = made(trained["recipe"], trained)
+    return None if text == made(cfg.recipe, cfg.to_dict()) else text

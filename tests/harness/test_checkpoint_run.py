@@ -40,10 +40,17 @@ def test_a_trained_checkpoint_evaluates_and_a_mismatched_config_is_refused(tmp_p
     other = evaluate_checkpoint(build_config("tiny", common + ["recipe=paper"]), info["checkpoint"])
     text = other.report.read_text()
     assert "training recipe" in text and "custom (no recipe" in text.split("training recipe", 1)[1].splitlines()[0]
+    # trained under the paper's recipe, evaluated with another inference setting: inference is the run's own
+    paper = build_config("tiny", common + ["recipe=paper", "train.max_steps=3"])  # a model of its own
+    _, _, pinfo, _ = trained_model(paper, prepare_data(paper), get_vae(paper, prepare_data(paper)))
+    own_infer = evaluate_checkpoint(
+        build_config("tiny", common + ["recipe=paper", "train.max_steps=3", "infer.gamma_l=0.2"]), pinfo["checkpoint"]
+    )
+    assert "training recipe" not in own_infer.report.read_text()
     with pytest.raises(CheckpointError, match="a UNet of size tiny, but the config says model.size=XS"):
         evaluate_checkpoint(build_config("tiny", common + ["model.size=XS"]), info["checkpoint"])
     with pytest.raises(CheckpointError, match="pass method=deco-diff"):
         evaluate_checkpoint(
             build_config("tiny", common + ["method=ddim-recon", "infer.start_step=4"]), info["checkpoint"]
         )
-    assert len(list((tmp_path / "runs").iterdir())) == 2  # the refused ones made no run folder
+    assert len(list((tmp_path / "runs").iterdir())) == 3  # the refused ones made no run folder
