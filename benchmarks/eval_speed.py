@@ -23,7 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from decodiff.harness.process_env import set_process_defaults
+
+set_process_defaults()  # a `decodiff` process's thread policy, set before torch loads (benchmarks/thread_wait.py)
+
+import torch  # noqa: E402
 
 
 def main() -> None:

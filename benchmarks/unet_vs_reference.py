@@ -41,8 +41,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+from decodiff.harness.process_env import set_process_defaults
+
+set_process_defaults()  # a `decodiff` process's thread policy, set before torch loads (benchmarks/thread_wait.py)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 # base channels and attention heads at the first level of the published presets (context = 2 x base)
 AUTHORS_PRESETS = {"XS": (64, 4), "S": (128, 4), "M": (192, 6), "L": (256, 8), "XL": (320, 12)}

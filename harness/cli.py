@@ -31,6 +31,7 @@ Results go to stderr as progress and to stdout with --json (one JSON object)."""
 
 
 from decodiff.harness.errors import UsageError  # noqa: E402,F401 (commands raise it as cli.UsageError)
+from decodiff.harness.process_env import set_process_defaults  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nor sent
+    set_process_defaults()  # before anything loads torch: offline, no telemetry, sleeping idle threads
     from decodiff.datasets.imageio import DataError
     from decodiff.harness.config import ConfigError
     from decodiff.harness.errors import CheckpointError

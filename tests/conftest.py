@@ -2,7 +2,8 @@
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from decodiff.harness.process_env import set_process_defaults
+
+set_process_defaults()  # as every `decodiff` process: offline, no telemetry, sleeping idle OpenMP threads
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
