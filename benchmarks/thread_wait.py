@@ -13,6 +13,7 @@ alternates); the best round counts.
 
     python benchmarks/thread_wait.py --workload unet --load 1 --rounds 2
     python benchmarks/thread_wait.py --workload eval --load 0 --rounds 3      # the idle cost, if any
+    python benchmarks/thread_wait.py --workload unet --load 1 --rounds 1 -- --reference ~/DeCo-Diff
 """
 
 from __future__ import annotations
@@ -73,15 +74,15 @@ def measure(workload: str, policy: str, extra: list[str]) -> dict[str, float]:
         subprocess.run([sys.executable, *cmd], env=policy_env(policy), check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t0
         data = json.loads(out.read_text())
-    if workload == "unet":
-        ours = data["timings"]["ours"]
-        return {
-            "train_s": ours["train"]["best_seconds"],
-            "train_cpu_s": ours["train"]["best_cpu_seconds"],
-            "infer_s": ours["infer"]["best_seconds"],
-            "infer_cpu_s": ours["infer"]["best_cpu_seconds"],
-            "process_s": round(wall, 1),
-        }
+    if workload == "unet":  # ours, and the reference where `-- --reference PATH` gave one
+        row = {}
+        for who, t in data["timings"].items():
+            prefix = "" if who == "ours" else f"{who}_"
+            row[f"{prefix}train_s"] = t["train"]["best_seconds"]
+            row[f"{prefix}train_cpu_s"] = t["train"]["best_cpu_seconds"]
+            row[f"{prefix}infer_s"] = t["infer"]["best_seconds"]
+            row[f"{prefix}infer_cpu_s"] = t["infer"]["best_cpu_seconds"]
+        return {**row, "process_s": round(wall, 1)}
     (v,) = data["variants"].values() if "variants" in data else data.values()
     return {"images_per_s": v["images_per_second"], "cpu_s_per_image": v["cpu_seconds_per_image"], "process_s": wall}
 

@@ -50,8 +50,11 @@ def trained_model(
         )
     folder = model_folder(cfg, data, vae)
     main = accelerator is None or accelerator.is_main_process
-    # another run training the same key: wait for it, then reuse its model
-    with training_folder_lock(folder, wait=True) if main else nullcontext():
+    # a finished model (its checkpoint is swapped in whole) is read without the lock, as the other caches
+    # are: readers never queue behind a training of the same key, and a read-only cache can be read;
+    # else another run training the same key: wait for it, then reuse its model
+    finished = cfg.train.reuse and (folder / "checkpoint" / "model.safetensors").is_file()
+    with training_folder_lock(folder, wait=True) if main and not finished else nullcontext():
         return _trained_model(cfg, data, vae, accelerator, folder)
 
 

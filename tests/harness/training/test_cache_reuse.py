@@ -1,9 +1,10 @@
-"""A finished cache (shards, VAE, latents) is reused without taking its lock: a cache that other runs
+"""A finished cache (shards, VAE, latents, trained model) is reused without taking its lock: a cache that other runs
 made can be read where no lock file can be written (a read-only share), and readers never queue."""
 
 from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.training.latent_cache import build_latent_cache
+from decodiff.harness.training.model_cache import model_folder, trained_model
 from decodiff.harness.training.vae_fit import get_vae
 
 
@@ -34,3 +35,32 @@ def test_finished_caches_are_reused_without_their_locks(tmp_path):
     location, manifest = build_latent_cache(cfg, again, vae2)
     assert vae2.fingerprint == vae.fingerprint and manifest.count("train") > 0
     assert {p.parent.name for p in cache.rglob("*.lock")} <= {"cache"}  # only the demo set's (it checks its files)
+
+
+def test_a_finished_model_is_reused_without_its_lock(tmp_path):
+    cache = tmp_path / "cache"
+    cfg = build_config(
+        "tiny",
+        [
+            f"run.cache_dir={cache}",
+            "vae.steps=2",
+            "train.max_steps=2",
+            "data.categories=[grass]",
+            "data.demo.categories=[grass]",
+            "data.demo.n_train=4",
+            "data.demo.n_test_good=1",
+            "data.demo.n_test_per_defect=1",
+            "run.threads=1",
+        ],
+    )
+    data = prepare_data(cfg)
+    vae = get_vae(cfg, data)
+    _, _, info, reused = trained_model(cfg, data, vae)
+    folder = model_folder(cfg, data, vae)
+    locks = [p for p in folder.rglob("*.lock")]
+    assert not reused and locks  # the training took the folder's lock
+    for p in locks:
+        p.unlink()
+    _, _, info2, reused2 = trained_model(cfg, data, vae)
+    assert reused2 and info2["checkpoint"] == info["checkpoint"]
+    assert list(folder.rglob("*.lock")) == []  # read without it
