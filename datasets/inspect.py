@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.files import sha256_file
 from decodiff.datasets.imageio import DataError, image_size, read_mask, read_rgb
-from decodiff.datasets.manifest import MANIFEST, Manifest
+from decodiff.datasets.manifest import MANIFEST, SHA256_DIFFERS, Manifest, shard_problem
 from decodiff.datasets.records import Sample
 from decodiff.datasets.registry import detect_layout, read_dataset, spec
 from decodiff.datasets.shard_record import decode_record
@@ -191,15 +190,11 @@ def _inspect_shards(path: Path, verify: bool, deep: bool, progress: Progress | N
     total = len(m.shards)
     for i, s in enumerate(m.shards):
         p = path / s.name
-        if not p.is_file():
-            ins.error(p, f"missing (listed in {MANIFEST})")
-        elif p.stat().st_size != s.bytes:
-            ins.error(p, f"{p.stat().st_size} bytes, the manifest says {s.bytes} (truncated or replaced)")
-        else:
-            if verify and sha256_file(p) != s.sha256:
-                ins.error(p, "sha256 differs from the manifest's (corrupted or replaced)")
-            if deep:
-                _deep_shard(ins, p, s.count)
+        what = shard_problem(path, s, sha256=verify)
+        if what:
+            ins.error(p, what)
+        if deep and what in (None, SHA256_DIFFERS):  # whole-sized: decoding it says which samples are damaged
+            _deep_shard(ins, p, s.count)
         if progress:
             progress(i + 1, total)
     return ins

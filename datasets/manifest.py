@@ -88,11 +88,28 @@ class Manifest:
             raise DataError(f"{where}: not a valid shard manifest ({exc})") from None
 
 
+SHA256_DIFFERS = "sha256 differs from the manifest's"  # the shard is whole-sized: its samples can still be read
+
+
+def shard_problem(folder: Path, shard: ShardInfo, *, sha256: bool = True) -> str | None:
+    """What is wrong with one shard on disk against its manifest entry (None: nothing): missing,
+    another size, another sha256 (`sha256=False`: a stat only). `data inspect` and the readers share it."""
+    p = Path(folder) / shard.name
+    if not p.is_file():
+        return f"missing (listed in {MANIFEST})"
+    size = p.stat().st_size
+    if size != shard.bytes:
+        return f"{size} bytes, the manifest says {shard.bytes} (truncated or replaced)"
+    if sha256 and sha256_file(p) != shard.sha256:
+        return SHA256_DIFFERS
+    return None
+
+
 def verify_shards(
     folder: Path, manifest: Manifest | None = None, *, sha256: bool = True, names: Sequence[str] | None = None
 ) -> list[str]:
-    """Problems with the shards on disk against the manifest: missing, wrong size, wrong sha256
-    (`sha256=False`: sizes only, a stat per shard; `names`: these shards only)."""
+    """Problems with the shards on disk against the manifest, one line each naming the file
+    (`names`: these shards only)."""
     folder = Path(folder)
     manifest = manifest or Manifest.load(folder)
     wanted = set(names) if names is not None else None
@@ -100,11 +117,7 @@ def verify_shards(
     for s in manifest.shards:
         if wanted is not None and s.name not in wanted:
             continue
-        p = folder / s.name
-        if not p.is_file():
-            problems.append(f"{p}: missing (listed in {MANIFEST})")
-        elif p.stat().st_size != s.bytes:
-            problems.append(f"{p}: {p.stat().st_size} bytes, the manifest says {s.bytes} (truncated or replaced)")
-        elif sha256 and sha256_file(p) != s.sha256:
-            problems.append(f"{p}: sha256 differs from the manifest's")
+        what = shard_problem(folder, s, sha256=sha256)
+        if what:
+            problems.append(f"{folder / s.name}: {what}")
     return problems
