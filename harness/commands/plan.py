@@ -28,8 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--throughput", type=Path, metavar="FILE", help="measured throughput JSON (benchmarks/train_speed.py)"
     )
-    p.add_argument("--nodes", "-N", type=int, default=1, help="nodes (default 1)")
-    p.add_argument("--gpus-per-node", "-G", type=int, default=1, help="GPUs per node (default 1; 0: CPU nodes)")
+    # defaults left to plan() itself, which the help restates
+    p.add_argument("--nodes", "-N", type=int, default=argparse.SUPPRESS, help="nodes (default 1)")
+    p.add_argument(
+        "--gpus-per-node", "-G", type=int, default=argparse.SUPPRESS, help="GPUs per node (default 1; 0: CPU nodes)"
+    )
     p.add_argument("--time", "-t", help="a time limit to check the plan against")
     p.add_argument(
         "--shards", action="append", default=[], metavar="NAME=DIR", help="sweep: shard folder of data set NAME"
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from decodiff.jobs.plan import format_table
 
     # the options are plan()'s keywords under the same names
-    result = plan(args.target, args.overrides, **{k: getattr(args, k) for k in PLAN_OPTIONS})
+    result = plan(args.target, args.overrides, **{k: getattr(args, k) for k in PLAN_OPTIONS if hasattr(args, k)})
     if args.json:
         print_json(result.to_json())
     else:

@@ -29,8 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "requeues itself and resumes.",
     )
     _common(s)
-    s.add_argument("--nodes", "-N", type=int, default=1, help="nodes (default 1)")
-    s.add_argument("--gpus-per-node", "-G", type=int, default=0, help="GPUs per node (default 0: CPU)")
+    # defaults left to the library (jobs.sbatch.SlurmResources), which the help restates
+    s.add_argument("--nodes", "-N", type=int, default=argparse.SUPPRESS, help="nodes (default 1)")
+    s.add_argument("--gpus-per-node", "-G", type=int, default=argparse.SUPPRESS, help="GPUs per node (default 0: CPU)")
     s.add_argument("--cpus-per-task", type=int, help="CPUs per node (one task per node)")
     s.add_argument(
         "--processes-per-node", type=int, help="training processes per node (default: one per GPU; 1 on CPU nodes)"
@@ -59,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--grace",
         type=int,
-        default=120,
+        default=argparse.SUPPRESS,
         help="seconds of warning (USR1) before the time limit for the checkpoint (default 120)",
     )
     s.add_argument(
@@ -140,9 +141,9 @@ def run_slurm(args: argparse.Namespace) -> int:
     from decodiff.jobs.sbatch import SlurmResources
 
     configs, overrides = split_items(args.items)
+    given = {k: getattr(args, k) for k in ("nodes", "gpus_per_node", "grace") if hasattr(args, k)}
     res = SlurmResources(
-        nodes=args.nodes,
-        gpus_per_node=args.gpus_per_node,
+        **given,
         cpus_per_task=args.cpus_per_task,
         mem=args.mem,
         time=args.time,
@@ -150,7 +151,6 @@ def run_slurm(args: argparse.Namespace) -> int:
         account=args.account,
         qos=args.qos,
         constraint=args.constraint,
-        grace=args.grace,
         max_parallel=args.max_parallel,
         sbatch_args=args.sbatch_arg,
         processes_per_node=args.processes_per_node,
