@@ -8,9 +8,9 @@ from decodiff.harness.training.model_cache import model_folder, trained_model
 from decodiff.harness.training.vae_fit import get_vae
 
 
-def test_finished_caches_are_reused_without_their_locks(tmp_path):
-    cache = tmp_path / "cache"
-    cfg = build_config(
+def _tiny(cache, *extra):
+    """A one-category demo set of a few images, with caches under `cache`."""
+    return build_config(
         "tiny",
         [
             f"run.cache_dir={cache}",
@@ -21,8 +21,14 @@ def test_finished_caches_are_reused_without_their_locks(tmp_path):
             "data.demo.n_test_good=1",
             "data.demo.n_test_per_defect=1",
             "run.threads=1",
+            *extra,
         ],
     )
+
+
+def test_finished_caches_are_reused_without_their_locks(tmp_path):
+    cache = tmp_path / "cache"
+    cfg = _tiny(cache)
     data = prepare_data(cfg)
     vae = get_vae(cfg, data)
     build_latent_cache(cfg, data, vae)
@@ -39,20 +45,7 @@ def test_finished_caches_are_reused_without_their_locks(tmp_path):
 
 def test_a_finished_model_is_reused_without_its_lock(tmp_path):
     cache = tmp_path / "cache"
-    cfg = build_config(
-        "tiny",
-        [
-            f"run.cache_dir={cache}",
-            "vae.steps=2",
-            "train.max_steps=2",
-            "data.categories=[grass]",
-            "data.demo.categories=[grass]",
-            "data.demo.n_train=4",
-            "data.demo.n_test_good=1",
-            "data.demo.n_test_per_defect=1",
-            "run.threads=1",
-        ],
-    )
+    cfg = _tiny(cache, "train.max_steps=2")
     data = prepare_data(cfg)
     vae = get_vae(cfg, data)
     _, _, info, reused = trained_model(cfg, data, vae)
