@@ -34,6 +34,8 @@ HERE = Path(__file__).resolve().parent
 POLICIES = {
     "default": {"GOMP_SPINCOUNT": "300000"},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "spin1k": {"GOMP_SPINCOUNT": "1000"},  # short spins, then sleep
+    "spin10k": {"GOMP_SPINCOUNT": "10000"},
     "active": {"OMP_WAIT_POLICY": "ACTIVE"},
 }
 
