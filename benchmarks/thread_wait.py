@@ -14,6 +14,7 @@ alternates); the best round counts.
     python benchmarks/thread_wait.py --workload unet --load 1 --rounds 2
     python benchmarks/thread_wait.py --workload eval --load 0 --rounds 3      # the idle cost, if any
     python benchmarks/thread_wait.py --workload unet --load 1 --rounds 1 -- --reference ~/DeCo-Diff
+    python benchmarks/thread_wait.py --workload unet --load 0 --rounds 3 -- --size demo --latent 16 --batch 32
 """
 
 from __future__ import annotations

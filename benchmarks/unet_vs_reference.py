@@ -48,6 +48,8 @@ set_process_defaults()  # a `decodiff` process's thread policy, set before torch
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from decodiff.models.unet_presets import UNET_PRESETS  # noqa: E402
+
 # base channels and attention heads at the first level of the published presets (context = 2 x base)
 AUTHORS_PRESETS = {"XS": (64, 4), "S": (128, 4), "M": (192, 6), "L": (256, 8), "XL": (320, 12)}
 STEPS = (8, 6, 4, 2, 0)  # the published 5-step sub-sequence of T = 10
@@ -220,7 +222,12 @@ def start_load(args: argparse.Namespace) -> list[subprocess.Popen]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", help="a .py file or a folder with models.py defining create_unet_model")
-    ap.add_argument("--size", default="XS", choices=sorted(AUTHORS_PRESETS))
+    ap.add_argument(
+        "--size",
+        default="XS",
+        choices=sorted(UNET_PRESETS),
+        help="our UNet preset (the reference has XS..XL; demo and tiny are ours alone)",
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--classes", type=int, default=15)
@@ -251,6 +258,11 @@ def main() -> None:
         args.infer_channels_last = args.device == "cpu"
     if args.background:
         return background(args)
+    if args.reference and args.size not in AUTHORS_PRESETS:
+        sys.exit(
+            f"unet_vs_reference: --size {args.size} has no counterpart in the reference "
+            f"(it has {', '.join(AUTHORS_PRESETS)})"
+        )
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as train.allow_tf32
