@@ -1,6 +1,6 @@
 """OpenMP's wait policy on a shared machine: how much of our speed survives a second job on the
 same cores, with idle threads spinning (libgomp's default) or sleeping (OMP_WAIT_POLICY=PASSIVE,
-which `decodiff` sets unless the environment says otherwise: harness/process_env.py).
+which a `decodiff` command chooses where it finds other processes busy: harness/process_env.py).
 
 The policy is read once, when torch loads its OpenMP runtime, so each measurement runs in a
 process of its own: `--workload unet` is our XS UNet's training step and 5-step inference

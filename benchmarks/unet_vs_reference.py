@@ -43,7 +43,7 @@ from typing import Any
 
 from decodiff.harness.process_env import set_process_defaults
 
-set_process_defaults()  # a `decodiff` process's thread policy, set before torch loads (benchmarks/thread_wait.py)
+set_process_defaults()  # offline as `decodiff`; the OpenMP wait is the environment's (thread_wait.py sets it)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

@@ -31,7 +31,8 @@ Results go to stderr as progress and to stdout with --json (one JSON object)."""
 
 
 from decodiff.harness.errors import UsageError  # noqa: E402,F401 (commands raise it as cli.UsageError)
-from decodiff.harness.process_env import set_process_defaults  # noqa: E402
+from decodiff.harness.process_env import choose_thread_wait, set_process_defaults  # noqa: E402
+from decodiff.harness.progress import log  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    set_process_defaults()  # before anything loads torch: offline, no telemetry, sleeping idle threads
+    set_process_defaults()  # before anything loads torch: offline, no telemetry
     from decodiff.datasets.imageio import DataError
     from decodiff.harness.config import ConfigError
     from decodiff.harness.errors import CheckpointError
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    # before the command loads torch; a sweep's trials share the machine whatever it does now
+    choice = choose_thread_wait("a sweep's trials share the machine" if args.command == "sweep" else None)
+    if "sleep" in choice:
+        log(f"threads: {choice}")
     try:
         return int(args.func(args) or 0)
     except (ConfigError, UsageError) as exc:

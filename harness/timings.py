@@ -5,6 +5,7 @@ what other load on a shared machine inflates least."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from decodiff.datasets.files import write_json_atomic
+from decodiff.harness.process_env import CHOICE_VARIABLE
 
 
 class Timings:
@@ -47,7 +49,9 @@ class Timings:
 
     def to_dict(self) -> dict[str, Any]:
         total = sum(p["seconds"] for p in self.phases.values())
-        return {"phases": self.phases, "total_seconds": round(total, 2), "rates": self.rates, **self.notes}
+        wait = os.environ.get(CHOICE_VARIABLE)  # the OpenMP wait policy this process chose as it started
+        extra = {"thread_wait": wait} if wait else {}
+        return {"phases": self.phases, "total_seconds": round(total, 2), "rates": self.rates, **extra, **self.notes}
 
     def line(self) -> str:
         parts = [f"{n} {p['seconds']:.1f}s" for n, p in self.phases.items()]
