@@ -4,13 +4,15 @@ cached by those weights' content, says what it was fine-tuned from, and refuses 
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from decodiff.harness.config import ConfigError, build_config
 from decodiff.harness.data import prepare_data
-from decodiff.harness.training.vae_fit import fit_small_vae, get_vae, vae_cache_key
+from decodiff.harness.training.vae_fit import fit_small_vae, get_vae, resolve_pretrained, vae_cache_key
 from decodiff.models.errors import VAEError
 from decodiff.models.vae import load_vae
 
@@ -37,7 +39,8 @@ def tiny(tmp_path_factory):
     cfg = build_config("tiny", [f"run.cache_dir={root / 'cache'}", *TINY])
     data = prepare_data(cfg)
     init = root / "init-vae"
-    fit_small_vae(build_config("tiny", [f"run.cache_dir={root / 'cache'}", *TINY, "vae.steps=3", "run.seed=1"]), data, init)
+    other = build_config("tiny", [f"run.cache_dir={root / 'cache'}", *TINY, "vae.steps=3", "run.seed=1"])
+    fit_small_vae(other, data, init)
     return root, cfg, data, init
 
 
@@ -90,7 +93,37 @@ def test_another_architecture_is_one_config_error_naming_both(tiny):
 
 def test_an_unknown_init_is_one_line_naming_the_key(tiny, tmp_path):
     _, cfg, data, _ = tiny
-    for source, expected in (("builtin:no-such-vae", "no such built-in VAE"), (str(tmp_path / "none"), "not a VAE folder")):
+    cases = (("builtin:no-such-vae", "no such built-in VAE"), (str(tmp_path / "none"), "not a VAE folder"))
+    for source, expected in cases:
         bad = cfg.model_copy(update={"vae": cfg.vae.model_copy(update={"init_from": source})})
         with pytest.raises(VAEError, match=rf"^vae\.init_from={source}: .*{expected}"):
             get_vae(bad, data)
+
+
+def test_own_preset_fine_tunes_the_shipped_generic_vae_on_a_folder_of_photographs(tmp_path):
+    """The own-data path as documented (`--config own data.root=DIR`), a few steps: the run's VAE is the
+    shipped generic one fine-tuned on the folder's normal images, and says so."""
+    from PIL import Image
+    from skimage import data as pictures
+
+    rng = np.random.default_rng(0)
+    for name in ("rocket", "astronaut"):
+        img = getattr(pictures, name)()
+        for kind, n in (("normal", 10), ("anomalous", 2)):
+            (tmp_path / "own" / name / kind).mkdir(parents=True)
+            for i in range(n):
+                t, left = rng.integers(0, img.shape[0] - 200), rng.integers(0, img.shape[1] - 200)
+                Image.fromarray(img[t : t + 200, left : left + 200]).save(tmp_path / "own" / name / kind / f"{i}.png")
+    over = [f"data.root={tmp_path / 'own'}", f"run.cache_dir={tmp_path / 'cache'}", "vae.steps=2", "run.threads=1"]
+    cfg = build_config("own", over)
+    assert cfg.vae.init_from == "builtin:generic-vae" and cfg.vae.pretrained is None
+    data = prepare_data(cfg)
+    tuned = get_vae(cfg, data)
+    generic = resolve_pretrained("builtin:generic-vae")
+    meta = json.loads((Path(tuned.location) / "decodiff.json").read_text())
+    assert meta["init_from"]["weights_sha256"] == json.loads((generic / "decodiff.json").read_text())["weights_sha256"]
+    assert "fine-tuned from builtin:generic-vae" in tuned.source and meta["data_checksum"] == data.manifest.checksum
+    scratch = get_vae(build_config("own", [*over, "vae.init_from=null"]), data)
+    w_tuned, w_generic, w_scratch = _weights(tuned.location), _weights(generic), _weights(scratch.location)
+    assert not torch.equal(w_tuned, w_generic) and not torch.equal(w_tuned, w_scratch)
+    assert (w_tuned - w_generic).norm() < 0.1 * (w_scratch - w_generic).norm()
