@@ -12,6 +12,7 @@ import torch
 
 from decodiff.harness.config import ConfigError, build_config
 from decodiff.harness.data import prepare_data
+from decodiff.harness.training import budget
 from decodiff.harness.training.vae_fit import fit_small_vae, get_vae, resolve_pretrained, vae_cache_key
 from decodiff.models.errors import VAEError
 from decodiff.models.vae import load_vae
@@ -66,7 +67,9 @@ def test_fine_tuning_starts_from_the_init_weights_and_records_them(tiny, tmp_pat
     key = vae_cache_key(tuned_cfg, data)
     assert key == vae_cache_key(moved_cfg, data) != vae_cache_key(cfg, data)  # by content, not by path
 
+    assert budget.measure(tuned_cfg, data)["vae_step"] > 0  # run.time_budget counts the fine-tuning's vae.steps
     tuned = get_vae(tuned_cfg, data)
+    assert budget.measure(moved_cfg, data)["vae_step"] == 0  # and finds it made, by the init weights' content
     folder = root / "cache" / "vae" / key
     assert tuned.location == str(folder.resolve())
     meta = json.loads((folder / "decodiff.json").read_text())
