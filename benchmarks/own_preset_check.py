@@ -12,30 +12,15 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_sample_images
 
 from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data, train_image_loader
 from decodiff.harness.training import budget
 from decodiff.harness.training.vae_fit import resolve_pretrained
+from decodiff.harness.training.vae_generic import heldout_crops  # china.jpg, flower.jpg: random square crops
 from decodiff.models.vae import load_vae
-
-
-def crops(size: int, n: int, seed: int = 0) -> torch.Tensor:
-    """Random square crops of the held-out photographs (china.jpg, flower.jpg), resized to `size`."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for img in load_sample_images().images:  # 427 x 640 x 3, uint8
-        h, w, _ = img.shape
-        for _ in range(n // 2):
-            side = int(rng.integers(size, min(h, w) + 1))
-            t, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            x = torch.from_numpy(img[t : t + side, left : left + side].copy()).permute(2, 0, 1)[None].float()
-            out.append(F.interpolate(x / 127.5 - 1, size=(size, size), mode="area")[0])
-    return torch.stack(out)
 
 
 def psnr(vae, x: torch.Tensor) -> float:
@@ -57,7 +42,7 @@ def main() -> None:
     out = {
         "vae_psnr_db": {
             "demo_train_images": round(psnr(vae, demo), 2),
-            "heldout_photos": round(psnr(vae, crops(128, 32)), 2),
+            "heldout_photos": round(psnr(vae, heldout_crops(128, 32)), 2),
         },
         "train_seconds_per_step": {},
         "load": open("/proc/loadavg").read().split()[:3],

@@ -112,6 +112,9 @@ class VAESection(Section):
     # a local diffusers folder (e.g. sd-vae-ft-ema), a single .safetensors/.ckpt file in the
     # Stable-Diffusion layout, or builtin:NAME; None: train a small one
     pretrained: str | None = None
+    # when the small VAE is trained here (pretrained None): start from this VAE folder (builtin:NAME or a
+    # path; its architecture must be vae.small's) and fine-tune it vae.steps steps; None: random weights
+    init_from: str | None = None
     scale: float | None = Field(default=None, gt=0)  # latent scale; None: the VAE's own (0.18215 for an SD file)
     small: str = "f8-small"
     steps: int = Field(default=3000, ge=1)

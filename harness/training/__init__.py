@@ -7,7 +7,8 @@
 - `model_cache`: a trained model keyed by everything that shaped it, reused across runs;
 - `spec`: that everything, as JSON (the cache key's input, what a resume must match);
 - `init_weights`, `model_import`: weights from elsewhere (LDM, the authors' checkpoints);
-- `vae_fit`: the VAE a run uses (pretrained folder or a small one trained here);
+- `vae_fit`: the VAE a run uses (pretrained folder or a small one trained here, or fine-tuned);
+- `vae_generic`: the generic small VAE the project ships, trained on scikit-image's bundled pictures;
 - `distributed`, `preemption`, `optimizer`, `schedules`, `ema`, `rng_state`: the loop's parts.
 
 May import: `decodiff.models`, `decodiff.datasets`, the run-level modules of `decodiff.harness`

@@ -1,5 +1,6 @@
 """The VAE a run uses: a local pretrained folder, or a small AutoencoderKL trained here on
-the training images (reconstruction + KL), cached by data and settings and reused."""
+the training images (reconstruction + KL), from random weights or fine-tuned from a given VAE
+(`vae.init_from`), cached by data, settings and init weights and reused."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKL
 
 from decodiff.datasets.demo import foreign_textures
 from decodiff.datasets.locks import FileLock
-from decodiff.harness.config import Config
+from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.data import PreparedData, image_size, lock_path, train_image_loader
 from decodiff.harness.progress import Progress, log
 from decodiff.harness.training.distributed import device_for
@@ -42,30 +44,67 @@ def resolve_pretrained(path: str) -> Path:
 
 def vae_cache_key(cfg: Config, data: PreparedData) -> str:
     spec = {
-        "vae": cfg.vae.model_dump(exclude={"pretrained", "scale"}),
+        "vae": cfg.vae.model_dump(exclude={"pretrained", "scale", "init_from"}),
         "data": data.manifest.checksum,
         "categories": data.categories,
         "resize": cfg.data.resize,
         "crop": cfg.data.crop,
         "seed": cfg.run.seed,
     }
+    if cfg.vae.init_from:  # the init weights by content, not by path (absent: the keys of before init_from)
+        spec["init_sha256"] = init_vae(cfg).fingerprint
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def init_vae(cfg: Config) -> FrozenVAE:
+    """The VAE that `vae.init_from` names, checked to have `vae.small`'s architecture, so that its
+    weights can start the small VAE's training."""
+    path = cfg.vae.init_from
+    try:
+        folder = resolve_pretrained(path)
+        if not folder.is_dir():
+            raise VAEError(f"vae.pretrained={path}: not a VAE folder (expected a folder saved by `decodiff vae train`)")
+        init = load_vae(folder)
+    except VAEError as exc:
+        raise VAEError(str(exc).replace("vae.pretrained=", "vae.init_from=", 1)) from None
+    want = _architecture(build_small_vae(cfg.vae.small).config)
+    have = _architecture(init.vae.config)
+    if have != want:
+        diff = ", ".join(f"{k} {have.get(k)} vs {want.get(k)}" for k in sorted(want) if have.get(k) != want.get(k))
+        raise ConfigError(
+            f"vae.init_from={path}: its architecture does not match vae.small={cfg.vae.small} ({diff}); "
+            "give a VAE of that architecture or the vae.small it was made with"
+        )
+    return init
+
+
+def _architecture(config: dict) -> dict:
+    keys = (
+        "in_channels",
+        "out_channels",
+        "down_block_types",
+        "up_block_types",
+        "block_out_channels",
+        "layers_per_block",
+        "latent_channels",
+        "norm_num_groups",
+        "mid_block_add_attention",
+    )
+    return {k: list(config[k]) if isinstance(config.get(k), (list, tuple)) else config.get(k) for k in keys}
 
 
 def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
     size = image_size(cfg, data.manifest)
     if cfg.vae.pretrained:
         vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale)
-        log(f"VAE: {vae.source}")
+        log(f"VAE: {vae.source}" + (f" (vae.init_from={cfg.vae.init_from} not used)" if cfg.vae.init_from else ""))
         return vae
     folder = Path(cfg.run.cache_dir) / "vae" / vae_cache_key(cfg, data)
     if not (folder / "decodiff.json").is_file():  # a finished VAE (renamed into place) is reused without the lock
         with FileLock(lock_path(folder), what=f"VAE {folder}"):  # one run trains it, the others wait and reuse it
             if not (folder / "decodiff.json").is_file():
-                log(
-                    f"VAE: no pretrained VAE given; training a small AutoencoderKL ({cfg.vae.small}) on the "
-                    "training images"
-                )
+                how = f"fine-tuning {cfg.vae.init_from}" if cfg.vae.init_from else "training a small AutoencoderKL"
+                log(f"VAE: no pretrained VAE given; {how} ({cfg.vae.small}) on the training images")
                 fit_small_vae(cfg, data, folder)
                 return load_vae(folder, image_size=size, scale=cfg.vae.scale)
     vae = load_vae(folder, image_size=size, scale=cfg.vae.scale)
@@ -77,7 +116,11 @@ def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
     torch.manual_seed(cfg.run.seed)
     gen = torch.Generator().manual_seed(cfg.run.seed)
     device = device_for(cfg)
-    vae = build_small_vae(cfg.vae.small).to(device).train()
+    vae = build_small_vae(cfg.vae.small)
+    init = init_vae(cfg) if cfg.vae.init_from else None
+    if init is not None:
+        vae.load_state_dict(init.vae.state_dict())
+    vae = vae.to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.vae.lr, total_steps=cfg.vae.steps, pct_start=0.05)
     step, epoch = 0, 0
@@ -90,17 +133,9 @@ def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
                 x = _random_crops(batch["image"], cfg.vae.crop, gen)
                 if cfg.vae.generic_images > 0:
                     x = _mix_generic(x, cfg.vae.generic_images, gen)
-                x = x.to(device)
-                post = vae.encode(x).latent_dist
-                z = post.sample()
-                rec = vae.decode(z).sample
-                loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.vae.kl_weight * post.kl().mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
+                loss = vae_training_step(vae, x.to(device), opt, sched, cfg.vae.kl_weight)
                 step += 1
-                p.update(1, loss=float(loss.detach()))
+                p.update(1, loss=loss)
                 if step >= cfg.vae.steps:
                     break
             epoch += 1
@@ -110,19 +145,35 @@ def fit_small_vae(cfg: Config, data: PreparedData, folder: Path) -> None:
         stream, loader = train_image_loader(cfg, data, 32, seed=0, augment=False, shuffle=False)
         zs = [vae.encode(b["image"].to(device)).latent_dist.mean.cpu() for b in loader]
     scale = float(1.0 / torch.cat(zs).std())
+    how = f"fine-tuned from {cfg.vae.init_from} (weights sha256 {init.fingerprint[:12]})" if init else "trained"
     desc = (
-        f"small AutoencoderKL ({cfg.vae.small}) trained by decodiff on the {data.manifest.dataset} training images "
+        f"small AutoencoderKL ({cfg.vae.small}) {how} by decodiff on the {data.manifest.dataset} training images "
         f"({cfg.vae.steps} steps, {cfg.vae.crop or 'full'}-px crops, "
         f"{cfg.vae.generic_images:.0%} generic photo crops, data {data.manifest.checksum[:12]})"
     )
-    save_vae(
-        vae.cpu(),
-        folder,
-        scale,
-        desc,
-        extra={"steps": cfg.vae.steps, "seconds": round(time.time() - t0, 1), "data_checksum": data.manifest.checksum},
-    )
+    extra = {"steps": cfg.vae.steps, "seconds": round(time.time() - t0, 1), "data_checksum": data.manifest.checksum}
+    if init is not None:
+        extra["init_from"] = {
+            "source": cfg.vae.init_from,
+            "weights_sha256": init.fingerprint,
+            "description": init.source,
+        }
+    save_vae(vae.cpu(), folder, scale, desc, extra=extra)
     log(f"VAE: saved {folder} (latent scale {scale:.4f})")
+
+
+def vae_training_step(
+    vae: AutoencoderKL, x: torch.Tensor, opt: torch.optim.Optimizer, sched, kl_weight: float
+) -> float:
+    """One step on a batch: L1 + MSE reconstruction of a latent sample, plus a light KL term."""
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample()).sample
+    loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + kl_weight * post.kl().mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return float(loss.detach())
 
 
 def _random_crops(x: torch.Tensor, size: int | None, gen: torch.Generator) -> torch.Tensor:
