@@ -1,34 +1,15 @@
 """A finished cache (shards, VAE, latents, trained model) is reused without taking its lock: a cache that other runs
 made can be read where no lock file can be written (a read-only share), and readers never queue."""
 
-from decodiff.harness.config import build_config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.training.latent_cache import build_latent_cache
 from decodiff.harness.training.model_cache import model_folder, trained_model
 from decodiff.harness.training.vae_fit import get_vae
 
 
-def _tiny(cache, *extra):
-    """A one-category demo set of a few images, with caches under `cache`."""
-    return build_config(
-        "tiny",
-        [
-            f"run.cache_dir={cache}",
-            "vae.steps=2",
-            "data.categories=[grass]",
-            "data.demo.categories=[grass]",
-            "data.demo.n_train=4",
-            "data.demo.n_test_good=1",
-            "data.demo.n_test_per_defect=1",
-            "run.threads=1",
-            *extra,
-        ],
-    )
-
-
-def test_finished_caches_are_reused_without_their_locks(tmp_path):
+def test_finished_caches_are_reused_without_their_locks(tmp_path, tiny_grass):
     cache = tmp_path / "cache"
-    cfg = _tiny(cache)
+    cfg = tiny_grass(cache)
     data = prepare_data(cfg)
     vae = get_vae(cfg, data)
     build_latent_cache(cfg, data, vae)
@@ -43,9 +24,9 @@ def test_finished_caches_are_reused_without_their_locks(tmp_path):
     assert {p.parent.name for p in cache.rglob("*.lock")} <= {"cache"}  # only the demo set's (it checks its files)
 
 
-def test_a_finished_model_is_reused_without_its_lock(tmp_path):
+def test_a_finished_model_is_reused_without_its_lock(tmp_path, tiny_grass):
     cache = tmp_path / "cache"
-    cfg = _tiny(cache, "train.max_steps=2")
+    cfg = tiny_grass(cache, "train.max_steps=2")
     data = prepare_data(cfg)
     vae = get_vae(cfg, data)
     _, _, info, reused = trained_model(cfg, data, vae)

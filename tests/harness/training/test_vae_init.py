@@ -17,16 +17,6 @@ from decodiff.harness.training.vae_fit import fit_small_vae, get_vae, resolve_pr
 from decodiff.models.errors import VAEError
 from decodiff.models.vae import load_vae
 
-TINY = [
-    "vae.steps=2",
-    "data.categories=[grass]",
-    "data.demo.categories=[grass]",
-    "data.demo.n_train=4",
-    "data.demo.n_test_good=1",
-    "data.demo.n_test_per_defect=1",
-    "run.threads=1",
-]
-
 
 def _weights(folder):
     vae = load_vae(folder).vae
@@ -34,13 +24,13 @@ def _weights(folder):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_grass):
     """The tiny config's data and an f8-tiny VAE to start from (3 steps from other random weights: seed 1)."""
     root = tmp_path_factory.mktemp("init")
-    cfg = build_config("tiny", [f"run.cache_dir={root / 'cache'}", *TINY])
+    cfg = tiny_grass(root / "cache")
     data = prepare_data(cfg)
     init = root / "init-vae"
-    other = build_config("tiny", [f"run.cache_dir={root / 'cache'}", *TINY, "vae.steps=3", "run.seed=1"])
+    other = tiny_grass(root / "cache", "vae.steps=3", "run.seed=1")
     fit_small_vae(other, data, init)
     return root, cfg, data, init
 
