@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -27,15 +28,16 @@ from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae, save_vae
 BUILTIN_PREFIX = "builtin:"
 
 
-def resolve_pretrained(path: str) -> Path:
-    """`builtin:NAME` is a VAE shipped in the package (models/weights/NAME), else a folder."""
+def resolve_pretrained(path: str, key: str = "vae.pretrained") -> Path:
+    """`builtin:NAME` is a VAE shipped in the package (models/weights/NAME), else a folder; `key` is the
+    config key errors name."""
     if path.startswith(BUILTIN_PREFIX):
         name = path[len(BUILTIN_PREFIX) :]
         shipped = Path(str(resources.files("decodiff.models") / "weights"))
         if not (shipped / name).is_dir():
             known = sorted(p.name for p in shipped.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
             raise VAEError(
-                f"vae.pretrained={path}: no such built-in VAE (built in: "
+                f"{key}={path}: no such built-in VAE (built in: "
                 f"{', '.join(BUILTIN_PREFIX + k for k in known) or 'none'})"
             )
         return shipped / name
@@ -58,21 +60,23 @@ def vae_cache_key(cfg: Config, data: PreparedData) -> str:
 
 def init_vae(cfg: Config) -> FrozenVAE:
     """The VAE that `vae.init_from` names, checked to have `vae.small`'s architecture, so that its
-    weights can start the small VAE's training."""
-    path = cfg.vae.init_from
-    try:
-        folder = resolve_pretrained(path)
-        if not folder.is_dir():
-            raise VAEError(f"vae.pretrained={path}: not a VAE folder (expected a folder saved by `decodiff vae train`)")
-        init = load_vae(folder)
-    except VAEError as exc:
-        raise VAEError(str(exc).replace("vae.pretrained=", "vae.init_from=", 1)) from None
-    want = _architecture(build_small_vae(cfg.vae.small).config)
+    weights can start the small VAE's training. Loaded once per process (the cache key, the budget and
+    the fit all ask for it)."""
+    return _init_vae(cfg.vae.init_from, cfg.vae.small)
+
+
+@lru_cache(maxsize=4)
+def _init_vae(path: str, small: str) -> FrozenVAE:
+    folder = resolve_pretrained(path, key="vae.init_from")
+    if not folder.is_dir():
+        raise VAEError(f"vae.init_from={path}: not a VAE folder (expected a folder saved by `decodiff vae train`)")
+    init = load_vae(folder)
+    want = _architecture(build_small_vae(small).config)
     have = _architecture(init.vae.config)
     if have != want:
         diff = ", ".join(f"{k} {have.get(k)} vs {want.get(k)}" for k in sorted(want) if have.get(k) != want.get(k))
         raise ConfigError(
-            f"vae.init_from={path}: its architecture does not match vae.small={cfg.vae.small} ({diff}); "
+            f"vae.init_from={path}: its architecture does not match vae.small={small} ({diff}); "
             "give a VAE of that architecture or the vae.small it was made with"
         )
     return init

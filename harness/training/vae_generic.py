@@ -37,10 +37,10 @@ def generic_picture_files() -> list[Path]:
     return [p for p in files if p.stem not in DRAWINGS + DEMO_SOURCES]
 
 
-def generic_pictures() -> list[torch.Tensor]:
+def generic_pictures(files: list[Path]) -> list[torch.Tensor]:
     """Each picture as a 3xHxW float tensor in [-1, 1] (grey ones repeated to three channels)."""
     out = []
-    for path in generic_picture_files():
+    for path in files:
         img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
         out.append(torch.from_numpy(img).permute(2, 0, 1) / 127.5 - 1.0)
     return out
@@ -110,7 +110,8 @@ def fit_generic_vae(
     extra fields), with the held-out PSNR every `eval_every` steps."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    pool, heldout = generic_pictures(), heldout_crops()
+    files = generic_picture_files()
+    pool, heldout = generic_pictures(files), heldout_crops()
     vae = build_small_vae(small).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
@@ -129,7 +130,7 @@ def fit_generic_vae(
     with torch.no_grad():  # latent scale: unit variance on the training imagery, as fit_small_vae does on its own
         sample = multiscale_crops(pool, 64, 128, torch.Generator().manual_seed(seed + 1))
         scale = float(1.0 / vae.encode(sample).latent_dist.mean.std())
-    names = ", ".join(p.stem for p in generic_picture_files())
+    names = ", ".join(p.stem for p in files)
     desc = (
         f"generic small AutoencoderKL ({small}) trained by `decodiff vae train-generic --steps {steps}` on random "
         f"{crop}-px multi-scale crops of scikit-image's bundled photographs and textures ({names}); never saw the "
@@ -139,7 +140,7 @@ def fit_generic_vae(
     record = {
         "steps": steps,
         "seconds": round(time.time() - t0, 1),
-        "training_pictures": [p.name for p in generic_picture_files()],
+        "training_pictures": [p.name for p in files],
         "settings": {
             "small": small,
             "batch_size": batch_size,
