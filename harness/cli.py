@@ -25,6 +25,9 @@ COMMANDS = (
     "jobs",
 )
 
+# the commands whose work is torch's threads: they choose the OpenMP wait (harness/process_env.py)
+RUNS_MODELS = ("bench", "train", "evaluate", "predict", "score", "vae", "sweep")
+
 EPILOG = """Config: --config PRESET (a name from configs/ or a YAML file) and key.sub=value overrides,
 e.g. `decodiff bench --config demo train.max_steps=500 infer.reverse_steps=2`.
 Results go to stderr as progress and to stdout with --json (one JSON object)."""
@@ -61,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    # before the command loads torch; a sweep's trials share the machine whatever it does now
-    choice = choose_thread_wait("a sweep's trials share the machine" if args.command == "sweep" else None)
-    if "sleep" in choice:
-        log(f"threads: {choice}")
+    if args.command in RUNS_MODELS:  # before the command loads torch (a 0.2 s sample of the load)
+        choice = choose_thread_wait("a sweep's trials share the machine" if args.command == "sweep" else None)
+        if "sleep" in choice:
+            log(f"threads: {choice}")
     try:
         return int(args.func(args) or 0)
     except (ConfigError, UsageError) as exc:

@@ -5,7 +5,7 @@ libgomp (torch's OpenMP runtime on Linux) lets a thread that runs out of work sp
 times before it sleeps. Alone on a machine that saves a wake-up (the demo's evaluation ran 10-20 %
 faster spinning); with a second job on the same cores each job's spinning threads take the cores from
 the other's threads that have work, and both crawl (2.7-5x slower; README "Speed on a shared machine",
-benchmarks/thread_wait.py). So a command samples, as it starts, how busy the other processes keep the
+benchmarks/thread_wait.py). So a command that runs models samples, as it starts, how busy the other processes keep the
 cores, and where they keep at least half a core busy (or where it cannot tell), idle threads sleep
 (OMP_WAIT_POLICY=PASSIVE). The policy is read once, when the runtime loads with `import torch`, so this
 runs before that; a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT wins (GOMP_SPINCOUNT=300000 is

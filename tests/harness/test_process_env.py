@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from decodiff.harness import process_env
+from decodiff.harness.cli import COMMANDS, RUNS_MODELS
 from decodiff.harness.process_env import CHOICE_VARIABLE, choose_thread_wait, cpu_jiffies
 
 DECODIFF = str(Path(sys.executable).with_name("decodiff"))
@@ -48,6 +49,10 @@ def test_a_command_on_busy_cores_makes_idle_threads_sleep(tmp_path):
     assert p.returncode == 2, p.stderr
     assert _spincount(p.stderr) == "0"
     assert "threads: idle threads sleep (OMP_WAIT_POLICY=PASSIVE): other processes kept" in p.stderr
+
+
+def test_only_commands_that_run_models_take_the_sample():
+    assert set(RUNS_MODELS) <= set(COMMANDS) and not {"plan", "submit", "jobs", "report"} & set(RUNS_MODELS)
 
 
 def test_several_processes_of_one_job_sleep_whatever_the_load(tmp_path):
