@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in RUNS_MODELS:  # before the command loads torch (a 0.2 s sample of the load)
-        choice = choose_thread_wait("a sweep's trials share the machine" if args.command == "sweep" else None)
+        choice = choose_thread_wait()  # a sweep decides again for its trials, once it knows how many run at once
         if "sleep" in choice:
             log(f"threads: {choice}")
     try:

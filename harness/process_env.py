@@ -67,7 +67,7 @@ def others_busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
 def choose_thread_wait(shared: str | None = None, others: float | None = None, *, measure: bool = True) -> str:
     """Set the OpenMP wait policy for this process and its children (before torch loads) and
     return one line saying what and why (also kept in DECODIFF_THREAD_WAIT). `shared` names a reason
-    the cores are shared whatever they do now (a sweep's trials); several processes of one launched job
+    the cores are shared whatever they do now; several processes of one launched job
     on this machine (LOCAL_WORLD_SIZE > 1) are one too; else `others` busy cores, sampled here."""
     given = {k: os.environ[k] for k in THREAD_WAIT_VARIABLES if k in os.environ}
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
@@ -87,5 +87,20 @@ def choose_thread_wait(shared: str | None = None, others: float | None = None, *
             choice = f"idle threads sleep (OMP_WAIT_POLICY=PASSIVE): {why}"
         else:
             choice = f"idle threads spin (libgomp's default): the {cores} cores were free ({others:.1f} busy)"
+    os.environ[CHOICE_VARIABLE] = choice
+    return choice
+
+
+def sleep_for_company(reason: str) -> str | None:
+    """Make idle threads sleep in the processes started from now on (a sweep's trials several to a
+    machine), unless the user chose a policy; the new choice line, None where nothing changed. For a
+    process that chose before it knew what it would start: spinning stays right for itself."""
+    ours = os.environ.get(CHOICE_VARIABLE, "").startswith("idle threads")
+    if any(k in os.environ for k in THREAD_WAIT_VARIABLES) and not ours:
+        return None  # the user's
+    if os.environ.get("OMP_WAIT_POLICY") == "PASSIVE":
+        return None
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    choice = f"idle threads sleep (OMP_WAIT_POLICY=PASSIVE): {reason}"
     os.environ[CHOICE_VARIABLE] = choice
     return choice

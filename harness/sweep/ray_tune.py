@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from decodiff.harness.process_env import THREAD_WAIT_VARIABLES
+from decodiff.harness.process_env import CHOICE_VARIABLE, THREAD_WAIT_VARIABLES
 from decodiff.harness.progress import log
 
 # Ray is imported inside the functions that use it (0.2 s, 670 modules): `decodiff sweep --dry-run`
@@ -56,7 +56,7 @@ def ray_session(
     if ray.is_initialized():  # a library user's own Ray
         yield RaySession(None, None, None)
         return
-    forwarded = ("HF_HUB_OFFLINE", "OMP_NUM_THREADS", *THREAD_WAIT_VARIABLES)
+    forwarded = ("HF_HUB_OFFLINE", "OMP_NUM_THREADS", *THREAD_WAIT_VARIABLES, CHOICE_VARIABLE)
     env_vars = {k: os.environ[k] for k in forwarded if k in os.environ}
     before = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     link = None

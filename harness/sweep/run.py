@@ -32,11 +32,12 @@ from decodiff.datasets.files import write_atomic, write_json_atomic
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.stream import check_shards, load_manifest
 from decodiff.harness.config import Config
+from decodiff.harness.process_env import sleep_for_company
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.sweep.cost import estimate
 from decodiff.harness.sweep.ray_tune import ray_session, run_phase
-from decodiff.harness.sweep.spec import SweepError, SweepPlan, TrialPlan, digest, same_experiment
+from decodiff.harness.sweep.spec import SweepError, SweepPlan, SweepSpec, TrialPlan, digest, same_experiment
 from decodiff.harness.sweep.trial import attempts, read_result, tune_entry, write_result_once
 from decodiff.harness.tracking import tracking_uri
 from decodiff.harness.training.vae_fit import resolve_pretrained
@@ -250,6 +251,19 @@ def _prepare_key(t: TrialPlan, plan: SweepPlan) -> str:
 
 
 # ---- running ---------------------------------------------------------------------------------------------------
+def trial_company(items: int, spec: SweepSpec, options: SweepOptions) -> str | None:
+    """Why the sweep's work items share cores (None: they run one at a time on this machine, so
+    their threads may spin as on free cores: sleeping cost a one-at-a-time demo sweep 45 % of its
+    training speed, README "Speed on a shared machine")."""
+    if options.address:
+        return "a cluster sweep's trials may share a node"
+    if spec.resources.training_processes > 1:
+        return f"{spec.resources.training_processes} training processes per trial on this machine"
+    fit = int((options.cpus or os.cpu_count() or 1) // spec.resources.cpus) or 1
+    at_once = min(items, spec.max_concurrent or items, fit)
+    return f"{at_once} of the sweep's work items at once on this machine" if at_once > 1 else None
+
+
 def run_sweep(plan: SweepPlan, options: SweepOptions) -> SweepResult:
     check_data(plan)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # nothing leaves the machine
@@ -308,6 +322,9 @@ def run_sweep(plan: SweepPlan, options: SweepOptions) -> SweepResult:
             labels[t.id] = t.label
         log(f"sweep {plan.name}: {len(todo)} trial(s) to run, {len(shared)} shared training(s) first; folder {folder}")
         if payloads:
+            company = trial_company(len(payloads), spec, options)
+            if company and (choice := sleep_for_company(company)):
+                log(f"threads: {choice}")
             with ray_session(folder, options.address, options.cpus, options.gpus):
                 status_of = run_phase(
                     "sweep",

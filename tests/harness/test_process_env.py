@@ -90,3 +90,20 @@ def test_proc_stat_is_read_as_busy_and_total_ticks():
         busy, total = cpu_jiffies()
         assert 0 <= busy <= total
         assert process_env.others_busy_cores(0.05) >= 0
+
+
+def test_a_process_that_spun_makes_what_it_starts_sleep(monkeypatch):
+    """A sweep chooses for itself at start (free cores: spin) and again for its trials once it knows
+    that several run at once; the user's variables still win."""
+    for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "LOCAL_WORLD_SIZE", CHOICE_VARIABLE):
+        monkeypatch.delenv(k, raising=False)
+    choose_thread_wait(others=0.0, measure=False)
+    assert "OMP_WAIT_POLICY" not in os.environ
+    choice = process_env.sleep_for_company("2 trials at once")
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and os.environ[CHOICE_VARIABLE] == choice
+    assert choice.endswith("2 trials at once")
+    assert process_env.sleep_for_company("again") is None  # already sleeping: the first reason stays
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
+    choose_thread_wait(measure=False)
+    assert process_env.sleep_for_company("2 trials at once") is None and "OMP_WAIT_POLICY" not in os.environ

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from decodiff.harness.cli import main
-from decodiff.harness.sweep.run import check_data, dry_run
-from decodiff.harness.sweep.spec import SweepError, plan_sweep, sweep_preset_names
+from decodiff.harness.sweep.run import SweepOptions, check_data, dry_run, trial_company
+from decodiff.harness.sweep.spec import SweepError, SweepSpec, plan_sweep, sweep_preset_names
 
 
 def write(tmp_path: Path, spec: dict, name: str = "grid.yaml") -> str:
@@ -309,3 +309,20 @@ def test_a_trial_from_before_model_init_and_cache_augment_ran_as_the_old_code_di
     assert same_experiment(old, build_config("tiny"))  # diffusers init, cache variants: as before
     assert not same_experiment(old, build_config("tiny", ["model.init=ldm"]))
     assert not same_experiment(old, build_config("tiny", ["train.cache_augment=exact"]))
+
+
+@pytest.mark.parametrize(
+    ("items", "spec", "options", "shared"),
+    [
+        (3, {"resources": {"cpus": 2}}, {"cpus": 2}, False),  # one at a time: threads may spin
+        (3, {"resources": {"cpus": 1}}, {"cpus": 2}, True),  # two at once on two cores
+        (3, {"resources": {"cpus": 1}, "max_concurrent": 1}, {"cpus": 2}, False),
+        (1, {"resources": {"cpus": 1}}, {"cpus": 8}, False),  # one work item
+        (3, {"resources": {"cpus": 4}}, {"cpus": 2}, False),  # more than the machine: still one at a time
+        (3, {"resources": {"cpus": 1, "processes": 2}}, {"cpus": 2}, True),  # DDP inside a trial
+        (3, {"resources": {"cpus": 2}}, {"cpus": 2, "address": "auto"}, True),  # a cluster's nodes may be shared
+    ],
+)
+def test_sweep_threads_sleep_only_where_work_items_share_cores(items, spec, options, shared):
+    company = trial_company(items, SweepSpec(**spec), SweepOptions(**options))
+    assert (company is not None) == shared
