@@ -1,6 +1,6 @@
 """The demo trained with several recipes, one after the other, each its own full `decodiff bench`
 run (issue 16, item 2: the demo's quality in fewer steps). For each variant: wall seconds of the
-command, training seconds and steps/s (its timings.json), the four mean metrics and every
+command, training seconds and steps/s (its timings.json), the five mean metrics and every
 category's image AUROC, as one JSON line each, then a Markdown table.
 
 Variants share one cache folder, so the demo data, its shards and the latent cache are built once;
@@ -10,8 +10,9 @@ a trained model is cached under its config, so a variant whose model is already 
     python benchmarks/demo_recipe_compare.py --variant base: \\
         --variant "lr4e-4:train.max_steps=700 train.lr=4e-4" --variant "ema:train.max_steps=700 train.ema=0.995"
     python benchmarks/demo_recipe_compare.py --seeds 0 1 --variant "700:train.max_steps=700"
+    python benchmarks/demo_recipe_compare.py --variant ldm:model.init=ldm --variant diffusers:model.init=diffusers
 
-Run it on an otherwise idle machine: a 1,100-step demo run takes ~6-7 minutes on 2 cores.
+Run it on an otherwise idle machine: the preset (700 steps) takes ~5-6 minutes a run on 2 cores.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def run_variant(name: str, overrides: list[str], seed: int, cache: Path, out: Pa
     means = {
         f"{r['level']}_{r['metric']}": round(100 * r["value"], 1)
         for r in res["metrics"]
-        if r["category"] == "mean" and r.get("value") is not None and r["metric"] in ("auroc", "auprc")
+        if r["category"] == "mean" and r.get("value") is not None and r["metric"] in ("auroc", "auprc", "aupro")
     }
     image_auroc = {
         r["category"]: round(100 * r["value"], 1)
@@ -90,7 +91,7 @@ def run_variant(name: str, overrides: list[str], seed: int, cache: Path, out: Pa
 
 def table(rows: list[dict[str, Any]]) -> str:
     cats = sorted({c for r in rows for c in r["image_auroc"]})
-    keys = ["image_auroc", "pixel_auroc", "pixel_auprc", "image_auprc"]
+    keys = ["image_auroc", "pixel_auroc", "pixel_auprc", "pixel_aupro", "image_auprc"]
     head = [
         "variant",
         "seed",
