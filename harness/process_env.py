@@ -95,11 +95,8 @@ def sleep_for_company(reason: str) -> str | None:
     """Make idle threads sleep in the processes started from now on (a sweep's trials several to a
     machine), unless the user chose a policy; the new choice line, None where nothing changed. For a
     process that chose before it knew what it would start: spinning stays right for itself."""
-    ours = os.environ.get(CHOICE_VARIABLE, "").startswith("idle threads")
-    if any(k in os.environ for k in THREAD_WAIT_VARIABLES) and not ours:
-        return None  # the user's
-    if os.environ.get("OMP_WAIT_POLICY") == "PASSIVE":
-        return None
+    if any(k in os.environ for k in THREAD_WAIT_VARIABLES):
+        return None  # the user's choice, or ours already sleeps (the only variable we set)
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     choice = f"idle threads sleep (OMP_WAIT_POLICY=PASSIVE): {reason}"
     os.environ[CHOICE_VARIABLE] = choice
