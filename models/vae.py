@@ -1,5 +1,9 @@
 """The frozen VAE (diffusers AutoencoderKL): scaled latents in, images in [-1, 1] out.
 
+On a CPU, encoder and decoder run in micro-batches sized to the caches (`auto_micro_batch`):
+a whole evaluation batch through the decoder moves full-resolution activations through memory
+and took twice as long (benchmarks/vae_micro_batch.py).
+
 Two sources, both offline: a local folder saved with `save_pretrained` (e.g. sd-vae-ft-ema,
 whose latents are scaled by 0.18215), or a small AutoencoderKL that this project trains on
 the training images (its scale is measured so that latents have unit variance, as 0.18215
@@ -29,6 +33,26 @@ SMALL_VAE_PRESETS: dict[str, dict[str, Any]] = {
     "f4-small": dict(block_out_channels=(16, 32, 64), layers_per_block=1, latent_channels=4),
 }
 
+# Bytes of one full-resolution activation (all images of a call) that a CPU call should stay under:
+# the demo VAE (16 channels at 128 px, 1 MiB per image) decoded 2.1x faster per image in calls of 4
+# than of 32, about as fast in calls of 2 or 8 (benchmarks/vae_micro_batch.py, 2-core EPYC, 2 MiB L2
+# per core). Calls of one image take other kernels (float rounding apart), so the rule's sizes are even.
+CPU_ACTIVATION_BUDGET = 4 << 20
+
+
+def auto_micro_batch(vae: FrozenVAE, x: torch.Tensor, pixels: int | None = None) -> int:
+    """Images per encoder/decoder call for `x` (0: the whole batch): on a CPU as many as keep one
+    full-resolution activation within CPU_ACTIVATION_BUDGET, an even number where more than one
+    fits; elsewhere (a GPU wants large calls) the whole batch. `pixels`: the images' H x W where
+    `x` is a latent."""
+    if x.device.type != "cpu":
+        return 0
+    pixels = pixels or x.shape[-2] * x.shape[-1]
+    per_image = pixels * vae.vae.config.block_out_channels[0] * x.element_size()
+    n = CPU_ACTIVATION_BUDGET // max(per_image, 1)
+    n = 1 if n < 2 else n - n % 2
+    return 0 if n >= x.shape[0] else n
+
 
 def build_small_vae(preset: str = "f8-small") -> AutoencoderKL:
     if preset not in SMALL_VAE_PRESETS:
@@ -51,13 +75,17 @@ def build_small_vae(preset: str = "f8-small") -> AutoencoderKL:
 class FrozenVAE(nn.Module):
     """Encoder/decoder with the latent scale applied; no gradients, eval mode always."""
 
-    def __init__(self, vae: AutoencoderKL, scale: float, source: str, fingerprint: str = ""):
+    def __init__(
+        self, vae: AutoencoderKL, scale: float, source: str, fingerprint: str = "", micro_batch: int | None = None
+    ):
         super().__init__()
         self.vae = vae.eval().requires_grad_(False)
         self.scale = float(scale)
         self.source = source  # what the report says about the VAE
         self.fingerprint = fingerprint  # sha256 of the weights file: the identity caches are keyed by
         self.location = ""  # the folder or file it was loaded from (checkpoints record it)
+        # images per encoder/decoder call (vae.micro_batch): None auto (auto_micro_batch), 0 the whole batch
+        self.micro_batch = micro_batch
 
     @property
     def factor(self) -> int:
@@ -73,11 +101,18 @@ class FrozenVAE(nn.Module):
     def train(self, mode: bool = True) -> FrozenVAE:  # stays frozen
         return super().train(False)
 
+    def _step(self, x: torch.Tensor, pixels: int | None = None) -> int:
+        n = auto_micro_batch(self, x, pixels) if self.micro_batch is None else self.micro_batch
+        return n if 0 < n < x.shape[0] else x.shape[0]
+
     @torch.no_grad()
     def encode_dist(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled mean and std of the latent distribution (what a latent cache stores)."""
-        dist = self.vae.encode(x.to(self.vae.dtype)).latent_dist
-        return dist.mean * self.scale, dist.std * self.scale
+        step = self._step(x)
+        dists = [self.vae.encode(x[i : i + step].to(self.vae.dtype)).latent_dist for i in range(0, x.shape[0], step)]
+        if len(dists) == 1:
+            return dists[0].mean * self.scale, dists[0].std * self.scale
+        return torch.cat([d.mean for d in dists]) * self.scale, torch.cat([d.std for d in dists]) * self.scale
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -89,7 +124,10 @@ class FrozenVAE(nn.Module):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(z.to(self.vae.dtype) / self.scale).sample
+        step = self._step(z, z.shape[-2] * z.shape[-1] * self.factor**2)
+        z = z.to(self.vae.dtype) / self.scale
+        parts = [self.vae.decode(z[i : i + step]).sample for i in range(0, z.shape[0], step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 EXPECTED_VAE = (
@@ -112,7 +150,11 @@ def vae_source_problem(path: Path) -> str | None:
 
 
 def load_vae(
-    folder: Path, image_size: int | None = None, expect_channels: int | None = None, scale: float | None = None
+    folder: Path,
+    image_size: int | None = None,
+    expect_channels: int | None = None,
+    scale: float | None = None,
+    micro_batch: int | None = None,
 ) -> FrozenVAE:
     """Load a local diffusers-format VAE folder, or one weights file in the Stable-Diffusion
     layout (vae_single_file.py), offline, and check its latent shape. `scale` overrides the
@@ -125,6 +167,7 @@ def load_vae(
             scale or vae.config.scaling_factor,
             fingerprint=_sha256(folder),
             source=f"pretrained AutoencoderKL from the Stable-Diffusion-layout file {folder}",
+            micro_batch=micro_batch,
         )
         return _checked(out, folder, image_size, expect_channels)
     problem = vae_source_problem(folder)
@@ -145,7 +188,11 @@ def load_vae(
             f"recorded in {meta_path} when it was saved)"
         )
     out = FrozenVAE(
-        vae, scale, source=meta.get("description", f"pretrained AutoencoderKL from {folder}"), fingerprint=fingerprint
+        vae,
+        scale,
+        source=meta.get("description", f"pretrained AutoencoderKL from {folder}"),
+        fingerprint=fingerprint,
+        micro_batch=micro_batch,
     )
     return _checked(out, folder, image_size, expect_channels)
 

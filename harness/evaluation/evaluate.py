@@ -55,11 +55,13 @@ class EvalResult:
 
 
 def inference_layout(cfg: Config, model: DeviationUNet | None, vae: FrozenVAE, device: torch.device) -> bool:
-    """Put the UNet and the VAE in the inference memory layout (infer.channels_last; in place)."""
+    """Put the UNet and the VAE in the inference memory layout (infer.channels_last; in place), with
+    the config's images per VAE call (vae.micro_batch)."""
     channels_last = use_channels_last(cfg.infer.channels_last, device, cfg.infer.precision != "fp32")
     for net in (model, vae):
         if net is not None:
             to_layout(net, channels_last)
+    vae.micro_batch = cfg.vae.micro_batch
     return channels_last
 
 
@@ -226,9 +228,8 @@ def evaluate(
     maps_file = None
     if main and saved and out is not None:
         maps_file = out / "maps.npz"
-        write_atomic(
-            maps_file, lambda p: np.savez_compressed(p, keys=np.array(list(saved)), maps=np.stack(list(saved.values())))
-        )
+        # uncompressed: float maps compress by ~12 % (demo: 9.3 of 10.6 MB) for 0.5 s, 5 % of the demo's evaluation
+        write_atomic(maps_file, lambda p: np.savez(p, keys=np.array(list(saved)), maps=np.stack(list(saved.values()))))
     if stats is not None:
         stats.save(out / "pixel_stats.npz")
     records, samples, base_records = broadcast_from_main((records, samples, base_records) if main else None)

@@ -131,9 +131,14 @@ def load_scorer(
     size = cfg.data.crop or cfg.data.resize or 8 * int(spec["sample_size"])
     where = info.get("vae_location")
     if where and Path(where).exists():
-        vae = load_vae(Path(where), image_size=size, scale=info.get("vae_scale"))
+        vae = load_vae(Path(where), image_size=size, scale=info.get("vae_scale"), micro_batch=cfg.vae.micro_batch)
     elif cfg.vae.pretrained:
-        vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale)
+        vae = load_vae(
+            resolve_pretrained(cfg.vae.pretrained),
+            image_size=size,
+            scale=cfg.vae.scale,
+            micro_batch=cfg.vae.micro_batch,
+        )
     else:
         raise CheckpointError(
             f"--checkpoint {checkpoint}: its VAE ({info.get('vae')}) is not at {where}; pass "

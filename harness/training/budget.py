@@ -79,11 +79,16 @@ def _vae_for_timing(cfg: Config, data: PreparedData, size: int) -> tuple[FrozenV
     """The run's VAE when loading it is cheap (pretrained or already trained and cached), else the
     architecture it will have (random weights); True when it still has to be trained."""
     if cfg.vae.pretrained:
-        return load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale), False
+        return load_vae(
+            resolve_pretrained(cfg.vae.pretrained),
+            image_size=size,
+            scale=cfg.vae.scale,
+            micro_batch=cfg.vae.micro_batch,
+        ), False
     folder = Path(cfg.run.cache_dir) / "vae" / vae_cache_key(cfg, data)
     if (folder / "decodiff.json").is_file():
-        return load_vae(folder, image_size=size, scale=cfg.vae.scale), False
-    return FrozenVAE(build_small_vae(cfg.vae.small).eval(), 1.0, "timing"), True
+        return load_vae(folder, image_size=size, scale=cfg.vae.scale, micro_batch=cfg.vae.micro_batch), False
+    return FrozenVAE(build_small_vae(cfg.vae.small).eval(), 1.0, "timing", micro_batch=cfg.vae.micro_batch), True
 
 
 def measure(cfg: Config, data: PreparedData, world: int = 1) -> dict[str, float]:

@@ -46,7 +46,7 @@ def resolve_pretrained(path: str, key: str = "vae.pretrained") -> Path:
 
 def vae_cache_key(cfg: Config, data: PreparedData) -> str:
     spec = {
-        "vae": cfg.vae.model_dump(exclude={"pretrained", "scale", "init_from"}),
+        "vae": cfg.vae.model_dump(exclude={"pretrained", "scale", "init_from", "micro_batch"}),
         "data": data.manifest.checksum,
         "categories": data.categories,
         "resize": cfg.data.resize,
@@ -100,7 +100,12 @@ def _architecture(config: dict) -> dict:
 def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
     size = image_size(cfg, data.manifest)
     if cfg.vae.pretrained:
-        vae = load_vae(resolve_pretrained(cfg.vae.pretrained), image_size=size, scale=cfg.vae.scale)
+        vae = load_vae(
+            resolve_pretrained(cfg.vae.pretrained),
+            image_size=size,
+            scale=cfg.vae.scale,
+            micro_batch=cfg.vae.micro_batch,
+        )
         log(f"VAE: {vae.source}" + (f" (vae.init_from={cfg.vae.init_from} not used)" if cfg.vae.init_from else ""))
         return vae
     folder = Path(cfg.run.cache_dir) / "vae" / vae_cache_key(cfg, data)
@@ -110,8 +115,8 @@ def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
                 how = f"fine-tuning {cfg.vae.init_from}" if cfg.vae.init_from else "training a small AutoencoderKL"
                 log(f"VAE: no pretrained VAE given; {how} ({cfg.vae.small}) on the training images")
                 fit_small_vae(cfg, data, folder)
-                return load_vae(folder, image_size=size, scale=cfg.vae.scale)
-    vae = load_vae(folder, image_size=size, scale=cfg.vae.scale)
+                return load_vae(folder, image_size=size, scale=cfg.vae.scale, micro_batch=cfg.vae.micro_batch)
+    vae = load_vae(folder, image_size=size, scale=cfg.vae.scale, micro_batch=cfg.vae.micro_batch)
     log(f"VAE: reusing {vae.source} ({folder})")
     return vae
 

@@ -38,10 +38,25 @@ def test_the_bank_is_a_seeded_subset_of_the_set_size():
     z = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     banks = []
     for _ in range(2):
-        nn = LatentNearestNeighbour(bank_size=50, seed=3, chunk=7)  # chunks smaller than the bank: same minimum
+        nn = LatentNearestNeighbour(bank_size=50, seed=3, tile=7)
         nn.add(z, ["c"] * 4)
         assert nn.fit() == {"c": 50}
         banks.append(nn.banks["c"])
     assert torch.equal(banks[0], banks[1])
     full = latent_patches(z).reshape(-1, 36)
     assert all((full == row).all(dim=1).any() for row in banks[0])  # every kept patch is a training patch
+
+
+def test_tiles_of_any_size_give_the_exact_nearest_distance():
+    """Tiles smaller than the queries and the bank, and not dividing them, against a brute-force
+    minimum in float64: a tile that drops rows or columns, or adds |q|^2 twice, fails."""
+    g = torch.Generator().manual_seed(2)
+    train, test = torch.randn(5, 4, 6, 6, generator=g), torch.randn(3, 4, 6, 6, generator=g) * 2
+    bank = latent_patches(train).reshape(-1, 36).double()
+    q = latent_patches(test).reshape(-1, 36).double()
+    want = torch.cdist(q, bank, compute_mode="donot_use_mm_for_euclid_dist").amin(dim=1).view(3, 6, 6)
+    for tile in (7, 64, 4096):
+        nn = LatentNearestNeighbour(tile=tile)
+        nn.add(train, ["c"] * 5)
+        nn.fit()
+        torch.testing.assert_close(nn.distances(test, ["c"] * 3).double(), want, atol=2e-4, rtol=1e-4)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from decodiff.models.vae import VAEError, build_small_vae, load_vae, save_vae
+from decodiff.models.vae import FrozenVAE, VAEError, auto_micro_batch, build_small_vae, load_vae, save_vae
 
 
 def test_round_trip_and_latent_shape(tmp_path):
@@ -58,3 +58,36 @@ def test_a_saved_vae_with_a_changed_byte_is_refused_naming_the_file(tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(VAEError, match=rf"{weights}: corrupt VAE weights \(sha256 differs"):
         load_vae(tmp_path / "v")
+
+
+def test_micro_batches_give_the_whole_batch_result_in_order():
+    """Encoder and decoder calls split into micro-batches (vae.micro_batch): each image's latent and
+    decode are its own, in input order, as in one call (float rounding apart)."""
+    torch.manual_seed(0)
+    v = FrozenVAE(build_small_vae("f8-tiny"), 0.5, "t", micro_batch=0)
+    x = torch.rand(7, 3, 32, 32) * 2 - 1
+    mean, std = v.encode_dist(x)
+    out = v.decode(mean)
+    for split in (1, 2, 3):
+        v.micro_batch = split
+        m2, s2 = v.encode_dist(x)
+        torch.testing.assert_close(m2, mean, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(s2, std, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(v.decode(mean), out, atol=1e-4, rtol=1e-4)
+    g = torch.Generator().manual_seed(1)
+    v.micro_batch = 2
+    sampled = v.encode(x, sample=True, generator=g)  # one noise draw for the whole batch, as before
+    noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(sampled, mean + std * noise)
+
+
+def test_the_automatic_micro_batch_follows_the_activation_size():
+    """On a CPU: as many images as keep a 16-channel full-resolution activation within 4 MiB (an even
+    count), one image when a single one is larger, the whole batch when all fit; elsewhere the whole batch."""
+    v = FrozenVAE(build_small_vae("f8-small"), 1.0, "t")  # 16 channels at full resolution
+    assert auto_micro_batch(v, torch.zeros(32, 3, 128, 128)) == 4  # 1 MiB per image
+    assert auto_micro_batch(v, torch.zeros(32, 3, 96, 96)) == 6  # 0.56 MiB: 7 fit, an even 6
+    assert auto_micro_batch(v, torch.zeros(16, 3, 256, 256)) == 1  # 4 MiB per image
+    assert auto_micro_batch(v, torch.zeros(3, 3, 64, 64)) == 0  # all three fit
+    assert auto_micro_batch(v, torch.zeros(32, 4, 16, 16), pixels=128 * 128) == 4  # a latent, by its image's size
+    assert auto_micro_batch(v, torch.zeros(32, 3, 128, 128, device="meta")) == 0  # not a CPU
