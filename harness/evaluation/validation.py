@@ -26,7 +26,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from decodiff.datasets.defects import DEFECT_KINDS, synthesize_defect
+from decodiff.datasets.defects import DEFECT_KINDS, SUBTLE_FRACTION, synthesize_defect
 from decodiff.datasets.demo import CATEGORIES, foreign_textures
 from decodiff.datasets.imageio import DataError, encode_png, read_rgb
 from decodiff.datasets.manifest import Manifest
@@ -38,7 +38,8 @@ from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData
 from decodiff.harness.progress import Progress, log
 
-SPLIT_VERSION = "decodiff-validation/1"  # change whenever the split's content would change
+# change whenever the split's content would change (2: a demo category's share of faint defects, as its test set)
+SPLIT_VERSION = "decodiff-validation/2"
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
             keys = [json.loads(r["meta.json"])["key"] for r in _raw_records(urls)]
             chosen = held_out(keys, settings)
             kinds = CATEGORIES[cat].defects if demo and cat in CATEGORIES else DEFECT_KINDS
+            # the demo's own mix of faint defects (grass and gravel: fewer, as their test sets paint them)
+            subtle = CATEGORIES[cat].subtle if demo and cat in CATEGORIES else SUBTLE_FRACTION
             textures = foreign_textures(cat if demo and cat in CATEGORIES else None)
             n_val = 0
             for rec in _raw_records(urls):
@@ -147,7 +150,7 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
                         kind = kinds[(n_val * settings.defects + j) % len(kinds)]
                         code = int(hashlib.sha256(meta["key"].encode()).hexdigest()[:8], 16)
                         rng = np.random.default_rng([settings.seed, code, j])
-                        bad, mask = synthesize_defect(image, kind, rng, textures)
+                        bad, mask = synthesize_defect(image, kind, rng, textures, subtle=subtle)
                         _add_val(val_w, meta, f"{cat}/val/{kind}/{stem}-{j}", bad, mask, kind)
                     n_val += 1
                 prog.update(1)

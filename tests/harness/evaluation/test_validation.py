@@ -1,11 +1,15 @@
 """The validation split: held-out normal training images, never trained on, plus synthetic defects
 with exact masks; deterministic, reused, and read by `evaluate` like any test set."""
 
+import hashlib
 import json
 
+import numpy as np
 import pytest
 import webdataset as wds
 
+from decodiff.datasets.defects import SUBTLE_FRACTION, synthesize_defect
+from decodiff.datasets.demo import CATEGORIES, foreign_textures
 from decodiff.datasets.imageio import DataError, read_mask, read_rgb
 from decodiff.harness import data as data_mod
 from decodiff.harness.config import build_config
@@ -48,6 +52,36 @@ def test_held_out_images_leave_training_and_come_back_with_defects(demo):
             assert meta["defect"] == "good" and "mask.png" not in rec
     batch = next(iter(data_mod.test_loader(cfg, val)))  # evaluate reads it like a test set
     assert batch["has_mask"].all() and set(batch["label"].tolist()) == {0, 1}
+
+
+def test_demo_defects_are_painted_as_the_categorys_test_set_paints_them(demo):
+    """Its defect kinds and its share of faint defects (grass: 0.2, not the default 0.35): each
+    synthetic defect is re-painted from its seed; some would differ with the default share."""
+    cfg, data = demo
+    settings = ValidationSettings(holdout=0.5, defects=4, seed=0)
+    _, val = validation_split(cfg, data, settings)
+    val_recs = records(val, "test")
+    metas = [json.loads(r["meta.json"]) for r in val_recs]
+    good = {m["source"].split(" ")[0]: read_rgb(r["image.png"]) for r, m in zip(val_recs, metas) if not m["label"]}
+    checked, default_differs = 0, 0
+    for rec, meta in zip(val_recs, metas):
+        if not (meta["label"] and meta["category"] == "grass"):
+            continue
+        source = meta["source"].split(" ")[0]
+        kind = meta["defect"].removeprefix("synthetic_")
+        assert kind in CATEGORIES["grass"].defects
+
+        j = int(meta["key"].rsplit("-", 1)[1])
+        seed = [0, int(hashlib.sha256(source.encode()).hexdigest()[:8], 16), j]
+        paint = [
+            synthesize_defect(good[source], kind, np.random.default_rng(seed), foreign_textures("grass"), subtle=f)[0]
+            for f in (CATEGORIES["grass"].subtle, SUBTLE_FRACTION)
+        ]
+        stored = read_rgb(rec["image.png"])
+        assert np.array_equal(stored, paint[0])
+        default_differs += not np.array_equal(stored, paint[1])
+        checked += 1
+    assert checked == 4 * 4 and default_differs >= 1
 
 
 def test_split_is_deterministic_and_reused(demo, tmp_path):
