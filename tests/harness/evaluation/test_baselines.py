@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from decodiff.harness.evaluation.baselines import Baselines
+from decodiff.harness.config import build_config
+from decodiff.harness.evaluation.baselines import Baselines, baselines_for
 from decodiff.models.anomaly_map import MapSettings, anomaly_map, image_score
 from decodiff.models.deviation import DeviationProcess
 from decodiff.models.reconstruction import ReconstructionSettings, reconstruct
@@ -42,3 +43,15 @@ def test_vae_recon_baseline_is_the_vae_recon_method_and_reuses_the_decode(refere
     torch.testing.assert_close(scores, image_score(expected, settings))
     assert CountingVAE.decodes == (0 if reference == "vae" else 1)  # Decoder(z) is reused where DeCo-Diff made it
     assert bases.seconds["vae-recon"] >= 0
+
+
+def test_baselines_keep_the_published_clipping_when_the_run_tunes_its_own():
+    """A run's gamma_p / gamma_l balance DeCo-Diff's two parts; the baselines' maps keep 0.4 / 0.2 (and
+    the run's blurs and image score), so tuning DeCo-Diff does not move its yardstick."""
+    cfg = build_config("tiny", ["infer.baselines=[vae-recon]"])
+    vae = FrozenVAE(build_small_vae("f8-tiny"), scale=0.5, source="test")
+    run = MapSettings(gamma_p=0.2, gamma_l=0.8, sigma_pixel=2.0, image_score="topk_mean")
+    b = baselines_for(cfg, None, vae, torch.device("cpu"), run)
+    assert b.names == ["vae-recon"]
+    assert (b.settings.gamma_p, b.settings.gamma_l) == (MapSettings().gamma_p, MapSettings().gamma_l) == (0.4, 0.2)
+    assert (b.settings.sigma_pixel, b.settings.image_score, b.settings.combination) == (2.0, "topk_mean", "pixel")
