@@ -83,7 +83,7 @@ def test_unknown_recipe_is_one_line():
 def test_demo_names_its_recipe_and_keeps_its_values():
     demo = build_config("demo")
     assert demo.recipe == "custom" and demo.departures() == []
-    assert demo.process.patch_sizes == [1, 2, 4, 8] and demo.infer.gamma_l == 0.2
+    assert demo.process.patch_sizes == [1, 2, 4, 8] and (demo.infer.gamma_p, demo.infer.gamma_l) == (0.2, 0.8)
     assert demo.train.cache_augment == "variants" and demo.train.cache_variants == 4
     assert demo.infer.step_mapping == "respacing" and demo.metrics.image_label == "metadata"
     assert demo.model.init == "diffusers"
