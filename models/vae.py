@@ -2,7 +2,7 @@
 
 On a CPU, encoder and decoder run in micro-batches sized to the caches (`auto_micro_batch`):
 a whole evaluation batch through the decoder moves full-resolution activations through memory
-and took twice as long (benchmarks/vae_micro_batch.py).
+and took 1.9x as long per image on the demo (benchmarks/vae_micro_batch.py).
 
 Two sources, both offline: a local folder saved with `save_pretrained` (e.g. sd-vae-ft-ema,
 whose latents are scaled by 0.18215), or a small AutoencoderKL that this project trains on
@@ -34,9 +34,11 @@ SMALL_VAE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # Bytes of one full-resolution activation (all images of a call) that a CPU call should stay under:
-# the demo VAE (16 channels at 128 px, 1 MiB per image) decoded 2.1x faster per image in calls of 4
-# than of 32, about as fast in calls of 2 or 8 (benchmarks/vae_micro_batch.py, 2-core EPYC, 2 MiB L2
-# per core). Calls of one image take other kernels (float rounding apart), so the rule's sizes are even.
+# the demo VAE (16 channels at 128 px, 1 MiB per image) decoded 1.9x faster per image in calls of 4
+# than of 32, about as fast in calls of 2 or 8; f8-small at 256 px (4 MiB per image) 2.3x in calls of
+# one (benchmarks/vae_micro_batch.py, 2-core EPYC, 2 MiB L2 per core). Sizes above one are even: with
+# channels-last weights odd call sizes (and calls of one) take other kernels than even ones, whose results
+# are bitwise those of the whole batch when it is even.
 CPU_ACTIVATION_BUDGET = 4 << 20
 
 
