@@ -123,8 +123,9 @@ class VAESection(Section):
     kl_weight: float = Field(default=1e-6, ge=0)
     crop: int | None = Field(default=64, ge=8)  # train on random crops (the VAE is convolutional)
     generic_images: float = Field(default=0.0, ge=0, le=1)  # share of each batch from scikit-image's photos
-    # images per encoder/decoder call outside VAE training (cache, evaluation, predict): None auto (on a CPU
-    # sized to the caches, models/vae.auto_micro_batch; elsewhere the whole batch), 0 the whole batch
+    # images per encoder/decoder call wherever the frozen VAE runs (latent cache, on-the-fly training encodes,
+    # latent-nn bank, evaluation, predict; not the VAE's own training): None auto (on a CPU sized to the
+    # caches, models/vae.auto_micro_batch; elsewhere the whole batch), 0 the whole batch
     micro_batch: int | None = Field(default=None, ge=0)
 
 

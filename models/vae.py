@@ -33,24 +33,26 @@ SMALL_VAE_PRESETS: dict[str, dict[str, Any]] = {
     "f4-small": dict(block_out_channels=(16, 32, 64), layers_per_block=1, latent_channels=4),
 }
 
-# Bytes of one full-resolution activation (all images of a call) that a CPU call should stay under:
+# Bytes that a CPU call's full-resolution activations should stay under, sized by a per-image proxy
+# (first-level channels x pixels; the decoder's largest activation is about twice that):
 # the demo VAE (16 channels at 128 px, 1 MiB per image) decoded 1.9x faster per image in calls of 4
 # than of 32, about as fast in calls of 2 or 8; f8-small at 256 px (4 MiB per image) 2.3x in calls of
 # one (benchmarks/vae_micro_batch.py, 2-core EPYC, 2 MiB L2 per core). Sizes above one are even: with
-# channels-last weights odd call sizes (and calls of one) take other kernels than even ones, whose results
-# are bitwise those of the whole batch when it is even.
+# channels-last weights odd call sizes (and calls of one) take other kernels than even ones, so results are
+# bitwise those of the whole batch when every call, the last included, holds an even number of images
+# (contiguous weights: two or more); otherwise they agree to float rounding (~1e-5).
 CPU_ACTIVATION_BUDGET = 4 << 20
 
 
 def auto_micro_batch(vae: FrozenVAE, x: torch.Tensor, pixels: int | None = None) -> int:
-    """Images per encoder/decoder call for `x` (0: the whole batch): on a CPU as many as keep one
-    full-resolution activation within CPU_ACTIVATION_BUDGET, an even number where more than one
-    fits; elsewhere (a GPU wants large calls) the whole batch. `pixels`: the images' H x W where
-    `x` is a latent."""
+    """Images per encoder/decoder call for `x` (0: the whole batch): on a CPU as many as keep the
+    per-image proxy (first-level channels x pixels, in the VAE's dtype) within CPU_ACTIVATION_BUDGET,
+    an even number where more than one fits; elsewhere (a GPU wants large calls) the whole batch.
+    `pixels`: the images' H x W where `x` is a latent."""
     if x.device.type != "cpu":
         return 0
     pixels = pixels or x.shape[-2] * x.shape[-1]
-    per_image = pixels * vae.vae.config.block_out_channels[0] * x.element_size()
+    per_image = pixels * vae.vae.config.block_out_channels[0] * torch.empty((), dtype=vae.vae.dtype).element_size()
     n = CPU_ACTIVATION_BUDGET // max(per_image, 1)
     n = 1 if n < 2 else n - n % 2
     return 0 if n >= x.shape[0] else n
@@ -105,13 +107,15 @@ class FrozenVAE(nn.Module):
 
     def _step(self, x: torch.Tensor, pixels: int | None = None) -> int:
         n = auto_micro_batch(self, x, pixels) if self.micro_batch is None else self.micro_batch
-        return n if 0 < n < x.shape[0] else x.shape[0]
+        return n if 0 < n < x.shape[0] else max(x.shape[0], 1)  # an empty batch: one call, as before
 
     @torch.no_grad()
     def encode_dist(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled mean and std of the latent distribution (what a latent cache stores)."""
         step = self._step(x)
-        dists = [self.vae.encode(x[i : i + step].to(self.vae.dtype)).latent_dist for i in range(0, x.shape[0], step)]
+        dists = [
+            self.vae.encode(x[i : i + step].to(self.vae.dtype)).latent_dist for i in range(0, max(x.shape[0], 1), step)
+        ]
         if len(dists) == 1:
             return dists[0].mean * self.scale, dists[0].std * self.scale
         return torch.cat([d.mean for d in dists]) * self.scale, torch.cat([d.std for d in dists]) * self.scale
@@ -128,7 +132,7 @@ class FrozenVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         step = self._step(z, z.shape[-2] * z.shape[-1] * self.factor**2)
         z = z.to(self.vae.dtype) / self.scale
-        parts = [self.vae.decode(z[i : i + step]).sample for i in range(0, z.shape[0], step)]
+        parts = [self.vae.decode(z[i : i + step]).sample for i in range(0, max(z.shape[0], 1), step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 

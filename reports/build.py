@@ -57,7 +57,8 @@ BASELINE_NOTE = (
     "Baselines (rows marked baseline), scored in the same run on the same test images with the same "
     "VAE: vae-recon = the VAE's own reconstruction error |Decoder(Encoder(x)) - x|; latent-nn = the "
     "distance of each test latent 3x3 patch to its nearest normal training patch of the category "
-    "(PatchCore's idea on the VAE's latents), image score the map's maximum. No bootstrap intervals "
+    "(PatchCore's idea on the VAE's latents), image score the map's maximum; their maps take the run's "
+    "blurs but the default clipping levels (0.4 / 0.2), whatever DeCo-Diff's. No bootstrap intervals "
     "for them. A method that does not clear them adds nothing on this data."
 )
 

@@ -2,8 +2,9 @@
 report shows at once whether the diffusion model adds anything on the data (`infer.baselines`):
 
 - `vae-recon`: the VAE's own reconstruction error |Decoder(Encoder(x)) - x| (the pixel part of
-  the map, as `method=vae-recon` computes it). DeCo-Diff's evaluation decodes Decoder(z) anyway
-  (its pixel reference), so this costs one map, not another decode;
+  the map, as `method=vae-recon` computes it at the default clipping level, whatever the run's:
+  `baseline_map_settings`). DeCo-Diff's evaluation decodes Decoder(z) anyway (its pixel
+  reference), so this costs one map, not another decode;
 - `latent-nn`: the distance of each test latent 3x3 patch to its nearest training patch of the
   category (models/latent_nn.py), blurred and enlarged as the latent part of DeCo-Diff's map.
 

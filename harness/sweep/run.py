@@ -242,7 +242,7 @@ def _prepare_key(t: TrialPlan, plan: SweepPlan) -> str:
     return "p" + digest(
         {
             "data": c.data.model_dump(exclude={"num_workers"}),
-            "vae": c.vae.model_dump(),
+            "vae": c.vae.model_dump(exclude={"micro_batch"}),  # speed only (and keys as before it existed)
             "seed": c.run.seed,
             "cache": _abs(c.run.cache_dir),
             "validation": plan.spec.validation.model_dump() if plan.spec.validation else None,

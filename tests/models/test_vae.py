@@ -91,3 +91,39 @@ def test_the_automatic_micro_batch_follows_the_activation_size():
     assert auto_micro_batch(v, torch.zeros(3, 3, 64, 64)) == 0  # all three fit
     assert auto_micro_batch(v, torch.zeros(32, 4, 16, 16), pixels=128 * 128) == 4  # a latent, by its image's size
     assert auto_micro_batch(v, torch.zeros(32, 3, 128, 128, device="meta")) == 0  # not a CPU
+
+
+class _CallSizes:
+    """Wraps an AutoencoderKL's encode/decode to record how many images each call holds."""
+
+    def __init__(self, net):
+        self.sizes = []
+        for name in ("encode", "decode"):
+            inner = getattr(net, name)
+            setattr(net, name, self._recording(inner))
+
+    def _recording(self, inner):
+        def call(x, *args, **kwargs):
+            self.sizes.append(x.shape[0])
+            return inner(x, *args, **kwargs)
+
+        return call
+
+
+def test_calls_are_split_as_configured_and_latents_are_sized_by_their_images():
+    """The split reaches the network: 7 images in calls of 2 are calls of 2, 2, 2, 1; automatic on a
+    CPU, 32 latents of 128-px images (f8-small, 1 MiB per image) are decoded in 8 calls of 4, not one."""
+    v = FrozenVAE(build_small_vae("f8-small"), 1.0, "t", micro_batch=2)
+    calls = _CallSizes(v.vae)
+    v.encode(torch.zeros(7, 3, 32, 32))
+    v.decode(torch.zeros(7, 4, 4, 4))
+    assert calls.sizes == [2, 2, 2, 1] * 2
+    calls.sizes.clear()
+    v.micro_batch = None
+    v.decode(torch.zeros(32, 4, 16, 16))
+    assert calls.sizes == [4] * 8
+    calls.sizes.clear()
+    v.micro_batch = 0
+    v.decode(torch.zeros(32, 4, 16, 16))
+    assert calls.sizes == [32]
+    assert v.decode(torch.zeros(0, 4, 4, 4)).shape == (0, 3, 32, 32)  # an empty batch, as before

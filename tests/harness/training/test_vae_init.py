@@ -12,6 +12,7 @@ import torch
 
 from decodiff.harness.config import ConfigError, build_config
 from decodiff.harness.data import prepare_data
+from decodiff.harness.evaluation.evaluate import inference_layout
 from decodiff.harness.training import budget
 from decodiff.harness.training.vae_fit import fit_small_vae, get_vae, resolve_pretrained, vae_cache_key
 from decodiff.models.errors import VAEError
@@ -33,6 +34,19 @@ def tiny(tmp_path_factory, tiny_grass):
     other = tiny_grass(root / "cache", "vae.steps=3", "run.seed=1")
     fit_small_vae(other, data, init)
     return root, cfg, data, init
+
+
+def test_the_micro_batch_reaches_the_vae_and_not_its_cache_key(tiny, tiny_grass):
+    """vae.micro_batch is speed only: the same cached VAE, loaded with the config's split; an evaluation
+    puts its own config's split on the VAE it is handed."""
+    root, cfg, data, _ = tiny
+    split = tiny_grass(root / "cache", "vae.micro_batch=3")
+    assert vae_cache_key(split, data) == vae_cache_key(cfg, data)
+    vae = get_vae(split, data)
+    assert vae.micro_batch == 3 and get_vae(cfg, data).micro_batch is None
+    assert get_vae(cfg, data).location == vae.location
+    inference_layout(cfg, None, vae, torch.device("cpu"))
+    assert vae.micro_batch is None
 
 
 def test_without_init_from_the_cache_key_is_the_one_of_before(tiny):
