@@ -64,29 +64,25 @@ def others_busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
     return busy / (after[1] - before[1]) * (os.cpu_count() or 1)
 
 
-def choose_thread_wait(shared: str | None = None, others: float | None = None, *, measure: bool = True) -> str:
+def choose_thread_wait(others: float | None = None, *, measure: bool = True) -> str:
     """Set the OpenMP wait policy for this process and its children (before torch loads) and
-    return one line saying what and why (also kept in DECODIFF_THREAD_WAIT). `shared` names a reason
-    the cores are shared whatever they do now; several processes of one launched job
-    on this machine (LOCAL_WORLD_SIZE > 1) are one too; else `others` busy cores, sampled here."""
+    return one line saying what and why (also kept in DECODIFF_THREAD_WAIT). Several processes of
+    one launched job on this machine (LOCAL_WORLD_SIZE > 1) share the cores whatever they do now;
+    else `others` busy cores, sampled here."""
     given = {k: os.environ[k] for k in THREAD_WAIT_VARIABLES if k in os.environ}
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     if given:
         choice = "as set: " + ", ".join(f"{k}={v}" for k, v in given.items())
-    else:
-        if shared is None and local > 1:
-            shared = f"{local} processes of this job on this machine"
-        if shared is None and others is None and measure:
-            others = others_busy_cores()
-        cores = os.cpu_count() or 1
-        if shared is not None or others is None or others >= SHARED_CORES:
-            os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-            why = shared or (
-                "load unknown" if others is None else f"other processes kept {others:.1f} of {cores} cores busy"
-            )
-            choice = f"idle threads sleep (OMP_WAIT_POLICY=PASSIVE): {why}"
-        else:
-            choice = f"idle threads spin (libgomp's default): the {cores} cores were free ({others:.1f} busy)"
+        os.environ[CHOICE_VARIABLE] = choice
+        return choice
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if local > 1:
+        return _sleep(f"{local} processes of this job on this machine")
+    if others is None and measure:
+        others = others_busy_cores()
+    cores = os.cpu_count() or 1
+    if others is None or others >= SHARED_CORES:
+        return _sleep("load unknown" if others is None else f"other processes kept {others:.1f} of {cores} cores busy")
+    choice = f"idle threads spin (libgomp's default): the {cores} cores were free ({others:.1f} busy)"
     os.environ[CHOICE_VARIABLE] = choice
     return choice
 
@@ -97,7 +93,12 @@ def sleep_for_company(reason: str) -> str | None:
     process that chose before it knew what it would start: spinning stays right for itself."""
     if any(k in os.environ for k in THREAD_WAIT_VARIABLES):
         return None  # the user's choice, or ours already sleeps (the only variable we set)
+    return _sleep(reason)
+
+
+def _sleep(why: str) -> str:
+    """The passive wait for this process and its children, and its choice line."""
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    choice = f"idle threads sleep (OMP_WAIT_POLICY=PASSIVE): {reason}"
+    choice = f"idle threads sleep (OMP_WAIT_POLICY=PASSIVE): {why}"
     os.environ[CHOICE_VARIABLE] = choice
     return choice
