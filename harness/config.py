@@ -222,6 +222,10 @@ class InferSection(Section):
     # anomaly maps (float32 .npz: scoring them again gives the same numbers) in the run folder, for `score`
     # and figures
     save_maps: bool = True
+    # each test image's z and Decoder(z) kept on disk for later evaluations on the same VAE and test set
+    # (harness/evaluation/reference_cache.py): the same numbers, one encode and one decode fewer per image;
+    # None: on a CPU when the references fit in 2 GiB
+    reference_cache: bool | None = None
 
 
 class MetricsSection(Section):

@@ -83,12 +83,16 @@ def reconstruct(
     s: ReconstructionSettings,
     keys: Sequence[str] = (),
     keep_trajectory: bool = False,
+    reference: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> Reconstruction:
     """x in [-1, 1], [B, 3, H, W]; `model(z_t, t)` predicts eta (deco-diff) or eps (ddim-recon);
-    `keys` name the images (ddim-recon draws each image's noise from its key)."""
+    `keys` name the images (ddim-recon draws each image's noise from its key). `reference`: this
+    batch's (z, Decoder(z)) computed before (evaluation/reference_cache.py; Decoder(z) None with
+    pixel_reference "input"), so that neither is computed again."""
     check_settings(s)
     encode, decode = _in_precision(vae.encode, s.precision, x.device), _in_precision(vae.decode, s.precision, x.device)
-    z = encode(x)  # the mean of the latent distribution (published)
+    # the mean of the latent distribution (published)
+    z, cached_ref = (encode(x), None) if reference is None else reference
     if s.method == "vae-recon":
         return Reconstruction(z=z, z0_hat=z, x_rec=decode(z), x_ref=x)
     if model is None or process is None:
@@ -124,5 +128,8 @@ def reconstruct(
             mapping=s.step_mapping,
         )
     x_rec = decode(fix.z0_hat)
-    x_ref = decode(z) if s.pixel_reference == "vae" else x
+    if s.pixel_reference == "input":
+        x_ref = x
+    else:
+        x_ref = decode(z) if cached_ref is None else cached_ref
     return Reconstruction(z=z, z0_hat=fix.z0_hat, x_rec=x_rec, x_ref=x_ref, trajectory=fix.trajectory)

@@ -20,6 +20,7 @@ from decodiff.datasets.stream import ShardStream, collate
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, preprocess_for
 from decodiff.harness.evaluation.baselines import baselines_for
+from decodiff.harness.evaluation.reference_cache import reference_cache_for
 from decodiff.harness.evaluation.uncertainty import PixelStats
 from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.metrics import MetricSuite
@@ -85,7 +86,8 @@ def evaluate(
     device = device_for(cfg)
     model = model.to(device).eval() if model is not None else None
     vae = vae.to(device)
-    inference_layout(cfg, model, vae, device)
+    channels_last = inference_layout(cfg, model, vae, device)
+    refs = reference_cache_for(cfg, data, vae, device, channels_last)
     process = make_process(cfg)
     settings = map_settings(cfg)
     recon = reconstruction_settings(cfg)
@@ -128,7 +130,11 @@ def evaluate(
             if batch is not None:
                 x = batch["image"].to(device)
                 cls = torch.tensor([ids[c] for c in batch["category"]], device=device)
-                rec = reconstruct(x, vae, conditioned(model, cls), process, recon, keys=batch["key"])
+                url, keys = batch["url"][0], list(batch["key"])  # a batch never mixes shards (_shard_batches)
+                cached = refs.lookup(url, keys, device) if refs is not None else None
+                rec = reconstruct(x, vae, conditioned(model, cls), process, recon, keys=keys, reference=cached)
+                if refs is not None and cached is None:
+                    refs.add(url, keys, rec.z, rec.x_ref)
                 maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
                 scores = image_score(maps, settings)
                 maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()
@@ -236,6 +242,11 @@ def evaluate(
     base_seconds = {k: round(v, 3) for k, v in (bases.seconds if bases else {}).items()}
     if main:
         log(f"evaluate: {len(samples)} images in {seconds:.1f}s" + (f" on {world} processes" if world > 1 else ""))
+        if refs is not None and world == 1:
+            log(
+                f"reference cache: {refs.hits} of {refs.hits + refs.misses} images' z and Decoder(z) read from "
+                f"{refs.folder}" + ("" if refs.misses == 0 else f", {refs.misses} computed and kept")
+            )
         if base_seconds:
             log(
                 f"baselines: {sum(base_seconds.values()):.1f}s in all ("

@@ -63,6 +63,7 @@ BOOKKEEPING = (
     "train.keep_checkpoints",
     "infer.save_maps",
     "infer.batch_size",
+    "infer.reference_cache",
     "vae.micro_batch",
     "data.num_workers",
     "data.shards",
