@@ -21,16 +21,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from decodiff.harness.mlflow_server import LocalServer
 
 BIN = Path(sys.executable).parent
 DECODIFF = str(BIN / "decodiff")
@@ -567,51 +567,17 @@ def resumed_progress(lab: Lab) -> Outcome:
 
 
 # ---- 9. an MLflow server that goes away mid-run -------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def mlflow_server_gone(lab: Lab) -> Outcome:
     _ = lab.checkpoint
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
     folder = lab.work / "mlflow-server"
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir()
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=folder,
-        stdout=(folder / "server.log").open("w"),
-        stderr=subprocess.STDOUT,
-        env=lab.env,
-        start_new_session=True,
-    )
+    server = LocalServer(folder, lab.env)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(uri + "/health", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    why = (folder / "server.log").read_text()[-200:]
-                    return Outcome(False, f"the MLflow server did not start: {why}")
-                time.sleep(0.5)
+        try:
+            server.wait_up()
+        except RuntimeError as e:
+            return Outcome(False, f"the MLflow server did not start: {str(e)[-200:]}")
+        uri = server.uri
         before = run_folders(lab, "evaluate")
         log = lab.work / "evaluate-mlflow.log"
         proc = lab.start(
@@ -622,15 +588,12 @@ def mlflow_server_gone(lab: Lab) -> Outcome:
         # the whole evaluation lies between the kill and the run's first call to MLflow, not a fraction of a second
         while time.monotonic() < end and proc.poll() is None and "VAE:" not in log.read_text():
             time.sleep(0.1)
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        server.stop()  # SIGKILL: the server vanishes
         proc.communicate(timeout=600)
         out = one_line_error((proc.returncode, log.read_text()), 1, uri, "the MLflow run is incomplete")
         return Outcome(out.ok and no_complete_run(lab, before, "evaluate"), out.got)
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop()
 
 
 CASES = [
