@@ -1,6 +1,7 @@
 """Where a `decodiff bench` run's time went, from its run folder's timings.json (harness/timings.py):
-the phases in seconds and the rates (training steps/s and samples/s, evaluation images/s).
-Used by fresh_clone_bench.sh; on its own:
+the phases in seconds and the rates (training steps/s and samples/s, evaluation images/s); for
+a run with `run.time_budget`, each phase's planned seconds beside its actual ones (the evidence
+for the planner's factors in harness/training/budget.py). Used by fresh_clone_bench.sh; on its own:
 
     python benchmarks/run_phases.py runs/demo-bench-20261201-130624-de35   # one JSON line
 """
@@ -25,13 +26,27 @@ def run_phases(
     phases = {**(before or {}), **{k: round(v["seconds"], 1) for k, v in t["phases"].items()}}
     if wall is not None:
         phases["other"] = round(wall - sum(v for k, v in phases.items() if k not in (before or {})), 1)
-    return {
+    out = {
         "run_dir": str(Path(run_dir).resolve()),
         "phases": phases,
         "rates": t.get("rates", {}),
         "cpu_seconds": {k: v["cpu_seconds"] for k, v in t["phases"].items()},
         "model_reused": t.get("model_reused"),
     }
+    if t.get("budget"):
+        out["budget"] = plan_vs_actual(t["budget"], t["phases"])
+    return out
+
+
+def plan_vs_actual(plan: dict[str, Any], phases: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Each planned phase: estimated and actual seconds and actual / estimated (above 1: the plan was short)."""
+    rows = {}
+    for name, est in plan.get("estimated_seconds", {}).items():
+        actual = phases.get(name, {}).get("seconds")
+        if actual is None:
+            continue
+        rows[name] = {"estimated": est, "actual": actual, "ratio": round(actual / est, 2) if est else None}
+    return {"minutes": plan.get("budget_minutes"), "steps": plan.get("steps"), "phases": rows}
 
 
 def run_dir_of_output(stdout_file: str | Path) -> Path | None:
