@@ -34,7 +34,7 @@ Results go to stderr as progress and to stdout with --json (one JSON object)."""
 
 
 from decodiff.harness.errors import UsageError  # noqa: E402,F401 (commands raise it as cli.UsageError)
-from decodiff.harness.process_env import choose_thread_wait, set_process_defaults  # noqa: E402
+from decodiff.harness.process_env import SLEEP_CHOICE, choose_thread_wait, set_process_defaults  # noqa: E402
 from decodiff.harness.progress import log  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in RUNS_MODELS:  # before the command loads torch (a 0.2 s sample of the load)
         choice = choose_thread_wait()  # a sweep decides again for its trials, once it knows how many run at once
-        if "sleep" in choice:
+        if choice.startswith(SLEEP_CHOICE):  # spinning is the quiet default; the user's own setting needs no line
             log(f"threads: {choice}")
     try:
         return int(args.func(args) or 0)

@@ -25,6 +25,7 @@ DEFAULTS = {
 # what decides the OpenMP wait: forwarded to processes we start elsewhere (Ray workers)
 THREAD_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 CHOICE_VARIABLE = "DECODIFF_THREAD_WAIT"  # what was chosen and why, for the run's timings.json
+SLEEP_CHOICE = "idle threads sleep (OMP_WAIT_POLICY=PASSIVE)"  # how a choice line that sleeps starts
 SHARED_CORES = 0.5  # other processes' busy cores at start from which idle threads sleep
 SAMPLE_SECONDS = 0.2
 
@@ -99,6 +100,6 @@ def sleep_for_company(reason: str) -> str | None:
 def _sleep(why: str) -> str:
     """The passive wait for this process and its children, and its choice line."""
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    choice = f"idle threads sleep (OMP_WAIT_POLICY=PASSIVE): {why}"
+    choice = f"{SLEEP_CHOICE}: {why}"
     os.environ[CHOICE_VARIABLE] = choice
     return choice
