@@ -95,3 +95,11 @@ def _shift_crop(x: np.ndarray, crop: int | None, dx: int, dy: int) -> np.ndarray
         x = np.pad(x, widths, mode="reflect")
         top, left = top + pad, left + pad
     return x[top : top + ch, left : left + cw]
+
+
+def cache_encodings(cache_augment: str, cache_variants: int, translate: int, rotate180: bool) -> int:
+    """Encodings per training image in the latent cache: every distinct augmentation (`exact`) or
+    `cache_variants` draws. One rule for the cache that is built and the workload that plans it."""
+    if cache_augment == "exact":
+        return len(Preprocess(translate=translate, rotate180=rotate180).variants())
+    return int(cache_variants)

@@ -143,9 +143,9 @@ def cache_variants(train: dict[str, Any]) -> int:
     them: every distinct augmentation (cache_augment=exact) or `cache_variants` draws."""
     if train["cache_augment"] != "exact":
         return int(train["cache_variants"])
-    from decodiff.datasets.transforms import Preprocess  # torch (~1 s): only for the exact latent cache
+    from decodiff.datasets.transforms import cache_encodings  # torch (~1 s): only for the exact latent cache
 
-    return len(Preprocess(translate=train["translate"], rotate180=train["rotate180"]).variants())
+    return cache_encodings(train["cache_augment"], train["cache_variants"], train["translate"], train["rotate180"])
 
 
 def workload(cfg: dict[str, Any], label: str = "", group: str = "") -> Workload:

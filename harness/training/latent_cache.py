@@ -31,7 +31,7 @@ from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.shard_record import member_key
 from decodiff.datasets.shards import ShardSetWriter
 from decodiff.datasets.stream import ShardStream, check_shards
-from decodiff.datasets.transforms import Preprocess
+from decodiff.datasets.transforms import Preprocess, cache_encodings
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, lock_path, preprocess_for
 from decodiff.harness.progress import Progress, log
@@ -88,9 +88,8 @@ def build_latent_cache(
 def encodings_per_image(cfg: Config) -> int:
     """How many encodings of each training image the cache holds: every distinct augmentation (exact)
     or `train.cache_variants` draws."""
-    if cfg.train.cache_augment == "exact":
-        return len(preprocess_for(cfg, True).variants())
-    return cfg.train.cache_variants
+    t = cfg.train
+    return cache_encodings(t.cache_augment, t.cache_variants, t.translate, t.rotate180)
 
 
 def _encode(cfg: Config, data: PreparedData, vae: FrozenVAE, folder: Path, batch_size: int) -> tuple[str, Manifest]:
