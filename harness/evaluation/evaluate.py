@@ -130,11 +130,12 @@ def evaluate(
             if batch is not None:
                 x = batch["image"].to(device)
                 cls = torch.tensor([ids[c] for c in batch["category"]], device=device)
-                url, keys = batch["url"][0], list(batch["key"])  # a batch never mixes shards (_shard_batches)
-                cached = refs.lookup(url, keys, device) if refs is not None else None
+                # a batch never mixes shards and starts at a multiple of the batch size (_shard_batches)
+                url, keys, first = batch["url"][0], list(batch["key"]), positions.get(batch["url"][0], -1) + 1
+                cached = refs.lookup(url, first, keys, device) if refs is not None else None
                 rec = reconstruct(x, vae, conditioned(model, cls), process, recon, keys=keys, reference=cached)
                 if refs is not None and cached is None:
-                    refs.add(url, keys, rec.z, rec.x_ref)
+                    refs.add(url, first, keys, rec.z, rec.x_ref)
                 maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
                 scores = image_score(maps, settings)
                 maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()

@@ -8,9 +8,8 @@ decodes: on a CPU, where the VAE is most of the evaluation, that is a third of i
 The key holds everything that can change those tensors by a bit (VAE weights, test shards'
 checksums, resize/crop, inference batch size, VAE images per call, precision, memory layout),
 so a cached evaluation gives the numbers of an uncached one, bit for bit (tested). One file per
-test shard (evaluation batches never mix shards), written whole under a temporary name and
-renamed: an interrupted evaluation leaves either a complete file or none. A file that cannot be
-read, or that does not hold the batch's keys, is recomputed and written again.
+evaluation batch (batches never mix shards), written whole under a temporary name and renamed;
+a file that cannot be read, or that holds other images, is computed and written again.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -60,70 +58,48 @@ def use_reference_cache(cfg: Config, data: PreparedData, device: torch.device) -
 
 
 class ReferenceCache:
-    """Per-shard files of (keys, z, x_ref) under <cache_dir>/references/<key>/. `lookup` answers a
-    batch from a shard's file; `add` collects a shard's computed batches and writes the file once
-    the shard's last sample is in."""
+    """One file of (keys, z, x_ref) per evaluation batch under <cache_dir>/references/<key>/<shard>/,
+    named by the batch's first position in its shard (batches start at each shard's first sample,
+    in steps of infer.batch_size, which the key holds): memory stays one batch, and an evaluation
+    stopped halfway leaves the batches it finished."""
 
-    def __init__(
-        self, folder: Path, names: dict[str, str], counts: dict[str, int], store_ref: bool, channels_last: bool
-    ) -> None:
+    def __init__(self, folder: Path, names: dict[str, str], store_ref: bool, channels_last: bool) -> None:
         self.folder = folder
-        self.layout = torch.channels_last if channels_last else torch.contiguous_format  # as the VAE returned them
         self.names = names  # shard url -> manifest shard name
-        self.counts = counts
         self.store_ref = store_ref  # False with pixel_reference "input": x_ref is the image itself
-        self.loaded: dict[str, dict[str, Any] | None] = {}
-        self.pending: dict[str, list[tuple[list[str], torch.Tensor, torch.Tensor | None]]] = {}
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format  # as the VAE returned them
         self.hits = self.misses = 0
 
-    def _file(self, url: str) -> Path:
-        return self.folder / f"{self.names[url]}.npz"
-
-    def _load(self, url: str) -> dict[str, Any] | None:
-        if url not in self.loaded:
-            path, entry = self._file(url), None
-            if path.is_file():
-                try:
-                    with np.load(path, allow_pickle=False) as f:
-                        keys = [str(k) for k in f["keys"]]
-                        entry = {
-                            "index": {k: i for i, k in enumerate(keys)},
-                            "z": f["z"],
-                            "x_ref": f["x_ref"] if self.store_ref else None,
-                        }
-                except (OSError, ValueError, KeyError) as e:
-                    log(f"reference cache: {path} unreadable ({e}); computing it again")
-            self.loaded[url] = entry
-        return self.loaded[url]
+    def _file(self, url: str, start: int) -> Path:
+        return self.folder / self.names[url] / f"{start:06d}.npz"
 
     def lookup(
-        self, url: str, keys: list[str], device: torch.device
+        self, url: str, start: int, keys: list[str], device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-        """(z, x_ref) of these images from the shard's file, or None (not cached)."""
-        entry = self._load(url)
-        if entry is None or any(k not in entry["index"] for k in keys):
-            self.misses += len(keys)
-            return None
-        rows = [entry["index"][k] for k in keys]
-        z = torch.from_numpy(entry["z"][rows]).to(device).contiguous(memory_format=self.layout)
-        x_ref = None
-        if entry["x_ref"] is not None:
-            x_ref = torch.from_numpy(entry["x_ref"][rows]).to(device).contiguous(memory_format=self.layout)
-        self.hits += len(keys)
-        return z, x_ref
+        """(z, x_ref) of the batch at position `start` of shard `url`, or None (not kept, or kept for other keys)."""
+        path = self._file(url, start)
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    if [str(k) for k in f["keys"]] == keys:
+                        z = torch.from_numpy(f["z"]).to(device).contiguous(memory_format=self.layout)
+                        x_ref = None
+                        if self.store_ref:
+                            x_ref = torch.from_numpy(f["x_ref"]).to(device).contiguous(memory_format=self.layout)
+                        self.hits += len(keys)
+                        return z, x_ref
+                    log(f"reference cache: {path} holds other images; computing this batch again")
+            except (OSError, ValueError, KeyError) as e:
+                log(f"reference cache: {path} unreadable ({e}); computing this batch again")
+        self.misses += len(keys)
+        return None
 
-    def add(self, url: str, keys: list[str], z: torch.Tensor, x_ref: torch.Tensor) -> None:
-        """A computed batch of shard `url`; the shard's file is written when all its samples are in."""
-        part = self.pending.setdefault(url, [])
-        part.append((list(keys), z.detach().float().cpu(), x_ref.detach().float().cpu() if self.store_ref else None))
-        if sum(len(k) for k, _, _ in part) < self.counts[url]:
-            return
-        parts = self.pending.pop(url)
-        keys_all = [k for ks, _, _ in parts for k in ks]
-        arrays = {"keys": np.array(keys_all), "z": torch.cat([p[1] for p in parts]).numpy()}
+    def add(self, url: str, start: int, keys: list[str], z: torch.Tensor, x_ref: torch.Tensor) -> None:
+        """Keep a computed batch (written whole under a temporary name, then renamed)."""
+        arrays = {"keys": np.array(keys), "z": z.detach().float().cpu().numpy()}
         if self.store_ref:
-            arrays["x_ref"] = torch.cat([p[2] for p in parts if p[2] is not None]).numpy()
-        write_atomic(self._file(url), lambda p: np.savez(p, **arrays))
+            arrays["x_ref"] = x_ref.detach().float().cpu().numpy()
+        write_atomic(self._file(url, start), lambda p: np.savez(p, **arrays))
 
 
 def reference_cache_for(
@@ -136,6 +112,5 @@ def reference_cache_for(
     names = data.manifest.shard_names("test", data.categories)
     if len(names) != len(urls):
         raise ValueError(f"{len(urls)} test shard URLs for {len(names)} manifest shards")
-    counts = dict(zip(urls, data.counts("test")))
     folder = Path(cfg.run.cache_dir) / "references" / reference_cache_key(cfg, data, vae, channels_last)
-    return ReferenceCache(folder, dict(zip(urls, names)), counts, cfg.infer.pixel_reference == "vae", channels_last)
+    return ReferenceCache(folder, dict(zip(urls, names)), cfg.infer.pixel_reference == "vae", channels_last)
