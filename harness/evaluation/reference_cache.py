@@ -69,6 +69,7 @@ class ReferenceCache:
         self.store_ref = store_ref  # False with pixel_reference "input": x_ref is the image itself
         self.layout = torch.channels_last if channels_last else torch.contiguous_format  # as the VAE returned them
         self.hits = self.misses = 0
+        self.broken = False  # set when a write failed: the rest of the evaluation does not try again
 
     def _file(self, url: str, start: int) -> Path:
         return self.folder / self.names[url] / f"{start:06d}.npz"
@@ -96,10 +97,16 @@ class ReferenceCache:
 
     def add(self, url: str, start: int, keys: list[str], z: torch.Tensor, x_ref: torch.Tensor) -> None:
         """Keep a computed batch (written whole under a temporary name, then renamed)."""
+        if self.broken:
+            return
         arrays = {"keys": np.array(keys), "z": z.detach().float().cpu().numpy()}
         if self.store_ref:
             arrays["x_ref"] = x_ref.detach().float().cpu().numpy()
-        write_atomic(self._file(url, start), lambda p: np.savez(p, **arrays))
+        try:
+            write_atomic(self._file(url, start), lambda p: np.savez(p, **arrays))
+        except OSError as e:  # a full disk or a read-only cache slows later evaluations; it must not stop this one
+            self.broken = True
+            log(f"reference cache: cannot write under {self.folder} ({e}); this evaluation keeps nothing")
 
 
 def reference_cache_for(

@@ -86,6 +86,19 @@ def test_cached_references_give_the_same_numbers_without_an_encode_and_with_one_
     assert evaluate(on, data, model, vae, classes, out=tmp / "other").records == plain.records
 
 
+def test_a_cache_that_cannot_be_written_does_not_stop_the_evaluation(setup, capsys):
+    tmp, data, vae, model = setup
+    blocked = tmp / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    cfg = build_config("tiny", _common(tmp) + [f"run.cache_dir={blocked}", "infer.reference_cache=true"])
+    plain = build_config("tiny", _common(tmp) + ["infer.reference_cache=false"])
+    assert evaluate(cfg, data, model, vae, data.categories).records == (
+        evaluate(plain, data, model, vae, data.categories).records
+    )
+    err = capsys.readouterr().err
+    assert err.count("reference cache: cannot write under") == 1 and "keeps nothing" in err
+
+
 def test_the_key_follows_what_changes_the_tensors_and_nothing_else(setup):
     tmp, data, vae, _ = setup
     base = build_config("tiny", _common(tmp))
