@@ -17,6 +17,7 @@ less). `--load N` runs N more training jobs of our UNet (same size, batch and th
 their own processes) on the same cores while measuring: the "second training job" case.
 `--compile` adds ours under torch.compile and reports its compile time (the first step);
 `--bf16` adds ours under bfloat16 autocast (a labelled switch: it changes the numbers).
+`--profile` first prints each one's costliest operators in one inference (torch.profiler).
 
     python benchmarks/unet_vs_reference.py                                   # ours alone, XS
     python benchmarks/unet_vs_reference.py --reference ~/DeCo-Diff          # beside the authors'
@@ -251,6 +252,9 @@ def main() -> None:
         help="infer ours channels-last (default: as infer.channels_last auto: on CPU, or with --bf16)",
     )
     ap.add_argument("--no-infer-channels-last", dest="infer_channels_last", action="store_false")
+    ap.add_argument(
+        "--profile", action="store_true", help="print each one's costliest operators in one inference, then time"
+    )
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -281,6 +285,9 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
+    if args.profile:
+        for c in players:
+            print(f"{c.name}: {profile_line(lambda c=c: c.infer(z, ids))}", file=sys.stderr, flush=True)
     procs = start_load(args) if args.load else []
     times: dict[tuple[str, str], list[tuple[float, float]]] = {}
     try:
@@ -297,6 +304,18 @@ def main() -> None:
             p.terminate()
             p.wait()
     summary(args, players, first, times, final=True)
+
+
+def profile_line(fn: Callable[[], Any], top: int = 6) -> str:
+    """The operators with the most self CPU time in one call of `fn`, as shares of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f} %" for e in events[:top])
 
 
 def summary(
