@@ -8,6 +8,7 @@ preset), laid out as the own-data preset reads it; the reader's own 20 % test sp
 held-out part. Offline; prints one JSON line per fit as it finishes.
 
     .venv/bin/python benchmarks/own_vae_finetune.py --work DIR [--fits 200,500,1000,scratch:500,lr3e-4:500]
+    .venv/bin/python benchmarks/own_vae_finetune.py --work DIR --fits 0 --per-photo 300   # the folder only (seconds)
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="folder for the photo set and the caches")
     ap.add_argument("--init", default="builtin:generic-vae")
     ap.add_argument("--fits", default="0,200,500,1000,scratch:500")
+    ap.add_argument("--per-photo", type=int, default=60, help="normal crops per photograph (a bigger folder)")
     args = ap.parse_args()
-    root = photo_folder(args.work / "photos")
+    root = photo_folder(args.work / "photos", per_photo=args.per_photo)
     base = [f"data.root={root}", f"run.cache_dir={args.work / 'cache'}"]
     cfg = build_config("own", base)
     data = prepare_data(cfg)

@@ -236,9 +236,16 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # ---- expanding --------------------------------------------------------------------------------
-def _dataset_axis(spec: SweepSpec, source: str, shards: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    if spec.datasets is None:
-        return [("", {})]
+def _dataset_axis(
+    spec: SweepSpec, source: str, shards: dict[str, str], base_dataset: str
+) -> list[tuple[str, dict[str, Any]]]:
+    if spec.datasets is None:  # one data set, the base config's: `--shards` may name it
+        unknown = sorted(set(shards) - {base_dataset})
+        if unknown:
+            raise SweepError(
+                f"--shards {unknown[0]}=...: {source} runs one data set, '{base_dataset}' (its config's data.dataset)"
+            )
+        return [("", {"data.shards": shards[base_dataset]} if shards else {})]
     if not spec.datasets:
         raise SweepError(f"{source}: 'datasets' is empty (list data sets, or leave the key out)")
     entries = {n: {} for n in spec.datasets} if isinstance(spec.datasets, list) else dict(spec.datasets)
@@ -393,7 +400,7 @@ def plan_sweep(
         set_dotted(base, key, value)
     cli_keys = {k for k, _ in cli}
 
-    ds_axis = _dataset_axis(spec, source, dict(shards or {}))
+    ds_axis = _dataset_axis(spec, source, dict(shards or {}), str(base.get("data", {}).get("dataset", "demo")))
     seed_axis = [{}] if spec.seeds is None else [{"run.seed": s} for s in spec.seeds]
     if spec.seeds is not None and not spec.seeds:
         raise SweepError(f"{source}: 'seeds' is empty")

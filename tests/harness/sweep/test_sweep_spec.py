@@ -100,6 +100,17 @@ def test_dataset_axis_with_shards(tmp_path):
         plan_sweep(write(tmp_path, spec), shards={"visa": "/s"})
 
 
+def test_shards_flag_names_the_one_data_set_of_a_sweep_without_a_dataset_axis(tmp_path):
+    """Without `datasets`, the trials run the config's data set: `--shards folder=DIR` (what the error for an
+    unsharded folder tells the user to pass) must place it, and a name that is not that data set must fail."""
+    spec = {"config": "own", "set": {"run.time_budget": None}, "grid": {"train.lr": [2e-4, 6e-4]}}
+    plan = plan_sweep(write(tmp_path, spec), shards={"folder": "/s/photos"})
+    assert {t.config.data.shards for t in plan.trials} == {"/s/photos"}
+    assert all("data.shards" not in t.overrides for t in plan.trials)
+    with pytest.raises(SweepError, match="--shards mvtec=...: .* runs one data set, 'folder'"):
+        plan_sweep(write(tmp_path, spec), shards={"mvtec": "/s"})
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
