@@ -6,7 +6,8 @@ decodes: on a CPU, where the VAE is most of the evaluation, that is a third of i
 (benchmarks/eval_speed.py, README).
 
 The key holds everything that can change those tensors by a bit (VAE weights, test shards'
-checksums, resize/crop, inference batch size, VAE images per call, precision, memory layout),
+checksums, resize/crop, inference batch size, VAE images per call, precision, memory layout,
+device type),
 so a cached evaluation gives the numbers of an uncached one, bit for bit (tested). One file per
 evaluation batch (batches never mix shards), written whole under a temporary name and renamed;
 a file that cannot be read, or that holds other images, is computed and written again.
@@ -32,8 +33,11 @@ from decodiff.models.vae import FrozenVAE
 AUTO_LIMIT_BYTES = 2 * 1024**3
 
 
-def reference_cache_key(cfg: Config, data: PreparedData, vae: FrozenVAE, channels_last: bool) -> str:
+def reference_cache_key(
+    cfg: Config, data: PreparedData, vae: FrozenVAE, channels_last: bool, device: str = "cpu"
+) -> str:
     spec = {
+        "device": device,  # a GPU's kernels round otherwise than a CPU's (a cache folder shared by both)
         "data": data.manifest.checksum,
         "vae": vae.fingerprint or vae.source,
         "scale": vae.scale,
@@ -119,5 +123,6 @@ def reference_cache_for(
     names = data.manifest.shard_names("test", data.categories)
     if len(names) != len(urls):
         raise ValueError(f"{len(urls)} test shard URLs for {len(names)} manifest shards")
-    folder = Path(cfg.run.cache_dir) / "references" / reference_cache_key(cfg, data, vae, channels_last)
+    key = reference_cache_key(cfg, data, vae, channels_last, device.type)
+    folder = Path(cfg.run.cache_dir) / "references" / key
     return ReferenceCache(folder, dict(zip(urls, names)), cfg.infer.pixel_reference == "vae", channels_last)

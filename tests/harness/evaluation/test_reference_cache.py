@@ -106,6 +106,7 @@ def test_the_key_follows_what_changes_the_tensors_and_nothing_else(setup):
     for change in ("infer.batch_size=4", "infer.precision=bf16", "data.crop=48", "vae.micro_batch=2"):
         assert reference_cache_key(build_config("tiny", _common(tmp) + [change]), data, vae, True) != key, change
     assert reference_cache_key(base, data, vae, False) != key  # memory layout rounds convolutions differently
+    assert reference_cache_key(base, data, vae, True, "cuda") != key  # so do a GPU's kernels
     for same in ("infer.gamma_p=0.2", "infer.reverse_steps=3", "model.size=demo", "infer.reference_cache=true"):
         assert reference_cache_key(build_config("tiny", _common(tmp) + [same]), data, vae, True) == key, same
 
