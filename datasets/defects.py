@@ -35,6 +35,12 @@ CHANGE_THRESHOLD = 3  # grey levels: smaller changes are reverted and not anomal
 SUBTLE_FRACTION = 0.35  # default share of low-contrast defects
 _MAX_TRIES = 50
 
+
+class DefectError(RuntimeError):
+    """No visible defect of the kind fits the area bounds on this image (e.g. a piece moved within a flat
+    region changes nothing): a caller may paint another kind."""
+
+
 _Painter = Callable[[np.ndarray, np.random.Generator, Sequence[np.ndarray], bool], tuple[np.ndarray, np.ndarray]]
 
 
@@ -73,7 +79,7 @@ def synthesize_defect(
         unchanged = core & (np.abs(np.rint(painted) - clean_f).max(axis=-1) < CHANGE_THRESHOLD)
         if MIN_AREA <= mask.mean() <= MAX_AREA and unchanged.sum() <= 0.25 * mask.sum():
             return out.reshape(image.shape), mask
-    raise RuntimeError(f"could not paint a {kind} defect within the area bounds on a {image.shape} image")
+    raise DefectError(f"could not paint a {kind} defect within the area bounds on a {image.shape} image")
 
 
 def apply_change(clean: np.ndarray, painted: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

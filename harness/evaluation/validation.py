@@ -19,6 +19,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
-from decodiff.datasets.defects import DEFECT_KINDS, SUBTLE_FRACTION, synthesize_defect
+from decodiff.datasets.defects import DEFECT_KINDS, SUBTLE_FRACTION, DefectError, synthesize_defect
 from decodiff.datasets.demo import CATEGORIES, foreign_textures
 from decodiff.datasets.imageio import DataError, encode_png, read_rgb
 from decodiff.datasets.manifest import Manifest
@@ -120,6 +121,7 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
     val_w = ShardSetWriter(tmp / "val")
     demo = data.manifest.dataset == "demo"
     total = data.manifest.count("train", data.categories)
+    unpainted: list[str] = []  # held-out images on which no defect kind could be painted
     with Progress("validation split", total=total, unit="img") as prog:
         for cat in data.categories:
             urls = shard_urls(data.location, data.manifest, "train", [cat])
@@ -147,13 +149,23 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
                     stem = meta["key"].rsplit("/", 1)[-1]
                     _add_val(val_w, meta, f"{cat}/val/{NORMAL}/{stem}", image, None, NORMAL)
                     for j in range(settings.defects):
-                        kind = kinds[(n_val * settings.defects + j) % len(kinds)]
+                        first = (n_val * settings.defects + j) % len(kinds)
                         code = int(hashlib.sha256(meta["key"].encode()).hexdigest()[:8], 16)
                         rng = np.random.default_rng([settings.seed, code, j])
-                        bad, mask = synthesize_defect(image, kind, rng, textures, subtle=subtle)
+                        order = [kinds[(first + i) % len(kinds)] for i in range(len(kinds))]
+                        painted = _first_paintable(image, order, rng, textures, subtle)
+                        if painted is None:
+                            unpainted.append(meta["key"])
+                            continue
+                        kind, bad, mask = painted
                         _add_val(val_w, meta, f"{cat}/val/{kind}/{stem}-{j}", bad, mask, kind)
                     n_val += 1
                 prog.update(1)
+    if unpainted:
+        log(
+            f"validation split: {len(unpainted)} synthetic defect(s) not painted: no defect kind fits on "
+            f"{', '.join(sorted(set(unpainted))[:3])}{' ...' if len(set(unpainted)) > 3 else ''} (flat images?)"
+        )
     train_w.finish(data.manifest.dataset, {"validation_of": data.location, "held_out": True, **settings.__dict__})
     val_w.finish(
         data.manifest.dataset, {"validation_of": data.location, "synthetic_defects": True, **settings.__dict__}
@@ -165,6 +177,20 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
         shutil.rmtree(tmp, ignore_errors=True)
         if not (folder / "val" / "manifest.json").is_file():
             raise
+
+
+def _first_paintable(
+    image: np.ndarray, order: list[str], rng: np.random.Generator, textures: Sequence[np.ndarray], subtle: float
+) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(kind, image, mask) of the first kind in `order` that this image takes, or None: a flat image may
+    refuse some (a piece moved within a uniform region changes nothing). The demo's images take every kind
+    they are given, so their split is as before."""
+    for kind in order:
+        try:
+            return (kind, *synthesize_defect(image, kind, rng, textures, subtle=subtle))
+        except DefectError:
+            continue
+    return None
 
 
 def _add_val(

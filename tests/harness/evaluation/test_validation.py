@@ -108,3 +108,42 @@ def test_held_out_rule():
     assert len(held_out(keys[:2], ValidationSettings(holdout=0.9))) == 1  # never all
     with pytest.raises(DataError, match="cannot give some up"):
         held_out(keys[:1], s)
+
+
+def test_flat_images_get_the_defect_kinds_they_can_take(tmp_path):
+    """A user's folder may hold flat images, on which a displaced piece changes nothing: the split paints
+    the next kind that fits instead of failing the whole sweep (it did: `could not paint a displaced
+    defect`), and an image that takes none of the kinds asked for is left without that defect."""
+    from PIL import Image
+
+    from decodiff.harness.evaluation.validation import _first_paintable
+
+    rng = np.random.default_rng(0)
+    for kind, n in (("normal", 8), ("anomalous", 2)):
+        (tmp_path / "images" / "flat" / kind).mkdir(parents=True)
+        for i in range(n):
+            img = np.full((64, 64, 3), 90 + 10 * i, np.uint8)
+            if i == 1:  # one textured, the rest flat
+                img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(img).save(tmp_path / "images" / "flat" / kind / f"{i:02d}.png")
+    cfg = build_config(
+        "tiny",
+        [
+            f"run.cache_dir={tmp_path / 'cache'}",
+            "data.dataset=folder",
+            f"data.root={tmp_path / 'images'}",
+            "data.masks_optional=true",
+            "data.resize=64",
+        ],
+    )
+    data = prepare_data(cfg)
+    _, val = validation_split(cfg, data, ValidationSettings(holdout=0.5, defects=5, seed=0))
+    metas = [json.loads(r["meta.json"]) for r in records(val, "test")]
+    held = {m["source"].split(" ")[0] for m in metas}
+    defects = [m for m in metas if m["label"]]
+    assert any(not k.endswith("/01") for k in held)  # flat ones among them
+    assert held and len(defects) == 5 * len(held)  # every held-out image got all its defects
+    flat = np.full((64, 64, 3), 120, np.uint8)
+    assert _first_paintable(flat, ["displaced"], np.random.default_rng(0), (), 0.35) is None
+    kind, bad, mask = _first_paintable(flat, ["displaced", "stain"], np.random.default_rng(0), (), 0.35)
+    assert kind == "stain" and mask.any() and (bad[mask] != 120).any()
