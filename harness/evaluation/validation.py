@@ -113,6 +113,21 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
+    try:
+        _write_split(cfg, data, settings, folder, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed build leaves nothing behind (retries made one each)
+        raise
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, folder)  # another process may have finished the same split first: keep theirs
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "val" / "manifest.json").is_file():
+            raise
+
+
+def _write_split(cfg: Config, data: PreparedData, settings: ValidationSettings, folder: Path, tmp: Path) -> None:
     log(
         f"validation: holding out {settings.holdout:.0%} of the normal training images per category "
         f"with {settings.defects} synthetic defect(s) each, in {folder}"
@@ -170,13 +185,6 @@ def _build(cfg: Config, data: PreparedData, settings: ValidationSettings, folder
     val_w.finish(
         data.manifest.dataset, {"validation_of": data.location, "synthetic_defects": True, **settings.__dict__}
     )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, folder)  # another process may have finished the same split first: keep theirs
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / "val" / "manifest.json").is_file():
-            raise
 
 
 def _first_paintable(

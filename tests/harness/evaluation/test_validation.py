@@ -147,3 +147,25 @@ def test_flat_images_get_the_defect_kinds_they_can_take(tmp_path):
     assert _first_paintable(flat, ["displaced"], np.random.default_rng(0), (), 0.35) is None
     kind, bad, mask = _first_paintable(flat, ["displaced", "stain"], np.random.default_rng(0), (), 0.35)
     assert kind == "stain" and mask.any() and (bad[mask] != 120).any()
+
+
+def test_a_failed_build_leaves_no_temporary_folder(tmp_path):
+    from PIL import Image
+
+    for kind in ("normal", "anomalous"):
+        (tmp_path / "images" / "one" / kind).mkdir(parents=True)
+        Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(tmp_path / "images" / "one" / kind / "00.png")
+    cfg = build_config(
+        "tiny",
+        [
+            f"run.cache_dir={tmp_path / 'cache'}",
+            "data.dataset=folder",
+            f"data.root={tmp_path / 'images'}",
+            "data.masks_optional=true",
+            "data.resize=64",
+        ],
+    )
+    data = prepare_data(cfg)
+    with pytest.raises(DataError, match="cannot give some up"):
+        validation_split(cfg, data, ValidationSettings(holdout=0.2, defects=1, seed=0))
+    assert list((tmp_path / "cache" / "validation").iterdir()) == []
