@@ -30,6 +30,7 @@ class LocalServer:
         self.uri = f"http://127.0.0.1:{self.port}"
         self.log = self.folder / "server.log"
         env = dict(os.environ if env is None else env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+        self._log_file = self.log.open("w")
         self.proc = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "mlflow"),
@@ -46,7 +47,7 @@ class LocalServer:
                 "1",
             ],
             cwd=self.folder,
-            stdout=self.log.open("w"),
+            stdout=self._log_file,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
@@ -70,10 +71,10 @@ class LocalServer:
         """End the server's process group (its workers too) and reap it: SIGTERM and up to `grace`
         seconds to go, then SIGKILL (grace 0: SIGKILL at once, a server that vanishes)."""
         if self.proc.poll() is None and grace > 0:
-            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
+            except (ProcessLookupError, subprocess.TimeoutExpired):  # gone already, or slow to go
                 pass
         if self.proc.poll() is None:
             try:
@@ -81,3 +82,4 @@ class LocalServer:
             except ProcessLookupError:
                 pass
         self.proc.wait()
+        self._log_file.close()

@@ -7,7 +7,7 @@ decodes: on a CPU, where the VAE is most of the evaluation, that is a third of i
 
 The key holds everything that can change those tensors by a bit (VAE weights, test shards'
 checksums, resize/crop, inference batch size, VAE images per call, precision, memory layout,
-device type),
+device, CPU instruction set or GPU model, torch and diffusers versions),
 so a cached evaluation gives the numbers of an uncached one, bit for bit (tested). One file per
 evaluation batch (batches never mix shards), written whole under a temporary name and renamed;
 a file that cannot be read, or that holds other images, is computed and written again.
@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import torch
 
 from decodiff.datasets.files import write_atomic
+from decodiff.datasets.imageio import DataError
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, image_size
 from decodiff.harness.progress import log
@@ -34,10 +37,18 @@ AUTO_LIMIT_BYTES = 2 * 1024**3
 
 
 def reference_cache_key(
-    cfg: Config, data: PreparedData, vae: FrozenVAE, channels_last: bool, device: str = "cpu"
+    cfg: Config, data: PreparedData, vae: FrozenVAE, channels_last: bool, device: torch.device | None = None
 ) -> str:
+    device = device or torch.device("cpu")
     spec = {
-        "device": device,  # a GPU's kernels round otherwise than a CPU's (a cache folder shared by both)
+        # kernels round differently per device, CPU instruction set and library version; a cache folder
+        # may be shared by machines and outlive an upgrade
+        "device": device.type,
+        "kernels": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
         "data": data.manifest.checksum,
         "vae": vae.fingerprint or vae.source,
         "scale": vae.scale,
@@ -56,9 +67,13 @@ def use_reference_cache(cfg: Config, data: PreparedData, device: torch.device) -
     """infer.reference_cache, or for None: on a CPU when the test set's references fit AUTO_LIMIT_BYTES."""
     if cfg.infer.reference_cache is not None:
         return cfg.infer.reference_cache
-    side = image_size(cfg, data.manifest)
-    size = data.manifest.count("test", data.categories) * 3 * side * side * 4
-    return device.type == "cpu" and size <= AUTO_LIMIT_BYTES
+    if device.type != "cpu":
+        return False
+    try:
+        side = image_size(cfg, data.manifest)
+    except DataError:  # images of several sizes: the evaluation says so where it matters, auto stays off
+        return False
+    return data.manifest.count("test", data.categories) * 3 * side * side * 4 <= AUTO_LIMIT_BYTES
 
 
 class ReferenceCache:
@@ -94,7 +109,7 @@ class ReferenceCache:
                         self.hits += len(keys)
                         return z, x_ref
                     log(f"reference cache: {path} holds other images; computing this batch again")
-            except (OSError, ValueError, KeyError) as e:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # empty, cut, foreign
                 log(f"reference cache: {path} unreadable ({e}); computing this batch again")
         self.misses += len(keys)
         return None
@@ -123,6 +138,6 @@ def reference_cache_for(
     names = data.manifest.shard_names("test", data.categories)
     if len(names) != len(urls):
         raise ValueError(f"{len(urls)} test shard URLs for {len(names)} manifest shards")
-    key = reference_cache_key(cfg, data, vae, channels_last, device.type)
+    key = reference_cache_key(cfg, data, vae, channels_last, device)
     folder = Path(cfg.run.cache_dir) / "references" / key
     return ReferenceCache(folder, dict(zip(urls, names)), cfg.infer.pixel_reference == "vae", channels_last)

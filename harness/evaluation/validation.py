@@ -146,7 +146,7 @@ def _write_split(cfg: Config, data: PreparedData, settings: ValidationSettings, 
             # the demo's own mix of faint defects (grass and gravel: fewer, as their test sets paint them)
             subtle = CATEGORIES[cat].subtle if demo and cat in CATEGORIES else SUBTLE_FRACTION
             textures = foreign_textures(cat if demo and cat in CATEGORIES else None)
-            n_val = 0
+            n_val = defects_here = 0
             for rec in _raw_records(urls):
                 meta = json.loads(rec["meta.json"])
                 img_bytes = rec.get("image.png", rec.get("image.jpg"))
@@ -174,8 +174,14 @@ def _write_split(cfg: Config, data: PreparedData, settings: ValidationSettings, 
                             continue
                         kind, bad, mask = painted
                         _add_val(val_w, meta, f"{cat}/val/{kind}/{stem}-{j}", bad, mask, kind)
+                        defects_here += 1
                     n_val += 1
                 prog.update(1)
+            if settings.defects and not defects_here:  # only normal images: no image AUROC to select by
+                raise DataError(
+                    f"validation split: no synthetic defect fits on any held-out image of category {cat!r} "
+                    f"(flat images?): it cannot be validated"
+                )
     if unpainted:
         log(
             f"validation split: {len(unpainted)} synthetic defect(s) not painted: no defect kind fits on "

@@ -42,6 +42,7 @@ from decodiff.harness.config import (
     DATASETS,
     Config,
     ConfigError,
+    DataSection,
     build_config,
     load_preset,
     load_yaml,
@@ -400,7 +401,12 @@ def plan_sweep(
         set_dotted(base, key, value)
     cli_keys = {k for k, _ in cli}
 
-    ds_axis = _dataset_axis(spec, source, dict(shards or {}), str(base.get("data", {}).get("dataset", "demo")))
+    ds_axis = _dataset_axis(
+        spec,
+        source,
+        dict(shards or {}),
+        str(base.get("data", {}).get("dataset", DataSection.model_fields["dataset"].default)),
+    )
     seed_axis = [{}] if spec.seeds is None else [{"run.seed": s} for s in spec.seeds]
     if spec.seeds is not None and not spec.seeds:
         raise SweepError(f"{source}: 'seeds' is empty")
