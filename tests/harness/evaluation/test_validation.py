@@ -110,6 +110,21 @@ def test_held_out_rule():
         held_out(keys[:1], s)
 
 
+def _folder_data(tmp_path):
+    """The images under tmp_path/images as a folder data set (64 px), sharded into tmp_path/cache."""
+    cfg = build_config(
+        "tiny",
+        [
+            f"run.cache_dir={tmp_path / 'cache'}",
+            "data.dataset=folder",
+            f"data.root={tmp_path / 'images'}",
+            "data.masks_optional=true",
+            "data.resize=64",
+        ],
+    )
+    return cfg, prepare_data(cfg)
+
+
 def test_flat_images_get_the_defect_kinds_they_can_take(tmp_path):
     """A user's folder may hold flat images, on which a displaced piece changes nothing: the split paints
     the next kind that fits instead of failing the whole sweep (it did: `could not paint a displaced
@@ -126,17 +141,7 @@ def test_flat_images_get_the_defect_kinds_they_can_take(tmp_path):
             if i == 1:  # one textured, the rest flat
                 img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
             Image.fromarray(img).save(tmp_path / "images" / "flat" / kind / f"{i:02d}.png")
-    cfg = build_config(
-        "tiny",
-        [
-            f"run.cache_dir={tmp_path / 'cache'}",
-            "data.dataset=folder",
-            f"data.root={tmp_path / 'images'}",
-            "data.masks_optional=true",
-            "data.resize=64",
-        ],
-    )
-    data = prepare_data(cfg)
+    cfg, data = _folder_data(tmp_path)
     _, val = validation_split(cfg, data, ValidationSettings(holdout=0.5, defects=5, seed=0))
     metas = [json.loads(r["meta.json"]) for r in records(val, "test")]
     held = {m["source"].split(" ")[0] for m in metas}
@@ -155,17 +160,7 @@ def test_a_failed_build_leaves_no_temporary_folder(tmp_path):
     for kind in ("normal", "anomalous"):
         (tmp_path / "images" / "one" / kind).mkdir(parents=True)
         Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(tmp_path / "images" / "one" / kind / "00.png")
-    cfg = build_config(
-        "tiny",
-        [
-            f"run.cache_dir={tmp_path / 'cache'}",
-            "data.dataset=folder",
-            f"data.root={tmp_path / 'images'}",
-            "data.masks_optional=true",
-            "data.resize=64",
-        ],
-    )
-    data = prepare_data(cfg)
+    cfg, data = _folder_data(tmp_path)
     with pytest.raises(DataError, match="cannot give some up"):
         validation_split(cfg, data, ValidationSettings(holdout=0.2, defects=1, seed=0))
     assert list((tmp_path / "cache" / "validation").iterdir()) == []
