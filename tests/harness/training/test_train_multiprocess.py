@@ -327,6 +327,11 @@ def test_evaluate_command_over_two_ranks_reports_once(uneven, ranks_run, tmp_pat
     assert Path(res["report"]).is_file()
     assert res["metrics"] == r["eval"]["records"]
     assert "on 2 processes" in err
+    # both ranks kept their shards' z and Decoder(z) (auto on a CPU), and the numbers read back are those above
+    given = dict(o.split("=", 1) for o in uneven["overrides"] if o.startswith(("run.cache_dir=", "data.shards=")))
+    manifest = json.loads((Path(given["data.shards"]) / "manifest.json").read_text())
+    kept = {p.parent.name for p in (Path(given["run.cache_dir"]) / "references").glob("*/*/*.npz")}
+    assert kept == {s["name"] for s in manifest["shards"] if s["split"] == "test"}  # every rank's share
 
 
 @pytest.mark.slow
