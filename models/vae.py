@@ -52,7 +52,7 @@ def auto_micro_batch(vae: FrozenVAE, x: torch.Tensor, pixels: int | None = None)
     if x.device.type != "cpu":
         return 0
     pixels = pixels or x.shape[-2] * x.shape[-1]
-    per_image = pixels * vae.vae.config.block_out_channels[0] * torch.empty((), dtype=vae.vae.dtype).element_size()
+    per_image = pixels * vae.vae.config.block_out_channels[0] * vae.vae.dtype.itemsize
     n = CPU_ACTIVATION_BUDGET // max(per_image, 1)
     n = 1 if n < 2 else n - n % 2
     return 0 if n >= x.shape[0] else n

@@ -134,10 +134,6 @@ def reference_cache_for(
     """The evaluation's cache (None when infer.reference_cache, or its auto rule, says no)."""
     if not use_reference_cache(cfg, data, device):
         return None
-    urls = data.urls("test")
-    names = data.manifest.shard_names("test", data.categories)
-    if len(names) != len(urls):
-        raise ValueError(f"{len(urls)} test shard URLs for {len(names)} manifest shards")
-    key = reference_cache_key(cfg, data, vae, channels_last, device)
-    folder = Path(cfg.run.cache_dir) / "references" / key
-    return ReferenceCache(folder, dict(zip(urls, names)), cfg.infer.pixel_reference == "vae", channels_last)
+    names = dict(zip(data.urls("test"), data.manifest.shard_names("test", data.categories)))  # urls are made from names
+    folder = Path(cfg.run.cache_dir) / "references" / reference_cache_key(cfg, data, vae, channels_last, device)
+    return ReferenceCache(folder, names, cfg.infer.pixel_reference == "vae", channels_last)

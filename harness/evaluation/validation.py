@@ -167,7 +167,7 @@ def _write_split(cfg: Config, data: PreparedData, settings: ValidationSettings, 
                         first = (n_val * settings.defects + j) % len(kinds)
                         code = int(hashlib.sha256(meta["key"].encode()).hexdigest()[:8], 16)
                         rng = np.random.default_rng([settings.seed, code, j])
-                        order = [kinds[(first + i) % len(kinds)] for i in range(len(kinds))]
+                        order = [*kinds[first:], *kinds[:first]]  # its kind first, then the others in turn
                         painted = _first_paintable(image, order, rng, textures, subtle)
                         if painted is None:
                             unpainted.append(meta["key"])
