@@ -29,6 +29,8 @@ set_process_defaults()  # offline as `decodiff`; the OpenMP wait is the environm
 
 import torch  # noqa: E402
 
+from decodiff.harness.allocator import allocator_line  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,6 +104,7 @@ def main() -> None:
         "variants": results,
         "speedup": speed,
         "loadavg": os.getloadavg(),
+        "allocator": allocator_line(),  # glibc defaults or DECODIFF_ALLOCATOR=kept (README "glibc's allocator")
     }
     print(json.dumps(out))
     if args.json:

@@ -49,6 +49,7 @@ set_process_defaults()  # offline as `decodiff`; the OpenMP wait is the environm
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from decodiff.harness.allocator import allocator_line  # noqa: E402
 from decodiff.models.unet_presets import UNET_PRESETS  # noqa: E402
 
 # base channels and attention heads at the first level of the published presets (context = 2 x base)
@@ -369,6 +370,7 @@ def summary(
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "loadavg": os.getloadavg(),
+        "allocator": allocator_line(),  # glibc defaults or DECODIFF_ALLOCATOR=kept (README "glibc's allocator")
     }
     if final:
         print(json.dumps(result))

@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from decodiff.harness.allocator import apply_allocator_policy
+
 DEFAULTS = {
     "HF_HUB_OFFLINE": "1",  # nothing is downloaded at run time
     "MLFLOW_DISABLE_TELEMETRY": "true",  # nor sent
@@ -31,9 +33,11 @@ SAMPLE_SECONDS = 0.2
 
 
 def set_process_defaults() -> None:
-    """Set the defaults in os.environ (children inherit them); values already set are kept."""
+    """Set the defaults in os.environ (children inherit them); values already set are kept. Also
+    the allocator's policy (harness.allocator, DECODIFF_ALLOCATOR)."""
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+    apply_allocator_policy()
 
 
 def cpu_jiffies(stat: str | None = None) -> tuple[int, int] | None:

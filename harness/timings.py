@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from decodiff.datasets.files import write_json_atomic
+from decodiff.harness.allocator import allocator_line
 from decodiff.harness.process_env import CHOICE_VARIABLE
 
 
@@ -51,6 +52,7 @@ class Timings:
         total = sum(p["seconds"] for p in self.phases.values())
         wait = os.environ.get(CHOICE_VARIABLE)  # the OpenMP wait policy this process chose as it started
         extra = {"thread_wait": wait} if wait else {}
+        extra["allocator"] = allocator_line()  # glibc's allocator policy (harness.allocator)
         return {"phases": self.phases, "total_seconds": round(total, 2), "rates": self.rates, **extra, **self.notes}
 
     def line(self) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from decodiff.harness.allocator import FORWARDED as ALLOCATOR_VARIABLES
 from decodiff.harness.process_env import CHOICE_VARIABLE, THREAD_WAIT_VARIABLES
 from decodiff.harness.progress import log
 
@@ -56,7 +57,7 @@ def ray_session(
     if ray.is_initialized():  # a library user's own Ray
         yield RaySession(None, None, None)
         return
-    forwarded = ("HF_HUB_OFFLINE", "OMP_NUM_THREADS", *THREAD_WAIT_VARIABLES, CHOICE_VARIABLE)
+    forwarded = ("HF_HUB_OFFLINE", "OMP_NUM_THREADS", *THREAD_WAIT_VARIABLES, CHOICE_VARIABLE, *ALLOCATOR_VARIABLES)
     env_vars = {k: os.environ[k] for k in forwarded if k in os.environ}
     before = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
     link = None
