@@ -38,10 +38,7 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def _wanted() -> str:
-    value = os.environ.get(POLICY_VARIABLE, "glibc").strip().lower() or "glibc"
-    if value not in ("glibc", "kept"):
-        sys.exit(f"decodiff: error: {POLICY_VARIABLE}={value!r}: expected 'glibc' (the default) or 'kept'")
-    return value
+    return os.environ.get(POLICY_VARIABLE, "glibc").strip().lower() or "glibc"
 
 
 def _users_own() -> dict[str, str]:
@@ -54,13 +51,16 @@ def allocator_line() -> str:
     own = _users_own()
     if own:
         return "as set: " + ", ".join(f"{k}={v}" for k, v in own.items())
-    if _wanted() == "glibc":
+    if _wanted() != "kept":
         return "glibc's defaults"
     return KEEP_LINE if _libc() is not None else "glibc's defaults (not glibc: DECODIFF_ALLOCATOR=kept does nothing)"
 
 
 def apply_allocator_policy() -> str:
-    """Apply DECODIFF_ALLOCATOR to this process and the processes it starts; its line. Idempotent."""
+    """Apply DECODIFF_ALLOCATOR to this process and the processes it starts; its line. Idempotent.
+    A value other than glibc or kept stops the process with one line."""
+    if _wanted() not in ("glibc", "kept"):
+        sys.exit(f"decodiff: error: {POLICY_VARIABLE}={_wanted()!r}: expected 'glibc' (the default) or 'kept'")
     line = allocator_line()
     if line == KEEP_LINE:
         libc = _libc()
