@@ -28,15 +28,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from decodiff.harness.allocator import KEEP_LINE, MALLOC_VARIABLES, POLICY_VARIABLE
+
 HERE = Path(__file__).resolve().parent
 DECODIFF = str(Path(sys.executable).with_name("decodiff"))
 POLICIES = {"kept": {"DECODIFF_ALLOCATOR": "kept"}, "glibc": {"DECODIFF_ALLOCATOR": "glibc"}}
-OURS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "DECODIFF_ALLOCATOR")
+LINES = {"kept": KEEP_LINE, "glibc": "glibc's defaults"}  # what each process must record as holding
 
 
 def run(cmd: list[str], env_extra: dict[str, str], stdout_path: Path) -> dict[str, float]:
     """Run `cmd` to its end; its wall, user and system seconds and peak memory (MB)."""
-    env = {k: v for k, v in os.environ.items() if k not in OURS} | env_extra
+    env = {k: v for k, v in os.environ.items() if k not in (*MALLOC_VARIABLES, POLICY_VARIABLE)} | env_extra
     start = time.perf_counter()
     with stdout_path.open("w") as out, (stdout_path.with_suffix(".err")).open("w") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
@@ -44,9 +46,8 @@ def run(cmd: list[str], env_extra: dict[str, str], stdout_path: Path) -> dict[st
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        sys.exit(
-            f"allocator_speed: {' '.join(cmd)} failed (exit {proc.returncode}); see {stdout_path.with_suffix('.err')}"
-        )
+        tail = stdout_path.with_suffix(".err").read_text(errors="replace").strip().splitlines()[-5:]
+        sys.exit(f"allocator_speed: {' '.join(cmd)} failed (exit {proc.returncode}):\n" + "\n".join(tail))
     return {
         "wall_seconds": round(wall, 2),
         "user_seconds": round(usage.ru_utime, 2),
@@ -74,6 +75,7 @@ def unet(args: argparse.Namespace, work: Path, tag: str, env: dict[str, str]) ->
     r = json.loads(out.read_text())
     res["best_seconds"] = {f"{n}/{k}": v[k]["best_seconds"] for n, v in r["timings"].items() for k in v}
     res["ratios"] = r["ratios"]
+    res["allocator"] = r.get("allocator")
     return res
 
 
@@ -83,7 +85,7 @@ WORKLOADS = {"bench": bench, "unet": unet}
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", nargs="+", default=["bench"], choices=sorted(WORKLOADS))
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2, help="processes per policy and workload, interleaved")
     ap.add_argument("--steps", type=int, default=200, help="bench: training steps")
     ap.add_argument("--unet-rounds", type=int, default=2, help="unet: rounds inside each process")
     ap.add_argument("--reference", help="unet: the authors' models.py or its folder")
@@ -97,14 +99,17 @@ def main() -> None:
                 for policy in order:
                     tag = f"{name}-{policy}-{r}"
                     res = WORKLOADS[name](args, Path(tmp), tag, POLICIES[policy])
+                    if res["allocator"] != LINES[policy]:  # e.g. glibc variables of the caller's own
+                        sys.exit(f"allocator_speed: {tag} ran under {res['allocator']!r}, not {LINES[policy]!r}")
                     results.setdefault(name, {}).setdefault(policy, []).append(res)
                     print(f"round {r + 1}: {tag}: {json.dumps(res)}", file=sys.stderr, flush=True)
     best = {
         name: {p: min(runs, key=lambda x: x["wall_seconds"]) for p, runs in by_policy.items()}
         for name, by_policy in results.items()
     }
+    # whole processes (start-up and, for unet, both contestants): the phases and ratios say more
     speedup = {name: round(b["glibc"]["wall_seconds"] / b["kept"]["wall_seconds"], 2) for name, b in best.items()}
-    out = {"rounds": args.rounds, "best": best, "wall_speedup_kept": speedup, "loadavg": os.getloadavg()}
+    out = {"rounds": args.rounds, "best": best, "process_wall_speedup_kept": speedup, "loadavg": os.getloadavg()}
     print(json.dumps(out))
     if args.json:
         Path(args.json).write_text(json.dumps({**out, "all": results}, indent=1))

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from decodiff.harness.allocator import KEEP_LINE, _libc
-from decodiff.harness.timings import Timings
+from decodiff.harness.allocator import KEEP_LINE, MALLOC_VARIABLES, _libc
 
 pytestmark = pytest.mark.skipif(_libc() is None, reason="glibc only")
 
-# a 64 MiB tensor alive, then how many bytes glibc has mmapped; with CHILD, the same probe in a
-# child that inherits the environment but runs none of our code (a DDP or Ray worker as it starts)
+# A 64 MiB tensor alive: how many bytes glibc holds in mmaps; a 64 MiB block freed: how many bytes
+# glibc keeps at the heap's top (what trimming would give back); and the allocator line a run records. With CHILD, the
+# same probe in a child that inherits the environment and runs none of our code (a DDP or Ray worker
+# as it starts).
 PROBE = """
 import ctypes, json, subprocess, sys
 if APPLY:
@@ -30,15 +31,22 @@ class MallInfo2(ctypes.Structure):
         for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
     ]
 
-libc = ctypes.CDLL("libc.so.6")
-libc.mallinfo2.restype = MallInfo2
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = MallInfo2, ctypes.c_void_p, [ctypes.c_void_p]
 x = torch.ones(16 << 20)  # 64 MiB
 mmapped = libc.mallinfo2().hblkhd
+block = libc.malloc(64 << 20)  # nothing is allocated between this and its free: it is the heap's top
+libc.free(block)
+kept_top = libc.mallinfo2().keepcost
+line = None
+if APPLY:
+    from decodiff.harness.timings import Timings
+    line = Timings().to_dict()["allocator"]
 child = None
 if CHILD:
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True).stdout
     child = json.loads(out)
-print(json.dumps({"mmapped_mb": mmapped >> 20, "child": child}))
+print(json.dumps({"mmapped_mb": mmapped >> 20, "kept_top_mb": kept_top >> 20, "line": line, "child": child}))
 """
 
 
@@ -46,64 +54,47 @@ def _code(apply: bool, child: str | None) -> str:
     return f"APPLY = {apply}\nCHILD = {child!r}\n" + PROBE
 
 
-def _probe(apply: bool, **env_extra: str) -> dict:
-    drop = (
-        "MALLOC_MMAP_THRESHOLD_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "MALLOC_TOP_PAD_",
-        "GLIBC_TUNABLES",
-        "DECODIFF_ALLOCATOR",
-    )
-    env = {k: v for k, v in os.environ.items() if k not in drop} | env_extra
+def _probe(apply: bool = True, **env_extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in (*MALLOC_VARIABLES, "DECODIFF_ALLOCATOR")} | env_extra
     code = _code(apply, _code(False, None) if apply else None)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 
 
-def test_kept_large_tensors_come_from_the_heap_in_the_process_and_its_children():
-    got = _probe(apply=True, DECODIFF_ALLOCATOR="kept")
+def test_kept_large_tensors_come_from_the_heap_and_stay_in_the_process_and_its_children():
+    got = _probe(DECODIFF_ALLOCATOR="kept")
+    assert got["line"] == KEEP_LINE
     assert got["mmapped_mb"] < 64  # the 64 MiB tensor is in the heap, not a mmap of its own
-    assert got["child"]["mmapped_mb"] < 64  # the child got it from glibc's environment as it started
+    assert got["kept_top_mb"] >= 64  # freed, it stays at the heap's top (the trim threshold)
+    child = got["child"]  # glibc read the exported variables as the child started
+    assert child["mmapped_mb"] < 64 and child["kept_top_mb"] >= 64
 
 
-def test_glibc_defaults_by_default_and_a_users_own_settings_win():
-    default = _probe(apply=True)
+def test_glibc_defaults_by_default_and_what_holds_is_recorded():
+    default = _probe()
+    assert default["line"] == "glibc's defaults"
     assert default["mmapped_mb"] >= 64 and default["child"]["mmapped_mb"] >= 64  # the probe sees the difference
-    own = _probe(apply=True, DECODIFF_ALLOCATOR="kept", MALLOC_MMAP_THRESHOLD_="65536")
+    assert default["kept_top_mb"] < 64
+    # a user's own variable wins, and is what the run records
+    own = _probe(DECODIFF_ALLOCATOR="kept", MALLOC_MMAP_THRESHOLD_="65536")
     assert own["mmapped_mb"] >= 64 and own["child"]["mmapped_mb"] >= 64
+    assert own["line"] == "as set: MALLOC_MMAP_THRESHOLD_=65536"
+    # variables equal to ours, inherited from a parent whatever this process asks for: they hold
+    inherited = _probe(
+        DECODIFF_ALLOCATOR="glibc", MALLOC_MMAP_THRESHOLD_=str(1 << 30), MALLOC_TRIM_THRESHOLD_=str(1 << 30)
+    )
+    assert inherited["mmapped_mb"] < 64 and inherited["line"] == KEEP_LINE
+    # GLIBC_TUNABLES that do not tune malloc leave `kept` to work
+    tunables = _probe(DECODIFF_ALLOCATOR="kept", GLIBC_TUNABLES="glibc.pthread.rseq=0")
+    assert tunables["mmapped_mb"] < 64 and tunables["line"] == KEEP_LINE
 
 
 def test_a_bad_policy_stops_in_one_line():
-    env = {**os.environ, "DECODIFF_ALLOCATOR": "jemalloc"}
-    out = subprocess.run(
-        [str(Path(sys.executable).with_name("decodiff")), "--help"], capture_output=True, text=True, env=env
-    )
+    env = {**os.environ, "DECODIFF_ALLOCATOR": "Jemalloc"}
+    decodiff = str(Path(sys.executable).with_name("decodiff"))
+    out = subprocess.run([decodiff, "--help"], capture_output=True, text=True, env=env)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines()[-1] == (
-        "decodiff: error: DECODIFF_ALLOCATOR='jemalloc': expected 'glibc' (the default) or 'kept'"
+        "decodiff: error: DECODIFF_ALLOCATOR='Jemalloc': expected 'glibc' or 'kept'"
     )
-
-
-@pytest.mark.parametrize(
-    "env, line",
-    [
-        ({}, "glibc's defaults"),
-        ({"DECODIFF_ALLOCATOR": "kept"}, KEEP_LINE),
-        ({"MALLOC_TOP_PAD_": "0"}, "as set: MALLOC_TOP_PAD_=0"),
-    ],
-)
-def test_the_run_records_the_policy(tmp_path, monkeypatch, env, line):
-    for k in (
-        "DECODIFF_ALLOCATOR",
-        "MALLOC_MMAP_THRESHOLD_",
-        "MALLOC_TRIM_THRESHOLD_",
-        "MALLOC_TOP_PAD_",
-        "GLIBC_TUNABLES",
-    ):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    t = Timings()
-    t.add("training", 1.0)
-    assert json.loads(t.write(tmp_path).read_text())["allocator"] == line
