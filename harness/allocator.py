@@ -7,10 +7,10 @@ kernel zeroes them again. `kept` raises both thresholds to 1 GiB. Measured (READ
 allocator"; benchmarks/allocator_speed.py): the demo's latent cache builds up to 2x faster and
 the authors' UNet, whose attention scores are 128 MiB tensors, spends no more time in the kernel;
 but a whole first demo run gained only a few per cent, its evaluation after training swung either
-way, and memory grows by a tenth, so glibc's defaults stay the default. Applied to this process with `mallopt` and to the processes
-it starts through glibc's own environment variables (DDP and Ray workers read them as they
-start). A user's own glibc malloc variables win. Threads other than the main one allocate from
-arenas of at most 64 MiB, so there a block above 64 MiB is still mmapped.
+way, and memory grows by a tenth, so glibc's defaults stay the default. Applied to this process
+with `mallopt` and to the processes it starts through glibc's own environment variables (DDP and
+Ray workers read them as they start). A user's own glibc malloc variables win. Threads other than
+the main one allocate from arenas of at most 64 MiB, so there a block above 64 MiB is still mmapped.
 """
 
 from __future__ import annotations
