@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from decodiff.harness.allocator import KEEP_LINE, MALLOC_VARIABLES, POLICY_VARIABLE
+from decodiff.harness.allocator import DEFAULT_LINE, KEEP_LINE, MALLOC_VARIABLES, POLICY_VARIABLE
 
 HERE = Path(__file__).resolve().parent
 DECODIFF = str(Path(sys.executable).with_name("decodiff"))
-POLICIES = {"kept": {"DECODIFF_ALLOCATOR": "kept"}, "glibc": {"DECODIFF_ALLOCATOR": "glibc"}}
-LINES = {"kept": KEEP_LINE, "glibc": "glibc's defaults"}  # what each process must record as holding
+LINES = {"kept": KEEP_LINE, "glibc": DEFAULT_LINE}  # each policy and what its processes must record as holding
 
 
 def run(cmd: list[str], env_extra: dict[str, str], stdout_path: Path) -> dict[str, float]:
@@ -44,10 +43,9 @@ def run(cmd: list[str], env_extra: dict[str, str], stdout_path: Path) -> dict[st
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    if (code := os.waitstatus_to_exitcode(status)) != 0:
         tail = stdout_path.with_suffix(".err").read_text(errors="replace").strip().splitlines()[-5:]
-        sys.exit(f"allocator_speed: {' '.join(cmd)} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+        sys.exit(f"allocator_speed: {' '.join(cmd)} failed (exit {code}):\n" + "\n".join(tail))
     return {
         "wall_seconds": round(wall, 2),
         "user_seconds": round(usage.ru_utime, 2),
@@ -94,11 +92,11 @@ def main() -> None:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory(prefix="allocator-speed-") as tmp:
         for r in range(args.rounds):
-            order = list(POLICIES) if r % 2 == 0 else list(POLICIES)[::-1]
+            order = list(LINES) if r % 2 == 0 else list(LINES)[::-1]
             for name in args.workloads:
                 for policy in order:
                     tag = f"{name}-{policy}-{r}"
-                    res = WORKLOADS[name](args, Path(tmp), tag, POLICIES[policy])
+                    res = WORKLOADS[name](args, Path(tmp), tag, {POLICY_VARIABLE: policy})
                     if res["allocator"] != LINES[policy]:  # e.g. glibc variables of the caller's own
                         sys.exit(f"allocator_speed: {tag} ran under {res['allocator']!r}, not {LINES[policy]!r}")
                     results.setdefault(name, {}).setdefault(policy, []).append(res)

@@ -26,6 +26,7 @@ MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_
 FORWARDED = (POLICY_VARIABLE, *MALLOC_VARIABLES)  # what a process started elsewhere (a Ray worker) needs
 KEPT = {"MALLOC_MMAP_THRESHOLD_": str(KEEP_BYTES), "MALLOC_TRIM_THRESHOLD_": str(KEEP_BYTES)}
 KEEP_LINE = f"kept: freed memory stays for the next tensor (mmap and trim thresholds {KEEP_BYTES >> 20} MiB)"
+DEFAULT_LINE = "glibc's defaults"
 
 
 def _malloc_settings() -> dict[str, str]:
@@ -58,7 +59,7 @@ def _from_start() -> str:
         return KEEP_LINE
     if _AT_START:
         return "as set: " + ", ".join(f"{k}={v}" for k, v in _AT_START.items())
-    return "glibc's defaults"
+    return DEFAULT_LINE
 
 
 def allocator_line() -> str:
@@ -76,7 +77,7 @@ def apply_allocator_policy() -> str:
         return allocator_line()  # the user's own settings, an inherited `kept`, or nothing to do
     libc = _libc()
     if libc is None:
-        _applied = "glibc's defaults (not glibc: DECODIFF_ALLOCATOR=kept does nothing)"
+        _applied = f"{DEFAULT_LINE} (not glibc: DECODIFF_ALLOCATOR=kept does nothing)"
     elif libc.mallopt(M_MMAP_THRESHOLD, KEEP_BYTES) == 1 and libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) == 1:
         os.environ.update(KEPT)
         _applied = KEEP_LINE
