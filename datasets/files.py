@@ -35,6 +35,15 @@ def write_json_atomic(path: Path | str, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
+def mark_used(folder: Path | str) -> None:
+    """Mark a cache entry as used now (its folder's modification time), so that `decodiff cache prune
+    --older-than` spares what runs still read; a read-only cache stays as it is."""
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+
+
 def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
     """sha256 of a file, read in 4 MiB blocks."""
     h = hashlib.sha256()

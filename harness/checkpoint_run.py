@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from decodiff.datasets.files import mark_used
 from decodiff.harness.config import Config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.errors import CheckpointError
@@ -31,6 +32,8 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path) -> RunResult | None
     check_folders(cfg)
     check_tracking(cfg)
     model, spec, info = load_model(checkpoint)
+    if checkpoint.resolve().is_relative_to(Path(cfg.run.cache_dir).resolve()):  # a cached model read: used
+        mark_used(checkpoint)
     cfg = _checked_config(cfg, checkpoint, spec, info)
     acc = accelerator_if_launched(cfg)  # several launched processes: each scores a share of the test set
     with builders_first(acc):

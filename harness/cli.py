@@ -23,6 +23,7 @@ COMMANDS = (
     "plan",
     "submit",
     "jobs",
+    "cache",
 )
 
 # the commands whose work is torch's threads: they choose the OpenMP wait (harness/process_env.py)

@@ -13,6 +13,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from decodiff.datasets.demo import generate_demo
+from decodiff.datasets.files import mark_used
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.locks import FileLock
 from decodiff.datasets.manifest import Manifest
@@ -86,6 +87,8 @@ def prepare_data(cfg: Config) -> PreparedData:
                     categories=d.demo.categories,
                     seed=0,
                 )
+            if not d.root:  # the cache's demo set, not a user's folder
+                mark_used(root)
         else:
             if not d.root:
                 raise DataError(
@@ -108,7 +111,9 @@ def prepare_data(cfg: Config) -> PreparedData:
         tag = hashlib.sha256(f"{d.dataset}:{root.resolve()}{opts}".encode()).hexdigest()[:10]
         location = str(cache / "shards" / f"{d.dataset}-{tag}")
         source = f"{d.dataset} at {root}"
-        if not (Path(location) / "manifest.json").is_file():  # finished shards are reused without the lock
+        if (Path(location) / "manifest.json").is_file():
+            mark_used(location)
+        else:  # finished shards are reused without the lock
             with FileLock(lock_path(Path(location)), what=f"shards {location}"):  # one run shards, the others reuse
                 if not (Path(location) / "manifest.json").is_file():
                     log(f"sharding {root} into {location}")

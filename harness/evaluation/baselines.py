@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from decodiff.datasets.files import mark_used
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream, shard_urls
@@ -110,6 +111,7 @@ def _fill_bank(
     latent cache where there is one (variant 0), else encoded here."""
     folder = Path(cfg.run.cache_dir) / "latents" / cache_key(cfg, data, vae)
     if (folder / "manifest.json").is_file():
+        mark_used(folder)
         manifest = Manifest.load(folder)
         for rec in ShardStream(shard_urls(str(folder), manifest, "train", data.categories), decode=decode_latent):
             nn.add(rec["latent"][0, 0][None], [rec["category"]])

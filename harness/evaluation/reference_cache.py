@@ -24,7 +24,7 @@ import diffusers
 import numpy as np
 import torch
 
-from decodiff.datasets.files import write_atomic
+from decodiff.datasets.files import mark_used, write_atomic
 from decodiff.datasets.imageio import DataError
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData, image_size
@@ -136,4 +136,6 @@ def reference_cache_for(
         return None
     names = dict(zip(data.urls("test"), data.manifest.shard_names("test", data.categories)))  # urls are made from names
     folder = Path(cfg.run.cache_dir) / "references" / reference_cache_key(cfg, data, vae, channels_last, device)
+    if folder.is_dir():
+        mark_used(folder)
     return ReferenceCache(folder, names, cfg.infer.pixel_reference == "vae", channels_last)

@@ -29,6 +29,7 @@ from PIL import Image
 
 from decodiff.datasets.defects import DEFECT_KINDS, SUBTLE_FRACTION, DefectError, synthesize_defect
 from decodiff.datasets.demo import CATEGORIES, foreign_textures
+from decodiff.datasets.files import mark_used
 from decodiff.datasets.imageio import DataError, encode_png, read_rgb
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.records import NORMAL
@@ -85,6 +86,8 @@ def validation_split(
         if not build:
             raise DataError(f"{folder}: validation split not built yet")
         _build(cfg, data, settings, folder)
+    else:
+        mark_used(folder)
     train_m, val_m = Manifest.load(folder / "train"), Manifest.load(folder / "val")
     n_val = val_m.count("test")
     train = PreparedData(

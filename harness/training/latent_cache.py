@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from decodiff.datasets.files import mark_used
 from decodiff.datasets.locks import FileLock
 from decodiff.datasets.manifest import Manifest
 from decodiff.datasets.shard_record import member_key
@@ -78,6 +79,7 @@ def build_latent_cache(
         with FileLock(lock_path(folder), what=f"latent cache {folder}"):  # one run encodes, the others reuse
             if not (folder / "manifest.json").is_file():
                 return _encode(cfg, data, vae, folder, batch_size)
+    mark_used(folder)
     if not quiet:
         log(f"latent cache: reusing {folder}")
     manifest = Manifest.load(folder)

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from decodiff.datasets.files import mark_used
 from decodiff.harness.config import Config
 from decodiff.harness.data import PreparedData
 from decodiff.harness.progress import log
@@ -72,6 +73,7 @@ def _trained_model(
     folder = Path(folder_s)
     ckpt = folder / "checkpoint"
     if reused:
+        mark_used(folder)
         log(f"train: reusing the model trained with the same settings and data ({ckpt}); train.reuse=false retrains")
     else:
         train(cfg, data, vae, folder, accelerator=accelerator, resume=resume)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from decodiff.datasets.demo import foreign_textures
+from decodiff.datasets.files import mark_used
 from decodiff.datasets.locks import FileLock
 from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.data import PreparedData, image_size, lock_path, train_image_loader
@@ -117,6 +118,7 @@ def get_vae(cfg: Config, data: PreparedData) -> FrozenVAE:
                 fit_small_vae(cfg, data, folder)
                 return load_vae(folder, image_size=size, scale=cfg.vae.scale, micro_batch=cfg.vae.micro_batch)
     vae = load_vae(folder, image_size=size, scale=cfg.vae.scale, micro_batch=cfg.vae.micro_batch)
+    mark_used(folder)
     log(f"VAE: reusing {vae.source} ({folder})")
     return vae
 
