@@ -404,6 +404,7 @@ def _trial_rows(plan: SweepPlan, folder: Path, failed: dict[str, str] | None = N
                 "report": r and r.get("report"),
                 "attempts": len(attempts(folder / "trials" / t.id)),
                 "model_checkpoint": r and r.get("train", {}).get("checkpoint"),
+                "allocator": r and r.get("allocator"),
                 "mlflow_run_id": json.loads(marker.read_text())["run_id"] if marker.is_file() else None,
             }
         )

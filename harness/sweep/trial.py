@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from decodiff.datasets.locks import FileLock
+from decodiff.harness.allocator import allocator_line
 from decodiff.harness.config import Config, to_yaml
+from decodiff.harness.process_env import CHOICE_VARIABLE
 from decodiff.harness.runs import new_run_dir
 
 # The work's own imports (torch, data, training, evaluation, bench; about 0.3 s and 500 modules beyond
@@ -192,6 +194,9 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
         "train": info,
         "seconds": round(time.time() - started, 1),
         "eval_images_per_second": result.images_per_second,
+        # what the speed depended on in the process that ran it (a Ray worker: what the sweep forwarded)
+        "allocator": allocator_line(),
+        "threads": os.environ.get(CHOICE_VARIABLE),
         "validation": payload.get("validation"),
         "validation_data": val.source if val else None,
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from decodiff.harness.allocator import FORWARDED as ALLOCATOR_VARIABLES
+from decodiff.harness.mlflow_server import free_port
+
 BIN = Path(sys.executable).parent
 DECODIFF = str(BIN / "decodiff")
 SLURM_TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel", "sinfo", "squeue")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(pred, timeout: float, what: str, log: Path | None = None) -> None:
@@ -183,8 +179,8 @@ def local_slurm(tmp_path_factory):
 
 
 class RayHead:
-    def __init__(self, proc: subprocess.Popen, address: str, temp_dir: Path, env: dict[str, str]) -> None:
-        self.proc, self.address, self.temp_dir, self.env = proc, address, temp_dir, env
+    def __init__(self, proc: subprocess.Popen, address: str, gcs: str, temp_dir: Path, env: dict[str, str]) -> None:
+        self.proc, self.address, self.gcs, self.temp_dir, self.env = proc, address, gcs, temp_dir, env
 
 
 @pytest.fixture(scope="session")
@@ -203,7 +199,7 @@ def ray_head(tmp_path_factory):
     home.mkdir()
     port, dash, client, agent = free_port(), free_port(), free_port(), free_port()
     env = dict(
-        os.environ,
+        {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES},  # what a sweep forwards, it brings
         HOME=str(home),
         RAY_USAGE_STATS_ENABLED="0",
         PATH=f"{BIN}:{os.environ.get('PATH', '')}",
@@ -250,7 +246,7 @@ def ray_head(tmp_path_factory):
                 return False
 
         _wait_for(up, 120, "the Ray head's dashboard", base / "ray-start.log")
-        yield RayHead(proc, address, temp_dir, env)
+        yield RayHead(proc, address, f"127.0.0.1:{port}", temp_dir, env)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
