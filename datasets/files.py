@@ -35,11 +35,13 @@ def write_json_atomic(path: Path | str, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
-def mark_used(folder: Path | str) -> None:
+def mark_used(folder: Path | str, cache_dir: Path | str | None = None) -> None:
     """Mark a cache entry as used now (its folder's modification time), so that `decodiff cache prune
-    --older-than` spares what runs still read; a read-only cache stays as it is."""
+    --older-than` spares what runs still read; a read-only cache stays as it is. With `cache_dir`,
+    only a folder inside it (a path the user gave may lie anywhere: their own folders are left alone)."""
     try:
-        os.utime(folder)
+        if cache_dir is None or Path(folder).resolve().is_relative_to(Path(cache_dir).resolve()):
+            os.utime(folder)
     except OSError:
         pass
 

@@ -51,6 +51,14 @@ def lock_timeout() -> float:
         raise DataError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds") from None
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st, fst = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
+
+
 def _owner(fd: int) -> str:
     try:
         return os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
@@ -89,7 +97,15 @@ class FileLock:
             while True:
                 try:
                     fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
+                    if _same_file(fd, self.path):
+                        break
+                    # the file was removed or replaced while we waited (`decodiff cache prune` took the
+                    # folder): a lock on it guards nothing; lock the file now at that path instead
+                    old, fd = fd, -1
+                    os.close(old)
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o664)
+                    continue
                 except OSError as exc:
                     if exc.errno not in (errno.EACCES, errno.EAGAIN):
                         raise DataError(f"{self.path}: cannot lock ({exc.strerror})") from None
@@ -117,7 +133,8 @@ class FileLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, line.encode(), 0)
         except BaseException:
-            os.close(fd)  # closing drops a lock taken above
+            if fd >= 0:
+                os.close(fd)  # closing drops a lock taken above
             raise
         if told:
             self.log(f"{self.what}: the other run is done; going on")

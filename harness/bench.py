@@ -15,7 +15,7 @@ from decodiff.harness.progress import log
 from decodiff.harness.runs import check_folders, new_run_dir
 from decodiff.harness.timings import Timings
 from decodiff.harness.tracking import check_tracking
-from decodiff.harness.training.budget import fit_to_budget, plan_line
+from decodiff.harness.training.budget import fit_to_budget, plan_line, settle_budget
 from decodiff.harness.training.distributed import accelerator_if_launched, builders_first
 from decodiff.harness.training.init_weights import source_files
 from decodiff.harness.training.model_cache import trained_model
@@ -49,6 +49,10 @@ def bench(cfg: Config) -> RunResult | None:
     with builders_first(acc):
         with timings.phase("vae"):
             vae = get_vae(cfg, data)
+    if budget is not None:  # an earlier run's steps (its model reused), or planned again after the VAE fit
+        with timings.phase("budget"):
+            cfg, budget = settle_budget(cfg, data, vae, budget, t0, main, acc.num_processes if acc is not None else 1)
+        timings.notes["budget"] = budget
     with timings.phase("training"):
         model, classes, train_info, reused = trained_model(cfg, data, vae, accelerator=acc)
     if not reused:  # the latent cache is built inside the training call: its own phase

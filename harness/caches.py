@@ -4,13 +4,16 @@ Everything a run builds in the cache is keyed by what made it (settings, data ch
 versions), so no entry is ever stale, only unused: entries pile up as settings, data and code change
 (a model per training key, a latent cache per VAE and augmentation, a test set's references per VAE and
 layout). A run that reuses an entry marks it used (`files.mark_used`: the folder's modification time),
-so `prune --older-than 30d` removes what no run has built or read for 30 days. An entry goes only when
-none of its build locks is held (a run building it is never disturbed), and it is first renamed to a
-hidden name: a run that looks for it afterwards finds nothing and builds it again, never half of it.
+so `prune --older-than 30d` removes what no run has built or read for 30 days. Only folders named as
+the builders name them count as entries (a user's own folder in the cache is never touched). An entry
+goes only when none of its build locks is held (a run building it is never disturbed), and it is
+first renamed to a hidden name: a run that looks for it afterwards finds nothing and builds it again,
+never half of it (datasets/locks.py: a run that waited on a lock inside it locks the new file).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,10 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from decodiff.datasets.files import read_json
 from decodiff.datasets.locks import FileLock, LockBusy
 from decodiff.datasets.shards import STATE
 from decodiff.harness.errors import UsageError
+
+HEX16 = r"[0-9a-f]{16}"  # models, latents, VAEs, references, validation splits: sha256 prefixes
 
 
 class CacheError(UsageError):
@@ -32,54 +36,51 @@ class CacheError(UsageError):
 
 @dataclass(frozen=True)
 class Kind:
+    """One kind of entry: where its builder puts it, how it names it, which file says the build
+    finished (`*.npz`: references are written a batch at a time, so any batch makes them usable),
+    and the locks its builders hold (beside the entry first, as builders take them)."""
+
     name: str  # as `--kind` takes it
     folder: str  # under the cache folder ("" = the cache folder itself)
-    pattern: str  # entry names (a glob)
+    names: str  # the builder's entry names (a regular expression)
     what: str  # what its entries are (`cache list --json` gives it)
-    done: str  # a file (relative to the entry) that only a finished build has; "*.npz": any such file below
-    inner_locks: tuple[str, ...] = ()  # lock files inside an entry that its builders hold
-    beside_locks: tuple[str, ...] = ()  # lock files beside it ({name}: the entry's name)
+    done: str
+    beside_locks: tuple[str, ...] = ()  # lock files beside an entry ({name}: the entry's name)
+    inner_locks: tuple[str, ...] = ()  # lock files inside it
 
 
-# the builders' own locks (harness/data.lock_path, training/loop.TRAIN_LOCK, sweep/trial's training lock,
-# evaluation/validation's, datasets/shards' run state); tests/harness/test_caches.py checks them against those
+# the builders' own locks: harness/data.lock_path (`.{name}.lock`), training/loop.TRAIN_LOCK, sweep/trial's
+# training_lock (`{key}.lock`), datasets/shards' run state; tests/harness/test_caches.py checks them against those
 KINDS = (
     Kind(
         "models",
         "models",
-        "*",
+        HEX16,
         "trained DeCo-Diff models (unfinished: a training's state to resume)",
         "checkpoint/model.safetensors",
-        inner_locks=(".train.lock",),
         beside_locks=("{name}.lock",),
+        inner_locks=(".train.lock",),
     ),
-    Kind(
-        "latents", "latents", "*", "latent caches of training images", "manifest.json", beside_locks=(".{name}.lock",)
-    ),
-    Kind("references", "references", "*", "test sets' z and Decoder(z) (infer.reference_cache)", "*.npz"),
-    Kind(
-        "vae",
-        "vae",
-        "*",
-        "small VAEs trained or fine-tuned for a data set",
-        "decodiff.json",
-        beside_locks=(".{name}.lock",),
-    ),
+    Kind("latents", "latents", HEX16, "latent caches of training images", "manifest.json", (".{name}.lock",)),
+    Kind("references", "references", HEX16, "test sets' z and Decoder(z) (infer.reference_cache)", "*.npz"),
+    Kind("vae", "vae", HEX16, "small VAEs trained or fine-tuned for a data set", "decodiff.json", (".{name}.lock",)),
     Kind(
         "shards",
         "shards",
-        "*",
+        r"[A-Za-z0-9_.-]+-[0-9a-f]{10}",
         "WebDataset shards of data folders",
         "manifest.json",
-        inner_locks=(f"{STATE}/lock",),
         beside_locks=(".{name}.lock",),
+        inner_locks=(f"{STATE}/lock",),
     ),
-    Kind("validation", "validation", "*", "validation splits (sweeps)", "val/manifest.json", inner_locks=(".lock",)),
-    Kind("demo", "", "demo-*", "the generated demo data set", "demo.json", beside_locks=(".{name}.lock",)),
+    Kind("validation", "validation", HEX16, "validation splits (sweeps)", "val/manifest.json"),
+    Kind("demo", "", r"demo-[0-9a-f]{10}", "the generated demo data set", "demo.json", (".{name}.lock",)),
+    Kind("budgets", "budgets", HEX16 + r"\.json", "the training steps a run.time_budget chose, for reruns", ""),
 )
 KIND_NAMES = tuple(k.name for k in KINDS)
-# a build's temporary folder (validation `<key>.tmp-<pid>`, latents `<key>.tmp`, demo `.tmp-<pid>` / `.old-<pid>`)
-_TMP = re.compile(r"^(?P<base>.+?)\.(?:tmp|old)(?:-(?P<pid>\d+))?$")
+# a build's temporary folder: validation `<key>.tmp-<pid>`, latents `<key>.tmp`, demo `.tmp-<pid>` / `.old-<pid>`
+_TMP = r"(?:\.(?:tmp|old)(?:-(?P<pid>\d+))?)?"
+TMP_GRACE = 3600.0  # seconds: a temporary folder this young may be a build on another machine
 _PRUNING = ".pruning-"  # an entry being removed: `.<name>.pruning-<pid>`
 
 
@@ -99,50 +100,59 @@ class Entry:
 
 
 def _walk(path: Path) -> tuple[int, int, float]:
-    """(bytes, files, newest modification time) of a folder, itself included; links are not followed.
+    """(bytes, files, newest modification time) of an entry, itself included; links are not followed.
     Lock files do not count as use: taking a lock (a prune's dry run, too) writes its owner line."""
-    size, files, newest = 0, 0, path.lstat().st_mtime
+    st = path.lstat()
+    if not path.is_dir():
+        return st.st_size, 1, st.st_mtime
+    size, files, newest = 0, 0, st.st_mtime
     for root, dirs, names in os.walk(path):
-        for d in dirs:
-            newest = max(newest, os.lstat(os.path.join(root, d)).st_mtime)
-        for n in names:
+        for n in dirs + names:
             try:
                 st = os.lstat(os.path.join(root, n))
             except OSError:  # removed while we looked
                 continue
-            lock = n == "lock" or n.endswith(".lock")
-            size, files, newest = size + st.st_size, files + 1, newest if lock else max(newest, st.st_mtime)
+            if n in names:
+                size, files = size + st.st_size, files + 1
+            if not (n == "lock" or n.endswith(".lock")):
+                newest = max(newest, st.st_mtime)
     return size, files, newest
 
 
 def _finished(kind: Kind, path: Path) -> bool:
+    if not kind.done:
+        return True
     if kind.done.startswith("*"):
         return any(path.rglob(kind.done))
     return (path / kind.done).is_file()
 
 
-def _note(kind: Kind, path: Path, finished: bool) -> str:
-    """A few words on what the entry is, from the files its builder wrote (nothing where they are unreadable)."""
-
-    def quiet(msg: str) -> Exception:
-        return CacheError(msg)
-
+def _json(path: Path) -> dict[str, Any]:
     try:
-        if kind.name == "models" and finished:
-            info = read_json(path / "checkpoint" / "info.json", quiet, "", "")
-            return f"{info.get('method', '?')}, {info.get('steps', '?')} steps, code {info.get('code_version', '?')}"
-        if kind.name == "models":
+        got = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def _note(kind: Kind, path: Path, finished: bool) -> str:
+    """A few words on what the entry is, from the files its builder wrote (nothing where unreadable)."""
+    if kind.name == "models":
+        if not finished:
             return "no final checkpoint: an interrupted training resumes from its state"
-        if kind.name in ("latents", "shards") and finished:
-            m = read_json(path / "manifest.json", quiet, "", "")
-            cats = m.get("categories") or sorted({s.get("category", "?") for s in m.get("shards", [])})
-            return f"{m.get('dataset', '?')}: {', '.join(map(str, cats))}" if cats else str(m.get("dataset", ""))
-        if kind.name == "vae" and finished:
-            return str(read_json(path / "decodiff.json", quiet, "", "").get("description", ""))[:100]
-        if kind.name == "references":
-            return f"{sum(1 for _ in path.rglob('*.npz'))} batches kept"
-    except (CacheError, OSError, AttributeError, TypeError):
-        return ""
+        info = _json(path / "checkpoint" / "info.json")
+        return f"{info.get('method', '?')}, {info.get('steps', '?')} steps, code {info.get('code_version', '?')}"
+    if kind.name in ("latents", "shards") and finished:
+        m = _json(path / "manifest.json")
+        shards = m.get("shards") if isinstance(m.get("shards"), list) else []
+        cats = m.get("categories") or sorted({str(s.get("category", "?")) for s in shards if isinstance(s, dict)})
+        return f"{m.get('dataset', '?')}: {', '.join(map(str, cats))}" if cats else str(m.get("dataset", ""))
+    if kind.name == "vae" and finished:
+        return str(_json(path / "decodiff.json").get("description", ""))[:100]
+    if kind.name == "references":
+        return f"{sum(1 for _ in path.rglob('*.npz'))} batches kept"
+    if kind.name == "budgets":
+        return f"{_json(path).get('steps', '?')} steps"
     return ""
 
 
@@ -150,15 +160,21 @@ def _entries_of(kind: Kind, root: Path) -> list[Entry]:
     folder = root / kind.folder if kind.folder else root
     if not folder.is_dir():
         return []
+    shape = re.compile(f"(?P<base>{kind.names}){_TMP}")
+    files = kind.names.endswith(r"\.json")  # budgets are files; every other kind's entries are folders
     out = []
-    for path in sorted(folder.glob(kind.pattern)):
-        if path.name.startswith(".") or not path.is_dir() or path.is_symlink():
+    for path in sorted(folder.iterdir()):
+        m = shape.fullmatch(path.name)
+        if m is None or path.is_symlink() or path.is_dir() == files:
+            continue  # not what this kind's builder writes: never listed, never removed
+        interrupted = path.name != m.group("base")
+        try:
+            size, files, used = _walk(path)
+        except FileNotFoundError:  # renamed or removed while we looked
             continue
-        tmp = _TMP.match(path.name)
-        size, files, used = _walk(path)
-        finished = tmp is None and _finished(kind, path)
-        state = "interrupted" if tmp else ("finished" if finished else "unfinished")
-        note = "a build that stopped half-way (its files are never read)" if tmp else _note(kind, path, finished)
+        finished = not interrupted and _finished(kind, path)
+        state = "interrupted" if interrupted else ("finished" if finished else "unfinished")
+        note = "a build's temporary folder (never read by a run)" if interrupted else _note(kind, path, finished)
         out.append(Entry(kind.name, path.name, str(path), size, files, used, state, note))
     return out
 
@@ -183,7 +199,7 @@ def check_kinds(kinds: list[str] | None) -> list[str]:
 
 def parse_age(text: str) -> float:
     """'30d', '12h', '90m', '2w' or a plain number of days, in seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text or "")
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text)
     if not m:
         raise CacheError(f"--older-than {text!r}: expected an age such as 30d, 12h, 90m or 2w")
     unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "": 86400}[m.group(2)]
@@ -191,24 +207,14 @@ def parse_age(text: str) -> float:
 
 
 def _locks(kind: Kind, path: Path) -> list[Path]:
-    """The entry's lock files that exist (a lock with no file is held by nobody)."""
-    tmp = _TMP.match(path.name)
-    base = tmp.group("base") if tmp else path.name
-    found = [path / rel for rel in kind.inner_locks]
-    found += [path.parent / pattern.format(name=base) for pattern in kind.beside_locks]
-    if tmp:  # a build in progress writes its temporary folder under the final name's lock
+    """The entry's lock files that exist (a lock with no file is held by nobody), beside ones first:
+    the order builders take them in, so that a prune never holds one a builder needs first."""
+    base = re.sub(f"{_TMP}$", "", path.name)
+    found = [path.parent / pattern.format(name=base) for pattern in kind.beside_locks]
+    found += [path / rel for rel in kind.inner_locks]
+    if base != path.name:  # a build in progress writes its temporary folder under the final name's locks
         found += [path.parent / base / rel for rel in kind.inner_locks]
     return [p for p in found if p.is_file()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -238,8 +244,9 @@ def prune_cache(
     log: Callable[[str], None] = lambda _: None,
 ) -> PruneResult:
     """Remove the entries of `kinds` (all by default) not built or used for `older_than` seconds
-    (any age when None). Entries whose builders hold a lock are skipped and said so; so is a
-    temporary folder whose building process is still alive on this machine."""
+    (any age when None). Skipped, and said so: an entry whose builders hold a lock, one used again
+    while the prune looked, and a build's temporary folder younger than TMP_GRACE (its builder may
+    run on another machine, where this one cannot see the process)."""
     root = Path(cache_dir)
     now = time.time()
     removed, skipped = [], []
@@ -248,29 +255,29 @@ def prune_cache(
         if older_than is not None and now - entry.used < older_than:
             continue
         kind, path = by_name[entry.kind], Path(entry.path)
-        tmp = _TMP.match(path.name)
-        pid = int(tmp.group("pid")) if tmp and tmp.group("pid") else None
-        if pid is not None and pid != os.getpid() and _alive(pid):
-            skipped.append((entry, f"process {pid} may still be building it"))
+        if entry.state == "interrupted" and now - entry.used < TMP_GRACE:
+            skipped.append((entry, f"a build's temporary folder written {human_age(entry.age_days(now))} ago"))
             continue
         held: list[FileLock] = []
         try:
             for lock in _locks(kind, path):
                 held.append(FileLock(lock, what=f"{entry.kind} {entry.name}", wait=False, log=lambda _: None).acquire())
-        except LockBusy as exc:
-            skipped.append((entry, f"in use: {exc}"))
-            for h in held:
-                h.release()
-            continue
-        try:
-            if not dry_run:
+            why = _why_not(path, older_than)
+            if why is None and not dry_run:
                 gone = path.with_name(f".{path.name}{_PRUNING}{os.getpid()}")
                 os.replace(path, gone)  # from here on a run finds no entry and builds it again
+        except LockBusy as exc:
+            why = f"in use: {exc}"
+        except FileNotFoundError:
+            why = "gone already (another prune, or its build renamed it)"
         finally:
             for h in held:
                 h.release()
+        if why is not None:
+            skipped.append((entry, why))
+            continue
         if not dry_run:
-            shutil.rmtree(gone, ignore_errors=True)
+            _remove(gone)
         removed.append(entry)
         log(f"{'would remove' if dry_run else 'removed'} {entry.kind}/{entry.name} ({human_bytes(entry.bytes)})")
     if not dry_run:
@@ -278,14 +285,32 @@ def prune_cache(
     return PruneResult(removed, skipped, dry_run)
 
 
+def _why_not(path: Path, older_than: float | None) -> str | None:
+    """Checked again under the locks: a run may have read the entry since it was listed."""
+    used = _walk(path)[2]
+    if older_than is not None and time.time() - used < older_than:
+        return f"used again {human_age((time.time() - used) / 86400)} ago"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _sweep_leftovers(root: Path) -> None:
-    """Folders a killed prune left half-removed (hidden `.<name>.pruning-<pid>`) of processes now gone."""
+    """What a killed prune left half-removed (hidden `.<name>.pruning-<pid>`) of processes now gone."""
     for kind in KINDS:
         folder = root / kind.folder if kind.folder else root
         for path in folder.glob(f".*{_PRUNING}*") if folder.is_dir() else []:
             pid = path.name.rsplit(_PRUNING, 1)[-1]
             if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(path, ignore_errors=True)
+                _remove(path)
 
 
 def entries_word(n: int) -> str:
@@ -293,11 +318,17 @@ def entries_word(n: int) -> str:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+    units, i = ("B", "KB", "MB", "GB"), 0
+    while n >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} B" if i == 0 else f"{n:.1f} {units[i]}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def human_age(days: float) -> str:

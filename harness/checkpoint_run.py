@@ -32,8 +32,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path) -> RunResult | None
     check_folders(cfg)
     check_tracking(cfg)
     model, spec, info = load_model(checkpoint)
-    if checkpoint.resolve().is_relative_to(Path(cfg.run.cache_dir).resolve()):  # a cached model read: used
-        mark_used(checkpoint)
+    mark_used(checkpoint, cfg.run.cache_dir)  # a cached model read: used
     cfg = _checked_config(cfg, checkpoint, spec, info)
     acc = accelerator_if_launched(cfg)  # several launched processes: each scores a share of the test set
     with builders_first(acc):

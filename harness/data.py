@@ -70,6 +70,7 @@ def prepare_data(cfg: Config) -> PreparedData:
     if d.shards:
         location = d.shards
         source = f"shards {location}"
+        mark_used(location, cache)  # shards of the cache given by path (a sweep's trials, a validation split)
     else:
         if d.dataset == "demo":
             params = d.demo.model_dump()

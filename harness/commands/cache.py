@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 
 from decodiff.harness.commands.common import add_actions, add_json_arg, print_json
 from decodiff.harness.config import Config
@@ -36,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             "--kind",
             action="append",
             metavar="KIND",
-            help="only this kind (repeatable): models, latents, references, vae, shards, validation, demo",
+            help="only this kind (repeatable): models, latents, references, vae, shards, validation, demo, budgets",
         )
         add_json_arg(a)
         if name == "prune":
@@ -52,7 +53,7 @@ def run_list(args: argparse.Namespace) -> int:
     entries = list_cache(args.cache_dir, args.kind)
     if args.json:
         kinds = {k.name: k.what for k in KINDS}
-        print_json({"cache_dir": args.cache_dir, "kinds": kinds, "entries": [vars(e) for e in entries]})
+        print_json({"cache_dir": args.cache_dir, "kinds": kinds, "entries": [asdict(e) for e in entries]})
         return 0
     now = time.time()
     print(f"{'kind':<11} {'entry':<34} {'size':>9} {'files':>6} {'last used':>9}  state / what")
@@ -75,11 +76,12 @@ def run_prune(args: argparse.Namespace) -> int:
     from decodiff.harness.errors import UsageError
     from decodiff.harness.progress import log
 
-    if not (args.older_than or args.all or args.kind):
-        raise UsageError("cache prune: say what to remove: --older-than AGE, --kind KIND or --all")
-    if args.older_than and args.all:
-        raise UsageError("cache prune: --older-than and --all contradict each other; give one")
-    age = parse_age(args.older_than) if args.older_than else None
+    if (args.older_than is None) == (not args.all):
+        raise UsageError(
+            "cache prune: give --older-than AGE (entries no run used for that long) or --all (every entry of "
+            "the kinds), one of them"
+        )
+    age = parse_age(args.older_than) if args.older_than is not None else None
     result = prune_cache(args.cache_dir, args.kind, age, dry_run=args.dry_run, log=log)
     for entry, why in result.skipped:
         log(f"skipped {entry.kind}/{entry.name}: {why}")

@@ -28,7 +28,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from decodiff.datasets.files import write_atomic
+from decodiff.datasets.files import mark_used, write_atomic
 from decodiff.datasets.imageio import DataError
 from decodiff.datasets.shard_record import decode_record
 from decodiff.datasets.stream import ShardStream
@@ -148,6 +148,9 @@ def load_scorer(
         raise CheckpointError(
             f"--checkpoint {checkpoint}: trained with another VAE ({info.get('vae')}) than {vae.source}"
         )
+    for used in (checkpoint, where):  # a cached model and VAE read: used (`decodiff cache prune`)
+        if used:
+            mark_used(used, cfg.run.cache_dir)
     device = device_for(cfg)
     return Scorer(cfg, model.to(device).eval(), vae.to(device), category, classes.index(category), size, checkpoint)
 

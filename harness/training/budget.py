@@ -6,10 +6,18 @@ shape, the VAE's encode/decode of a batch (the latent cache and the evaluation),
 training steps when the VAE must be trained, and the UNet's no-grad forward (the evaluation's
 reverse steps); what the phases then cost follows from the image counts. The steps that fit go
 into `train.max_steps` of the config the run records, with the budget cleared, so the recorded
-config reproduces the run without it. Weights do not change the speed, so random ones serve."""
+config reproduces the run without it. Weights do not change the speed, so random ones serve.
+
+Where the run fits its VAE, the plan is made again once that is done (`settle_budget`): the fit's
+estimate is the plan's largest error (0.4-2.3x on this project's runs), and by then its real cost is
+known. The steps chosen are kept in the cache by the config, data, VAE and budget, so that a rerun
+trains the same steps, and so reuses the model, instead of planning anew on a machine whose speed
+and cached VAE now give another count."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import statistics
 import time
@@ -20,13 +28,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from decodiff.datasets.files import mark_used, write_json_atomic
 from decodiff.harness.config import Config, ConfigError
 from decodiff.harness.data import PreparedData, image_size
 from decodiff.harness.methods import make_process
+from decodiff.harness.progress import log
 from decodiff.harness.training.checkpoint import build_from_spec, model_spec
 from decodiff.harness.training.distributed import broadcast_from_main, device_for
 from decodiff.harness.training.latent_cache import encodings_per_image
 from decodiff.harness.training.optimizer import make_optimizer
+from decodiff.harness.training.spec import training_spec
 from decodiff.harness.training.vae_fit import resolve_pretrained, vae_cache_key
 from decodiff.models.vae import FrozenVAE, build_small_vae, load_vae
 
@@ -157,9 +168,12 @@ def measure(cfg: Config, data: PreparedData, world: int = 1) -> dict[str, float]
     return out
 
 
-def plan(cfg: Config, data: PreparedData, elapsed: float, rates: dict[str, float]) -> dict[str, Any]:
+def plan(
+    cfg: Config, data: PreparedData, elapsed: float, rates: dict[str, float], at_least: bool = False
+) -> dict[str, Any]:
     """The training steps that fit in the budget after the other phases' estimated cost.
-    Raises ConfigError (one line) when not even the minimum training fits."""
+    Raises ConfigError (one line) when not even the minimum training fits, unless `at_least`:
+    then the minimum, marked `over_budget` (a plan made again once the VAE is paid for)."""
     budget = float(cfg.run.time_budget) * 60
     n_train = data.manifest.count("train", data.categories)
     n_test = data.manifest.count("test", data.categories)
@@ -176,7 +190,10 @@ def plan(cfg: Config, data: PreparedData, elapsed: float, rates: dict[str, float
     step = rates["train_step"] + EPOCH_SECONDS / per_epoch
     need = minimum_steps(cfg)
     steps = round_steps(max(left, 0.0) * TRAIN_SHARE / step)
-    if steps < need:
+    over = steps < need and at_least
+    if over:
+        steps = need
+    elif steps < need:
         least = (elapsed + sum(other.values()) + need * step / TRAIN_SHARE) / 60
         raise ConfigError(
             f"run.time_budget={cfg.run.time_budget:g} min is too small for the minimum training of {need} steps "
@@ -194,6 +211,7 @@ def plan(cfg: Config, data: PreparedData, elapsed: float, rates: dict[str, float
         "measured_seconds_per": {k: round(v, 5) for k, v in rates.items()},
         "eta": eta.strftime("%H:%M"),
         "eta_iso": eta.isoformat(timespec="seconds"),
+        **({"over_budget": True} if over else {}),
     }
 
 
@@ -228,4 +246,74 @@ def fit_to_budget(cfg: Config, data: PreparedData, started: float, main: bool, w
     sized = cfg.model_copy(deep=True)
     sized.train.max_steps = answer["steps"]
     sized.run.time_budget = None
+    return sized, answer
+
+
+PLANS = "budgets"  # <run.cache_dir>/budgets/<key>.json: the steps a budget chose, for reruns
+
+
+def plan_key(cfg: Config, data: PreparedData, vae: FrozenVAE, minutes: float, world: int) -> str:
+    """What a budget's plan depends on: the training but its steps, the VAE, the minutes, the ranks."""
+    spec = training_spec(cfg, data, vae)
+    spec["train"].pop("max_steps", None)
+    blob = json.dumps({"training": spec, "budget_minutes": minutes, "world": world}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _earlier_steps(path: Path) -> int | None:
+    try:
+        steps = json.loads(path.read_text())["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none, or unreadable: plan anew
+    return steps if isinstance(steps, int) and steps > 0 else None
+
+
+def _replan(cfg: Config, data: PreparedData, first: dict[str, Any], started: float, world: int) -> dict[str, Any]:
+    """The plan again after the VAE fit, from rates measured now (the VAE is trained: encodes and
+    evaluation time the real one) and the time really spent so far."""
+    budgeted = cfg.model_copy(deep=True)
+    budgeted.run.time_budget = first["budget_minutes"]
+    rates = measure(budgeted, data, world)
+    elapsed = time.time() - started
+    again = plan(budgeted, data, elapsed, rates, at_least=True)
+    if again.get("over_budget"):  # the fit took longer than planned: the least training, said so
+        log(
+            f"budget {first['budget_minutes']:g} min: will be exceeded ({_mmss(elapsed)} spent before the training, "
+            f"the VAE fit estimated at {_mmss(first['estimated_seconds']['vae'])}); training the minimum of "
+            f"{again['steps']} steps"
+        )
+    again["first_plan"] = {k: first[k] for k in ("steps", "estimated_seconds", "eta")}
+    again["replanned_after"] = "the VAE fit"
+    return again
+
+
+def settle_budget(
+    cfg: Config, data: PreparedData, vae: FrozenVAE, first: dict[str, Any], started: float, main: bool, world: int = 1
+) -> tuple[Config, dict[str, Any]]:
+    """After the VAE: the steps an earlier run of this config, data, VAE and budget chose (a rerun
+    reuses its model), else, where this run fitted its VAE, the plan made again with the fit's real
+    cost; the steps are kept for reruns. The main process decides, every rank gets its answer."""
+    answer: Any = None
+    if main:
+        folder = Path(cfg.run.cache_dir) / PLANS
+        path = folder / f"{plan_key(cfg, data, vae, first['budget_minutes'], world)}.json"
+        steps = _earlier_steps(path)
+        if steps is not None:
+            mark_used(path)
+            answer = {**first, "steps": steps, "earlier_plan": str(path), "planned_steps": first["steps"]}
+            log(
+                f"budget {first['budget_minutes']:g} min: {steps:,} training steps, as an earlier run of this config, "
+                f"data and VAE chose ({path}), so that its model is reused; remove that file to plan anew"
+            )
+        else:
+            answer = _replan(cfg, data, first, started, world) if first["estimated_seconds"]["vae"] else first
+            if answer is not first:
+                log("after the VAE fit, " + plan_line(answer))
+            try:
+                write_json_atomic(path, {"steps": answer["steps"], "plan": answer})
+            except OSError as e:  # a read-only cache: the run goes on, a rerun plans again
+                log(f"budget: cannot keep the plan under {folder} ({e})")
+    answer = broadcast_from_main(answer)
+    sized = cfg.model_copy(deep=True)
+    sized.train.max_steps = answer["steps"]
     return sized, answer

@@ -71,6 +71,33 @@ def test_a_waiter_goes_on_once_the_owner_is_done(tmp_path):
         owner.wait()
 
 
+def test_a_waiter_whose_lock_file_was_taken_away_locks_the_one_now_at_its_path(tmp_path):
+    """`decodiff cache prune` renames an entry (and a lock file inside it) away: a run that waited on
+    that file must not go on holding a lock on the file that left, which guards nothing."""
+    path = tmp_path / "entry" / ".train.lock"
+    owner = _holder(path)
+
+    def log(line):
+        if "waiting for" in line:
+            os.replace(tmp_path / "entry", tmp_path / ".entry.pruning")  # as a prune does, then the owner ends
+            owner.stdin.write("done\n")
+            owner.stdin.flush()
+
+    third = (
+        "import sys; from decodiff.datasets.locks import FileLock; "
+        "FileLock(sys.argv[1], what='x', wait=False).acquire()"
+    )
+    try:
+        with FileLock(path, what="training", timeout=60, log=log):
+            assert owner.wait(timeout=30) == 0 and path.is_file()
+            # a third run is kept out: this lock is on the file at the path, not on the one that left
+            other = subprocess.run([sys.executable, "-c", third, str(path)], capture_output=True, text=True)
+            assert other.returncode != 0 and "another run is writing there" in other.stderr, other.stderr
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 def test_a_forked_child_does_not_share_its_parents_lock(tmp_path):
     """POSIX locks are not inherited by fork; the nesting count must not be either (a forked worker
     taking the lock its parent holds would otherwise be told it has it)."""

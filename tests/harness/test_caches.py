@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from decodiff.datasets.locks import FileLock
+from decodiff.datasets.shards import STATE
 from decodiff.harness import caches
 from decodiff.harness.data import lock_path
+from decodiff.harness.sweep.trial import training_lock
 from decodiff.harness.training.loop import TRAIN_LOCK
 
 DECODIFF = str(Path(sys.executable).with_name("decodiff"))
@@ -90,27 +92,44 @@ def test_list_finds_every_kind_a_run_builds_with_its_size(built):
 def test_reuse_marks_entries_and_prune_removes_only_what_no_run_read(built):
     cache = built / "cache"
     first_model = next(e["name"] for e in _entries(cache) if e["kind"] == "models")
+    _bench(built, "train.max_steps=21")  # a second model; data, shards, VAE, latents and references reused
+    second_model = next(e["name"] for e in _entries(cache) if e["kind"] == "models" and e["name"] != first_model)
     _age_everything(cache, 40)
     assert all(e["used"] < time.time() - 39 * DAY for e in _entries(cache))
-    _bench(built, "train.max_steps=21")  # a new model; data, shards, VAE, latent cache and references reused
+    _bench(built)  # the first settings again: everything read, nothing built
     fresh = {(e["kind"], e["name"]) for e in _entries(cache) if e["used"] > time.time() - DAY}
     old = {(e["kind"], e["name"]) for e in _entries(cache) if e["used"] < time.time() - 39 * DAY}
-    assert old == {("models", first_model)}, (old, fresh)
+    assert old == {("models", second_model)}, (old, fresh)
     assert {k for k, _ in fresh} == {"models", "latents", "references", "vae", "shards", "demo"}
 
     dry = _cli("cache", "prune", "--older-than", "30d", "--dry-run", "--json", "--cache-dir", cache)
-    assert [e["name"] for e in json.loads(dry.stdout)["removed"]] == [first_model]
-    assert (cache / "models" / first_model).is_dir()  # a dry run removes nothing
+    assert [e["name"] for e in json.loads(dry.stdout)["removed"]] == [second_model]
+    assert (cache / "models" / second_model).is_dir()  # a dry run removes nothing
 
     done = json.loads(_cli("cache", "prune", "--older-than", "30d", "--json", "--cache-dir", cache).stdout)
-    assert [e["name"] for e in done["removed"]] == [first_model] and done["freed_bytes"] > 0
-    assert not (cache / "models" / first_model).exists()
+    assert [e["name"] for e in done["removed"]] == [second_model] and done["freed_bytes"] > 0
+    assert not (cache / "models" / second_model).exists()
     assert not list((cache / "models").glob(f".*{caches._PRUNING}*"))  # nothing half-removed left behind
     assert len(_entries(cache)) == 6
 
-    again = _bench(built)  # the pruned model's settings: trained again, not read half-gone
+    again = _bench(built, "train.max_steps=21")  # the pruned model's settings: trained again, not read half-gone
     assert "train: reusing" not in again.stderr
-    assert (cache / "models" / first_model / "checkpoint" / "model.safetensors").is_file()
+    assert (cache / "models" / second_model / "checkpoint" / "model.safetensors").is_file()
+
+    _age_everything(cache, 40)  # a model only evaluated is used too
+    _cli(
+        "evaluate",
+        "--checkpoint",
+        cache / "models" / first_model / "checkpoint",
+        "--config",
+        "tiny",
+        f"run.cache_dir={cache}",
+        f"run.out_dir={built / 'runs'}",
+        "tracking.enabled=false",
+        "metrics.bootstrap=0",
+    )
+    fresh = {e["name"] for e in _entries(cache) if e["used"] > time.time() - DAY}
+    assert first_model in fresh and second_model not in fresh
 
 
 @pytest.mark.slow
@@ -124,17 +143,45 @@ def test_an_entry_being_built_is_skipped_and_named(built):
         assert out["removed"] == [] and [s["name"] for s in out["skipped"]] == [folder.name]
         assert f"skipped latents/{folder.name}: in use" in proc.stderr
         assert folder.is_dir()
-    (folder.parent / f"{folder.name}.tmp").mkdir()  # an encoding that stopped half-way
+    tmp = folder.parent / f"{folder.name}.tmp"  # an encoding that stopped half-way (or runs on another machine)
+    tmp.mkdir()
     listed = {e["name"]: e["state"] for e in _entries(cache) if e["kind"] == "latents"}
-    assert listed == {folder.name: "finished", f"{folder.name}.tmp": "interrupted"}
+    assert listed == {folder.name: "finished", tmp.name: "interrupted"}
     out = json.loads(_cli("cache", "prune", "--kind", "latents", "--all", "--json", "--cache-dir", cache).stdout)
-    assert sorted(e["name"] for e in out["removed"]) == [folder.name, f"{folder.name}.tmp"]
-    assert not any(p for p in folder.parent.iterdir() if not p.name.endswith(".lock"))
+    assert [e["name"] for e in out["removed"]] == [folder.name] and [s["name"] for s in out["skipped"]] == [tmp.name]
+    stamp = time.time() - 2 * caches.TMP_GRACE  # old enough to be a leftover
+    os.utime(tmp, (stamp, stamp))
+    out = json.loads(_cli("cache", "prune", "--kind", "latents", "--all", "--json", "--cache-dir", cache).stdout)
+    assert [e["name"] for e in out["removed"]] == [tmp.name]
+    assert not any(p for p in folder.parent.iterdir() if not p.name.endswith(".lock"))  # locks stay for waiters
+
+
+def test_only_what_builders_name_is_an_entry(tmp_path):
+    """A folder of one's own in the cache (shards written there by hand, a data root, notes) is
+    neither listed nor removed."""
+    own = [
+        tmp_path / "shards" / "my-own-shards",
+        tmp_path / "demo-mine",
+        tmp_path / "models" / "best",
+        tmp_path / "notes",
+    ]
+    for p in own:
+        p.mkdir(parents=True)
+        (p / "file.txt").write_text("mine")
+    key = tmp_path / "models" / ("0" * 16)
+    (key / "checkpoint").mkdir(parents=True)
+    assert [e["name"] for e in _entries(tmp_path)] == [key.name]
+    _cli("cache", "prune", "--all", "--cache-dir", tmp_path)
+    assert not key.exists() and all((p / "file.txt").is_file() for p in own)
 
 
 def test_the_kinds_name_the_builders_own_locks(tmp_path):
     kinds = {k.name: k for k in caches.KINDS}
     assert TRAIN_LOCK in kinds["models"].inner_locks
+    key = "0" * 16
+    with training_lock(str(tmp_path), key):  # the sweep's training lock, beside the model
+        assert [p.name for p in (tmp_path / "models").iterdir()] == [kinds["models"].beside_locks[0].format(name=key)]
+    assert f"{STATE}/lock" in kinds["shards"].inner_locks
     for name in ("latents", "vae", "shards", "demo"):
         beside = kinds[name].beside_locks[0].format(name="x")
         assert lock_path(tmp_path / "x").name == beside, name
@@ -143,10 +190,12 @@ def test_the_kinds_name_the_builders_own_locks(tmp_path):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["prune"], "say what to remove"),
+        (["prune"], "give --older-than AGE"),
+        (["prune", "--kind", "models"], "give --older-than AGE"),  # a kind alone is not consent to remove all
+        (["prune", "--all", "--older-than", "3d"], "one of them"),
         (["prune", "--older-than", "soon"], "--older-than 'soon': expected an age"),
-        (["prune", "--kind", "bogus"], "--kind bogus: expected one of models"),
-        (["prune", "--all", "--older-than", "3d"], "contradict"),
+        (["prune", "--older-than", ""], "--older-than '': expected an age"),
+        (["prune", "--kind", "bogus", "--all"], "--kind bogus: expected one of models"),
         (["list", "--kind", "bogus"], "--kind bogus"),
     ],
 )

@@ -63,6 +63,27 @@ def test_a_budget_below_the_minimum_training_is_one_config_error(tmp_path):
         build_config("tiny", ["run.time_budget=0"])
 
 
+def test_a_plan_made_again_after_an_overlong_vae_fit_trains_the_minimum_and_says_so(tmp_path):
+    cfg = _tiny(tmp_path, "run.time_budget=3")
+    data = prepare_data(cfg)
+    with pytest.raises(ConfigError):
+        budget.plan(cfg, data, elapsed=170.0, rates=RATES)
+    late = budget.plan(cfg, data, elapsed=170.0, rates=RATES, at_least=True)
+    assert late["steps"] == budget.minimum_steps(cfg) and late["over_budget"] is True
+
+
+def test_an_unreadable_kept_plan_is_planned_anew(tmp_path):
+    (tmp_path / "a.json").write_text("{not json")
+    (tmp_path / "b.json").write_text('{"steps": "many"}')
+    (tmp_path / "c.json").write_text('{"steps": 450}')
+    assert [budget._earlier_steps(tmp_path / n) for n in ("a.json", "b.json", "c.json", "none.json")] == [
+        None,
+        None,
+        450,
+        None,
+    ]
+
+
 def test_round_steps_keeps_reruns_on_one_count():
     assert [budget.round_steps(n) for n in (104.9, 499, 1437.2, 1449, 12345)] == [100, 490, 1400, 1400, 12000]
 
@@ -86,3 +107,14 @@ def test_bench_keeps_its_budget_and_records_the_steps_it_chose(tmp_path):
     assert recorded["train"]["max_steps"] == plan["steps"] and recorded["run"]["time_budget"] is None
     model = json.loads((out.run_dir / "provenance.json").read_text())["model"]
     assert model["steps"] == plan["steps"] and model["budget"]["steps"] == plan["steps"]
+    # tiny trains its VAE: the plan was made again once the fit's real cost was known, and kept
+    assert plan["replanned_after"] == "the VAE fit" and plan["first_plan"]["estimated_seconds"]["vae"] > 0
+    assert plan["estimated_seconds"]["vae"] == 0  # the VAE is paid for: no estimate of it left
+    kept = list((tmp_path / "cache" / budget.PLANS).glob("*.json"))
+    assert [json.loads(k.read_text())["steps"] for k in kept] == [plan["steps"]]
+    # a rerun finds the VAE cached, so a fresh plan would give the training more time (other steps,
+    # another model); it trains the steps the first run chose instead, and so reuses that model
+    again = bench(_tiny(tmp_path, f"run.time_budget={minutes}"))
+    timings2 = json.loads((again.run_dir / "timings.json").read_text())
+    assert timings2["budget"]["steps"] == plan["steps"] and timings2["budget"]["earlier_plan"] == str(kept[0])
+    assert timings2["model_reused"] is True
