@@ -34,6 +34,7 @@ $PY -m decodiff.harness.cli model info --size L | tee -a "$OUT/model-L.txt"
 echo "== training and evaluation throughput, UNet L, bf16"
 $PY benchmarks/train_speed.py --device cuda --size L --precision bf16 --vae sd --batch 64 --steps 30 \
     --layouts "$LAYOUTS" --train-images 160 --categories brick,coffee --eval-batch 32 \
+    --test-images 16 --shard-samples 8 \
     --work "$OUT/work" --json "$OUT/train_speed_L_bf16.json" 2>"$OUT/train_speed_L_bf16.log" \
     | tee "$OUT/train_speed_L_bf16.txt"
 

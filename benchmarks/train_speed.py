@@ -40,15 +40,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 
 
-def overrides(args: argparse.Namespace, work: Path) -> list[str]:
+def overrides(args: argparse.Namespace, work: Path, with_shards: bool = True) -> list[str]:
+    shards = work / "shards"  # the training images in small units (prepare, --shard-samples), so that ranks share them
     return [
+        *([f"data.shards={shards}"] if with_shards and args.shard_samples else []),
+        f"data.root={work / 'demo'}",  # the generated demo set (sharded by prepare with --shard-samples)
         f"run.cache_dir={work / 'cache'}",
         f"run.out_dir={work / 'runs'}",
         f"run.device={args.device}",
         "data.demo.size=256",
         f"data.demo.n_train={args.train_images}",
-        "data.demo.n_test_good=1",
-        "data.demo.n_test_per_defect=1",
+        f"data.demo.n_test_good={args.test_images}",
+        f"data.demo.n_test_per_defect={max(1, args.test_images // 4)}",
         f"data.demo.categories=[{','.join(args.categories)}]",
         "data.num_workers=0",
         f"model.size={args.size}",
@@ -64,6 +67,7 @@ def overrides(args: argparse.Namespace, work: Path) -> list[str]:
         "train.cache_variants=2",
         f"infer.batch_size={args.eval_batch}",
         "infer.reverse_steps=5",
+        f"infer.precision={'bf16' if args.precision == 'bf16' else 'fp32'}",  # the row's precision, inference too
         "tracking.enabled=false",
     ]
 
@@ -106,6 +110,8 @@ def worker(args: argparse.Namespace) -> None:
         vae = get_vae(cfg, data)
         torch.manual_seed(0)
         model = build_unet(args.size, num_classes=len(data.categories), sample_size=vae.latent_size(256))
+        if args.device == "cuda":  # an untimed pass first: CUDA context, cuDNN's algorithm search, the allocator
+            evaluate(cfg, data, model, vae, data.categories, out=None)
         cpu0 = time.process_time()
         ev = evaluate(cfg, data, model, vae, data.categories, out=None)
         result = {
@@ -147,6 +153,11 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
         vae, desc, scale = build_small_vae("f8-small"), "f8-small AutoencoderKL, random weights (speed only)", 1.0
     if not (work / "vae" / "config.json").is_file():
         save_vae(vae, work / "vae", scale=scale, description=desc)
+    if args.shard_samples and not (work / "shards" / "manifest.json").is_file():
+        from decodiff.datasets.shards import shard_dataset
+
+        prepare_data(build_config("demo", overrides(args, work, with_shards=False)))  # generates the demo set
+        shard_dataset("demo", work / "demo", work / "shards", max_count=args.shard_samples)
     cfg = build_config("demo", [*overrides(args, work), "train.latent_cache=true"])
     data = prepare_data(cfg)
     frozen = get_vae(cfg, data)
@@ -159,6 +170,9 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     build_latent_cache(cfg, data, frozen)
     seconds = time.time() - t0
     n = data.manifest.count("train", data.categories)
+    del frozen
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the rows run in their own processes: this one keeps no GPU memory
     return {
         "vae": desc,
         "vae_parameters": sum(p.numel() for p in vae.parameters()),
@@ -184,6 +198,8 @@ def launch(args: argparse.Namespace, work: Path, kind: str, cache: str, procs: i
             ("eval-batch", args.eval_batch),
             ("categories", ",".join(args.categories)),
             ("vae", args.vae),
+            ("test-images", args.test_images),
+            ("shard-samples", args.shard_samples),
         )
     ]
     tail = [
@@ -225,6 +241,7 @@ def launch(args: argparse.Namespace, work: Path, kind: str, cache: str, procs: i
     if p.returncode != 0 or not result.is_file():
         sys.stderr.write(p.stderr[-4000:])
         raise SystemExit(f"train_speed: the {kind} run ({cache}, {procs}x{threads}) failed")
+    shutil.rmtree(work / result.stem, ignore_errors=True)  # the row's checkpoint (UNet L: GBs with its state)
     return {**json.loads(result.read_text()), "wall_seconds": round(time.time() - t0, 1)}
 
 
@@ -245,6 +262,16 @@ def main() -> None:
     ap.add_argument("--train-images", type=int, default=8, help="training images per category (default 8)")
     ap.add_argument("--categories", default="brick,coffee", type=lambda s: s.split(","))
     ap.add_argument("--eval-batch", type=int, default=4)
+    ap.add_argument(
+        "--test-images", type=int, default=1, help="normal test images per category (a quarter as many per defect)"
+    )
+    ap.add_argument(
+        "--shard-samples",
+        type=int,
+        default=0,
+        help="training images per shard (0: the data set's default, one shard per category): ranks are dealt "
+        "whole shards, so several processes need several shards each",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs per row; the fastest counts (default 1)")
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--work", default=None, help="working folder (default: a new temporary one)")

@@ -138,7 +138,9 @@ def ours_contestant(args: argparse.Namespace, name: str, compile_: bool = False,
 
     torch.manual_seed(0)
     net = build_ours(args).to(args.device)
-    infer_net = to_layout(copy.deepcopy(net), args.infer_channels_last)
+    # infer.channels_last auto: on CPU, and on CUDA with reduced precision (models/layout.py), per contestant
+    layout = args.infer_channels_last if args.infer_channels_last is not None else args.device == "cpu" or bf16
+    infer_net = to_layout(copy.deepcopy(net), layout)
     to_layout(net, args.train_channels_last)
     call, infer_call = net, infer_net
     if compile_:
@@ -259,8 +261,6 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.infer_channels_last is None:
-        args.infer_channels_last = args.device == "cpu"
     if args.background:
         return background(args)
     if args.reference and args.size not in AUTHORS_PRESETS:
@@ -359,7 +359,9 @@ def summary(
         "load_jobs": args.load,
         "device": args.device,
         "train_channels_last": args.train_channels_last,
-        "infer_channels_last": args.infer_channels_last,
+        "infer_channels_last": args.infer_channels_last
+        if args.infer_channels_last is not None
+        else "auto (on CPU, and on CUDA for ours+bf16)",
         "reference": args.reference,
         "parameters": params,
         "first": first,

@@ -52,13 +52,18 @@ class DeviationProcess:
             raise ValueError("patch_sizes and patch_probs must have the same length")
         self.num_steps = num_steps
         self.alpha_bar = alpha_bar(num_steps, schedule)
+        self._alpha_bar_on: dict[torch.device, torch.Tensor] = {}  # one copy per device, not one per step
         self.patch_sizes = tuple(int(p) for p in patch_sizes)
         self.patch_probs = tuple(float(p) for p in patch_probs)
         self.r_mask = float(r_mask)
         self.r_shuffle = float(r_shuffle)
 
     def _ab(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return self.alpha_bar.to(like.device)[t.to(like.device)].to(like.dtype).view(-1, 1, 1, 1)
+        table = self._alpha_bar_on.get(like.device)
+        if table is None:
+            table = self._alpha_bar_on[like.device] = self.alpha_bar.to(like.device)
+        # a host-to-device copy that does not wait for the GPU's queued work (the CPU prepares the next step)
+        return table[t.to(like.device, non_blocking=True)].to(like.dtype).view(-1, 1, 1, 1)
 
     # ---- training -------------------------------------------------------------------------
     def training_input(
@@ -75,7 +80,7 @@ class DeviationProcess:
         r2 = torch.rand(b, generator=generator, dtype=torch.float64) * self.r_shuffle
         diffused = patch_mask(b, h, w, patch, r, generator, z0.device)
         shuffled = patch_mask(b, h, w, patch, r2, generator, z0.device)
-        noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+        noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device, non_blocking=True)
         if self.r_shuffle > 0:
             noise = torch.where(shuffled, shuffled_patches(z0, patch, generator), noise)
         return self.masked_forward(z0, t, noise, keep=~diffused, shuffled=shuffled, patch=patch)
@@ -96,7 +101,8 @@ class DeviationProcess:
         eta = torch.where(keep, torch.zeros_like(z0), noise - (1.0 - ab.sqrt()) / (1.0 - ab).sqrt() * z0)
         if shuffled is None:
             shuffled = torch.zeros_like(keep)
-        return TrainingInput(z_t=z_t, t=t.to(z0.device), eta=eta, keep=keep, shuffled=shuffled & ~keep, patch=patch)
+        t = t.to(z0.device, non_blocking=True)
+        return TrainingInput(z_t=z_t, t=t, eta=eta, keep=keep, shuffled=shuffled & ~keep, patch=patch)
 
     # ---- inference ------------------------------------------------------------------------
     def timesteps(self, num_reverse: int, start: int | None = None, mapping: str = "respacing") -> list[int]:

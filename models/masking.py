@@ -37,7 +37,7 @@ def patch_mask(
     counts = torch.round(ratios.double().cpu() * n).long().clamp(0, n)
     grid = (ranks < counts[:, None]).view(batch, 1, gh, gw)
     full = grid.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
-    return full.to(device)
+    return full.to(device, non_blocking=True)  # drawn on the CPU (its generator); the GPU need not wait
 
 
 def shuffled_patches(z: torch.Tensor, patch: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -45,6 +45,6 @@ def shuffled_patches(z: torch.Tensor, patch: int, generator: torch.Generator | N
     b, c, h, w = z.shape
     gh, gw = h // patch, w // patch
     patches = z.reshape(b, c, gh, patch, gw, patch).permute(0, 2, 4, 1, 3, 5).reshape(b * gh * gw, c, patch, patch)
-    perm = torch.randperm(patches.shape[0], generator=generator).to(z.device)
+    perm = torch.randperm(patches.shape[0], generator=generator).to(z.device, non_blocking=True)
     out = patches[perm].reshape(b, gh, gw, c, patch, patch).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
     return out

@@ -35,7 +35,7 @@ from decodiff.datasets.stream import ShardStream
 from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config, ConfigError, build_config
 from decodiff.harness.data import prepare_data
-from decodiff.harness.evaluation.evaluate import conditioned
+from decodiff.harness.evaluation.evaluate import conditioned, inference_layout
 from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
 from decodiff.harness.progress import Progress
 from decodiff.harness.training.checkpoint import CheckpointError, load_model
@@ -152,7 +152,9 @@ def load_scorer(
         if used:
             mark_used(used, cfg.run.cache_dir)
     device = device_for(cfg)
-    return Scorer(cfg, model.to(device).eval(), vae.to(device), category, classes.index(category), size, checkpoint)
+    model, vae = model.to(device).eval(), vae.to(device)
+    inference_layout(cfg, model, vae, device)  # as `evaluate` computes: the same maps for the same image
+    return Scorer(cfg, model, vae, category, classes.index(category), size, checkpoint)
 
 
 def image_files(inputs: Sequence[Path]) -> list[Path]:

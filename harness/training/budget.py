@@ -16,6 +16,7 @@ and cached VAE now give another count."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -34,7 +35,7 @@ from decodiff.harness.data import PreparedData, image_size
 from decodiff.harness.methods import make_process
 from decodiff.harness.progress import log
 from decodiff.harness.training.checkpoint import build_from_spec, model_spec
-from decodiff.harness.training.distributed import broadcast_from_main, device_for
+from decodiff.harness.training.distributed import broadcast_from_main, device_for, tf32_for_training
 from decodiff.harness.training.latent_cache import encodings_per_image
 from decodiff.harness.training.optimizer import make_optimizer
 from decodiff.harness.training.spec import training_spec
@@ -76,16 +77,20 @@ def round_steps(n: float) -> int:
     return int(n // grid * grid)
 
 
-def _timed(fn: Any, repeats: int) -> float:
+def _timed(fn: Any, repeats: int, device: torch.device | None = None) -> float:
     """Median seconds per call of `fn` over `repeats` calls after two untimed ones (allocations,
     lazy initialisation, and an occasional slow second call seen on CPU): the median, not the
-    mean, so that one call slowed by other load does not size the whole run."""
+    mean, so that one call slowed by other load does not size the whole run. On a GPU each call
+    is waited for: kernels are queued, and the clock would otherwise time their launch only."""
+    wait = torch.cuda.synchronize if device is not None and device.type == "cuda" else lambda: None
     fn()
     fn()
     times = []
     for _ in range(repeats):
+        wait()
         t = time.perf_counter()
         fn()
+        wait()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -124,23 +129,30 @@ def measure(cfg: Config, data: PreparedData, world: int = 1) -> dict[str, float]
     t = cfg.train
     micro = max(1, t.batch_size // (world * t.grad_accum))  # this rank's micro-batch
 
+    # the training's arithmetic: its mixed precision and TF32 setting on a GPU (a CPU trains in float32)
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.mixed_precision)
+    autocast = torch.autocast("cuda", dtype=half) if device.type == "cuda" and half else contextlib.nullcontext()
+
     def train_step() -> None:
         for _ in range(t.grad_accum):
             z0 = torch.randn(micro, ch, latent, latent).to(device)
             ids = torch.randint(0, n_cls, (micro,)).to(device)
             inp = process.training_input(z0, generator=gen)
-            F.mse_loss(net(inp.z_t, inp.t, ids), inp.eta).backward()
+            with autocast:
+                pred = net(inp.z_t, inp.t, ids)
+            F.mse_loss(pred.float(), inp.eta.float()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    out = {"train_step": _timed(train_step, TIMED_STEPS)}
+    with tf32_for_training(cfg):
+        out = {"train_step": _timed(train_step, TIMED_STEPS, device)}
     net.eval()
     bsz = max(1, min(cfg.infer.batch_size, 16))
     x = torch.rand(bsz, 3, size, size, device=device) * 2 - 1
     ids = torch.zeros(bsz, dtype=torch.long, device=device)
     tt = torch.full((bsz,), cfg.process.steps // 2, device=device)
     with torch.no_grad():
-        encode = _timed(lambda: vae.encode(x), 3) / bsz
+        encode = _timed(lambda: vae.encode(x), 3, device) / bsz
 
         def evaluate_batch() -> None:
             z = vae.encode(x)
@@ -149,7 +161,8 @@ def measure(cfg: Config, data: PreparedData, world: int = 1) -> dict[str, float]
             vae.decode(z)
 
         out["encode_image"] = encode
-        out["eval_image"] = _timed(evaluate_batch, 3) / bsz * (1 + (BASELINE_SHARE if cfg.infer.baselines else 0))
+        share = 1 + (BASELINE_SHARE if cfg.infer.baselines else 0)
+        out["eval_image"] = _timed(evaluate_batch, 3, device) / bsz * share
     out["vae_step"] = 0.0
     if must_fit:
         small = build_small_vae(cfg.vae.small).to(device).train()
@@ -164,7 +177,7 @@ def measure(cfg: Config, data: PreparedData, world: int = 1) -> dict[str, float]
             vopt.step()
             vopt.zero_grad(set_to_none=True)
 
-        out["vae_step"] = _timed(vae_step, 3)
+        out["vae_step"] = _timed(vae_step, 3, device)
     return out
 
 

@@ -57,6 +57,23 @@ def use_cpu(cfg: Config) -> bool:
     )
 
 
+@contextmanager
+def tf32_for_training(cfg: Config) -> Iterator[None]:
+    """TF32 in matrix products and convolutions as train.allow_tf32 says (both ways: torch's default
+    already has it on for convolutions), for the training only: the process's flags are restored after,
+    so that an evaluation in the same process (bench, a sweep trial) computes as a fresh `decodiff
+    evaluate` of the model does, at torch's defaults."""
+    if use_cpu(cfg):
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.train.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def make_accelerator(cfg: Config) -> Accelerator:
     """One Accelerator per process; accumulation and batching are done by the training loop
     (feed.py), so Accelerate sees one micro-batch per backward."""
@@ -64,9 +81,6 @@ def make_accelerator(cfg: Config) -> Accelerator:
     cpu = use_cpu(cfg)
     if cpu and t.mixed_precision == "fp16":
         raise ConfigError("train.mixed_precision=fp16 needs a GPU (use bf16 or no on CPU)")
-    if not cpu and t.allow_tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     # the other ranks wait at a barrier while the main process makes shards or a VAE (can be long)
     timeout = InitProcessGroupKwargs(timeout=timedelta(hours=2))
     acc = Accelerator(

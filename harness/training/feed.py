@@ -215,7 +215,7 @@ class TrainFeed:
     # ---- latents -------------------------------------------------------------------------------
     def latents(self, batch: dict[str, Any], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean training latents z0 (a sample of the VAE's latent distribution) and class ids."""
-        ids = torch.tensor([self.class_ids[c] for c in batch["category"]], device=self.device)
+        ids = torch.tensor([self.class_ids[c] for c in batch["category"]]).to(self.device, non_blocking=True)
         if self.latent_cache:
             lat = batch["latent"]  # [B, K, 2, C, h, w]: K augmentation variants (1: picked already), (mean, std)
             b = lat.shape[0]

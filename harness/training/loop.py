@@ -37,7 +37,13 @@ from decodiff.harness.training.checkpoint import (
     save_model,
     save_training,
 )
-from decodiff.harness.training.distributed import barrier, make_accelerator, same_weights_on_all_ranks, seed_everything
+from decodiff.harness.training.distributed import (
+    barrier,
+    make_accelerator,
+    same_weights_on_all_ranks,
+    seed_everything,
+    tf32_for_training,
+)
 from decodiff.harness.training.ema import EMA
 from decodiff.harness.training.feed import Throughput, TrainFeed
 from decodiff.harness.training.init_weights import init_plan, init_record, row_labels
@@ -133,7 +139,7 @@ def train(
     if cfg.method == "vae-recon":
         raise ConfigError("method=vae-recon has no model to train (it scores the VAE's own reconstruction)")
     acc = accelerator or make_accelerator(cfg)
-    with training_folder_lock(out) if acc.is_main_process else nullcontext():
+    with training_folder_lock(out) if acc.is_main_process else nullcontext(), tf32_for_training(cfg):
         return _train(cfg, data, vae, Path(out), acc, resume)
 
 
