@@ -98,7 +98,7 @@ def test_measure_times_the_runs_own_model_and_vae(tmp_path):
 
 @pytest.mark.slow
 def test_bench_keeps_its_budget_and_records_the_steps_it_chose(tmp_path):
-    minutes = 2.5
+    minutes = 1.5
     out = bench(_tiny(tmp_path, f"run.time_budget={minutes}"))
     timings = json.loads((out.run_dir / "timings.json").read_text())
     plan = timings["budget"]
