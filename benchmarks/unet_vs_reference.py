@@ -134,12 +134,12 @@ def ours_contestant(args: argparse.Namespace, name: str, compile_: bool = False,
     """Our UNet as the harness runs it on CPU: training in the contiguous layout (train.channels_last
     false) with AdamW's foreach kernel (make_optimizer); inference on channels-last weights
     (infer.channels_last auto)."""
-    from decodiff.models.layout import to_layout
+    from decodiff.models.layout import to_layout, use_channels_last
 
     torch.manual_seed(0)
     net = build_ours(args).to(args.device)
-    # infer.channels_last auto: on CPU, and on CUDA with reduced precision (models/layout.py), per contestant
-    layout = args.infer_channels_last if args.infer_channels_last is not None else args.device == "cpu" or bf16
+    # as infer.channels_last (auto: on CPU, and on CUDA with reduced precision), per contestant
+    layout = use_channels_last(args.infer_channels_last, torch.device(args.device), reduced_precision=bf16)
     infer_net = to_layout(copy.deepcopy(net), layout)
     to_layout(net, args.train_channels_last)
     call, infer_call = net, infer_net

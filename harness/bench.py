@@ -35,6 +35,7 @@ def bench(cfg: Config) -> RunResult | None:
         torch.set_num_threads(cfg.run.threads)
     acc = accelerator_if_launched(cfg)
     main = acc is None or acc.is_main_process
+    world = acc.num_processes if acc is not None else 1
     timings = Timings()
     budget = None
     with builders_first(acc):
@@ -42,7 +43,7 @@ def bench(cfg: Config) -> RunResult | None:
             data = prepare_data(cfg)
     if cfg.run.time_budget:  # measured and decided before the VAE, the latent cache and the training
         with timings.phase("budget"):
-            cfg, budget = fit_to_budget(cfg, data, t0, main, acc.num_processes if acc is not None else 1)
+            cfg, budget = fit_to_budget(cfg, data, t0, main, world)
         timings.notes["budget"] = budget
         if main:
             log(plan_line(budget))
@@ -51,7 +52,7 @@ def bench(cfg: Config) -> RunResult | None:
             vae = get_vae(cfg, data)
     if budget is not None:  # an earlier run's steps (its model reused), or planned again after the VAE fit
         with timings.phase("budget"):
-            cfg, budget = settle_budget(cfg, data, vae, budget, t0, main, acc.num_processes if acc is not None else 1)
+            cfg, budget = settle_budget(cfg, data, vae, budget, t0, main, world)
         timings.notes["budget"] = budget
     with timings.phase("training"):
         model, classes, train_info, reused = trained_model(cfg, data, vae, accelerator=acc)

@@ -136,6 +136,5 @@ def reference_cache_for(
         return None
     names = dict(zip(data.urls("test"), data.manifest.shard_names("test", data.categories)))  # urls are made from names
     folder = Path(cfg.run.cache_dir) / "references" / reference_cache_key(cfg, data, vae, channels_last, device)
-    if folder.is_dir():
-        mark_used(folder)
+    mark_used(folder)  # nothing to mark before the first evaluation writes it
     return ReferenceCache(folder, names, cfg.infer.pixel_reference == "vae", channels_last)
