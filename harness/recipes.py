@@ -79,6 +79,7 @@ _COMMON = (
     _s("infer.sigma_latent", 1.0, f"{CODE}: Gaussian blur sigma 1 on the 32x32 latent map (paper: silent)"),
     _s("infer.pixel_reference", "vae", f"{CODE}: against the VAE reconstruction of the input (Eq. 15 writes x_0)"),
     _s("infer.image_score", "max", f"{CODE}: maximum of the map (paper: silent)"),
+    _s("infer.image_map", "map", f"{CODE}: the score is taken from the anomaly map of Eq. 15 (paper: silent)"),
     _s(
         "metrics.aupro_protocol",
         "deco-diff-code",

@@ -33,7 +33,7 @@ from decodiff.harness.training.distributed import (
     gather_to_main,
     rank_and_world,
 )
-from decodiff.models.anomaly_map import anomaly_map, image_score
+from decodiff.models.anomaly_map import anomaly_map, image_scores
 from decodiff.models.layout import to_layout, use_channels_last
 from decodiff.models.reconstruction import reconstruct
 from decodiff.models.sampler import EtaModel
@@ -137,7 +137,7 @@ def evaluate(
                 if refs is not None and cached is None:
                     refs.add(url, first, keys, rec.z, rec.x_ref)
                 maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
-                scores = image_score(maps, settings)
+                scores = image_scores(maps, rec.z0_hat, rec.z, settings)
                 maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()
                 base = {
                     n: (m.float().cpu().numpy(), sc.float().cpu().numpy())

@@ -41,7 +41,7 @@ from decodiff.harness.progress import Progress
 from decodiff.harness.training.checkpoint import CheckpointError, load_model
 from decodiff.harness.training.distributed import device_for
 from decodiff.harness.training.vae_fit import resolve_pretrained
-from decodiff.models.anomaly_map import anomaly_map, image_score
+from decodiff.models.anomaly_map import anomaly_map, image_scores
 from decodiff.models.reconstruction import reconstruct
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.vae import FrozenVAE, load_vae
@@ -87,7 +87,7 @@ class Scorer:
         )
         s = map_settings(self.cfg)
         maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, s)
-        return maps.float().cpu().numpy(), image_score(maps, s).float().cpu().numpy()
+        return maps.float().cpu().numpy(), image_scores(maps, rec.z0_hat, rec.z, s).float().cpu().numpy()
 
 
 @dataclass
@@ -384,6 +384,7 @@ def predict(
         "anomalous": anomalous,
         "normal": scored - anomalous,
         "threshold": {"value": threshold.value, "how": threshold.how},
+        "score": score_description(scorer.cfg),
         "scores": str((out / "scores.csv").resolve()),
         "maps": str((out / "maps").resolve()) if save_maps else None,
         "overlays": str((out / "overlays").resolve()) if save_overlays else None,
@@ -392,6 +393,19 @@ def predict(
     }
     write_atomic(out / "predict.json", json.dumps(summary, indent=1) + "\n")
     return PredictResult(out, threshold, scored, anomalous, skipped, notes, summary)
+
+
+def score_description(cfg: Config) -> str:
+    """What an image's score is, in words: a user comparing it with the saved map must know whether it
+    is that map's maximum."""
+    i = cfg.infer
+    of = "the anomaly map (maps/)" if i.image_map == "map" else "the latent part of the anomaly map (not the saved map)"
+    how = {
+        "max": "maximum",
+        "topk_mean": f"mean of the {i.topk} highest pixels",
+        "avgpool_max": f"maximum after {i.pool}x{i.pool} average pooling",
+    }
+    return f"{how[i.image_score]} of {of} (infer.image_score={i.image_score}, infer.image_map={i.image_map})"
 
 
 def _notes(scorer: Scorer, resized: int, converted: dict[str, int], skipped: list[dict[str, str]]) -> list[str]:

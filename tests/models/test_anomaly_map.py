@@ -5,7 +5,14 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from decodiff.models.anomaly_map import MapSettings, anomaly_map, image_score, latent_discrepancy, pixel_discrepancy
+from decodiff.models.anomaly_map import (
+    MapSettings,
+    anomaly_map,
+    image_score,
+    image_scores,
+    latent_discrepancy,
+    pixel_discrepancy,
+)
 from decodiff.models.blur import gaussian_blur
 
 
@@ -120,3 +127,26 @@ def test_latent_resize_equals_skimage_resize(shape, size):
     d = np.random.default_rng(3).random(shape)
     got = bilinear_resize(torch.from_numpy(d)[None], size)[0].numpy()
     np.testing.assert_allclose(got, resize(d, size), atol=1e-12)
+
+
+def test_image_score_from_the_latent_part_when_the_pixel_part_is_high_everywhere():
+    """infer.image_map=latent: on a texture the VAE blurs, the pixel discrepancy is high all over
+    every image and the geometric map's maximum ranks a normal image above a defective one; the
+    latent part's maximum does not. The map itself (the localisation) is the same either way."""
+    x_ref = torch.zeros(2, 3, 32, 32)
+    x_rec = x_ref.clone()
+    x_rec[0] += 0.3  # the normal image (0): the decoded correction differs everywhere (a blurred texture)
+    x_rec[1] += 0.02  # the defective one (1): the decoder smooths its change away
+    z = torch.zeros(2, 4, 4, 4)
+    z0_hat = z.clone()
+    z0_hat[0] += 0.1  # a slight correction all over the normal image
+    z0_hat[1, :, 1:3, 1:3] += 0.9  # a strong one at the defect's latent cells
+    s = MapSettings(gamma_p=0.2, gamma_l=0.8)
+    maps = anomaly_map(x_rec, x_ref, z0_hat, z, s)
+    by_map = image_scores(maps, z0_hat, z, s)
+    by_latent = image_scores(maps, z0_hat, z, MapSettings(gamma_p=0.2, gamma_l=0.8, image_map="latent"))
+    assert torch.equal(by_map, image_score(maps, s))  # the published score, unchanged
+    assert torch.equal(by_latent, image_score(latent_discrepancy(z0_hat, z, (32, 32), s), s))
+    assert by_map[0] > by_map[1] and by_latent[1] > by_latent[0]
+    with pytest.raises(ValueError, match="image_map must be one of"):
+        image_scores(maps, z0_hat, z, MapSettings(image_map="pixel"))

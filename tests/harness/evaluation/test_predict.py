@@ -76,6 +76,23 @@ def test_predict_writes_maps_scores_and_decisions_and_says_what_it_changed(check
     assert float(row["score"]) == pytest.approx(float(rows[0]["score"]), rel=1e-4)  # batch of 1 vs 3: last bits
 
 
+def test_a_score_from_the_latent_part_is_not_the_saved_maps_maximum_and_says_so(checkpoint, images, tmp_path):
+    """infer.image_map=latent (the demo's): the saved map is still Eq. 15's, the score is the latent
+    part's maximum, and predict.json says which, so nobody takes the map's maximum for the score."""
+    plain, latent = (load_scorer(checkpoint, category="brick", overrides=o) for o in ([], ["infer.image_map=latent"]))
+    a = predict(plain, [images], tmp_path / "a", choose_threshold(plain, threshold=0.5))
+    b = predict(latent, [images], tmp_path / "b", choose_threshold(latent, threshold=0.5))
+    assert "infer.image_map=map" in a.summary["score"] and "maximum of the anomaly map" in a.summary["score"]
+    assert "infer.image_map=latent" in b.summary["score"] and "not the saved map" in b.summary["score"]
+    rows_a, rows_b = (list(csv.DictReader((r.out / "scores.csv").open())) for r in (a, b))
+    for ra, rb in zip(rows_a, rows_b):
+        np.testing.assert_array_equal(  # the same localisation
+            np.load(a.out / "maps" / f"{ra['name']}.npy"), np.load(b.out / "maps" / f"{rb['name']}.npy")
+        )
+        assert float(rb["score"]) != pytest.approx(float(ra["score"]), rel=1e-3)
+        assert json.loads((b.out / "predict.json").read_text())["score"] == b.summary["score"]
+
+
 def test_threshold_from_held_out_normal_images_is_their_quantile(checkpoint, images, tmp_path):
     scorer = load_scorer(checkpoint, category="coins")
     t = choose_threshold(scorer, normal=[images], quantile=0.5)
