@@ -205,9 +205,9 @@ class InferSection(Section):
     sigma_latent: float = Field(default=1.0, ge=0)
     pixel_reference: Literal["vae", "input"] = "vae"
     image_score: Literal["max", "topk_mean", "avgpool_max"] = "max"
-    # what the image score is taken from: the anomaly map (published) or its latent part alone, the map
-    # staying the localisation (models/anomaly_map.image_scores; the demo's, README "The image score from
-    # the latent part")
+    # what the image score is taken from: the anomaly map (published; every preset's) or its latent part
+    # alone, the map staying the localisation (models/anomaly_map.image_scores; README "The image score
+    # from the latent part": better on the demo's grass, worse on gravel, a tie on the validation split)
     image_map: Literal["map", "latent"] = "map"
     topk: int = Field(default=100, ge=1)
     pool: int = Field(default=16, ge=1)

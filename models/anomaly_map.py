@@ -114,8 +114,8 @@ def image_scores(
     maps: torch.Tensor, z0_hat: torch.Tensor, z: torch.Tensor, s: MapSettings = MapSettings()
 ) -> torch.Tensor:
     """The image score of `s.image_map`: of the anomaly map (published), or of its latent part alone,
-    while the map stays the localisation. On a texture the VAE blurs (the demo's grass) the pixel part
-    is high everywhere and hides the defect from the maximum; the latent part does not (README:
+    while the map stays the localisation. Where the VAE blurs a texture (the demo's grass) the pixel part
+    is high all over the image and can hide the defect from the maximum; not a general gain (README:
     "The image score from the latent part")."""
     if s.image_map == "map":
         return image_score(maps, s)
