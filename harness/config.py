@@ -279,6 +279,16 @@ class Config(Section):
                 "method=vae-recon scores |Decoder(Encoder(x)) - x| (there is no latent correction): "
                 "set infer.combination=pixel and infer.pixel_reference=input"
             )
+        if self.infer.image_map == "latent" and (self.method == "vae-recon" or self.infer.combination == "pixel"):
+            raise ValueError(
+                "infer.image_map=latent scores the latent part of the map, which "
+                + (
+                    "vae-recon does not have (z0_hat = z)"
+                    if self.method == "vae-recon"
+                    else "combination=pixel leaves out"
+                )
+                + ": use infer.image_map=map"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:

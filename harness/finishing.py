@@ -153,7 +153,8 @@ def finish_run(
         "VAE": vae.source,
         "inference": f"{cfg.infer.reverse_steps} reverse steps (t = {_steps(cfg)}), strategy {cfg.infer.strategy}, "
         f"{cfg.infer.combination} map, "
-        f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score {cfg.infer.image_score}",
+        f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score {cfg.infer.image_score} of the "
+        + ("map" if cfg.infer.image_map == "map" else "latent part (infer.image_map=latent)"),
         "AUPRO": _aupro_line(cfg),
         "recipe": cfg.recipe_text(),
         **({"training recipe": made_by} if (made_by := training_recipe(train_info, cfg)) else {}),

@@ -113,6 +113,9 @@ def evaluate(
     }
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
+    saved_scores: list[
+        float
+    ] = []  # the run's image scores beside the maps: not always a map's maximum (infer.image_map)
     stats = PixelStats() if main and out is not None else None
     urls = data.urls("test")
     order = _InOrder(urls, _counts(data, urls)) if main else None  # releases results in one-process order
@@ -219,6 +222,7 @@ def evaluate(
                 )
                 if cfg.infer.save_maps and out is not None:
                     saved[it["key"]] = it["map"].astype(np.float32)
+                    saved_scores.append(float(it["score"]))
             prog.update(len(ready))
     seconds = time.time() - start
     if order is not None and order.missing():
@@ -236,7 +240,15 @@ def evaluate(
     if main and saved and out is not None:
         maps_file = out / "maps.npz"
         # uncompressed: float maps compress by ~12 % (demo: 9.3 of 10.6 MB) for 0.5 s, 5 % of the demo's evaluation
-        write_atomic(maps_file, lambda p: np.savez(p, keys=np.array(list(saved)), maps=np.stack(list(saved.values()))))
+        write_atomic(
+            maps_file,
+            lambda p: np.savez(
+                p,
+                keys=np.array(list(saved)),
+                maps=np.stack(list(saved.values())),
+                scores=np.array(saved_scores, dtype=np.float64),
+            ),
+        )
     if stats is not None:
         stats.save(out / "pixel_stats.npz")
     records, samples, base_records = broadcast_from_main((records, samples, base_records) if main else None)

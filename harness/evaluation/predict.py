@@ -293,7 +293,8 @@ def _training_scores(scorer: Scorer, limit: int) -> list[float]:
 
 def overlay(image: torch.Tensor, amap: np.ndarray, threshold: float) -> np.ndarray:
     """HxWx3 uint8: the image with the map in the 'jet' colours over it, scaled so that the
-    threshold sits mid-scale (blue: far below, red: twice the threshold or more)."""
+    threshold sits mid-scale (blue: far below, red: twice the threshold or more); a threshold of 0
+    scales to the map's own maximum."""
     rgb = ((image.float().clamp(-1, 1) + 1) * 127.5).permute(1, 2, 0).numpy()
     level = np.clip(amap / (2 * threshold if threshold > 0 else max(float(amap.max()), 1e-12)), 0, 1)
     heat = colormaps["jet"](level)[..., :3] * 255
@@ -331,6 +332,9 @@ def predict(
     converted: dict[str, int] = {}
     resized = scored = anomalous = 0
     names: set[str] = set()
+    # the threshold is in the score's units: the map's with infer.image_map=map; with `latent` it is not,
+    # so each overlay is scaled to its own map's maximum instead
+    overlay_scale = threshold.value if scorer.cfg.infer.image_map == "map" else 0.0
     rows = io.StringIO(newline="")
     w = csv.writer(rows)
     w.writerow(["path", "name", "category", "score", "anomalous", "threshold", "width", "height", "converted"])
@@ -353,9 +357,7 @@ def predict(
         if save_overlays:
             write_atomic(
                 out / "overlays" / f"{name}.png",
-                lambda p, b=b, amap=amap: Image.fromarray(overlay(b.image, amap, threshold.value)).save(
-                    p, format="PNG"
-                ),
+                lambda p, b=b, amap=amap: Image.fromarray(overlay(b.image, amap, overlay_scale)).save(p, format="PNG"),
             )
         w.writerow(
             [

@@ -85,12 +85,14 @@ def test_a_score_from_the_latent_part_is_not_the_saved_maps_maximum_and_says_so(
     assert "infer.image_map=map" in a.summary["score"] and "maximum of the anomaly map" in a.summary["score"]
     assert "infer.image_map=latent" in b.summary["score"] and "not the saved map" in b.summary["score"]
     rows_a, rows_b = (list(csv.DictReader((r.out / "scores.csv").open())) for r in (a, b))
+    assert len(rows_a) == len(rows_b) == 3
     for ra, rb in zip(rows_a, rows_b):
-        np.testing.assert_array_equal(  # the same localisation
-            np.load(a.out / "maps" / f"{ra['name']}.npy"), np.load(b.out / "maps" / f"{rb['name']}.npy")
-        )
-        assert float(rb["score"]) != pytest.approx(float(ra["score"]), rel=1e-3)
-        assert json.loads((b.out / "predict.json").read_text())["score"] == b.summary["score"]
+        amap = np.load(a.out / "maps" / f"{ra['name']}.npy")
+        np.testing.assert_array_equal(amap, np.load(b.out / "maps" / f"{rb['name']}.npy"))  # the same localisation
+        assert float(ra["score"]) == pytest.approx(float(amap.max()), rel=1e-6)
+        assert 0.0 <= float(rb["score"]) <= 1.0  # the latent part, clipped and scaled
+        assert float(rb["score"]) != pytest.approx(float(amap.max()), rel=1e-3)
+    assert json.loads((b.out / "predict.json").read_text())["score"] == b.summary["score"]
 
 
 def test_threshold_from_held_out_normal_images_is_their_quantile(checkpoint, images, tmp_path):
