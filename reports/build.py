@@ -176,6 +176,7 @@ def qualitative_items(q: dict[str, np.ndarray]) -> dict[str, list[dict[str, Any]
             "mask": q["masks"][i],
             "map": q["maps"][i],
             "has_mask": bool(q["has_masks"][i]) if "has_masks" in q else True,
+            "score_of": str(q["score_of"]) if "score_of" in q else "map",
         }
         by_cat.setdefault(str(q["categories"][i]), []).append(item)
     for items in by_cat.values():

@@ -94,6 +94,11 @@ def _show(ax, img: np.ndarray, cmap: str | None = None, vmin: float | None = Non
     ax.set_yticks([])
 
 
+def _score_of(item: dict[str, Any]) -> str:
+    """A score that is not the shown map's maximum says what it is of (infer.image_map=latent)."""
+    return "" if item.get("score_of", "map") == "map" else f" ({item['score_of']})"
+
+
 def qualitative_figure(category: str, items: list[dict[str, Any]]) -> bytes:
     """Fig. 3's grid for one category: columns are samples (best, typical, worst), rows the input
     image, DeCo-Diff's reconstruction, the ground-truth mask and the predicted anomaly map. Items
@@ -120,8 +125,9 @@ def qualitative_figure(category: str, items: list[dict[str, Any]]) -> bytes:
                 axes[2, j].text(0.5, 0.5, "no mask", ha="center", va="center", fontsize=9)
         _show(axes[-1, j], it["map"].astype(np.float32), cmap="jet", vmin=0, vmax=vmax)
         role = it["role"] if any(masked) else BY_SCORE.get(it["role"], it["role"])
+        name = it["key"].split("/")[-2] if "/" in it["key"] else it["key"]
         axes[0, j].set_title(
-            f"{role}\n{it['key'].split('/')[-2] if '/' in it['key'] else it['key']}\nscore {it['score']:.3f}",
+            f"{role}\n{name}\nscore {it['score']:.3f}{_score_of(it)}",
             fontsize=8,
         )
     for i, name in enumerate(rows):

@@ -114,6 +114,8 @@ def qualitative_examples(
         "categories": np.array([found[k]["category"] for k in keys]),
         "roles": np.array([chosen[k] for k in keys]),
         "scores": np.array([score[k] for k in keys]),
+        # what the score is of: under infer.image_map=latent it is not the shown map's maximum
+        "score_of": np.array("map" if cfg.infer.image_map == "map" else "latent part"),
         "quality": np.array([quality.get(k, np.nan) for k in keys]),
         "inputs": np.stack([found[k]["input"] for k in keys]),
         "recons": np.stack([found[k]["recon"] for k in keys]),

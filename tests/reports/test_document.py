@@ -180,5 +180,8 @@ def test_figures_are_the_same_bytes_for_the_same_data():
         "map": rng.random((16, 16)).astype(np.float16),
     }
     assert qualitative_figure("bottle", [item]) == qualitative_figure("bottle", [item])
+    # a score that is not the shown map's maximum (infer.image_map=latent) says so in the title
+    assert qualitative_figure("bottle", [{**item, "score_of": "latent part"}]) != qualitative_figure("bottle", [item])
+    assert qualitative_figure("bottle", [{**item, "score_of": "map"}]) == qualitative_figure("bottle", [item])
     series = {"": [[(1, 0.5, 0.1), (2, 0.6, None)]] * 7}
     assert sweep_figure("k", series, [str(i) for i in range(7)], "t")[:4] == b"\x89PNG"
