@@ -27,7 +27,7 @@ from decodiff.harness.methods import make_process, map_settings, reconstruction_
 from decodiff.harness.training.distributed import device_for
 from decodiff.harness.training.model_cache import trained_model
 from decodiff.harness.training.vae_fit import get_vae
-from decodiff.models.anomaly_map import anomaly_map, image_scores
+from decodiff.models.anomaly_map import scored_maps
 from decodiff.models.reconstruction import reconstruct
 
 
@@ -63,7 +63,7 @@ def main() -> None:
             cls = torch.tensor([ids[c] for c in b["category"]], device=device)
             t = time.perf_counter()
             rec = reconstruct(x, vae, conditioned(model, cls), process, recon, keys=b["key"])
-            image_scores(anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings), rec.z0_hat, rec.z, settings)
+            scored_maps(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
             own.append(time.perf_counter() - t)
             t = time.perf_counter()
             bases.maps(x, rec, list(b["category"]), recon.pixel_reference)

@@ -279,16 +279,11 @@ class Config(Section):
                 "method=vae-recon scores |Decoder(Encoder(x)) - x| (there is no latent correction): "
                 "set infer.combination=pixel and infer.pixel_reference=input"
             )
-        if self.infer.image_map == "latent" and (self.method == "vae-recon" or self.infer.combination == "pixel"):
-            raise ValueError(
-                "infer.image_map=latent scores the latent part of the map, which "
-                + (
-                    "vae-recon does not have (z0_hat = z)"
-                    if self.method == "vae-recon"
-                    else "combination=pixel leaves out"
-                )
-                + ": use infer.image_map=map"
-            )
+        no_latent = {"vae-recon": "vae-recon does not have (z0_hat = z)"}.get(self.method) or (
+            "combination=pixel leaves out" if self.infer.combination == "pixel" else None
+        )
+        if self.infer.image_map == "latent" and no_latent:
+            raise ValueError(f"infer.image_map=latent scores the latent part of the map, which {no_latent}: use map")
         return self
 
     def to_dict(self) -> dict[str, Any]:

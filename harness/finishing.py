@@ -16,6 +16,7 @@ from decodiff.harness.evaluation.evaluate import EvalResult
 from decodiff.harness.evaluation.qualitative import qualitative_examples
 from decodiff.harness.evaluation.score import ScoreResult
 from decodiff.harness.evaluation.uncertainty import Uncertainty, bootstrap
+from decodiff.harness.methods import score_text
 from decodiff.harness.progress import log
 from decodiff.harness.provenance import code_version
 from decodiff.harness.recipes import departures, departures_text
@@ -153,8 +154,7 @@ def finish_run(
         "VAE": vae.source,
         "inference": f"{cfg.infer.reverse_steps} reverse steps (t = {_steps(cfg)}), strategy {cfg.infer.strategy}, "
         f"{cfg.infer.combination} map, "
-        f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score {cfg.infer.image_score} of the "
-        + ("map" if cfg.infer.image_map == "map" else "latent part (infer.image_map=latent)"),
+        f"gamma_p={cfg.infer.gamma_p}, gamma_l={cfg.infer.gamma_l}, image score: {score_text(cfg)}",
         "AUPRO": _aupro_line(cfg),
         "recipe": cfg.recipe_text(),
         **({"training recipe": made_by} if (made_by := training_recipe(train_info, cfg)) else {}),

@@ -33,6 +33,19 @@ def map_settings(cfg: Config) -> MapSettings:
     return _from_infer(MapSettings, cfg)
 
 
+def score_text(cfg: Config) -> str:
+    """What an image's score is, in words (run reports, `predict.json`): with infer.image_map=latent it
+    is not the saved map's maximum, and whoever compares the two must know."""
+    i = cfg.infer
+    how = {
+        "max": "maximum",
+        "topk_mean": f"mean of the {i.topk} highest pixels",
+        "avgpool_max": f"maximum after {i.pool}x{i.pool} average pooling",
+    }[i.image_score]
+    of = "the anomaly map" if i.image_map == "map" else "the latent part of the anomaly map"
+    return f"{how} of {of} (infer.image_score={i.image_score}, infer.image_map={i.image_map})"
+
+
 def _from_infer(settings: type[S], cfg: Config, **given: Any) -> S:
     """The models' settings from cfg.infer, whose keys carry the same names (but for `given`)."""
     infer = {f.name: getattr(cfg.infer, f.name) for f in fields(settings) if f.name not in given}

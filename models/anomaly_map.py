@@ -81,18 +81,26 @@ def anomaly_map(
     x_rec: torch.Tensor, x_ref: torch.Tensor, z0_hat: torch.Tensor, z: torch.Tensor, s: MapSettings = MapSettings()
 ) -> torch.Tensor:
     """Eq. 15 (geometric) or its ablations; [B,H,W] float32."""
+    return _map_and_latent(x_rec, x_ref, z0_hat, z, s)[0]
+
+
+def _map_and_latent(
+    x_rec: torch.Tensor, x_ref: torch.Tensor, z0_hat: torch.Tensor, z: torch.Tensor, s: MapSettings
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The map and its latent part (None where neither the map nor the image score needs it)."""
     if s.combination not in COMBINATIONS:
         raise ValueError(f"combination must be one of {COMBINATIONS}, got {s.combination!r}")
     size = (x_ref.shape[-2], x_ref.shape[-1])
+    need_latent = s.combination != "pixel" or s.image_map == "latent"
+    lat = latent_discrepancy(z0_hat, z, size, s) if need_latent else None
     if s.combination == "latent":
-        return latent_discrepancy(z0_hat, z, size, s)
+        return lat, lat
     pix = pixel_discrepancy(x_rec, x_ref, s)
     if s.combination == "pixel":
-        return pix
-    lat = latent_discrepancy(z0_hat, z, size, s)
+        return pix, lat
     if s.combination == "arithmetic":
-        return 0.5 * (pix + lat)
-    return (pix.clamp(min=0) * lat.clamp(min=0)).sqrt()
+        return 0.5 * (pix + lat), lat
+    return (pix.clamp(min=0) * lat.clamp(min=0)).sqrt(), lat
 
 
 def image_score(maps: torch.Tensor, s: MapSettings = MapSettings()) -> torch.Tensor:
@@ -110,15 +118,14 @@ def image_score(maps: torch.Tensor, s: MapSettings = MapSettings()) -> torch.Ten
     raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {s.image_score!r}")
 
 
-def image_scores(
-    maps: torch.Tensor, z0_hat: torch.Tensor, z: torch.Tensor, s: MapSettings = MapSettings()
-) -> torch.Tensor:
-    """The image score of `s.image_map`: of the anomaly map (published), or of its latent part alone,
-    while the map stays the localisation. Where the VAE blurs a texture (the demo's grass) the pixel part
-    is high all over the image and can hide the defect from the maximum; not a general gain (README:
-    "The image score from the latent part")."""
-    if s.image_map == "map":
-        return image_score(maps, s)
-    if s.image_map == "latent":
-        return image_score(latent_discrepancy(z0_hat, z, (maps.shape[-2], maps.shape[-1]), s), s)
-    raise ValueError(f"image_map must be one of {IMAGE_MAPS}, got {s.image_map!r}")
+def scored_maps(
+    x_rec: torch.Tensor, x_ref: torch.Tensor, z0_hat: torch.Tensor, z: torch.Tensor, s: MapSettings = MapSettings()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The anomaly map [B,H,W] and the image scores [B] of `s.image_map`: of the map (published), or of
+    its latent part alone, the map staying the localisation. Where the VAE blurs a texture (the demo's
+    grass) the pixel part is high all over the image and can hide the defect from the maximum; not a
+    general gain (README: "The image score from the latent part")."""
+    if s.image_map not in IMAGE_MAPS:
+        raise ValueError(f"image_map must be one of {IMAGE_MAPS}, got {s.image_map!r}")
+    maps, lat = _map_and_latent(x_rec, x_ref, z0_hat, z, s)
+    return maps, image_score(maps if s.image_map == "map" else lat, s)

@@ -33,7 +33,7 @@ from decodiff.harness.training.distributed import (
     gather_to_main,
     rank_and_world,
 )
-from decodiff.models.anomaly_map import anomaly_map, image_scores
+from decodiff.models.anomaly_map import scored_maps
 from decodiff.models.layout import to_layout, use_channels_last
 from decodiff.models.reconstruction import reconstruct
 from decodiff.models.sampler import EtaModel
@@ -113,9 +113,6 @@ def evaluate(
     }
     samples: list[dict[str, Any]] = []
     saved: dict[str, np.ndarray] = {}
-    saved_scores: list[
-        float
-    ] = []  # the run's image scores beside the maps: not always a map's maximum (infer.image_map)
     stats = PixelStats() if main and out is not None else None
     urls = data.urls("test")
     order = _InOrder(urls, _counts(data, urls)) if main else None  # releases results in one-process order
@@ -139,8 +136,7 @@ def evaluate(
                 rec = reconstruct(x, vae, conditioned(model, cls), process, recon, keys=keys, reference=cached)
                 if refs is not None and cached is None:
                     refs.add(url, first, keys, rec.z, rec.x_ref)
-                maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
-                scores = image_scores(maps, rec.z0_hat, rec.z, settings)
+                maps, scores = scored_maps(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, settings)
                 maps_np, scores_np = maps.float().cpu().numpy(), scores.float().cpu().numpy()
                 base = {
                     n: (m.float().cpu().numpy(), sc.float().cpu().numpy())
@@ -222,7 +218,6 @@ def evaluate(
                 )
                 if cfg.infer.save_maps and out is not None:
                     saved[it["key"]] = it["map"].astype(np.float32)
-                    saved_scores.append(float(it["score"]))
             prog.update(len(ready))
     seconds = time.time() - start
     if order is not None and order.missing():
@@ -246,7 +241,8 @@ def evaluate(
                 p,
                 keys=np.array(list(saved)),
                 maps=np.stack(list(saved.values())),
-                scores=np.array(saved_scores, dtype=np.float64),
+                # the run's image scores, in the maps' order: not always a map's maximum (infer.image_map)
+                scores=np.array([s["score"] for s in samples], dtype=np.float64),
             ),
         )
     if stats is not None:

@@ -36,12 +36,12 @@ from decodiff.datasets.transforms import Preprocess
 from decodiff.harness.config import Config, ConfigError, build_config
 from decodiff.harness.data import prepare_data
 from decodiff.harness.evaluation.evaluate import conditioned, inference_layout
-from decodiff.harness.methods import make_process, map_settings, reconstruction_settings
+from decodiff.harness.methods import make_process, map_settings, reconstruction_settings, score_text
 from decodiff.harness.progress import Progress
 from decodiff.harness.training.checkpoint import CheckpointError, load_model
 from decodiff.harness.training.distributed import device_for
 from decodiff.harness.training.vae_fit import resolve_pretrained
-from decodiff.models.anomaly_map import anomaly_map, image_scores
+from decodiff.models.anomaly_map import scored_maps
 from decodiff.models.reconstruction import reconstruct
 from decodiff.models.unet import DeviationUNet
 from decodiff.models.vae import FrozenVAE, load_vae
@@ -86,8 +86,8 @@ class Scorer:
             keys=list(keys),
         )
         s = map_settings(self.cfg)
-        maps = anomaly_map(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, s)
-        return maps.float().cpu().numpy(), image_scores(maps, rec.z0_hat, rec.z, s).float().cpu().numpy()
+        maps, scores = scored_maps(rec.x_rec, rec.x_ref, rec.z0_hat, rec.z, s)
+        return maps.float().cpu().numpy(), scores.float().cpu().numpy()
 
 
 @dataclass
@@ -386,7 +386,8 @@ def predict(
         "anomalous": anomalous,
         "normal": scored - anomalous,
         "threshold": {"value": threshold.value, "how": threshold.how},
-        "score": score_description(scorer.cfg),
+        "score": score_text(scorer.cfg)
+        + ("" if scorer.cfg.infer.image_map == "map" else ": not the saved map's maximum"),
         "scores": str((out / "scores.csv").resolve()),
         "maps": str((out / "maps").resolve()) if save_maps else None,
         "overlays": str((out / "overlays").resolve()) if save_overlays else None,
@@ -395,19 +396,6 @@ def predict(
     }
     write_atomic(out / "predict.json", json.dumps(summary, indent=1) + "\n")
     return PredictResult(out, threshold, scored, anomalous, skipped, notes, summary)
-
-
-def score_description(cfg: Config) -> str:
-    """What an image's score is, in words: a user comparing it with the saved map must know whether it
-    is that map's maximum."""
-    i = cfg.infer
-    of = "the anomaly map (maps/)" if i.image_map == "map" else "the latent part of the anomaly map (not the saved map)"
-    how = {
-        "max": "maximum",
-        "topk_mean": f"mean of the {i.topk} highest pixels",
-        "avgpool_max": f"maximum after {i.pool}x{i.pool} average pooling",
-    }
-    return f"{how[i.image_score]} of {of} (infer.image_score={i.image_score}, infer.image_map={i.image_map})"
 
 
 def _notes(scorer: Scorer, resized: int, converted: dict[str, int], skipped: list[dict[str, str]]) -> list[str]:

@@ -9,9 +9,9 @@ from decodiff.models.anomaly_map import (
     MapSettings,
     anomaly_map,
     image_score,
-    image_scores,
     latent_discrepancy,
     pixel_discrepancy,
+    scored_maps,
 )
 from decodiff.models.blur import gaussian_blur
 
@@ -143,10 +143,14 @@ def test_image_score_from_the_latent_part_when_the_pixel_part_is_high_everywhere
     z0_hat[1, :, 1:3, 1:3] += 0.9  # a strong one at the defect's latent cells
     s = MapSettings(gamma_p=0.2, gamma_l=0.8)
     maps = anomaly_map(x_rec, x_ref, z0_hat, z, s)
-    by_map = image_scores(maps, z0_hat, z, s)
-    by_latent = image_scores(maps, z0_hat, z, MapSettings(gamma_p=0.2, gamma_l=0.8, image_map="latent"))
+    maps_a, by_map = scored_maps(x_rec, x_ref, z0_hat, z, s)
+    maps_b, by_latent = scored_maps(x_rec, x_ref, z0_hat, z, MapSettings(gamma_p=0.2, gamma_l=0.8, image_map="latent"))
+    assert torch.equal(maps_a, maps) and torch.equal(maps_b, maps)  # the localisation either way
     assert torch.equal(by_map, image_score(maps, s))  # the published score, unchanged
     assert torch.equal(by_latent, image_score(latent_discrepancy(z0_hat, z, (32, 32), s), s))
     assert by_map[0] > by_map[1] and by_latent[1] > by_latent[0]
+    # a pixel-only map with the score from the latent part still computes the latent part
+    pixel_only = MapSettings(gamma_p=0.2, gamma_l=0.8, combination="pixel", image_map="latent")
+    assert torch.equal(scored_maps(x_rec, x_ref, z0_hat, z, pixel_only)[1], by_latent)
     with pytest.raises(ValueError, match="image_map must be one of"):
-        image_scores(maps, z0_hat, z, MapSettings(image_map="pixel"))
+        scored_maps(x_rec, x_ref, z0_hat, z, MapSettings(image_map="pixel"))

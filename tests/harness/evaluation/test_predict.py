@@ -77,7 +77,7 @@ def test_predict_writes_maps_scores_and_decisions_and_says_what_it_changed(check
 
 
 def test_a_score_from_the_latent_part_is_not_the_saved_maps_maximum_and_says_so(checkpoint, images, tmp_path):
-    """infer.image_map=latent (the demo's): the saved map is still Eq. 15's, the score is the latent
+    """infer.image_map=latent (no preset's default): the saved map is still Eq. 15's, the score is the latent
     part's maximum, and predict.json says which, so nobody takes the map's maximum for the score."""
     plain, latent = (load_scorer(checkpoint, category="brick", overrides=o) for o in ([], ["infer.image_map=latent"]))
     a = predict(plain, [images], tmp_path / "a", choose_threshold(plain, threshold=0.5))
